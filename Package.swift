@@ -1,0 +1,44 @@
+// swift-tools-version:6.1
+import PackageDescription
+
+let package = Package(
+    name: "Colony",
+    platforms: [.macOS(.v15)],
+    products: [
+        .library(name: "Colony", targets: ["Colony"]),
+        .executable(name: "colony", targets: ["colony"]),
+        .executable(name: "colony-bench", targets: ["colony-bench"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-atomics", from: "1.3.0"),
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+    ],
+    targets: [
+        // Only what Swift cannot call directly: futex(2) (syscall is variadic), later mremap(2).
+        .target(name: "CMemoryMapShim"),
+        // The local thread core: threads, locks, conditions, events, semaphores, timers,
+        // barriers, thread-locals, queues, executors and futures.
+        .target(
+            name: "Threading",
+            dependencies: [
+                "CMemoryMapShim",
+                .product(name: "Atomics", package: "swift-atomics"),
+            ]
+        ),
+        // The client library users import; re-exports the local core.
+        .target(name: "Colony", dependencies: ["Threading"]),
+        .executableTarget(
+            name: "colony",
+            dependencies: [
+                "Colony",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
+        ),
+        .executableTarget(name: "colony-bench", dependencies: ["Colony"]),
+        // The chapter's example programs, written with Colony; tests run them and check their output.
+        .executableTarget(name: "colony-examples", dependencies: ["Colony"]),
+        .testTarget(name: "ThreadingTests", dependencies: ["Threading"]),
+        .testTarget(name: "ExamplesTests", dependencies: ["colony-examples"]),
+    ],
+    swiftLanguageModes: [.v6]
+)

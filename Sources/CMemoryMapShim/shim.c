@@ -1,0 +1,55 @@
+#define _GNU_SOURCE
+#include "CMemoryMapShim.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <linux/futex.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+int colony_futex_wait(uint32_t *word, uint32_t expected, uint64_t deadline_ns) {
+    struct timespec ts;
+    struct timespec *timeout = NULL;
+    if (deadline_ns != 0) {
+        ts.tv_sec = (time_t)(deadline_ns / 1000000000ull);
+        ts.tv_nsec = (long)(deadline_ns % 1000000000ull);
+        timeout = &ts;
+    }
+    /* FUTEX_WAIT_BITSET takes an absolute CLOCK_MONOTONIC deadline, so spurious wake-ups
+       never stretch the total wait. */
+    long rc = syscall(SYS_futex, word, FUTEX_WAIT_BITSET | FUTEX_PRIVATE_FLAG, expected, timeout,
+                      NULL, FUTEX_BITSET_MATCH_ANY);
+    return rc == 0 ? 0 : errno;
+}
+
+int colony_futex_wake(uint32_t *word, int count) {
+    long rc = syscall(SYS_futex, word, FUTEX_WAKE | FUTEX_PRIVATE_FLAG, count, NULL, NULL, 0);
+    return rc < 0 ? 0 : (int)rc;
+}
+
+int64_t colony_gettid(void) { return (int64_t)syscall(SYS_gettid); }
+
+uint64_t colony_monotonic_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+void colony_cpu_relax(void) {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ __volatile__("yield");
+#endif
+}
+
+#include <pthread.h>
+
+static unsigned long main_thread_ident;
+
+__attribute__((constructor)) static void colony_record_main_thread(void) {
+    main_thread_ident = (unsigned long)pthread_self();
+}
+
+unsigned long colony_main_thread_ident(void) { return main_thread_ident; }
