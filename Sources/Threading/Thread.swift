@@ -38,11 +38,13 @@ open class Thread: @unchecked Sendable, CustomStringConvertible {
     private let finished = Event()
 
     /// Python `Thread(name=None, target=None, daemon=None)`. Arguments are captured by the
-    /// closure. `daemon: nil` inherits the creating thread's daemon flag.
+    /// closure. `daemon: nil` inherits the daemon flag of the creating thread when Colony
+    /// started that thread, and is false otherwise (main thread, Swift concurrency's threads).
     public init(name: String? = nil, daemon: Bool? = nil, target: (@Sendable () throws -> Void)? = nil) {
         self.target = target
         self.storedName = name ?? "Thread-\(ThreadRegistry.shared.nextThreadNumber())"
-        self.storedDaemon = daemon ?? Thread.current.isDaemon
+        let creator = Thread.current
+        self.storedDaemon = daemon ?? (creator is AdoptedThread ? false : creator.isDaemon)
     }
 
     /// For the main thread and threads Colony did not start: already running.
