@@ -133,6 +133,7 @@ public final class Future<Value: Sendable>: @unchecked Sendable, Hashable, Custo
                 if deadline.hasPassed { throw TimeoutError() }
                 _ = changed.wait(releasing: lock, until: deadline)
             }
+            if case .cancelled = state { throw CancelledError() }
             return outcomeLocked()
         }
     }
