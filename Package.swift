@@ -34,7 +34,13 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
-        .executableTarget(name: "colony-bench", dependencies: ["Colony"]),
+        .executableTarget(
+            name: "colony-bench",
+            dependencies: [
+                "Colony", "CMemoryMapShim",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
+        ),
         // The chapter's example programs, written with Colony; tests run them and check their output.
         .executableTarget(name: "colony-examples", dependencies: ["Colony"]),
         .testTarget(name: "ThreadingTests", dependencies: ["Threading"]),

@@ -10,7 +10,7 @@ public final class Condition: Locking, @unchecked Sendable {
     public let lock: any Locking
     // Guards `waiters`; the user's lock cannot, because it may be remote or misused.
     private let guardLock = Lock()
-    private var waiters: [Waiter] = []
+    private var waiters = WaiterQueue()
 
     /// Python `Condition(lock)`.
     public init(lock: any Locking) { self.lock = lock }
@@ -78,11 +78,10 @@ public final class Condition: Locking, @unchecked Sendable {
     /// Python `c.notify(n=1)`: wakes up to `n` waiting threads. The caller must hold the lock.
     public func notify(_ n: Int = 1) throws {
         try requireOwnership("notify")
-        let woken: ArraySlice<Waiter> = guardLock.withLock {
-            let count = min(max(n, 0), waiters.count)
-            let first = waiters[..<count]
-            waiters.removeFirst(count)
-            return first
+        let woken: [Waiter] = guardLock.withLock {
+            var taken: [Waiter] = []
+            while taken.count < n, let waiter = waiters.popFirst() { taken.append(waiter) }
+            return taken
         }
         for waiter in woken { waiter.unpark() }
     }
@@ -91,8 +90,9 @@ public final class Condition: Locking, @unchecked Sendable {
     public func notifyAll() throws {
         try requireOwnership("notifyAll")
         let woken: [Waiter] = guardLock.withLock {
-            defer { waiters.removeAll() }
-            return waiters
+            var taken: [Waiter] = []
+            while let waiter = waiters.popFirst() { taken.append(waiter) }
+            return taken
         }
         for waiter in woken { waiter.unpark() }
     }
@@ -109,11 +109,7 @@ public final class Condition: Locking, @unchecked Sendable {
     }
 
     private func removeWaiter(_ waiter: Waiter) -> Bool {
-        guardLock.withLock {
-            guard let index = waiters.firstIndex(where: { $0 === waiter }) else { return false }
-            waiters.remove(at: index)
-            return true
-        }
+        guardLock.withLock { waiters.remove(waiter) }
     }
 }
 
@@ -122,13 +118,13 @@ public final class Event: @unchecked Sendable {
     // Bit 0: the flag. Bit 1: some thread may be asleep in the kernel, so set() must make
     // a system call. Bits 2...: a generation that set() bumps, so a waiter that slept through
     // a set() followed by a clear() still returns true, as in Python.
-    private let word = FutexWord.allocate(0)
+    // Must stay the first stored property: `word` addresses it.
+    private var wordStorage = UInt32.AtomicRepresentation(0)
+    private var word: FutexWord { FutexWord(storedIn: self) }
     private static let flag: UInt32 = 1
     private static let sleepers: UInt32 = 2
 
     public init() {}
-
-    deinit { word.deallocate() }
 
     /// Python `e.is_set()`.
     public var isSet: Bool { word.load() & Event.flag != 0 }

@@ -1,3 +1,4 @@
+import Atomics
 import Glibc
 
 /// Runs calls asynchronously on a pool of workers (Python `concurrent.futures.Executor`).
@@ -93,7 +94,7 @@ public final class ThreadPoolExecutor: Executor, @unchecked Sendable {
     public let maxWorkers: Int
     /// Python `thread_name_prefix`: worker threads are named `<prefix>_<n>`.
     public let threadNamePrefix: String
-    private let core: ThreadPoolCore
+    @usableFromInline let core: ThreadPoolCore
 
     /// Python `ThreadPoolExecutor(max_workers=None, thread_name_prefix='', initializer=None)`.
     /// `maxWorkers` defaults to min(32, cores + 4). `initializer` runs at the start of each
@@ -116,22 +117,24 @@ public final class ThreadPoolExecutor: Executor, @unchecked Sendable {
 
     deinit { core.shutdown(wait: false, cancelFutures: false) }
 
+    @inlinable
     public func submit<Value: Sendable>(_ call: @escaping @Sendable () throws -> Value) throws -> Future<Value> {
         let future = Future<Value>()
-        try core.enqueue(
-            WorkItem(
-                run: {
-                    guard future.setRunningOrNotifyCancel() else { return }
-                    do {
-                        try future.setResult(try call())
-                    } catch {
-                        try? future.setException(error)
-                    }
-                },
-                abandon: { error in
-                    if let error { try? future.setException(error) } else { future.cancel() }
+        try core.enqueue { action in
+            switch action {
+            case .run:
+                guard future.setRunningOrNotifyCancel() else { return }
+                do {
+                    try future.setResult(try call())
+                } catch {
+                    try? future.setException(error)
                 }
-            ))
+            case .cancel:
+                future.cancel()
+            case .fail(let error):
+                try? future.setException(error)
+            }
+        }
         return future
     }
 
@@ -140,11 +143,18 @@ public final class ThreadPoolExecutor: Executor, @unchecked Sendable {
     }
 }
 
-/// One queued call: `run` executes it; `abandon` cancels it (nil) or fails it with an error.
-struct WorkItem: Sendable {
-    let run: @Sendable () -> Void
-    let abandon: @Sendable ((any Error)?) -> Void
+/// What the pool asks of a queued call: run it, or give it up (cancelled, or failed because
+/// the pool broke).
+@usableFromInline
+enum WorkAction {
+    case run
+    case cancel
+    case fail(any Error)
 }
+
+/// One queued call, told what to do by a worker.
+@usableFromInline
+typealias WorkItem = @Sendable (WorkAction) -> Void
 
 /// What a worker takes from the queue: a call, or the signal to stop.
 enum Job: Sendable {
@@ -154,12 +164,14 @@ enum Job: Sendable {
 
 /// The state the worker threads share; kept apart from `ThreadPoolExecutor` so that the
 /// executor can be released (and shut down) while its workers still run.
+@usableFromInline
 final class ThreadPoolCore: @unchecked Sendable {
     private let maxWorkers: Int
     private let namePrefix: String
     private let initializer: (@Sendable () throws -> Void)?
     private let work = Queue<Job>()
-    private let idleWorkers: Semaphore
+    // Workers that finished a call since work last arrived: Python's idle semaphore.
+    private let idleWorkers = ManagedAtomic<Int>(0)
     private let lock = Lock()
     // Guarded by lock.
     private var workers: [Thread] = []
@@ -170,20 +182,30 @@ final class ThreadPoolCore: @unchecked Sendable {
         self.maxWorkers = maxWorkers
         self.namePrefix = namePrefix
         self.initializer = initializer
-        idleWorkers = try! Semaphore(0)  // 0 is a valid initial value
     }
 
-    func enqueue(_ item: WorkItem) throws {
+    @usableFromInline
+    func enqueue(_ item: @escaping WorkItem) throws {
         try lock.withLock {
             if let brokenReason { throw ThreadingError(.brokenExecutor, brokenReason) }
             if isShutDown {
                 throw ThreadingError(.executorShutDown, "cannot submit new work after shutdown()")
             }
             try? work.put(.call(item))
-            if !idleWorkers.acquire(blocking: false), workers.count < maxWorkers {
+            if !takeIdleWorker(), workers.count < maxWorkers {
                 try startWorker()
             }
         }
+    }
+
+    private func takeIdleWorker() -> Bool {
+        var idle = idleWorkers.load(ordering: .relaxed)
+        while idle > 0 {
+            let (exchanged, current) = idleWorkers.compareExchange(expected: idle, desired: idle - 1, ordering: .relaxed)
+            if exchanged { return true }
+            idle = current
+        }
+        return false
     }
 
     // With lock held.
@@ -205,8 +227,8 @@ final class ThreadPoolCore: @unchecked Sendable {
             }
         }
         while case .call(let item)? = try? work.get() {
-            item.run()
-            try? idleWorkers.release()
+            item(.run)
+            idleWorkers.wrappingIncrement(ordering: .relaxed)
         }
         try? work.put(.stop)  // let the other workers see the end too
     }
@@ -214,7 +236,7 @@ final class ThreadPoolCore: @unchecked Sendable {
     private func markBroken(_ reason: String) {
         lock.withLock { if brokenReason == nil { brokenReason = reason } }
         let error = ThreadingError(.brokenExecutor, reason)
-        while case .call(let item)? = try? work.getNowait() { item.abandon(error) }
+        while case .call(let item)? = try? work.getNowait() { item(.fail(error)) }
         try? work.put(.stop)
     }
 
@@ -223,7 +245,7 @@ final class ThreadPoolCore: @unchecked Sendable {
             if !isShutDown {
                 isShutDown = true
                 if cancelFutures {
-                    while case .call(let item)? = try? work.getNowait() { item.abandon(nil) }
+                    while case .call(let item)? = try? work.getNowait() { item(.cancel) }
                 }
                 try? work.put(.stop)
             }

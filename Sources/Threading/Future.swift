@@ -2,20 +2,22 @@
 ///
 /// Futures compare equal only to themselves, so they can be kept in sets, as `wait` does.
 public final class Future<Value: Sendable>: @unchecked Sendable, Hashable, CustomStringConvertible {
-    private enum State {
+    @usableFromInline
+    enum State {
         case pending
         case running
         case cancelled
         case finished(Result<Value, any Error>)
     }
 
-    private let lock = Lock()
-    private let changed = WaitList()
+    @usableFromInline let lock = Lock()
+    @usableFromInline var waiters = WaiterQueue()
     // Guarded by lock.
-    private var state = State.pending
-    private var callbacks: [@Sendable (Future<Value>) -> Void] = []
+    @usableFromInline var state = State.pending
+    @usableFromInline var callbacks: [@Sendable (Future<Value>) -> Void] = []
 
     /// A pending future. Executors create these; user code normally gets them from `submit`.
+    @inlinable
     public init() {}
 
     /// Python `f.cancel()`: cancels the call unless it is already running or finished.
@@ -45,7 +47,8 @@ public final class Future<Value: Sendable>: @unchecked Sendable, Hashable, Custo
     /// Python `f.done()`: finished, failed or cancelled.
     public var isDone: Bool { lock.withLock { isDoneLocked } }
 
-    private var isDoneLocked: Bool {
+    @inlinable
+    var isDoneLocked: Bool {
         switch state {
         case .pending, .running: false
         case .cancelled, .finished: true
@@ -55,6 +58,7 @@ public final class Future<Value: Sendable>: @unchecked Sendable, Hashable, Custo
     /// Python `f.result(timeout=None)`: waits for the call and returns its value or rethrows
     /// its error. Throws `TimeoutError` when `timeout` seconds pass first, `CancelledError`
     /// when the future was cancelled.
+    @inlinable
     public func result(timeout: Double? = nil) throws -> Value {
         try waitForOutcome(timeout).get()
     }
@@ -92,6 +96,7 @@ public final class Future<Value: Sendable>: @unchecked Sendable, Hashable, Custo
     /// Python `f.set_running_or_notify_cancel()`: an executor calls this just before running
     /// the call. Returns false when the future was cancelled (do not run it); true when it is
     /// now running and can no longer be cancelled.
+    @inlinable
     public func setRunningOrNotifyCancel() -> Bool {
         lock.withLock {
             guard case .pending = state else { return false }
@@ -102,13 +107,16 @@ public final class Future<Value: Sendable>: @unchecked Sendable, Hashable, Custo
 
     /// Python `f.set_result(value)`. Throws `ThreadingError.invalidFutureState` when the
     /// future is already done.
+    @inlinable
     public func setResult(_ value: Value) throws { try finish(.success(value)) }
 
     /// Python `f.set_exception(error)`. Throws `ThreadingError.invalidFutureState` when the
     /// future is already done.
+    @inlinable
     public func setException(_ error: any Error) throws { try finish(.failure(error)) }
 
-    private func finish(_ result: Result<Value, any Error>) throws {
+    @inlinable
+    func finish(_ result: Result<Value, any Error>) throws {
         let toRun = try lock.withLock {
             if isDoneLocked {
                 throw ThreadingError(.invalidFutureState, "the future is already done; it can be completed only once")
@@ -120,27 +128,37 @@ public final class Future<Value: Sendable>: @unchecked Sendable, Hashable, Custo
     }
 
     // With lock held: wakes waiters and hands back the callbacks to run outside the lock.
-    private func complete() -> [@Sendable (Future<Value>) -> Void] {
-        changed.broadcast()
+    @inlinable
+    func complete() -> [@Sendable (Future<Value>) -> Void] {
+        waiters.broadcast()
         defer { callbacks = [] }
         return callbacks
     }
 
-    private func waitForOutcome(_ timeout: Double?) throws -> Result<Value, any Error> {
-        let deadline = Deadline(timeout: timeout)
-        return try lock.withLock {
-            while !isDoneLocked {
-                if deadline.hasPassed { throw TimeoutError() }
-                _ = changed.wait(releasing: lock, until: deadline)
-            }
+    @inlinable
+    func waitForOutcome(_ timeout: Double?) throws -> Result<Value, any Error> {
+        try lock.withLock {
+            if !isDoneLocked { try waitUntilDoneLocked(Deadline(timeout: timeout)) }
             if case .cancelled = state { throw CancelledError() }
             return outcomeLocked()
         }
     }
 
+    // With lock held; the slow path of waitForOutcome.
+    @usableFromInline
+    func waitUntilDoneLocked(_ deadline: Deadline) throws {
+        while !isDoneLocked {
+            if deadline.hasPassed { throw TimeoutError() }
+            let waiter = Waiter()
+            waiters.append(waiter)
+            _ = waiter.block(releasing: lock, until: deadline) { waiters.remove(waiter) }
+        }
+    }
+
     private func outcomeOfDone() -> Result<Value, any Error> { lock.withLock { outcomeLocked() } }
 
-    private func outcomeLocked() -> Result<Value, any Error> {
+    @inlinable
+    func outcomeLocked() -> Result<Value, any Error> {
         switch state {
         case .finished(let result): result
         case .cancelled: .failure(CancelledError())

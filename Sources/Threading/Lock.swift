@@ -59,11 +59,11 @@ extension Locking {
 /// spins briefly, then sleeps on a futex.
 public final class Lock: Locking, @unchecked Sendable, CustomStringConvertible {
     // 0: unlocked, 1: locked, 2: locked and somebody may be sleeping on it.
-    private let word = FutexWord.allocate(0)
+    // Must stay the first stored property: `word` addresses it.
+    private var wordStorage = UInt32.AtomicRepresentation(0)
+    private var word: FutexWord { FutexWord(storedIn: self) }
 
     public init() {}
-
-    deinit { word.deallocate() }
 
     /// Python `L.acquire(blocking=True, timeout=-1)`: true when the lock was taken.
     /// With `blocking: false` it never waits; `timeout` bounds the wait in seconds

@@ -4,20 +4,23 @@
 /// Timeouts are seconds: `nil` waits as long as needed; a negative timeout throws
 /// `ThreadingError.invalidArgument`, as Python's `ValueError`.
 public class Queue<Element>: @unchecked Sendable {
-    private struct State {
-        var items: QueueStorage<Element>
-        var unfinishedTasks = 0
-        var isShutDown = false
+    @usableFromInline
+    struct State {
+        @usableFromInline var items: QueueStorage<Element>
+        @usableFromInline var unfinishedTasks = 0
+        @usableFromInline var isShutDown = false
+
+        @usableFromInline init(items: QueueStorage<Element>) { self.items = items }
     }
 
     /// Python `maxsize`: the queue is full at this many items; 0 or less means unbounded.
     public let maxsize: Int
-    private let lock = Lock()
-    private let notEmpty = WaitList()
-    private let notFull = WaitList()
-    private let allTasksDone = WaitList()
+    @usableFromInline let lock = Lock()
+    @usableFromInline let notEmpty = WaitList()
+    @usableFromInline let notFull = WaitList()
+    @usableFromInline let allTasksDone = WaitList()
     // Stable storage, touched only with `lock` held.
-    private let state: UnsafeMutablePointer<State>
+    @usableFromInline let state: UnsafeMutablePointer<State>
 
     /// Python `Queue(maxsize=0)`.
     public convenience init(maxsize: Int = 0) {
@@ -37,18 +40,19 @@ public class Queue<Element>: @unchecked Sendable {
     }
 
     /// Python `q.qsize()`: how many items are in the queue right now (advisory).
-    public var qsize: Int { lock.withLock { state.pointee.items.count } }
+    public final var qsize: Int { lock.withLock { state.pointee.items.count } }
 
     /// Python `q.empty()` (advisory).
-    public var isEmpty: Bool { qsize == 0 }
+    public final var isEmpty: Bool { qsize == 0 }
 
     /// Python `q.full()` (advisory).
-    public var isFull: Bool { maxsize > 0 && qsize >= maxsize }
+    public final var isFull: Bool { maxsize > 0 && qsize >= maxsize }
 
     /// Python `q.put(item, block=True, timeout=None)`. Waits while the queue is full when
     /// `block` (for at most `timeout` seconds), then throws `QueueFull`; throws
     /// `QueueShutDown` after `shutdown`.
-    public func put(_ item: Element, block: Bool = true, timeout: Double? = nil) throws {
+    @inlinable
+    public final func put(_ item: Element, block: Bool = true, timeout: Double? = nil) throws {
         let deadline = try waitDeadline(block: block, timeout: timeout)
         lock.acquire()
         defer { try? lock.release() }
@@ -68,12 +72,13 @@ public class Queue<Element>: @unchecked Sendable {
     }
 
     /// Python `q.put_nowait(item)`: `put(item, block: false)`.
-    public func putNowait(_ item: Element) throws { try put(item, block: false) }
+    public final func putNowait(_ item: Element) throws { try put(item, block: false) }
 
     /// Python `q.get(block=True, timeout=None)`. Waits while the queue is empty when `block`
     /// (for at most `timeout` seconds), then throws `QueueEmpty`; throws `QueueShutDown` once
     /// a shut-down queue is empty.
-    public func get(block: Bool = true, timeout: Double? = nil) throws -> Element {
+    @inlinable
+    public final func get(block: Bool = true, timeout: Double? = nil) throws -> Element {
         let deadline = try waitDeadline(block: block, timeout: timeout)
         lock.acquire()
         defer { try? lock.release() }
@@ -93,11 +98,11 @@ public class Queue<Element>: @unchecked Sendable {
     }
 
     /// Python `q.get_nowait()`: `get(block: false)`.
-    public func getNowait() throws -> Element { try get(block: false) }
+    public final func getNowait() throws -> Element { try get(block: false) }
 
     /// Python `q.task_done()`: marks one item taken by `get` as processed. Throws
     /// `ThreadingError.taskDoneTooManyTimes` when called more often than `put`.
-    public func taskDone() throws {
+    public final func taskDone() throws {
         try lock.withLock {
             guard state.pointee.unfinishedTasks > 0 else {
                 throw ThreadingError(.taskDoneTooManyTimes, "taskDone() called more times than items were put")
@@ -110,7 +115,7 @@ public class Queue<Element>: @unchecked Sendable {
     /// Python `q.join()`: waits until every item put has been marked with `taskDone()`.
     /// Beyond Python, `timeout` bounds the wait; returns false when it ran out.
     @discardableResult
-    public func join(timeout: Double? = nil) -> Bool {
+    public final func join(timeout: Double? = nil) -> Bool {
         let deadline = Deadline(timeout: timeout)
         return lock.withLock {
             while state.pointee.unfinishedTasks > 0 {
@@ -124,7 +129,7 @@ public class Queue<Element>: @unchecked Sendable {
     /// Python 3.13 `q.shutdown(immediate=False)`: from now on `put` throws `QueueShutDown`,
     /// and `get` does once the queue is empty; blocked callers wake up and throw. With
     /// `immediate`, the queue is emptied at once (those items count as done for `join`).
-    public func shutdown(immediate: Bool = false) {
+    public final func shutdown(immediate: Bool = false) {
         lock.withLock {
             let s = state
             s.pointee.isShutDown = true
@@ -141,9 +146,10 @@ public class Queue<Element>: @unchecked Sendable {
     }
 
     /// Whether `shutdown` was called.
-    public var isShutDown: Bool { lock.withLock { state.pointee.isShutDown } }
+    public final var isShutDown: Bool { lock.withLock { state.pointee.isShutDown } }
 
-    private func waitDeadline(block: Bool, timeout: Double?) throws -> Deadline {
+    @usableFromInline
+    func waitDeadline(block: Bool, timeout: Double?) throws -> Deadline {
         guard block else { return Deadline(timeout: 0) }
         if let timeout, !(timeout >= 0) {
             throw ThreadingError(.invalidArgument, "a queue timeout must be a non-negative number of seconds, got \(timeout)")

@@ -1,30 +1,35 @@
 /// Where a queue keeps its items: a ring buffer for FIFO and LIFO order, a binary heap for
 /// priority order. Lives at a fixed address inside its queue and is only touched with the
 /// queue's lock held; the queue calls `destroy()` exactly once.
+@usableFromInline
 struct QueueStorage<Element> {
+    @usableFromInline
     enum Order {
         case fifo
         case lifo
         case priority((Element, Element) -> Bool)
     }
 
-    let order: Order
-    private var buffer: UnsafeMutablePointer<Element>
-    private var capacity: Int
-    private var head = 0  // ring buffer: index of the oldest item
-    private(set) var count = 0
+    @usableFromInline let order: Order
+    @usableFromInline var buffer: UnsafeMutablePointer<Element>
+    @usableFromInline var capacity: Int
+    @usableFromInline var head = 0  // ring buffer: index of the oldest item
+    @usableFromInline var count = 0
 
+    @usableFromInline
     init(order: Order) {
         self.order = order
         capacity = 16
         buffer = .allocate(capacity: capacity)
     }
 
+    @usableFromInline
     mutating func destroy() {
         while count > 0 { _ = pop() }
         buffer.deallocate()
     }
 
+    @inlinable
     mutating func push(_ item: Element) {
         if count == capacity { grow() }
         switch order {
@@ -39,6 +44,7 @@ struct QueueStorage<Element> {
     }
 
     /// Removes the next item in this storage's order. The caller checks `count > 0` first.
+    @inlinable
     mutating func pop() -> Element {
         switch order {
         case .fifo:
@@ -59,12 +65,14 @@ struct QueueStorage<Element> {
         }
     }
 
-    @inline(__always) private func slot(_ offset: Int) -> Int {
+    @inlinable @inline(__always)
+    func slot(_ offset: Int) -> Int {
         let index = head + offset
         return index >= capacity ? index - capacity : index
     }
 
-    private mutating func grow() {
+    @usableFromInline
+    mutating func grow() {
         let newCapacity = capacity * 2
         let newBuffer = UnsafeMutablePointer<Element>.allocate(capacity: newCapacity)
         // Move the ring's two runs (or the heap's one) to the start of the new buffer.
@@ -77,7 +85,8 @@ struct QueueStorage<Element> {
         head = 0
     }
 
-    private mutating func siftUp(from start: Int, _ areInIncreasingOrder: (Element, Element) -> Bool) {
+    @inlinable
+    mutating func siftUp(from start: Int, _ areInIncreasingOrder: (Element, Element) -> Bool) {
         var child = start
         while child > 0 {
             let parent = (child - 1) / 2
@@ -87,7 +96,8 @@ struct QueueStorage<Element> {
         }
     }
 
-    private mutating func siftDown(from start: Int, _ areInIncreasingOrder: (Element, Element) -> Bool) {
+    @inlinable
+    mutating func siftDown(from start: Int, _ areInIncreasingOrder: (Element, Element) -> Bool) {
         var parent = start
         while true {
             let left = 2 * parent + 1
@@ -101,7 +111,8 @@ struct QueueStorage<Element> {
         }
     }
 
-    private func swapAt(_ i: Int, _ j: Int) {
+    @inlinable
+    func swapAt(_ i: Int, _ j: Int) {
         let item = (buffer + i).move()
         (buffer + i).moveInitialize(from: buffer + j, count: 1)
         (buffer + j).initialize(to: item)
