@@ -179,6 +179,15 @@ extension Thread {
     /// Python `threading.enumerate()`: every thread that is alive.
     public static func enumerate() -> [Thread] { ThreadRegistry.shared.alive() }
 
+    /// Python `time.sleep(seconds)`: suspends the calling thread. Negative or NaN sleeps not at all.
+    public static func sleep(_ seconds: Double) {
+        guard seconds > 0 else { return }
+        let whole = min(seconds, Thread.timeoutMax)
+        var request = timespec(tv_sec: Int(whole), tv_nsec: Int((whole - whole.rounded(.down)) * 1e9))
+        var remaining = timespec()
+        while nanosleep(&request, &remaining) == -1 && errno == EINTR { request = remaining }
+    }
+
     /// Python `threading.get_ident()`.
     public static var currentIdent: UInt { currentThreadIdent() }
 

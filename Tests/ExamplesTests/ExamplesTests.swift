@@ -1,1 +1,154 @@
+import Foundation
 import Testing
+
+/// Runs `colony-examples NAME` (built next to this test bundle) and returns its output lines.
+func runExample(_ name: String, sourceLocation: SourceLocation = #_sourceLocation) throws -> (lines: [String], status: Int32) {
+    let directory = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
+    var executable = directory.appendingPathComponent("colony-examples")
+    if !FileManager.default.fileExists(atPath: executable.path) {
+        // swift test runs the bundle from <build>/debug/<Package>PackageTests.xctest
+        executable = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath()
+            .deletingLastPathComponent().appendingPathComponent("colony-examples")
+    }
+    let process = Process()
+    process.executableURL = executable
+    process.arguments = [name]
+    let output = Pipe()
+    process.standardOutput = output
+    try process.run()
+    let data = output.fileHandleForReading.readDataToEndOfFile()
+    process.waitUntilExit()
+    let text = String(decoding: data, as: UTF8.self)
+    return (text.split(separator: "\n").map(String.init), process.terminationStatus)
+}
+
+@Suite(.serialized) struct ChapterExampleTests {
+    @Test func eventReleasesEveryRunner() throws {
+        let (lines, status) = try runExample("event")
+        #expect(status == 0)
+        #expect(lines.filter { $0 == "starting" }.count == 10)
+        #expect(lines.filter { $0 == "waiting" }.count == 10)
+        #expect(lines.filter { $0.hasPrefix("running at ") }.count == 10)
+        #expect(lines.count == 30)
+    }
+
+    @Test func barrierReleasesAllAfterTheLastArrivesAndRunsTheActionOnce() throws {
+        let (lines, status) = try runExample("barrier")
+        #expect(status == 0)
+        let releasing = try #require(lines.firstIndex(of: "releasing"))
+        #expect(lines.filter { $0 == "releasing" }.count == 1)
+        let waitingIndices = lines.indices.filter { lines[$0] == "waiting" }
+        let runningIndices = lines.indices.filter { lines[$0].hasPrefix("running (") }
+        #expect(waitingIndices.count == 10 && runningIndices.count == 10)
+        #expect(waitingIndices.allSatisfy { $0 < releasing })
+        #expect(runningIndices.allSatisfy { $0 > releasing })
+        let numbers = runningIndices.compactMap { index -> Int? in
+            let line = lines[index]
+            guard let open = line.firstIndex(of: "("), let close = line.firstIndex(of: ")") else { return nil }
+            return Int(line[line.index(after: open)..<close])
+        }
+        #expect(Set(numbers) == Set(0..<10))
+    }
+
+    @Test func threadLocalPrintsWhatThePythonProgramPrints() throws {
+        let (lines, status) = try runExample("thread-local")
+        #expect(status == 0)
+        #expect(lines == [
+            "in main thread, setting zop to 42",
+            "in subthread, setting zop to 23",
+            "in subthread, zop is now 23",
+            "in main thread, zop is now 42",
+        ])
+    }
+
+    @Test func rlockShowsOwnerAndCountOnlyInsideWith() throws {
+        let (lines, _) = try runExample("rlock")
+        #expect(lines.count == 3)
+        #expect(lines[0] == "<unlocked RLock owner=0 count=0>")
+        #expect(lines[1].hasPrefix("<locked RLock owner=") && lines[1].hasSuffix("count=1>"))
+        #expect(!lines[1].contains("owner=0 "))
+        #expect(lines[2] == lines[0])
+    }
+
+    @Test func periodicStopsWhenTheCallbackThrows() throws {
+        let (lines, _) = try runExample("periodic")
+        #expect(lines == ["tick 1", "tick 2", "tick 3", "stopped: enough ticks"])
+    }
+
+    @Test func queueEAFP() throws {
+        let (lines, _) = try runExample("queue-eafp")
+        #expect(lines == ["no work to perform", "working on some work"])
+    }
+
+    @Test func externalInterfacingSerializesEveryCall() throws {
+        let (lines, _) = try runExample("external-interfacing")
+        #expect(lines == [
+            "requests: 100, correct results: 100",
+            "calls reaching the resource: 100, overlapping calls: 0",
+        ])
+    }
+
+    @Test func serializerRunsOneCallableAtATime() throws {
+        let (lines, _) = try runExample("serializer")
+        #expect(lines == ["serialized calls: 40, overlapping calls: 0, last: done"])
+    }
+
+    @Test func workerPoolAnswersEveryRequestCorrectly() throws {
+        let (lines, status) = try runExample("worker-pool")
+        #expect(status == 0)
+        var submitted: [Int: String] = [:]
+        var answered: [Int: String] = [:]
+        for line in lines {
+            if line.hasPrefix("Submitted request ") {
+                let rest = line.dropFirst("Submitted request ".count)
+                let parts = rest.split(separator: ":", maxSplits: 1)
+                submitted[Int(parts[0])!] = parts[1].trimmingCharacters(in: .whitespaces)
+            } else if line.hasPrefix("Result ") {
+                let rest = line.dropFirst("Result ".count)
+                let parts = rest.split(separator: ":", maxSplits: 1)
+                let id = Int(parts[0])!
+                #expect(submitted[id] != nil, "result \(id) before its request")
+                answered[id] = parts[1].trimmingCharacters(in: .whitespaces)
+            }
+        }
+        #expect(submitted.count == 10)
+        #expect(Set(answered.keys) == Set(submitted.keys))
+        for (id, expression) in submitted {
+            let parts = expression.split(separator: " ")
+            let (a, op, b) = (Int(parts[0])!, String(parts[1]), Int(parts[2])!)
+            let expected: String = switch op {
+            case "+": String(a + b)
+            case "-": String(a - b)
+            case "*": String(a * b)
+            case "%": String(a % b)
+            default: String(Double(a) / Double(b))
+            }
+            #expect(answered[id] == "\(expression) -> \(expected)")
+        }
+    }
+
+    @Test func makeDictWithMapAndWithAsCompleted() throws {
+        let expected = ["a: aa", "bb: bbbb", "ccc: cccccc", "dddd: dddddddd", "eeeee: eeeeeeeeee", "ffffff: ffffffffffff"]
+        #expect(try runExample("executor-map").lines == expected)
+        #expect(try runExample("as-completed").lines == expected)
+    }
+
+    @Test func nonDaemonThreadKeepsTheProcessAliveAfterMainReturns() throws {
+        let (lines, status) = try runExample("exit-waits")
+        #expect(status == 0)
+        #expect(lines == ["main returns", "worker finished"])
+    }
+
+    @Test func daemonThreadDoesNotKeepTheProcessAlive() throws {
+        // The daemon sleeps 30 s; had exit waited for it, its line would be there.
+        let (lines, status) = try runExample("daemon-exit")
+        #expect(status == 0)
+        #expect(lines == ["main returns"])
+    }
+
+    @Test func unknownExampleIsAClearError() throws {
+        let (lines, status) = try runExample("no-such-example")
+        #expect(status == 2)
+        #expect(lines.isEmpty)
+    }
+}

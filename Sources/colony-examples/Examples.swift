@@ -1,0 +1,66 @@
+import Colony
+import Glibc
+
+/// The chapter's example programs, written with Colony. `colony-examples NAME` runs one;
+/// `colony-examples` alone lists them. Where the Python program sleeps for seconds, these
+/// sleep for hundredths of a second, so that tests can run them quickly.
+@main
+enum ExamplePrograms {
+    static let all: [(name: String, summary: String, run: @Sendable () throws -> Void)] = [
+        ("event", "Event: ten threads wait for one set()", ThreadingExamples.event),
+        ("barrier", "Barrier: ten threads meet, the action announces the release", ThreadingExamples.barrier),
+        ("thread-local", "threading.local: each thread sees its own attribute", ThreadingExamples.threadLocal),
+        ("rlock", "RLock: printing the lock outside and inside `with lock`", ThreadingExamples.rlockSession),
+        ("periodic", "The Periodic timer recipe: a callback every interval until it throws", ThreadingExamples.periodic),
+        ("queue-eafp", "queue: asking forgiveness with get_nowait and Empty", ThreadingExamples.queueEAFP),
+        ("external-interfacing", "Architecture: one thread owns an external resource, fed by a queue", ArchitectureExamples.externalInterfacing),
+        ("serializer", "Architecture: a Serializer thread runs any callable, one at a time", ArchitectureExamples.serializer),
+        ("worker-pool", "Architecture: worker threads with request and result queues", ArchitectureExamples.workerPool),
+        ("executor-map", "concurrent.futures: make_dict with Executor.map", FuturesExamples.executorMap),
+        ("as-completed", "concurrent.futures: make_dict with as_completed", FuturesExamples.asCompletedDict),
+        ("exit-waits", "A non-daemon thread keeps the process alive after main returns", ThreadingExamples.exitWaitsForThreads),
+        ("daemon-exit", "A daemon thread does not keep the process alive", ThreadingExamples.daemonDoesNotDelayExit),
+    ]
+
+    static func main() throws {
+        let arguments = CommandLine.arguments.dropFirst()
+        guard let name = arguments.first else {
+            print("usage: colony-examples NAME\n")
+            for example in all { print("  \(example.name.padding(20))\(example.summary)") }
+            return
+        }
+        guard let example = all.first(where: { $0.name == name }) else {
+            var message = Array("colony-examples: no example named '\(name)'; run without arguments to list them\n".utf8)
+            _ = write(2, &message, message.count)
+            exit(2)
+        }
+        try example.run()
+    }
+}
+
+extension String {
+    func padding(_ width: Int) -> String { count >= width ? self + " " : self + String(repeating: " ", count: width - count) }
+}
+
+/// Milliseconds since the program started, for the "running at" lines.
+let programStart = Clock.now()
+
+enum Clock {
+    static func now() -> Double {
+        var time = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &time)
+        return Double(time.tv_sec) + Double(time.tv_nsec) / 1e9
+    }
+
+    static func sinceStart() -> String {
+        let ms = (now() - programStart) * 1000
+        return String(Int(ms)) + " ms"
+    }
+}
+
+/// A thread-safe print: whole lines never interleave.
+func say(_ line: String) {
+    printLock.withLock { print(line) }
+}
+
+let printLock = Lock()
