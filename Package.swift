@@ -12,6 +12,8 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-atomics", from: "1.3.0"),
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
+        .package(url: "https://github.com/apple/swift-crypto", "3.12.3"..<"5.0.0"),
     ],
     targets: [
         // Only what Swift cannot call directly: futex(2) (syscall is variadic), later mremap(2).
@@ -23,6 +25,15 @@ let package = Package(
             dependencies: [
                 "CMemoryMapShim",
                 .product(name: "Atomics", package: "swift-atomics"),
+            ]
+        ),
+        // The wire protocol as pure code: values, MessagePack, frames, the handshake state
+        // machines, messages. No sockets.
+        .target(
+            name: "ColonyWire",
+            dependencies: [
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "Crypto", package: "swift-crypto"),
             ]
         ),
         // The client library users import; re-exports the local core.
@@ -44,6 +55,15 @@ let package = Package(
         // The chapter's example programs, written with Colony; tests run them and check their output.
         .executableTarget(name: "colony-examples", dependencies: ["Colony"]),
         .testTarget(name: "ThreadingTests", dependencies: ["Threading"]),
+        .testTarget(
+            name: "ColonyWireTests",
+            dependencies: [
+                "ColonyWire",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOTestUtils", package: "swift-nio"),
+            ],
+            exclude: []
+        ),
         .testTarget(name: "ExamplesTests", dependencies: ["colony-examples"]),
     ],
     swiftLanguageModes: [.v6]

@@ -1,0 +1,315 @@
+/// One typed method call on a shared object: the request it sends and how its answer
+/// decodes. Proxies are one line each: `try await session.call(ref, DictCall.getItem(key))`.
+public struct ObjectCall<Response: Sendable>: Sendable {
+    public let method: String
+    public let arguments: [WireValue]
+    private let decodeAnswer: @Sendable (WireValue) throws -> Response
+
+    public init(_ method: String, _ arguments: [WireValue], decode: @escaping @Sendable (WireValue) throws -> Response) {
+        self.method = method
+        self.arguments = arguments
+        self.decodeAnswer = decode
+    }
+
+    /// The request frame body for the object with id `object`.
+    public func request(object: UInt64) -> Request {
+        .call(object: object, method: method, arguments: arguments)
+    }
+
+    /// Decodes the server's answer; a wrong shape throws `WireFormatError.malformedMessage`.
+    public func decode(_ answer: WireValue) throws -> Response { try decodeAnswer(answer) }
+}
+
+/// How answers of each shape decode.
+enum Answer {
+    static func malformed(_ expected: String, _ answer: WireValue) -> WireFormatError {
+        WireFormatError(.malformedMessage, "expected \(expected) in the answer, got \(answer.kindDescription)")
+    }
+
+    @Sendable static func value(_ answer: WireValue) -> WireValue { answer }
+
+    @Sendable static func nothing(_ answer: WireValue) throws {
+        guard answer == .null else { throw malformed("nil", answer) }
+    }
+
+    @Sendable static func bool(_ answer: WireValue) throws -> Bool {
+        guard let flag = answer.boolValue else { throw malformed("a bool", answer) }
+        return flag
+    }
+
+    @Sendable static func int(_ answer: WireValue) throws -> Int {
+        guard let number = answer.int64Value.flatMap(Int.init(exactly:)) else { throw malformed("an integer", answer) }
+        return number
+    }
+
+    @Sendable static func uint(_ answer: WireValue) throws -> UInt64 {
+        guard let number = answer.uint64Value else { throw malformed("an unsigned integer", answer) }
+        return number
+    }
+
+    @Sendable static func array(_ answer: WireValue) throws -> [WireValue] {
+        guard let elements = answer.arrayValue else { throw malformed("an array", answer) }
+        return elements
+    }
+
+    @Sendable static func map(_ answer: WireValue) throws -> [WirePair] {
+        guard let pairs = answer.mapValue else { throw malformed("a map", answer) }
+        return pairs
+    }
+
+    @Sendable static func pair(_ answer: WireValue) throws -> WirePair {
+        guard let fields = answer.arrayValue, fields.count == 2 else { throw malformed("a [key, value] pair", answer) }
+        return WirePair(fields[0], fields[1])
+    }
+
+    @Sendable static func pairs(_ answer: WireValue) throws -> [WirePair] {
+        try array(answer).map(pair)
+    }
+
+    @Sendable static func reference(_ answer: WireValue) throws -> ObjectRef {
+        guard let reference = answer.objectRefValue else { throw malformed("an object reference", answer) }
+        return reference
+    }
+}
+
+/// A timeout argument: seconds, or nil to wait as long as it takes.
+func wireTimeout(_ seconds: Double?) -> WireValue { seconds.map(WireValue.double) ?? .null }
+
+/// The typed calls of a shared dict (Python `SyncManager.dict()`).
+public enum DictCall {
+    public static func getItem(_ key: WireValue) -> ObjectCall<WireValue> { .init("getitem", [key], decode: Answer.value) }
+    public static func setItem(_ key: WireValue, _ value: WireValue) -> ObjectCall<Void> {
+        .init("setitem", [key, value], decode: Answer.nothing)
+    }
+    public static func delItem(_ key: WireValue) -> ObjectCall<Void> { .init("delitem", [key], decode: Answer.nothing) }
+    public static func contains(_ key: WireValue) -> ObjectCall<Bool> { .init("contains", [key], decode: Answer.bool) }
+    public static func len() -> ObjectCall<Int> { .init("len", [], decode: Answer.int) }
+    public static func keys() -> ObjectCall<[WireValue]> { .init("keys", [], decode: Answer.array) }
+    public static func values() -> ObjectCall<[WireValue]> { .init("values", [], decode: Answer.array) }
+    public static func items() -> ObjectCall<[WirePair]> { .init("items", [], decode: Answer.pairs) }
+    public static func get(_ key: WireValue, default fallback: WireValue = .null) -> ObjectCall<WireValue> {
+        .init("get", [key, fallback], decode: Answer.value)
+    }
+    /// Without `default`, a missing key is a KeyError.
+    public static func pop(_ key: WireValue, default fallback: WireValue? = nil) -> ObjectCall<WireValue> {
+        .init("pop", [key] + (fallback.map { [$0] } ?? []), decode: Answer.value)
+    }
+    public static func popItem() -> ObjectCall<WirePair> { .init("popitem", [], decode: Answer.pair) }
+    public static func setDefault(_ key: WireValue, _ fallback: WireValue) -> ObjectCall<WireValue> {
+        .init("setdefault", [key, fallback], decode: Answer.value)
+    }
+    public static func update(_ pairs: [WirePair]) -> ObjectCall<Void> { .init("update", [.map(pairs)], decode: Answer.nothing) }
+    public static func clear() -> ObjectCall<Void> { .init("clear", [], decode: Answer.nothing) }
+    public static func copy() -> ObjectCall<[WirePair]> { .init("copy", [], decode: Answer.map) }
+    /// One page of entries: pass nil first, then each answer's cursor until it is nil.
+    public static func page(cursor: UInt64?, count: Int) -> ObjectCall<(cursor: UInt64?, items: [WirePair])> {
+        .init("page", [cursor.map { .integer($0) } ?? .null, .integer(count)]) { answer in
+            let fields = try Answer.array(answer)
+            guard fields.count == 2 else { throw Answer.malformed("[cursor, items]", answer) }
+            return (fields[0] == .null ? nil : try Answer.uint(fields[0]), try Answer.pairs(fields[1]))
+        }
+    }
+    /// Atomically adds `delta` to the number at `key` (absent keys start at `initial`).
+    public static func increment(_ key: WireValue, by delta: WireValue, initial: WireValue = 0) -> ObjectCall<WireValue> {
+        .init("incr", [key, delta, initial], decode: Answer.value)
+    }
+    /// Atomically sets `key` to `new` if it currently holds `expected` (nil: is absent).
+    public static func compareAndSet(_ key: WireValue, expected: WireValue?, new: WireValue) -> ObjectCall<Bool> {
+        .init("cas", [key, expected ?? .null, new], decode: Answer.bool)
+    }
+}
+
+/// The typed calls of a shared list (Python `SyncManager.list()`).
+public enum ListCall {
+    public static func getItem(_ index: Int) -> ObjectCall<WireValue> { .init("getitem", [.integer(index)], decode: Answer.value) }
+    public static func setItem(_ index: Int, _ value: WireValue) -> ObjectCall<Void> {
+        .init("setitem", [.integer(index), value], decode: Answer.nothing)
+    }
+    public static func delItem(_ index: Int) -> ObjectCall<Void> { .init("delitem", [.integer(index)], decode: Answer.nothing) }
+    public static func getSlice(_ start: Int?, _ stop: Int?, step: Int? = nil) -> ObjectCall<[WireValue]> {
+        .init("getslice", sliceArguments(start, stop, step), decode: Answer.array)
+    }
+    public static func setSlice(_ start: Int?, _ stop: Int?, step: Int? = nil, _ values: [WireValue]) -> ObjectCall<Void> {
+        .init("setslice", sliceArguments(start, stop, step) + [.array(values)], decode: Answer.nothing)
+    }
+    public static func delSlice(_ start: Int?, _ stop: Int?, step: Int? = nil) -> ObjectCall<Void> {
+        .init("delslice", sliceArguments(start, stop, step), decode: Answer.nothing)
+    }
+    public static func append(_ value: WireValue) -> ObjectCall<Void> { .init("append", [value], decode: Answer.nothing) }
+    public static func extend(_ values: [WireValue]) -> ObjectCall<Void> { .init("extend", [.array(values)], decode: Answer.nothing) }
+    public static func insert(_ index: Int, _ value: WireValue) -> ObjectCall<Void> {
+        .init("insert", [.integer(index), value], decode: Answer.nothing)
+    }
+    public static func pop(_ index: Int? = nil) -> ObjectCall<WireValue> {
+        .init("pop", index.map { [.integer($0)] } ?? [], decode: Answer.value)
+    }
+    public static func remove(_ value: WireValue) -> ObjectCall<Void> { .init("remove", [value], decode: Answer.nothing) }
+    public static func index(of value: WireValue, start: Int? = nil, stop: Int? = nil) -> ObjectCall<Int> {
+        .init("index", [value, start.map { .integer($0) } ?? .null, stop.map { .integer($0) } ?? .null], decode: Answer.int)
+    }
+    public static func count(of value: WireValue) -> ObjectCall<Int> { .init("count", [value], decode: Answer.int) }
+    public static func reverse() -> ObjectCall<Void> { .init("reverse", [], decode: Answer.nothing) }
+    public static func sort(reverse: Bool = false) -> ObjectCall<Void> { .init("sort", [.bool(reverse)], decode: Answer.nothing) }
+    public static func len() -> ObjectCall<Int> { .init("len", [], decode: Answer.int) }
+    public static func contains(_ value: WireValue) -> ObjectCall<Bool> { .init("contains", [value], decode: Answer.bool) }
+    public static func copy() -> ObjectCall<[WireValue]> { .init("copy", [], decode: Answer.array) }
+    public static func clear() -> ObjectCall<Void> { .init("clear", [], decode: Answer.nothing) }
+
+    static func sliceArguments(_ start: Int?, _ stop: Int?, _ step: Int?) -> [WireValue] {
+        [start, stop, step].map { $0.map { .integer($0) } ?? .null }
+    }
+}
+
+/// The typed calls of a shared Namespace (Python `SyncManager.Namespace()`).
+public enum NamespaceCall {
+    public static func getAttribute(_ name: String) -> ObjectCall<WireValue> { .init("getattr", [.string(name)], decode: Answer.value) }
+    public static func setAttribute(_ name: String, _ value: WireValue) -> ObjectCall<Void> {
+        .init("setattr", [.string(name), value], decode: Answer.nothing)
+    }
+    public static func deleteAttribute(_ name: String) -> ObjectCall<Void> { .init("delattr", [.string(name)], decode: Answer.nothing) }
+    public static func attributes() -> ObjectCall<[WirePair]> { .init("attrs", [], decode: Answer.map) }
+}
+
+/// The typed calls of a shared Value (Python `SyncManager.Value(typecode, value)`).
+public enum ValueCall {
+    public static func get() -> ObjectCall<WireValue> { .init("get", [], decode: Answer.value) }
+    public static func set(_ value: WireValue) -> ObjectCall<Void> { .init("set", [value], decode: Answer.nothing) }
+    public static func increment(by delta: WireValue) -> ObjectCall<WireValue> { .init("incr", [delta], decode: Answer.value) }
+    public static func compareAndSet(expected: WireValue, new: WireValue) -> ObjectCall<Bool> {
+        .init("cas", [expected, new], decode: Answer.bool)
+    }
+    public static func getLock() -> ObjectCall<ObjectRef> { .init("get_lock", [], decode: Answer.reference) }
+}
+
+/// The typed calls of a shared Array (Python `SyncManager.Array(typecode, sequence)`).
+public enum ArrayCall {
+    public static func getItem(_ index: Int) -> ObjectCall<WireValue> { .init("getitem", [.integer(index)], decode: Answer.value) }
+    public static func setItem(_ index: Int, _ value: WireValue) -> ObjectCall<Void> {
+        .init("setitem", [.integer(index), value], decode: Answer.nothing)
+    }
+    public static func getSlice(_ start: Int?, _ stop: Int?, step: Int? = nil) -> ObjectCall<[WireValue]> {
+        .init("getslice", ListCall.sliceArguments(start, stop, step), decode: Answer.array)
+    }
+    public static func setSlice(_ start: Int?, _ stop: Int?, step: Int? = nil, _ values: [WireValue]) -> ObjectCall<Void> {
+        .init("setslice", ListCall.sliceArguments(start, stop, step) + [.array(values)], decode: Answer.nothing)
+    }
+    public static func len() -> ObjectCall<Int> { .init("len", [], decode: Answer.int) }
+    public static func copy() -> ObjectCall<[WireValue]> { .init("copy", [], decode: Answer.array) }
+    public static func increment(_ index: Int, by delta: WireValue) -> ObjectCall<WireValue> {
+        .init("incr", [.integer(index), delta], decode: Answer.value)
+    }
+    public static func getLock() -> ObjectCall<ObjectRef> { .init("get_lock", [], decode: Answer.reference) }
+}
+
+/// The typed calls of shared queues: Queue, JoinableQueue, LifoQueue, PriorityQueue.
+public enum QueueCall {
+    public static func put(_ item: WireValue, block: Bool = true, timeout: Double? = nil) -> ObjectCall<Void> {
+        .init("put", [item, .bool(block), wireTimeout(timeout)], decode: Answer.nothing)
+    }
+    public static func get(block: Bool = true, timeout: Double? = nil) -> ObjectCall<WireValue> {
+        .init("get", [.bool(block), wireTimeout(timeout)], decode: Answer.value)
+    }
+    public static func putMany(_ items: [WireValue], timeout: Double? = nil) -> ObjectCall<Void> {
+        .init("put_many", [.array(items), wireTimeout(timeout)], decode: Answer.nothing)
+    }
+    public static func getMany(max: Int, block: Bool = true, timeout: Double? = nil) -> ObjectCall<[WireValue]> {
+        .init("get_many", [.integer(max), .bool(block), wireTimeout(timeout)], decode: Answer.array)
+    }
+    public static func qsize() -> ObjectCall<Int> { .init("qsize", [], decode: Answer.int) }
+    public static func empty() -> ObjectCall<Bool> { .init("empty", [], decode: Answer.bool) }
+    public static func full() -> ObjectCall<Bool> { .init("full", [], decode: Answer.bool) }
+    public static func taskDone() -> ObjectCall<Void> { .init("task_done", [], decode: Answer.nothing) }
+    public static func join(timeout: Double? = nil) -> ObjectCall<Bool> { .init("join", [wireTimeout(timeout)], decode: Answer.bool) }
+    public static func shutdown(immediate: Bool = false) -> ObjectCall<Void> {
+        .init("shutdown", [.bool(immediate)], decode: Answer.nothing)
+    }
+}
+
+/// What an acquire of a shared lock, RLock, semaphore or condition answers.
+public struct LockGrant: Hashable, Sendable {
+    /// Whether the caller now holds it (false: not blocking, or timed out).
+    public var acquired: Bool
+    /// Increases with every grant of this object; stores can reject a stale holder.
+    public var fencingToken: UInt64
+    /// The previous holder's session died while holding it: what it guarded may be half-updated.
+    public var previousOwnerDied: Bool
+
+    public init(acquired: Bool, fencingToken: UInt64, previousOwnerDied: Bool) {
+        self.acquired = acquired
+        self.fencingToken = fencingToken
+        self.previousOwnerDied = previousOwnerDied
+    }
+
+    public var wireValue: WireValue {
+        ["acquired": .bool(acquired), "token": .integer(fencingToken), "owner_died": .bool(previousOwnerDied)]
+    }
+
+    @Sendable public static func decode(_ answer: WireValue) throws -> LockGrant {
+        guard let acquired = answer["acquired"]?.boolValue, let token = answer["token"]?.uint64Value,
+            let died = answer["owner_died"]?.boolValue
+        else { throw Answer.malformed("a lock grant {acquired, token, owner_died}", answer) }
+        return LockGrant(acquired: acquired, fencingToken: token, previousOwnerDied: died)
+    }
+}
+
+/// The typed calls of shared Lock, RLock, Semaphore, BoundedSemaphore and Condition. `owner`
+/// identifies the calling thread or task within its session.
+public enum LockCall {
+    public static func acquire(owner: UInt64, blocking: Bool = true, timeout: Double? = nil) -> ObjectCall<LockGrant> {
+        .init("acquire", [.integer(owner), .bool(blocking), wireTimeout(timeout)], decode: LockGrant.decode)
+    }
+    public static func release(owner: UInt64) -> ObjectCall<Void> { .init("release", [.integer(owner)], decode: Answer.nothing) }
+    public static func locked() -> ObjectCall<Bool> { .init("locked", [], decode: Answer.bool) }
+    /// Semaphores: return `n` permits.
+    public static func release(owner: UInt64, permits n: Int) -> ObjectCall<Void> {
+        .init("release", [.integer(owner), .integer(n)], decode: Answer.nothing)
+    }
+    /// Semaphores: the permits available now.
+    public static func value() -> ObjectCall<Int> { .init("value", [], decode: Answer.int) }
+}
+
+/// The typed calls of a shared Condition beyond its lock's.
+public enum ConditionCall {
+    public static func wait(owner: UInt64, timeout: Double? = nil) -> ObjectCall<Bool> {
+        .init("wait", [.integer(owner), wireTimeout(timeout)], decode: Answer.bool)
+    }
+    public static func notify(owner: UInt64, _ n: Int = 1) -> ObjectCall<Void> {
+        .init("notify", [.integer(owner), .integer(n)], decode: Answer.nothing)
+    }
+    public static func notifyAll(owner: UInt64) -> ObjectCall<Void> { .init("notify_all", [.integer(owner)], decode: Answer.nothing) }
+}
+
+/// The typed calls of a shared Event.
+public enum EventCall {
+    public static func set() -> ObjectCall<Void> { .init("set", [], decode: Answer.nothing) }
+    public static func clear() -> ObjectCall<Void> { .init("clear", [], decode: Answer.nothing) }
+    public static func isSet() -> ObjectCall<Bool> { .init("is_set", [], decode: Answer.bool) }
+    public static func wait(timeout: Double? = nil) -> ObjectCall<Bool> { .init("wait", [wireTimeout(timeout)], decode: Answer.bool) }
+}
+
+/// What `BarrierCall.wait` answers.
+public struct BarrierArrival: Hashable, Sendable {
+    /// This party's index in `0..<parties`.
+    public var index: Int
+    /// This party must run the barrier's action, then call `actionDone`; the others are
+    /// released only after that.
+    public var runAction: Bool
+}
+
+/// The typed calls of a shared Barrier.
+public enum BarrierCall {
+    public static func wait(timeout: Double? = nil) -> ObjectCall<BarrierArrival> {
+        .init("wait", [wireTimeout(timeout)]) { answer in
+            guard let index = answer["index"]?.int64Value, let runAction = answer["run_action"]?.boolValue else {
+                throw Answer.malformed("{index, run_action}", answer)
+            }
+            return BarrierArrival(index: Int(index), runAction: runAction)
+        }
+    }
+    public static func actionDone(succeeded: Bool) -> ObjectCall<Void> { .init("action_done", [.bool(succeeded)], decode: Answer.nothing) }
+    public static func reset() -> ObjectCall<Void> { .init("reset", [], decode: Answer.nothing) }
+    public static func abort() -> ObjectCall<Void> { .init("abort", [], decode: Answer.nothing) }
+    public static func parties() -> ObjectCall<Int> { .init("parties", [], decode: Answer.int) }
+    public static func nWaiting() -> ObjectCall<Int> { .init("n_waiting", [], decode: Answer.int) }
+    public static func broken() -> ObjectCall<Bool> { .init("broken", [], decode: Answer.bool) }
+}

@@ -1,0 +1,108 @@
+import NIOCore
+
+/// A whole message: one frame, or the reassembled chunks of one (SPEC.md, "Chunked
+/// messages").
+public struct Message: Hashable, Sendable {
+    public var kind: FrameKind
+    public var requestID: UInt64
+    public var body: ByteBuffer
+
+    public init(kind: FrameKind, requestID: UInt64, body: ByteBuffer) {
+        self.kind = kind
+        self.requestID = requestID
+        self.body = body
+    }
+
+    /// The body decoded as exactly one MessagePack value.
+    public func value(limits: WireLimits = .default) throws -> WireValue {
+        try Frame(kind: kind, requestID: requestID, body: body).value(limits: limits)
+    }
+
+    /// The frames that carry this message when frame bodies may hold at most `maxBodySize`
+    /// bytes: one frame if it fits, else chunks flagged `.more` except the last. The chunks
+    /// share this message's storage; nothing is copied.
+    public func frames(maxBodySize: Int) -> [Frame] {
+        precondition(maxBodySize > 0, "frames need room for at least one body byte")
+        var body = self.body
+        guard body.readableBytes > maxBodySize else {
+            return [Frame(kind: kind, requestID: requestID, body: body)]
+        }
+        var frames: [Frame] = []
+        frames.reserveCapacity(body.readableBytes / maxBodySize + 1)
+        while body.readableBytes > 0 {
+            let length = min(maxBodySize, body.readableBytes)
+            let chunk = body.readSlice(length: length)!
+            frames.append(Frame(kind: kind, flags: body.readableBytes > 0 ? .more : [], requestID: requestID, body: chunk))
+        }
+        return frames
+    }
+}
+
+/// Reassembles chunked messages from frames, for one connection. Chunks of different
+/// requests may interleave; chunks of one message arrive in order.
+///
+/// `maxMessageSize` bounds one reassembled message and `maxBufferedBytes` all partial
+/// messages together, so a peer cannot make the receiver hold unbounded memory.
+public struct MessageAssembler: Sendable {
+    public let maxMessageSize: Int
+    public let maxBufferedBytes: Int
+
+    private struct Key: Hashable {
+        var kind: FrameKind
+        var requestID: UInt64
+    }
+
+    private var partial: [Key: ByteBuffer] = [:]
+    private(set) public var bufferedBytes = 0
+
+    public init(maxMessageSize: Int = 1 << 32, maxBufferedBytes: Int = 1 << 32) {
+        self.maxMessageSize = maxMessageSize
+        self.maxBufferedBytes = maxBufferedBytes
+    }
+
+    /// Feeds one frame; returns the message it completes, if any.
+    public mutating func receive(_ frame: Frame) throws -> Message? {
+        let key = Key(kind: frame.kind, requestID: frame.requestID)
+        guard var buffer = partial.removeValue(forKey: key) else {
+            if !frame.flags.contains(.more) {
+                return Message(kind: frame.kind, requestID: frame.requestID, body: frame.body)
+            }
+            try admit(frame.body.readableBytes, total: frame.body.readableBytes, frame)
+            partial[key] = frame.body
+            return nil
+        }
+        let total = buffer.readableBytes + frame.body.readableBytes
+        do {
+            try admit(frame.body.readableBytes, total: total, frame)
+        } catch {
+            bufferedBytes -= buffer.readableBytes
+            throw error
+        }
+        var chunk = frame.body
+        buffer.writeBuffer(&chunk)
+        if frame.flags.contains(.more) {
+            partial[key] = buffer
+            return nil
+        }
+        bufferedBytes -= total
+        return Message(kind: frame.kind, requestID: frame.requestID, body: buffer)
+    }
+
+    /// Forgets a partial message, for example when its request was cancelled.
+    public mutating func discard(kind: FrameKind, requestID: UInt64) {
+        if let buffer = partial.removeValue(forKey: Key(kind: kind, requestID: requestID)) {
+            bufferedBytes -= buffer.readableBytes
+        }
+    }
+
+    private mutating func admit(_ added: Int, total: Int, _ frame: Frame) throws {
+        guard total <= maxMessageSize else {
+            throw FrameError(.tooLarge, "a chunked \(frame.kind) message grows past \(maxMessageSize) bytes", requestID: frame.requestID)
+        }
+        guard bufferedBytes + added <= maxBufferedBytes else {
+            throw FrameError(
+                .tooLarge, "partial messages would hold more than \(maxBufferedBytes) bytes", requestID: frame.requestID)
+        }
+        bufferedBytes += added
+    }
+}

@@ -1,0 +1,354 @@
+import NIOCore
+
+/// Bounds a decoder enforces before it allocates anything (SPEC.md, "Decoding limits").
+public struct WireLimits: Hashable, Sendable {
+    /// How deeply arrays and maps may nest.
+    public var maxDepth: Int
+    /// The largest string, bytes or extension payload, in bytes.
+    public var maxBlobLength: Int
+    /// The largest number of elements in one array or entries in one map.
+    public var maxCollectionCount: Int
+
+    public init(maxDepth: Int = 64, maxBlobLength: Int = Int(UInt32.max), maxCollectionCount: Int = Int(UInt32.max)) {
+        self.maxDepth = maxDepth
+        self.maxBlobLength = maxBlobLength
+        self.maxCollectionCount = maxCollectionCount
+    }
+
+    public static let `default` = WireLimits()
+}
+
+/// Bytes that are not a valid MessagePack value of Colony's value model.
+public struct WireFormatError: Error, Hashable, CustomStringConvertible {
+    public struct Code: Hashable, Sendable, CustomStringConvertible {
+        private let name: String
+        private init(_ name: String) { self.name = name }
+        /// The input ended inside a value.
+        public static let truncated = Code("truncated")
+        /// A length or count claims more than the input holds, or more than the limits allow.
+        public static let lengthExceedsLimit = Code("lengthExceedsLimit")
+        /// Arrays and maps nest deeper than `WireLimits.maxDepth`.
+        public static let tooDeep = Code("tooDeep")
+        /// A string is not valid UTF-8.
+        public static let invalidUTF8 = Code("invalidUTF8")
+        /// The byte 0xc1, which MessagePack never uses.
+        public static let reservedByte = Code("reservedByte")
+        /// An extension type Colony does not define, or a malformed one.
+        public static let unsupportedExtension = Code("unsupportedExtension")
+        /// Bytes were left over after the one value a body must hold.
+        public static let trailingBytes = Code("trailingBytes")
+        /// A well-formed value that is not the shape its message requires.
+        public static let malformedMessage = Code("malformedMessage")
+        public var description: String { name }
+    }
+
+    public let code: Code
+    public let message: String
+
+    public init(_ code: Code, _ message: String) {
+        self.code = code
+        self.message = message
+    }
+
+    public var description: String { "\(code): \(message)" }
+}
+
+/// MessagePack extension type codes Colony defines.
+enum WireExtension {
+    /// An object reference: fixext 8 holding the type code and a 56-bit object id.
+    static let objectRef: Int8 = 1
+    static let maxObjectID: UInt64 = (1 << 56) - 1
+}
+
+// MARK: - Encoding
+
+extension ByteBuffer {
+    /// Appends `value` in MessagePack, always in the shortest form (SPEC.md, "Values").
+    /// Returns the number of bytes written.
+    @discardableResult
+    public mutating func writeWireValue(_ value: WireValue) -> Int {
+        let start = writerIndex
+        appendWireValue(value)
+        return writerIndex - start
+    }
+
+    private mutating func appendWireValue(_ value: WireValue) {
+        switch value {
+        case .null:
+            writeInteger(UInt8(0xc0))
+        case .bool(let flag):
+            writeInteger(flag ? UInt8(0xc3) : UInt8(0xc2))
+        case .int(let number):
+            if number >= 0 {
+                writeMessagePackUnsigned(UInt64(number))
+            } else {
+                writeMessagePackNegative(number)
+            }
+        case .uint(let number):
+            writeMessagePackUnsigned(number)
+        case .double(let number):
+            writeInteger(UInt8(0xcb))
+            writeInteger(number.bitPattern)
+        case .string(let text):
+            var text = text
+            text.withUTF8 { utf8 in
+                writeMessagePackLength(utf8.count, fix: 0xa0, fixLimit: 31, eight: 0xd9, sixteen: 0xda, thirtyTwo: 0xdb)
+                writeBytes(UnsafeRawBufferPointer(utf8))
+            }
+        case .bytes(let bytes):
+            writeMessagePackLength(bytes.count, fix: nil, fixLimit: -1, eight: 0xc4, sixteen: 0xc5, thirtyTwo: 0xc6)
+            writeBytes(bytes)
+        case .array(let elements):
+            writeMessagePackLength(elements.count, fix: 0x90, fixLimit: 15, eight: nil, sixteen: 0xdc, thirtyTwo: 0xdd)
+            for element in elements { appendWireValue(element) }
+        case .map(let pairs):
+            writeMessagePackLength(pairs.count, fix: 0x80, fixLimit: 15, eight: nil, sixteen: 0xde, thirtyTwo: 0xdf)
+            for pair in pairs {
+                appendWireValue(pair.key)
+                appendWireValue(pair.value)
+            }
+        case .objectRef(let reference):
+            precondition(reference.id <= WireExtension.maxObjectID, "object ids are 56-bit on the wire; managers never hand out more")
+            writeInteger(UInt8(0xd7))
+            writeInteger(WireExtension.objectRef)
+            writeInteger(UInt64(reference.type.rawValue) << 56 | reference.id)
+        }
+    }
+
+    private mutating func writeMessagePackUnsigned(_ number: UInt64) {
+        switch number {
+        case 0...0x7f:
+            writeInteger(UInt8(number))
+        case 0x80...0xff:
+            writeInteger(UInt16(0xcc00) | UInt16(number))
+        case 0x100...0xffff:
+            writeInteger(UInt8(0xcd))
+            writeInteger(UInt16(number))
+        case 0x1_0000...0xffff_ffff:
+            writeInteger(UInt8(0xce))
+            writeInteger(UInt32(number))
+        default:
+            writeInteger(UInt8(0xcf))
+            writeInteger(number)
+        }
+    }
+
+    private mutating func writeMessagePackNegative(_ number: Int64) {
+        switch number {
+        case -32 ..< 0:
+            writeInteger(Int8(number))
+        case Int64(Int8.min) ..< -32:
+            writeInteger(UInt8(0xd0))
+            writeInteger(Int8(number))
+        case Int64(Int16.min) ..< Int64(Int8.min):
+            writeInteger(UInt8(0xd1))
+            writeInteger(Int16(number))
+        case Int64(Int32.min) ..< Int64(Int16.min):
+            writeInteger(UInt8(0xd2))
+            writeInteger(Int32(number))
+        default:
+            writeInteger(UInt8(0xd3))
+            writeInteger(number)
+        }
+    }
+
+    private mutating func writeMessagePackLength(
+        _ length: Int, fix: UInt8?, fixLimit: Int, eight: UInt8?, sixteen: UInt8, thirtyTwo: UInt8
+    ) {
+        precondition(length <= Int(UInt32.max), "MessagePack lengths are 32-bit; chunk larger values")
+        if let fix, length <= fixLimit {
+            writeInteger(fix | UInt8(length))
+        } else if let eight, length <= 0xff {
+            writeInteger(eight)
+            writeInteger(UInt8(length))
+        } else if length <= 0xffff {
+            writeInteger(sixteen)
+            writeInteger(UInt16(length))
+        } else {
+            writeInteger(thirtyTwo)
+            writeInteger(UInt32(length))
+        }
+    }
+}
+
+extension WireValue {
+    /// This value's MessagePack bytes.
+    public func encoded() -> ByteBuffer {
+        var buffer = ByteBuffer()
+        buffer.writeWireValue(self)
+        return buffer
+    }
+
+    /// Decodes exactly one value from `bytes`; leftover bytes are an error.
+    public init(messagePack bytes: some Collection<UInt8>, limits: WireLimits = .default) throws {
+        var buffer = ByteBuffer(bytes: bytes)
+        self = try buffer.readWireValue(limits: limits)
+        if buffer.readableBytes > 0 {
+            throw WireFormatError(.trailingBytes, "\(buffer.readableBytes) bytes follow the value")
+        }
+    }
+}
+
+// MARK: - Decoding
+
+extension ByteBuffer {
+    /// Reads one MessagePack value. On success the reader index moves past it; on any error
+    /// (including input that ends early) the buffer is left untouched. Lengths are checked
+    /// against the bytes present and `limits` before anything is allocated.
+    public mutating func readWireValue(limits: WireLimits = .default) throws -> WireValue {
+        let (value, consumed) = try withUnsafeReadableBytes { bytes in
+            var reader = MessagePackReader(bytes: bytes, limits: limits)
+            let value = try reader.readValue(depth: 0)
+            return (value, reader.offset)
+        }
+        moveReaderIndex(forwardBy: consumed)
+        return value
+    }
+}
+
+/// A cursor over MessagePack bytes.
+struct MessagePackReader {
+    let bytes: UnsafeRawBufferPointer
+    let limits: WireLimits
+    var offset = 0
+
+    init(bytes: UnsafeRawBufferPointer, limits: WireLimits) {
+        self.bytes = bytes
+        self.limits = limits
+    }
+
+    private var remaining: Int { bytes.count - offset }
+
+    private mutating func need(_ count: Int) throws {
+        if count > remaining {
+            throw WireFormatError(.truncated, "need \(count) more bytes at offset \(offset), have \(remaining)")
+        }
+    }
+
+    private mutating func byte() throws -> UInt8 {
+        try need(1)
+        defer { offset += 1 }
+        return bytes[offset]
+    }
+
+    private mutating func big<T: FixedWidthInteger>(_: T.Type) throws -> T {
+        let size = MemoryLayout<T>.size
+        try need(size)
+        var value: T = 0
+        for index in offset ..< offset + size { value = value << 8 | T(bytes[index]) }
+        offset += size
+        return value
+    }
+
+    private mutating func blob(_ length: Int) throws -> UnsafeRawBufferPointer {
+        guard length <= limits.maxBlobLength else {
+            throw WireFormatError(.lengthExceedsLimit, "a \(length)-byte value exceeds the \(limits.maxBlobLength)-byte limit")
+        }
+        guard length <= remaining else {
+            throw WireFormatError(.truncated, "a \(length)-byte value at offset \(offset) but only \(remaining) bytes remain")
+        }
+        defer { offset += length }
+        return UnsafeRawBufferPointer(rebasing: bytes[offset ..< offset + length])
+    }
+
+    private mutating func string(_ length: Int) throws -> WireValue {
+        let raw = try blob(length)
+        guard let text = String(validating: raw, as: UTF8.self) else {
+            throw WireFormatError(.invalidUTF8, "a string at offset \(offset - length) is not valid UTF-8")
+        }
+        return .string(text)
+    }
+
+    /// Checks a declared element count against the limits and the bytes left: every element
+    /// takes at least one byte (`perElement` bytes for map entries).
+    private func checkCount(_ count: Int, perElement: Int) throws {
+        guard count <= limits.maxCollectionCount else {
+            throw WireFormatError(.lengthExceedsLimit, "\(count) elements exceed the limit of \(limits.maxCollectionCount)")
+        }
+        guard count <= remaining / perElement else {
+            throw WireFormatError(.truncated, "\(count) elements declared but only \(remaining) bytes remain")
+        }
+    }
+
+    private mutating func array(_ count: Int, depth: Int) throws -> WireValue {
+        try checkCount(count, perElement: 1)
+        var elements: [WireValue] = []
+        elements.reserveCapacity(count)
+        for _ in 0 ..< count { elements.append(try readValue(depth: depth + 1)) }
+        return .array(elements)
+    }
+
+    private mutating func map(_ count: Int, depth: Int) throws -> WireValue {
+        try checkCount(count, perElement: 2)
+        var pairs: [WirePair] = []
+        pairs.reserveCapacity(count)
+        for _ in 0 ..< count {
+            let key = try readValue(depth: depth + 1)
+            pairs.append(WirePair(key, try readValue(depth: depth + 1)))
+        }
+        return .map(pairs)
+    }
+
+    private mutating func ext(_ length: Int) throws -> WireValue {
+        let type = Int8(bitPattern: try byte())
+        let payload = try blob(length)
+        guard type == WireExtension.objectRef, length == 8 else {
+            throw WireFormatError(.unsupportedExtension, "extension type \(type) with \(length) bytes is not part of Colony's value model")
+        }
+        var word: UInt64 = 0
+        for byte in payload { word = word << 8 | UInt64(byte) }
+        return .objectRef(ObjectRef(type: ObjectType(rawValue: UInt8(word >> 56)), id: word & WireExtension.maxObjectID))
+    }
+
+    mutating func readValue(depth: Int) throws -> WireValue {
+        guard depth <= limits.maxDepth else {
+            throw WireFormatError(.tooDeep, "values nest deeper than \(limits.maxDepth) levels")
+        }
+        let start = offset
+        let lead = try byte()
+        do {
+            switch lead {
+            case 0x00...0x7f: return .int(Int64(lead))
+            case 0x80...0x8f: return try map(Int(lead & 0x0f), depth: depth)
+            case 0x90...0x9f: return try array(Int(lead & 0x0f), depth: depth)
+            case 0xa0...0xbf: return try string(Int(lead & 0x1f))
+            case 0xc0: return .null
+            case 0xc1: throw WireFormatError(.reservedByte, "byte 0xc1 at offset \(start) is never used by MessagePack")
+            case 0xc2: return .bool(false)
+            case 0xc3: return .bool(true)
+            case 0xc4: return .bytes(Array(try blob(Int(try big(UInt8.self)))))
+            case 0xc5: return .bytes(Array(try blob(Int(try big(UInt16.self)))))
+            case 0xc6: return .bytes(Array(try blob(Int(try big(UInt32.self)))))
+            case 0xc7: return try ext(Int(try big(UInt8.self)))
+            case 0xc8: return try ext(Int(try big(UInt16.self)))
+            case 0xc9: return try ext(Int(try big(UInt32.self)))
+            case 0xca: return .double(Double(Float(bitPattern: try big(UInt32.self))))
+            case 0xcb: return .double(Double(bitPattern: try big(UInt64.self)))
+            case 0xcc: return .int(Int64(try big(UInt8.self)))
+            case 0xcd: return .int(Int64(try big(UInt16.self)))
+            case 0xce: return .int(Int64(try big(UInt32.self)))
+            case 0xcf: return .integer(try big(UInt64.self))
+            case 0xd0: return .int(Int64(Int8(bitPattern: try big(UInt8.self))))
+            case 0xd1: return .int(Int64(Int16(bitPattern: try big(UInt16.self))))
+            case 0xd2: return .int(Int64(Int32(bitPattern: try big(UInt32.self))))
+            case 0xd3: return .int(Int64(bitPattern: try big(UInt64.self)))
+            case 0xd4: return try ext(1)
+            case 0xd5: return try ext(2)
+            case 0xd6: return try ext(4)
+            case 0xd7: return try ext(8)
+            case 0xd8: return try ext(16)
+            case 0xd9: return try string(Int(try big(UInt8.self)))
+            case 0xda: return try string(Int(try big(UInt16.self)))
+            case 0xdb: return try string(Int(try big(UInt32.self)))
+            case 0xdc: return try array(Int(try big(UInt16.self)), depth: depth)
+            case 0xdd: return try array(Int(try big(UInt32.self)), depth: depth)
+            case 0xde: return try map(Int(try big(UInt16.self)), depth: depth)
+            case 0xdf: return try map(Int(try big(UInt32.self)), depth: depth)
+            default: return .int(Int64(Int8(bitPattern: lead)))  // 0xe0...0xff: negative fixint
+            }
+        } catch {
+            offset = start
+            throw error
+        }
+    }
+}

@@ -1,0 +1,111 @@
+import ColonyWire
+import Foundation
+import NIOCore
+import Testing
+
+@Suite struct ValueVectorTests {
+    @Test func everyValueVectorEncodesAndDecodes() throws {
+        let vectors = try loadJSON("Protocol/vectors/values.json") as! [[String: Any]]
+        #expect(vectors.count >= 50)
+        for vector in vectors {
+            let name = vector["name"] as! String
+            let expected = bytes(hex: vector["hex"] as! String)
+            let value = try wireValue(tagged: vector["value"]!)
+            if vector["decode_only"] as? Bool != true {
+                #expect(hex(value.encoded()) == hex(expected), "encoding \(name)")
+            }
+            #expect(try WireValue(messagePack: expected) == value, "decoding \(name)")
+        }
+    }
+
+    @Test func everyInvalidVectorIsRejectedWithItsError() throws {
+        let vectors = try loadJSON("Protocol/vectors/invalid-values.json") as! [[String: Any]]
+        for vector in vectors {
+            let name = vector["name"] as! String
+            do {
+                _ = try WireValue(messagePack: bytes(hex: vector["hex"] as! String))
+                Issue.record("\(name) was accepted")
+            } catch let error as WireFormatError {
+                #expect("\(error.code)" == vector["error"] as! String, "\(name): \(error)")
+            }
+        }
+    }
+
+    @Test func pythonMsgpackAgreesWithTheVectors() throws {
+        let result = try runPythonReference(["check-values", repositoryRoot.appendingPathComponent("Protocol/vectors/values.json").path])
+        #expect(result.status == 0, "\(result.output)")
+        #expect(result.output.contains("0 failed"))
+    }
+
+    @Test func pythonMsgpackReadsAndRewritesSwiftBytesIdentically() throws {
+        // Random values, encoded by Swift; Python unpacks and repacks each; the bytes must match.
+        var rng = SplitMix(seed: 2026)
+        let values = (0..<300).map { _ in randomValue(&rng, allowNonStringKeys: true) }
+        let encoded = values.map { hex($0.encoded()) }
+        let input = try JSONSerialization.data(withJSONObject: encoded)
+        let result = try runPythonReference(["repack"], input: input)
+        #expect(result.status == 0, "\(result.output.prefix(500))")
+        let repacked = try JSONSerialization.jsonObject(with: Data(result.output.utf8)) as? [String]
+        #expect(repacked == encoded)
+    }
+}
+
+@Suite struct MessagePackTests {
+    @Test func integersTakeTheirCanonicalCase() throws {
+        #expect(WireValue.integer(5 as UInt64) == .int(5))
+        #expect(WireValue.integer(UInt64.max) == .uint(.max))
+        #expect(try WireValue(messagePack: [0xcc, 0x05]) == .int(5))
+        #expect(WireValue.uint(5).encoded() == WireValue.int(5).encoded())
+    }
+
+    @Test func randomValuesRoundTrip() throws {
+        var rng = SplitMix(seed: 7)
+        for _ in 0..<2_000 {
+            let value = randomValue(&rng)
+            let encoded = value.encoded()
+            #expect(try WireValue(messagePack: encoded.readableBytesView) == value)
+        }
+    }
+
+    @Test func incompleteInputLeavesTheBufferUntouched() throws {
+        let value: WireValue = ["key": [1, 2, "three", .bytes([1, 2, 3])]]
+        let full = value.encoded()
+        for cut in 0..<full.readableBytes {
+            var partial = full.getSlice(at: 0, length: cut)!
+            #expect(throws: WireFormatError.self) { try partial.readWireValue() }
+            #expect(partial.readableBytes == cut)
+        }
+    }
+
+    @Test func limitsAreCheckedBeforeAllocating() throws {
+        let limits = WireLimits(maxDepth: 4, maxBlobLength: 10, maxCollectionCount: 3)
+        #expect(throws: WireFormatError.self) { try WireValue(messagePack: WireValue.string(String(repeating: "x", count: 11)).encoded().readableBytesView, limits: limits) }
+        #expect(throws: WireFormatError.self) { try WireValue(messagePack: WireValue.array([1, 2, 3, 4]).encoded().readableBytesView, limits: limits) }
+        #expect(throws: WireFormatError.self) { try WireValue(messagePack: WireValue.array([[[[[1]]]]]).encoded().readableBytesView, limits: limits) }
+        #expect(try WireValue(messagePack: WireValue.array([[[[1]]]]).encoded().readableBytesView, limits: limits) == [[[[1]]]])
+    }
+
+    @Test func randomBytesNeverCrashTheDecoder() {
+        var rng = SplitMix(seed: 99)
+        for _ in 0..<20_000 {
+            let length = Int.random(in: 0..<64, using: &rng)
+            var buffer = ByteBuffer(bytes: (0..<length).map { _ in UInt8.random(in: 0...255, using: &rng) })
+            _ = try? buffer.readWireValue()
+        }
+    }
+
+    @Test func accessorsAndLiterals() {
+        let value: WireValue = ["name": "colony", "n": 3, "ratio": 0.5, "ok": true, "none": nil, "list": [1]]
+        #expect(value["name"]?.stringValue == "colony")
+        #expect(value["n"]?.int64Value == 3)
+        #expect(value["n"]?.doubleValue == 3)
+        #expect(value["ratio"]?.doubleValue == 0.5)
+        #expect(value["ok"]?.boolValue == true)
+        #expect(value["none"]?.isNull == true)
+        #expect(value["list"]?.arrayValue == [1])
+        #expect(value["missing"] == nil)
+        #expect(WireValue.int(-1).uint64Value == nil)
+        #expect(ObjectType(name: "joinable_queue") == .joinableQueue)
+        #expect(ObjectType.all.allSatisfy { ObjectType(name: $0.name) == $0 })
+    }
+}
