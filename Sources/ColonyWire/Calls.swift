@@ -294,6 +294,13 @@ public struct BarrierArrival: Hashable, Sendable {
     /// This party must run the barrier's action, then call `actionDone`; the others are
     /// released only after that.
     public var runAction: Bool
+
+    public init(index: Int, runAction: Bool) {
+        self.index = index
+        self.runAction = runAction
+    }
+
+    public var wireValue: WireValue { ["index": .integer(index), "run_action": .bool(runAction)] }
 }
 
 /// The typed calls of a shared Barrier.
