@@ -36,8 +36,8 @@ let package = Package(
                 .product(name: "Crypto", package: "swift-crypto"),
             ]
         ),
-        // The client library users import; re-exports the local core.
-        .target(name: "Colony", dependencies: ["Threading"]),
+        // The client library users import; re-exports the local core and the wire values.
+        .target(name: "Colony", dependencies: ["Threading", "ColonyWire"]),
         .executableTarget(
             name: "colony",
             dependencies: [

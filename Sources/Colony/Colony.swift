@@ -1,4 +1,6 @@
-// The library users import: `import Colony` brings the whole local core with it.
+// The library users import: `import Colony` brings the local core and the wire protocol's
+// value types with it.
+@_exported import ColonyWire
 @_exported import Threading
 
 /// This release of Colony.

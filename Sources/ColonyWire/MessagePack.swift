@@ -67,106 +67,149 @@ extension ByteBuffer {
     /// Returns the number of bytes written.
     @discardableResult
     public mutating func writeWireValue(_ value: WireValue) -> Int {
-        let start = writerIndex
-        appendWireValue(value)
-        return writerIndex - start
+        // Encode into scratch memory with one capacity check per field, then copy once.
+        var writer = MessagePackWriter(capacity: Swift.max(256, writableBytes))
+        defer { writer.deallocate() }
+        writer.write(value)
+        return writeBytes(UnsafeRawBufferPointer(start: writer.base, count: writer.offset))
+    }
+}
+
+/// Writes MessagePack into scratch memory that grows as needed; the owner calls
+/// `deallocate()`.
+struct MessagePackWriter {
+    private(set) var base: UnsafeMutableRawPointer
+    private var capacity: Int
+    private(set) var offset = 0
+
+    init(capacity: Int) {
+        self.capacity = capacity
+        base = .allocate(byteCount: capacity, alignment: 8)
     }
 
-    private mutating func appendWireValue(_ value: WireValue) {
+    func deallocate() { base.deallocate() }
+
+    @inline(__always) private mutating func reserve(_ count: Int) {
+        if offset + count > capacity { grow(to: offset + count) }
+    }
+
+    private mutating func grow(to needed: Int) {
+        let newCapacity = Swift.max(needed, capacity * 2)
+        let newBase = UnsafeMutableRawPointer.allocate(byteCount: newCapacity, alignment: 8)
+        newBase.copyMemory(from: base, byteCount: offset)
+        base.deallocate()
+        base = newBase
+        capacity = newCapacity
+    }
+
+    @inline(__always) private mutating func byte(_ value: UInt8) {
+        reserve(1)
+        base.storeBytes(of: value, toByteOffset: offset, as: UInt8.self)
+        offset += 1
+    }
+
+    @inline(__always) private mutating func big<T: FixedWidthInteger>(_ value: T) {
+        reserve(MemoryLayout<T>.size)
+        base.storeBytes(of: value.bigEndian, toByteOffset: offset, as: T.self)
+        offset += MemoryLayout<T>.size
+    }
+
+    private mutating func bytes(_ source: UnsafeRawBufferPointer) {
+        guard let address = source.baseAddress, source.count > 0 else { return }
+        reserve(source.count)
+        (base + offset).copyMemory(from: address, byteCount: source.count)
+        offset += source.count
+    }
+
+    mutating func write(_ value: borrowing WireValue) {
         switch value {
-        case .null:
-            writeInteger(UInt8(0xc0))
-        case .bool(let flag):
-            writeInteger(flag ? UInt8(0xc3) : UInt8(0xc2))
+        case .null: byte(0xc0)
+        case .bool(let flag): byte(flag ? 0xc3 : 0xc2)
         case .int(let number):
-            if number >= 0 {
-                writeMessagePackUnsigned(UInt64(number))
-            } else {
-                writeMessagePackNegative(number)
-            }
-        case .uint(let number):
-            writeMessagePackUnsigned(number)
+            if number >= 0 { unsigned(UInt64(number)) } else { negative(number) }
+        case .uint(let number): unsigned(number)
         case .double(let number):
-            writeInteger(UInt8(0xcb))
-            writeInteger(number.bitPattern)
+            byte(0xcb)
+            big(number.bitPattern)
         case .string(let text):
-            var text = text
-            text.withUTF8 { utf8 in
-                writeMessagePackLength(utf8.count, fix: 0xa0, fixLimit: 31, eight: 0xd9, sixteen: 0xda, thirtyTwo: 0xdb)
-                writeBytes(UnsafeRawBufferPointer(utf8))
+            let utf8 = text.utf8
+            header(utf8.count, fix: 0xa0, fixLimit: 31, eight: 0xd9, sixteen: 0xda, thirtyTwo: 0xdb)
+            if utf8.withContiguousStorageIfAvailable({ bytes(UnsafeRawBufferPointer($0)) }) == nil {
+                for unit in utf8 { byte(unit) }
             }
-        case .bytes(let bytes):
-            writeMessagePackLength(bytes.count, fix: nil, fixLimit: -1, eight: 0xc4, sixteen: 0xc5, thirtyTwo: 0xc6)
-            writeBytes(bytes)
+        case .bytes(let data):
+            header(data.count, fix: 0, fixLimit: -1, eight: 0xc4, sixteen: 0xc5, thirtyTwo: 0xc6)
+            data.withUnsafeBytes { bytes($0) }
         case .array(let elements):
-            writeMessagePackLength(elements.count, fix: 0x90, fixLimit: 15, eight: nil, sixteen: 0xdc, thirtyTwo: 0xdd)
-            for element in elements { appendWireValue(element) }
+            header(elements.count, fix: 0x90, fixLimit: 15, eight: nil, sixteen: 0xdc, thirtyTwo: 0xdd)
+            elements.withUnsafeBufferPointer { elements in
+                for index in elements.indices { write(elements[index]) }
+            }
         case .map(let pairs):
-            writeMessagePackLength(pairs.count, fix: 0x80, fixLimit: 15, eight: nil, sixteen: 0xde, thirtyTwo: 0xdf)
-            for pair in pairs {
-                appendWireValue(pair.key)
-                appendWireValue(pair.value)
+            header(pairs.count, fix: 0x80, fixLimit: 15, eight: nil, sixteen: 0xde, thirtyTwo: 0xdf)
+            pairs.withUnsafeBufferPointer { pairs in
+                for index in pairs.indices {
+                    write(pairs[index].key)
+                    write(pairs[index].value)
+                }
             }
         case .objectRef(let reference):
             precondition(reference.id <= WireExtension.maxObjectID, "object ids are 56-bit on the wire; managers never hand out more")
-            writeInteger(UInt8(0xd7))
-            writeInteger(WireExtension.objectRef)
-            writeInteger(UInt64(reference.type.rawValue) << 56 | reference.id)
+            byte(0xd7)
+            byte(UInt8(bitPattern: WireExtension.objectRef))
+            big(UInt64(reference.type.rawValue) << 56 | reference.id)
         }
     }
 
-    private mutating func writeMessagePackUnsigned(_ number: UInt64) {
+    private mutating func unsigned(_ number: UInt64) {
         switch number {
-        case 0...0x7f:
-            writeInteger(UInt8(number))
+        case 0...0x7f: byte(UInt8(number))
         case 0x80...0xff:
-            writeInteger(UInt16(0xcc00) | UInt16(number))
+            byte(0xcc)
+            byte(UInt8(number))
         case 0x100...0xffff:
-            writeInteger(UInt8(0xcd))
-            writeInteger(UInt16(number))
+            byte(0xcd)
+            big(UInt16(number))
         case 0x1_0000...0xffff_ffff:
-            writeInteger(UInt8(0xce))
-            writeInteger(UInt32(number))
+            byte(0xce)
+            big(UInt32(number))
         default:
-            writeInteger(UInt8(0xcf))
-            writeInteger(number)
+            byte(0xcf)
+            big(number)
         }
     }
 
-    private mutating func writeMessagePackNegative(_ number: Int64) {
+    private mutating func negative(_ number: Int64) {
         switch number {
-        case -32 ..< 0:
-            writeInteger(Int8(number))
+        case -32 ..< 0: byte(UInt8(bitPattern: Int8(number)))
         case Int64(Int8.min) ..< -32:
-            writeInteger(UInt8(0xd0))
-            writeInteger(Int8(number))
+            byte(0xd0)
+            byte(UInt8(bitPattern: Int8(number)))
         case Int64(Int16.min) ..< Int64(Int8.min):
-            writeInteger(UInt8(0xd1))
-            writeInteger(Int16(number))
+            byte(0xd1)
+            big(Int16(number))
         case Int64(Int32.min) ..< Int64(Int16.min):
-            writeInteger(UInt8(0xd2))
-            writeInteger(Int32(number))
+            byte(0xd2)
+            big(Int32(number))
         default:
-            writeInteger(UInt8(0xd3))
-            writeInteger(number)
+            byte(0xd3)
+            big(number)
         }
     }
 
-    private mutating func writeMessagePackLength(
-        _ length: Int, fix: UInt8?, fixLimit: Int, eight: UInt8?, sixteen: UInt8, thirtyTwo: UInt8
-    ) {
+    private mutating func header(_ length: Int, fix: UInt8, fixLimit: Int, eight: UInt8?, sixteen: UInt8, thirtyTwo: UInt8) {
         precondition(length <= Int(UInt32.max), "MessagePack lengths are 32-bit; chunk larger values")
-        if let fix, length <= fixLimit {
-            writeInteger(fix | UInt8(length))
+        if length <= fixLimit {
+            byte(fix | UInt8(length))
         } else if let eight, length <= 0xff {
-            writeInteger(eight)
-            writeInteger(UInt8(length))
+            byte(eight)
+            byte(UInt8(length))
         } else if length <= 0xffff {
-            writeInteger(sixteen)
-            writeInteger(UInt16(length))
+            byte(sixteen)
+            big(UInt16(length))
         } else {
-            writeInteger(thirtyTwo)
-            writeInteger(UInt32(length))
+            byte(thirtyTwo)
+            big(UInt32(length))
         }
     }
 }
@@ -196,8 +239,8 @@ extension ByteBuffer {
     /// (including input that ends early) the buffer is left untouched. Lengths are checked
     /// against the bytes present and `limits` before anything is allocated.
     public mutating func readWireValue(limits: WireLimits = .default) throws -> WireValue {
-        let (value, consumed) = try withUnsafeReadableBytes { bytes in
-            var reader = MessagePackReader(bytes: bytes, limits: limits)
+        let (value, consumed) = try withUnsafeReadableBytes { raw in
+            var reader = MessagePackReader(bytes: raw.bindMemory(to: UInt8.self), limits: limits)
             let value = try reader.readValue(depth: 0)
             return (value, reader.offset)
         }
@@ -208,11 +251,11 @@ extension ByteBuffer {
 
 /// A cursor over MessagePack bytes.
 struct MessagePackReader {
-    let bytes: UnsafeRawBufferPointer
+    let bytes: UnsafeBufferPointer<UInt8>
     let limits: WireLimits
     var offset = 0
 
-    init(bytes: UnsafeRawBufferPointer, limits: WireLimits) {
+    init(bytes: UnsafeBufferPointer<UInt8>, limits: WireLimits) {
         self.bytes = bytes
         self.limits = limits
     }
@@ -240,7 +283,7 @@ struct MessagePackReader {
         return value
     }
 
-    private mutating func blob(_ length: Int) throws -> UnsafeRawBufferPointer {
+    private mutating func blob(_ length: Int) throws -> UnsafeBufferPointer<UInt8> {
         guard length <= limits.maxBlobLength else {
             throw WireFormatError(.lengthExceedsLimit, "a \(length)-byte value exceeds the \(limits.maxBlobLength)-byte limit")
         }
@@ -248,12 +291,16 @@ struct MessagePackReader {
             throw WireFormatError(.truncated, "a \(length)-byte value at offset \(offset) but only \(remaining) bytes remain")
         }
         defer { offset += length }
-        return UnsafeRawBufferPointer(rebasing: bytes[offset ..< offset + length])
+        return UnsafeBufferPointer(start: bytes.baseAddress! + offset, count: length)
     }
 
     private mutating func string(_ length: Int) throws -> WireValue {
-        let raw = try blob(length)
-        guard let text = String(validating: raw, as: UTF8.self) else {
+        let utf8 = try blob(length)
+        // Most strings are ASCII, which is always valid UTF-8: skip the general validation.
+        var highBits: UInt8 = 0
+        for byte in utf8 { highBits |= byte }
+        if highBits < 0x80 { return .string(String(decoding: utf8, as: UTF8.self)) }
+        guard let text = String(validating: utf8, as: UTF8.self) else {
             throw WireFormatError(.invalidUTF8, "a string at offset \(offset - length) is not valid UTF-8")
         }
         return .string(text)

@@ -7,7 +7,7 @@ struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "colony-bench",
         abstract: "Benchmarks that print one JSON object per run; build with -c release.",
-        subcommands: [Local.self]
+        subcommands: [Local.self, Wire.self]
     )
 }
 

@@ -1,0 +1,93 @@
+import Colony
+import NIOCore
+
+// One harness, three targets, chosen by the input's first byte:
+//   0: the MessagePack value decoder (and the canonical round trip of what it accepts),
+//   1: the frame decoder and message assembler with a small size limit,
+//   2: the manager's side of the handshake, fed frames cut from the input.
+// Any crash, hang, or allocation beyond libFuzzer's -malloc_limit_mb is a finding.
+
+@_cdecl("LLVMFuzzerTestOneInput")
+public func fuzzOneInput(_ start: UnsafeRawPointer, _ count: Int) -> CInt {
+    guard count > 0 else { return 0 }
+    let bytes = UnsafeRawBufferPointer(start: start, count: count)
+    let input = ByteBuffer(bytes: bytes.dropFirst())
+    switch bytes[0] % 3 {
+    case 0: fuzzValueDecoder(input)
+    case 1: fuzzFrames(input)
+    default: fuzzServerHandshake(input)
+    }
+    return 0
+}
+
+func fuzzValueDecoder(_ input: ByteBuffer) {
+    var buffer = input
+    guard let value = try? buffer.readWireValue(limits: WireLimits(maxDepth: 32)) else { return }
+    // Whatever decodes must re-encode canonically and decode to the same value.
+    let encoded = value.encoded()
+    let again = try? WireValue(messagePack: encoded.readableBytesView, limits: WireLimits(maxDepth: 32))
+    precondition(again == value || value.containsNaN, "round trip changed \(value)")
+    precondition(encoded.readableBytes <= input.readableBytes * 2 + 16, "re-encoding grew far beyond the input")
+}
+
+func fuzzFrames(_ input: ByteBuffer) {
+    var buffer = input
+    var decoder = FrameDecoder(maxBodySize: 512)
+    var assembler = MessageAssembler(maxMessageSize: 2048, maxBufferedBytes: 4096)
+    while let frame = try? decoder.decode(buffer: &buffer) {
+        guard let message = try? assembler.receive(frame) else { continue }
+        if message.kind == .request, let value = try? message.value() {
+            _ = try? Request(wireValue: value)
+        }
+        if message.kind == .error, let value = try? message.value() {
+            _ = try? RemoteError(wireValue: value)
+        }
+    }
+}
+
+let fuzzConfiguration = HandshakeConfiguration(
+    authKey: try! AuthKey(Array(repeating: 7, count: 32)), failureDelayNanoseconds: 0,
+    makeNonce: { Array(repeating: 9, count: 32) })
+
+func fuzzServerHandshake(_ input: ByteBuffer) {
+    var buffer = input
+    var server = ServerHandshake(configuration: fuzzConfiguration, sessionID: 1, now: 0)
+    var now: UInt64 = 0
+    while let frame = try? buffer.readFrame(maxBodySize: 1024) {
+        now += 1
+        switch server.receive(frame, now: now) {
+        case .send: continue
+        case .established, .failed: return
+        }
+    }
+}
+
+extension WireValue {
+    /// NaN is not equal to itself, so round trips of NaN compare by bits elsewhere.
+    var containsNaN: Bool {
+        switch self {
+        case .double(let number): number.isNaN
+        case .array(let elements): elements.contains { $0.containsNaN }
+        case .map(let pairs): pairs.contains { $0.key.containsNaN || $0.value.containsNaN }
+        default: false
+        }
+    }
+}
+
+// SwiftPM links executables with `main` aliased to `colony_fuzz_main`; hand control to
+// libFuzzer's driver from there.
+@_silgen_name("LLVMFuzzerRunDriver")
+func runFuzzerDriver(
+    _ argc: UnsafeMutablePointer<CInt>,
+    _ argv: UnsafeMutablePointer<UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?>,
+    _ callback: @convention(c) (UnsafeRawPointer, Int) -> CInt
+) -> CInt
+
+@_cdecl("colony_fuzz_main")
+public func colonyFuzzMain(
+    _ argc: CInt, _ argv: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?
+) -> CInt {
+    var count = argc
+    var arguments = argv
+    return runFuzzerDriver(&count, &arguments) { fuzzOneInput($0, $1) }
+}
