@@ -4,4 +4,4 @@
 @_exported import Threading
 
 /// This release of Colony.
-public let colonyVersion = "0.1.0"
+public let colonyVersion = colonyReleaseVersion

@@ -1,4 +1,5 @@
 import Crypto
+import Glibc
 import NIOCore
 
 /// The secret both sides prove they know (Python's `authkey`). Never sent.
@@ -11,6 +12,36 @@ public struct AuthKey: Sendable {
             throw HandshakeFailure(.badConfiguration, "an authkey needs at least 16 bytes, got \(bytes.count); generate 32 random bytes")
         }
         key = SymmetricKey(data: Array(bytes))
+    }
+
+    /// Reads an authkey file: hexadecimal digits (at least 32, whitespace ignored) as written
+    /// by `colony manager`, or else the file's raw bytes.
+    public static func bytes(fromFile path: String) throws -> [UInt8] {
+        let fd = open(path, O_RDONLY)
+        guard fd >= 0 else {
+            throw HandshakeFailure(.badConfiguration, "cannot read the authkey file \(path): \(String(cString: strerror(errno)))")
+        }
+        defer { close(fd) }
+        var data: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 4096)
+        while true {
+            let count = read(fd, &chunk, chunk.count)
+            if count <= 0 { break }
+            data.append(contentsOf: chunk[..<count])
+            guard data.count <= 1 << 20 else {
+                throw HandshakeFailure(.badConfiguration, "the authkey file \(path) is larger than 1 MiB; it should hold 64 hex digits")
+            }
+        }
+        let digits = data.filter { !($0 == 0x20 || $0 == 0x0a || $0 == 0x0d || $0 == 0x09) }
+        let isHex = digits.count >= 32 && digits.count % 2 == 0
+            && digits.allSatisfy { (0x30...0x39).contains($0) || (0x61...0x66).contains($0) || (0x41...0x46).contains($0) }
+        guard isHex else { return data }
+        return stride(from: 0, to: digits.count, by: 2).map { UInt8(String(decoding: digits[$0...$0 + 1], as: UTF8.self), radix: 16)! }
+    }
+
+    /// Bytes as lowercase hexadecimal digits, the authkey file format.
+    public static func hex(_ bytes: [UInt8]) -> String {
+        bytes.map { ($0 < 16 ? "0" : "") + String($0, radix: 16) }.joined()
     }
 
     /// 32 fresh random bytes.

@@ -316,7 +316,8 @@ private struct DecodingState {
 }
 
 extension WireValue {
-    var kindDescription: String {
+    /// "an integer", "a map", ...: for error messages.
+    public var kindDescription: String {
         switch self {
         case .null: "nil"
         case .bool: "a bool"

@@ -195,3 +195,6 @@ extension WireValue {
         return pairs.first { $0.key == .string(key) }?.value
     }
 }
+
+/// This release of Colony, sent as the agent in handshakes and shown by `colony status`.
+public let colonyReleaseVersion = "0.1.0"

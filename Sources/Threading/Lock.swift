@@ -109,8 +109,8 @@ public final class Lock: Locking, @unchecked Sendable, CustomStringConvertible {
     /// Python `L.locked()`.
     public var isLocked: Bool { word.load() != 0 }
 
-    /// Python `with L:`. Non-throwing for a local lock.
-    public func withLock<Result>(_ body: () throws -> Result) rethrows -> Result {
+    /// Python `with L:`. Throws only what `body` throws.
+    public func withLock<Result, Failure: Error>(_ body: () throws(Failure) -> Result) throws(Failure) -> Result {
         acquire()
         defer { try? release() }  // only fails if another thread released it meanwhile
         return try body()
@@ -196,8 +196,9 @@ public final class RLock: Locking, @unchecked Sendable, CustomStringConvertible 
         ownerWord.load(ordering: .relaxed) == currentThreadIdent()
     }
 
-    /// Python `with r:`. Non-throwing: the calling thread owns the lock inside `body`.
-    public func withLock<Result>(_ body: () throws -> Result) rethrows -> Result {
+    /// Python `with r:`. Throws only what `body` throws; the calling thread owns the lock
+    /// inside `body`.
+    public func withLock<Result, Failure: Error>(_ body: () throws(Failure) -> Result) throws(Failure) -> Result {
         acquire()
         defer { try? release() }  // cannot fail: the calling thread owns it
         return try body()

@@ -1,14 +1,14 @@
 import ArgumentParser
 import Colony
 
-/// The `colony` command line: one entry point for the manager, worker nodes and tools.
+/// The `colony` command line: the manager, tools for certificates and status.
 @main
-struct ColonyCommand: ParsableCommand {
+struct ColonyCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "colony",
         abstract: "Python's concurrency toolbox for Swift, across machines.",
         version: colonyVersion,
-        subcommands: [Info.self]
+        subcommands: [ManagerCommand.self, StatusCommand.self, CertsCommand.self, Info.self]
     )
 }
 

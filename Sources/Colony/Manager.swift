@@ -1,0 +1,183 @@
+import ColonyWire
+import Foundation
+import NIOCore
+import NIOPosix
+import NIOSSL
+import Threading
+
+/// A connection to a Colony manager (Python `multiprocessing.managers.SyncManager` after
+/// `connect()`), and the factory of shared-object proxies.
+///
+///     let manager = try await Manager.connect(port: 5000, trust: .stateDirectory(path: dir))
+///     let config = try await manager.dict("config", String.self, Int.self)
+///     try await config.set("workers", 4)
+public final class Manager: @unchecked Sendable {
+    let connection: ManagerConnection
+    private let ownsGroup: (any EventLoopGroup)?
+
+    private init(connection: ManagerConnection, ownsGroup: (any EventLoopGroup)?) {
+        self.connection = connection
+        self.ownsGroup = ownsGroup
+    }
+
+    /// Connects and authenticates. `authKey` defaults to the state directory's when `trust`
+    /// is `.stateDirectory`. `serverName` is the name the manager's certificate must carry.
+    public static func connect(
+        host: String = "127.0.0.1", port: Int, authKey: [UInt8]? = nil, trust: ManagerTrust,
+        clientCertificate: ClientCertificate? = nil, serverName: String = "localhost", timeoutSeconds: Double = 10
+    ) async throws -> Manager {
+        var key = authKey
+        var tls: TLSConfiguration?
+        switch trust {
+        case .insecurePlaintext:
+            tls = nil
+        case .certificateAuthority(let path):
+            tls = try clientTLS(caPath: path, clientCertificate: clientCertificate)
+        case .stateDirectory(let directory):
+            tls = try clientTLS(caPath: directory + "/ca.pem", clientCertificate: clientCertificate)
+            if key == nil { key = try AuthKey.bytes(fromFile: directory + "/authkey") }
+        }
+        guard let key else {
+            throw ConnectionError("no authkey: pass authKey, or trust a state directory that holds one")
+        }
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        do {
+            let connection = try await ManagerConnection.open(
+                host: host, port: port, authKey: key, tls: tls, serverName: serverName, group: group,
+                timeoutSeconds: timeoutSeconds)
+            return Manager(connection: connection, ownsGroup: group)
+        } catch {
+            try? await group.shutdownGracefully()
+            throw error
+        }
+    }
+
+    private static func clientTLS(caPath: String, clientCertificate: ClientCertificate?) throws -> TLSConfiguration {
+        var tls = TLSConfiguration.makeClientConfiguration()
+        tls.minimumTLSVersion = .tlsv13
+        tls.trustRoots = .certificates(try NIOSSLCertificate.fromPEMFile(caPath))
+        if let clientCertificate {
+            tls.certificateChain = try NIOSSLCertificate.fromPEMFile(clientCertificate.certificatePath).map { .certificate($0) }
+            tls.privateKey = .privateKey(try NIOSSLPrivateKey(file: clientCertificate.privateKeyPath, format: .pem))
+        }
+        return tls
+    }
+
+    /// What the handshake agreed on (session id, limits).
+    public var session: NegotiatedSession { connection.session }
+
+    /// Whether the connection is still up.
+    public var isConnected: Bool { connection.isOpen }
+
+    /// Says goodbye and closes the connection. Proxies stop working.
+    public func close() async {
+        await connection.close()
+        try? await ownsGroup?.shutdownGracefully()
+    }
+
+    // MARK: Objects
+
+    func make(_ type: ObjectType, _ name: String?, _ options: WireValue) async throws -> ProxyHandle {
+        let answer = try await connection.call(.new(type: type, name: name, options: options))
+        guard let reference = answer.objectRefValue else {
+            throw ConnectionError("the manager answered 'new' with \(answer.kindDescription)")
+        }
+        return ProxyHandle(manager: self, reference: reference)
+    }
+
+    /// Python `manager.dict()`; with a name, creates it or opens the existing one.
+    public func dict<Key: Codable & Hashable & Sendable, Value: Codable & Sendable>(
+        _ name: String? = nil, _ keyType: Key.Type, _ valueType: Value.Type
+    ) async throws -> DictProxy<Key, Value> {
+        DictProxy(handle: try await make(.dict, name, .null))
+    }
+
+    /// Python `manager.list()`.
+    public func list<Element: Codable & Sendable>(_ name: String? = nil, _ elementType: Element.Type) async throws -> ListProxy<Element> {
+        ListProxy(handle: try await make(.list, name, .null))
+    }
+
+    /// Python `manager.Namespace()`.
+    public func namespace(_ name: String? = nil) async throws -> NamespaceProxy {
+        NamespaceProxy(handle: try await make(.namespace, name, .null))
+    }
+
+    /// Python `manager.Value(typecode, value)`. `typecode` is one of Python's `array`
+    /// typecodes (`"i"`, `"d"`, ...) or nil for any value.
+    public func value<Element: Codable & Sendable>(
+        _ name: String? = nil, typecode: String? = nil, _ initial: Element
+    ) async throws -> ValueProxy<Element> {
+        let options: WireValue = ["typecode": typecode.map(WireValue.string) ?? .null, "value": try wire(initial)]
+        return ValueProxy(handle: try await make(.value, name, options))
+    }
+
+    /// Python `manager.Array(typecode, sequence)`.
+    public func array<Element: Codable & Sendable>(
+        _ name: String? = nil, typecode: String, _ items: [Element]
+    ) async throws -> ArrayProxy<Element> {
+        let options: WireValue = ["typecode": .string(typecode), "items": .array(try items.map(wire))]
+        return ArrayProxy(handle: try await make(.array, name, options))
+    }
+
+    /// Removes a named object for every client.
+    @discardableResult
+    public func delete(_ name: String) async throws -> Bool {
+        try await connection.call(.delete(name: name)).boolValue ?? false
+    }
+
+    /// The manager's objects, sessions and counters (`colony status`).
+    public func status() async throws -> WireValue {
+        try await connection.call(.status)
+    }
+
+    /// Runs several calls in one round trip (none may block). Each element is the answer or
+    /// the error of one request, in order.
+    public func batch(_ requests: [Request]) async throws -> [Result<WireValue, RemoteError>] {
+        let answer = try await connection.call(.batch(requests))
+        guard let outcomes = answer.arrayValue else { throw ConnectionError("malformed batch answer") }
+        return try outcomes.map { outcome in
+            switch try BatchOutcome(wireValue: outcome) {
+            case .success(let value): .success(value)
+            case .failure(let error): .failure(error)
+            }
+        }
+    }
+}
+
+func wire<T: Encodable>(_ value: T) throws -> WireValue { try WireValueEncoder().encode(value) }
+
+func unwire<T: Decodable>(_ type: T.Type, _ value: WireValue) throws -> T { try WireValueDecoder().decode(type, from: value) }
+
+/// One reference a client holds to a shared object; released (for anonymous objects, freed)
+/// when the last proxy copy using it goes away.
+final class ProxyHandle: @unchecked Sendable {
+    let manager: Manager
+    let reference: ObjectRef
+
+    init(manager: Manager, reference: ObjectRef) {
+        self.manager = manager
+        self.reference = reference
+    }
+
+    deinit {
+        if manager.connection.isOpen { _ = manager.connection.send(.release(object: reference.id)) }
+    }
+
+    func run<Response>(_ call: ObjectCall<Response>) async throws -> Response {
+        try call.decode(try await manager.connection.call(call.request(object: reference.id)))
+    }
+
+    func runBlocking<Response>(_ call: ObjectCall<Response>) throws -> Response {
+        try call.decode(try manager.connection.callBlocking(call.request(object: reference.id)))
+    }
+}
+
+/// What every proxy shares: identity (two proxies of one object are equal) and its reference.
+public protocol Proxy: Hashable, Sendable {
+    var reference: ObjectRef { get }
+}
+
+extension Proxy {
+    public static func == (lhs: Self, rhs: Self) -> Bool { lhs.reference == rhs.reference }
+    public func hash(into hasher: inout Hasher) { hasher.combine(reference) }
+}

@@ -1,0 +1,253 @@
+import Atomics
+import ColonyWire
+import NIOCore
+import NIOPosix
+import NIOSSL
+import Threading
+
+/// The connection to a manager failed or ended (Python: `EOFError`, `ConnectionRefusedError`).
+public struct ConnectionError: Error, CustomStringConvertible {
+    public let message: String
+    public init(_ message: String) { self.message = message }
+    public var description: String { message }
+}
+
+/// How a client decides to trust the manager it connects to.
+public enum ManagerTrust: Sendable {
+    /// Verify the manager's certificate against this CA file (PEM).
+    case certificateAuthority(path: String)
+    /// Use the CA and authkey of a manager's state directory (the embedded default).
+    case stateDirectory(path: String)
+    /// No TLS at all: only for loopback tests and benchmarks against `--insecure-plaintext`.
+    case insecurePlaintext
+}
+
+/// A client certificate for managers that require mutual TLS.
+public struct ClientCertificate: Sendable {
+    public var certificatePath: String
+    public var privateKeyPath: String
+    public init(certificatePath: String, privateKeyPath: String) {
+        self.certificatePath = certificatePath
+        self.privateKeyPath = privateKeyPath
+    }
+}
+
+/// One multiplexed connection: many requests in flight from many tasks and threads, answered
+/// in any order, matched by request id.
+final class ManagerConnection: @unchecked Sendable {
+    let channel: any Channel
+    let session: NegotiatedSession
+    private let handler: ClientHandler
+    private let nextRequestID = ManagedAtomic<UInt64>(1)
+
+    private init(channel: any Channel, session: NegotiatedSession, handler: ClientHandler) {
+        self.channel = channel
+        self.session = session
+        self.handler = handler
+    }
+
+    static func open(
+        host: String, port: Int, authKey: [UInt8], tls: TLSConfiguration?, serverName: String?,
+        group: any EventLoopGroup, timeoutSeconds: Double
+    ) async throws -> ManagerConnection {
+        let sslContext = try tls.map { try NIOSSLContext(configuration: $0) }
+        let handshake = HandshakeConfiguration(
+            authKey: try AuthKey(authKey), timeoutNanoseconds: UInt64(timeoutSeconds * 1e9), agent: "colony-swift/\(colonyReleaseVersion)")
+        let bootstrap = ClientBootstrap(group: group)
+            .channelOption(.socketOption(.tcp_nodelay), value: 1)
+            .connectTimeout(.nanoseconds(Int64(timeoutSeconds * 1e9)))
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    let operations = channel.pipeline.syncOperations
+                    if let sslContext {
+                        try operations.addHandler(try NIOSSLClientHandler(context: sslContext, serverHostname: serverName))
+                    }
+                    try operations.addHandler(ByteToMessageHandler(FrameDecoder(maxBodySize: 1 << 30)))
+                    try operations.addHandler(MessageToByteHandler(FrameEncoder()))
+                    try operations.addHandler(ClientHandler(handshake: handshake, eventLoop: channel.eventLoop))
+                }
+            }
+        let channel: any Channel
+        do {
+            channel = try await bootstrap.connect(host: host, port: port).get()
+        } catch {
+            throw ConnectionError("cannot connect to the manager at \(host):\(port): \(error)")
+        }
+        let handler = try await channel.pipeline.handler(type: ClientHandler.self).get()
+        do {
+            let session = try await handler.established.futureResult.get()
+            return ManagerConnection(channel: channel, session: session, handler: handler)
+        } catch {
+            channel.close(promise: nil)
+            throw error
+        }
+    }
+
+    /// Sends one request; the future completes with its answer or fails with the mapped error.
+    func send(_ request: Request) -> EventLoopFuture<WireValue> {
+        let id = nextRequestID.loadThenWrappingIncrement(ordering: .relaxed)
+        let promise = channel.eventLoop.makePromise(of: WireValue.self)
+        let handler = self.handler
+        let maxFrame = session.maxFrameBody
+        if channel.eventLoop.inEventLoop {
+            handler.send(request, id: id, promise: promise, maxFrameBody: maxFrame)
+        } else {
+            channel.eventLoop.execute { handler.send(request, id: id, promise: promise, maxFrameBody: maxFrame) }
+        }
+        return promise.futureResult
+    }
+
+    func call(_ request: Request) async throws -> WireValue { try await send(request).get() }
+
+    /// Blocks the calling thread; never call it on an event loop or from Swift concurrency.
+    func callBlocking(_ request: Request) throws -> WireValue { try send(request).wait() }
+
+    func close() async {
+        let handler = self.handler
+        channel.eventLoop.execute { handler.sayGoodbye() }
+        _ = try? await channel.closeFuture.get()
+    }
+
+    var isOpen: Bool { channel.isActive }
+}
+
+/// The NIO side of a client connection: handshake, then request/answer matching.
+final class ClientHandler: ChannelInboundHandler, @unchecked Sendable {
+    typealias InboundIn = Frame
+    typealias OutboundOut = Frame
+
+    let established: EventLoopPromise<NegotiatedSession>
+    private var handshake: ClientHandshake
+    private var isOpen = false
+    private var pending: [UInt64: EventLoopPromise<WireValue>] = [:]
+    private var assembler = MessageAssembler()
+    private var context: ChannelHandlerContext?
+    private var flushScheduled = false
+
+    init(handshake: HandshakeConfiguration, eventLoop: any EventLoop) {
+        self.handshake = ClientHandshake(configuration: handshake)
+        established = eventLoop.makePromise()
+    }
+
+    static func now() -> UInt64 { UInt64(NIODeadline.now().uptimeNanoseconds) }
+
+    func channelActive(context: ChannelHandlerContext) {
+        self.context = context
+        context.writeAndFlush(wrapOutboundOut(handshake.start(now: ClientHandler.now())), promise: nil)
+        context.fireChannelActive()
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let frame = unwrapInboundIn(data)
+        guard isOpen else {
+            switch handshake.receive(frame, now: ClientHandler.now()) {
+            case .send(let frames):
+                for frame in frames { context.write(wrapOutboundOut(frame), promise: nil) }
+                context.flush()
+            case .established(let session, let frames):
+                for frame in frames { context.write(wrapOutboundOut(frame), promise: nil) }
+                isOpen = true
+                established.succeed(session)
+            case .failed(let failure, _, _):
+                established.fail(ConnectionError("the manager's handshake failed: \(failure)"))
+                context.close(promise: nil)
+            }
+            return
+        }
+        let message: Message
+        do {
+            guard let complete = try assembler.receive(frame) else { return }
+            message = complete
+        } catch {
+            failAll(ConnectionError("the manager sent an oversized answer: \(error)"))
+            context.close(promise: nil)
+            return
+        }
+        switch message.kind {
+        case .response:
+            guard let promise = pending.removeValue(forKey: message.requestID) else { return }
+            do {
+                promise.succeed(try message.value())
+            } catch {
+                promise.fail(ConnectionError("the manager's answer is not a valid value: \(error)"))
+            }
+        case .error:
+            let error = (try? RemoteError(wireValue: message.value())) ?? RemoteError(.internalError, "malformed error frame")
+            if let promise = pending.removeValue(forKey: message.requestID) {
+                promise.fail(error.localError)
+            } else if message.requestID == 0 {
+                failAll(ConnectionError("the manager reported \(error)"))
+            }
+        case .ping:
+            context.writeAndFlush(wrapOutboundOut(Frame(kind: .pong, requestID: message.requestID)), promise: nil)
+        case .goodbye:
+            failAll(ConnectionError("the manager is shutting down"))
+            context.close(promise: nil)
+        default:
+            break
+        }
+    }
+
+    /// On the event loop: registers the answer's promise and writes the request.
+    func send(_ request: Request, id: UInt64, promise: EventLoopPromise<WireValue>, maxFrameBody: Int) {
+        guard let context, isOpen else {
+            promise.fail(ConnectionError("the connection to the manager is closed; reconnect with Manager.connect"))
+            return
+        }
+        pending[id] = promise
+        let message = Message(kind: .request, requestID: id, body: request.wireValue.encoded())
+        for frame in message.frames(maxBodySize: maxFrameBody) {
+            context.write(wrapOutboundOut(frame), promise: nil)
+        }
+        // Gather the writes of this event-loop tick into one flush (one TLS record).
+        if !flushScheduled {
+            flushScheduled = true
+            context.eventLoop.execute { [self] in
+                flushScheduled = false
+                self.context?.flush()
+            }
+        }
+    }
+
+    func sayGoodbye() {
+        guard let context else { return }
+        context.writeAndFlush(wrapOutboundOut(Frame(kind: .goodbye)), promise: nil)
+        context.close(promise: nil)
+    }
+
+    private func failAll(_ error: any Error) {
+        let waiting = pending
+        pending = [:]
+        for promise in waiting.values { promise.fail(error) }
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        established.fail(ConnectionError("the manager closed the connection during the handshake (wrong authkey, or not a Colony manager)"))
+        failAll(ConnectionError("the connection to the manager was lost; reconnect with Manager.connect (named objects are still there)"))
+        self.context = nil
+        context.fireChannelInactive()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        established.fail(ConnectionError("TLS or protocol error while connecting: \(error)"))
+        failAll(ConnectionError("the connection failed: \(error)"))
+        context.close(promise: nil)
+    }
+}
+
+extension RemoteError {
+    /// The error a local Colony object would throw in the same situation, when there is one
+    /// (QueueEmpty, QueueFull, TimeoutError, BrokenBarrierError, CancelledError); otherwise
+    /// this error itself, whose `code` says what happened (KeyError, IndexError, ...).
+    public var localError: any Error {
+        switch code {
+        case .empty: QueueEmpty()
+        case .full: QueueFull()
+        case .timeout: TimeoutError()
+        case .brokenBarrier: BrokenBarrierError()
+        case .cancelled: CancelledError()
+        case .shutDown: QueueShutDown()
+        default: self
+        }
+    }
+}

@@ -1,0 +1,323 @@
+import Atomics
+import ColonyWire
+import Foundation
+import Logging
+import NIOCore
+import NIOPosix
+import NIOSSL
+import Threading
+
+/// Everything a manager needs to start.
+public struct ManagerConfiguration: Sendable {
+    public enum Transport: Sendable {
+        /// TLS 1.3 with this certificate chain and key (PEM files). With `clientCAPath`, clients
+        /// must present a certificate issued by that CA (mutual TLS).
+        case tls(certificatePath: String, privateKeyPath: String, clientCAPath: String?)
+        /// No encryption: only for loopback tests and benchmarks.
+        case insecurePlaintext
+    }
+
+    public var host: String
+    public var port: Int
+    public var transport: Transport
+    public var authKey: [UInt8]
+    public var maxConnections: Int = 10_000
+    public var maxFrameBody: Int = Frame.defaultMaxBodySize
+    public var maxMessageSize: Int = 1 << 30
+    public var maxInFlight: Int = 4096
+    public var maxObjects: Int = 1_000_000
+    public var eventLoopThreads: Int = System.coreCount
+    public var handshakeTimeoutSeconds: Double = 5
+    public var keepaliveIntervalSeconds: Double = 10
+    public var authFailureDelaySeconds: Double = 0.5
+    public var logger = Logger(label: "colony.manager")
+
+    public init(host: String, port: Int, transport: Transport, authKey: [UInt8]) {
+        self.host = host
+        self.port = port
+        self.transport = transport
+        self.authKey = authKey
+    }
+}
+
+/// The manager server (`colony manager`): a NIO listener around `ObjectStore` and
+/// `ManagerSession`, which hold all the logic.
+///
+/// States: created → running (`start`) → draining (`shutdown`: stop accepting, say goodbye to
+/// every session, wait for them to close) → stopped.
+public final class ManagerServer: ManagerContext, @unchecked Sendable {
+    public let store: ObjectStore
+    public let configuration: ManagerConfiguration
+    private let group: MultiThreadedEventLoopGroup
+    private let handshake: HandshakeConfiguration
+    private let sslContext: NIOSSLContext?
+    private let started = Date()
+    private let nextSessionID = ManagedAtomic<UInt64>(1)
+    private let lock = Lock()
+    // Guarded by lock.
+    private var serverChannel: (any Channel)?
+    private var sessions: [UInt64: SessionRecord] = [:]
+    private var counters: [String: UInt64] = [:]
+    private var isDraining = false
+
+    public init(configuration: ManagerConfiguration) throws {
+        self.configuration = configuration
+        store = ObjectStore(maxObjects: configuration.maxObjects)
+        group = MultiThreadedEventLoopGroup(numberOfThreads: max(1, configuration.eventLoopThreads))
+        handshake = HandshakeConfiguration(
+            authKey: try AuthKey(configuration.authKey),
+            timeoutNanoseconds: UInt64(configuration.handshakeTimeoutSeconds * 1e9),
+            failureDelayNanoseconds: UInt64(configuration.authFailureDelaySeconds * 1e9), agent: "colony-manager/\(colonyReleaseVersion)")
+        switch configuration.transport {
+        case .tls(let certificatePath, let privateKeyPath, let clientCAPath):
+            var tls = TLSConfiguration.makeServerConfiguration(
+                certificateChain: try NIOSSLCertificate.fromPEMFile(certificatePath).map { .certificate($0) },
+                privateKey: .privateKey(try NIOSSLPrivateKey(file: privateKeyPath, format: .pem)))
+            tls.minimumTLSVersion = .tlsv13
+            if let clientCAPath {
+                tls.certificateVerification = .noHostnameVerification
+                tls.trustRoots = .certificates(try NIOSSLCertificate.fromPEMFile(clientCAPath))
+            }
+            sslContext = try NIOSSLContext(configuration: tls)
+        case .insecurePlaintext:
+            sslContext = nil
+        }
+    }
+
+    /// Binds and starts serving; returns the address actually bound (port 0 picks one).
+    public func start() async throws -> SocketAddress {
+        let bootstrap = ServerBootstrap(group: group)
+            .serverChannelOption(.backlog, value: 256)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+            .childChannelOption(.maxMessagesPerRead, value: 16)
+            .childChannelInitializer { [self] channel in
+                channel.eventLoop.makeCompletedFuture { try self.setUp(channel) }
+            }
+        let channel = try await bootstrap.bind(host: configuration.host, port: configuration.port).get()
+        lock.withLock { serverChannel = channel }
+        configuration.logger.info("listening", metadata: ["address": "\(channel.localAddress!)"])
+        return channel.localAddress!
+    }
+
+    private func setUp(_ channel: any Channel) throws {
+        let admitted: Bool = lock.withLock {
+            guard !isDraining, sessions.count < configuration.maxConnections else {
+                counters["connections_refused", default: 0] += 1
+                return false
+            }
+            return true
+        }
+        guard admitted else {
+            channel.close(promise: nil)
+            return
+        }
+        let id = nextSessionID.loadThenWrappingIncrement(ordering: .relaxed)
+        let record = SessionRecord(id: id, channel: channel, peer: channel.remoteAddress?.description ?? "?")
+        lock.withLock {
+            sessions[id] = record
+            counters["connections_accepted", default: 0] += 1
+        }
+        channel.closeFuture.whenComplete { [weak self] _ in
+            self?.lock.withLock { _ = self?.sessions.removeValue(forKey: id) }
+        }
+        let operations = channel.pipeline.syncOperations
+        if let sslContext {
+            try operations.addHandler(NIOSSLServerHandler(context: sslContext))
+        }
+        try operations.addHandler(ByteToMessageHandler(FrameDecoder(maxBodySize: configuration.maxFrameBody)))
+        try operations.addHandler(MessageToByteHandler(FrameEncoder()))
+        try operations.addHandler(
+            IdleStateHandler(readTimeout: .nanoseconds(Int64(configuration.keepaliveIntervalSeconds * 1e9))))
+        let session = ManagerSession(
+            id: id, context: self, handshake: handshake, maxFrameBody: configuration.maxFrameBody,
+            maxMessageSize: configuration.maxMessageSize, maxInFlight: configuration.maxInFlight,
+            now: ManagerServer.now())
+        try operations.addHandler(
+            SessionHandler(
+                session: session, record: record, handshakeTimeout: configuration.handshakeTimeoutSeconds,
+                logger: configuration.logger))
+    }
+
+    static func now() -> UInt64 { UInt64(DispatchTime.now().uptimeNanoseconds) }
+
+    /// Stops accepting, says goodbye to every session, and waits (up to `gracePeriod`
+    /// seconds) for them to close before closing the rest and stopping the event loops.
+    public func shutdown(gracePeriod: Double = 5) async {
+        let (listener, open): ((any Channel)?, [SessionRecord]) = lock.withLock {
+            isDraining = true
+            defer { serverChannel = nil }
+            return (serverChannel, Array(sessions.values))
+        }
+        try? await listener?.close()
+        for record in open {
+            record.channel.eventLoop.execute {
+                record.channel.writeAndFlush(Frame(kind: .goodbye), promise: nil)
+                record.channel.close(promise: nil)
+            }
+        }
+        let deadline = Date().addingTimeInterval(gracePeriod)
+        for record in open {
+            let remaining = deadline.timeIntervalSinceNow
+            if remaining <= 0 { record.channel.close(promise: nil); continue }
+            _ = try? await record.channel.closeFuture.get()
+        }
+        try? await group.shutdownGracefully()
+    }
+
+    /// Sessions open now.
+    public var sessionCount: Int { lock.withLock { sessions.count } }
+
+    public func statusReport() -> WireValue {
+        let (records, counters) = lock.withLock { (Array(sessions.values), self.counters) }
+        return [
+            "version": .string(colonyReleaseVersion),
+            "uptime": .double(Date().timeIntervalSince(started)),
+            "objects": store.describeObjects(),
+            "sessions": .array(records.sorted { $0.id < $1.id }.map(\.wireValue)),
+            "counters": .map(counters.sorted { $0.key < $1.key }.map { WirePair(.string($0.key), .integer($0.value)) }),
+        ]
+    }
+}
+
+/// The manager's view of one connection, readable from any thread for `status`.
+final class SessionRecord: @unchecked Sendable {
+    let id: UInt64
+    let channel: any Channel
+    let peer: String
+    private let lock = Lock()
+    // Guarded by lock.
+    private var role = "handshaking"
+    private var agent = ""
+    private var requests: UInt64 = 0
+    private var objects = 0
+
+    init(id: UInt64, channel: any Channel, peer: String) {
+        self.id = id
+        self.channel = channel
+        self.peer = peer
+    }
+
+    func update(_ session: ManagerSession) {
+        lock.withLock {
+            if let negotiated = session.negotiated {
+                role = negotiated.role
+                agent = negotiated.peerAgent
+            }
+            requests = session.requestsServed
+            objects = session.objectCount
+        }
+    }
+
+    var wireValue: WireValue {
+        lock.withLock {
+            [
+                "id": .integer(id), "role": .string(role), "peer": .string(peer), "agent": .string(agent),
+                "requests": .integer(requests), "objects": .integer(objects),
+            ]
+        }
+    }
+}
+
+/// The thin NIO shell around `ManagerSession`: frames in, actions out, responses gathered
+/// and flushed once per read burst.
+final class SessionHandler: ChannelInboundHandler {
+    typealias InboundIn = Frame
+    typealias OutboundOut = Frame
+
+    private var session: ManagerSession
+    private let record: SessionRecord
+    private let handshakeTimeout: Double
+    private let logger: Logger
+    private var wroteSinceFlush = false
+    private var awaitingPong = false
+    private var closing = false
+
+    init(session: ManagerSession, record: SessionRecord, handshakeTimeout: Double, logger: Logger) {
+        self.session = session
+        self.record = record
+        self.handshakeTimeout = handshakeTimeout
+        self.logger = logger
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+        context.eventLoop.scheduleTask(in: .nanoseconds(Int64(handshakeTimeout * 1e9) + 1_000_000)) {
+            let (handler, context) = loopBound.value
+            handler.perform(handler.session.checkHandshakeDeadline(now: ManagerServer.now()), context: context)
+            handler.flushIfNeeded(context: context)
+        }
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        awaitingPong = false
+        guard !closing else { return }
+        let frame = unwrapInboundIn(data)
+        perform(session.receive(frame, now: ManagerServer.now()), context: context)
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        flushIfNeeded(context: context)
+        record.update(session)
+    }
+
+    private func flushIfNeeded(context: ChannelHandlerContext) {
+        if wroteSinceFlush {
+            wroteSinceFlush = false
+            context.flush()
+        }
+    }
+
+    private func perform(_ actions: [SessionAction], context: ChannelHandlerContext) {
+        for action in actions {
+            switch action {
+            case .send(let frame):
+                context.write(wrapOutboundOut(frame), promise: nil)
+                wroteSinceFlush = true
+            case .close:
+                closing = true
+                context.flush()
+                context.close(promise: nil)
+            case .failAfter(let delay, let frames):
+                closing = true
+                logger.notice("handshake failed", metadata: ["session": "\(record.id)", "peer": "\(record.peer)"])
+                let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+                context.eventLoop.scheduleTask(in: .nanoseconds(Int64(delay))) {
+                    let (handler, context) = loopBound.value
+                    for frame in frames { context.write(handler.wrapOutboundOut(frame), promise: nil) }
+                    context.writeAndFlush(handler.wrapOutboundOut(Frame(kind: .goodbye)), promise: nil)
+                    context.close(promise: nil)
+                }
+            }
+        }
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        guard event is IdleStateHandler.IdleStateEvent else {
+            context.fireUserInboundEventTriggered(event)
+            return
+        }
+        if awaitingPong || session.negotiated == nil {
+            context.close(promise: nil)  // silent for two intervals: the peer is gone
+        } else {
+            awaitingPong = true
+            context.writeAndFlush(wrapOutboundOut(Frame(kind: .ping)), promise: nil)
+        }
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        logger.notice("closing session after an error", metadata: ["session": "\(record.id)", "error": "\(error)"])
+        if let frameError = error as? FrameError, !closing {
+            let code: ErrorCode = frameError.code == .tooLarge ? .tooLarge : .badRequest
+            context.writeAndFlush(wrapOutboundOut(RemoteError(code, frameError.message).frame(requestID: frameError.requestID)), promise: nil)
+        }
+        closing = true
+        context.close(promise: nil)
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        logger.debug("session ended", metadata: ["session": "\(record.id)", "objects": "\(session.objectCount)"])
+        session.end()
+        context.fireChannelInactive()
+    }
+}

@@ -1,0 +1,221 @@
+import Atomics
+import ColonyWire
+import Threading
+
+/// Every shared object of one manager, with names and reference counts. Plain Swift: tests
+/// drive it without any socket.
+///
+/// Objects live in shards by id, each under its own lock, and every object has its own lock
+/// too, so unrelated objects never serialize on one lock. A reference is held by a session
+/// (it created, opened or received the object) or by another object (a dict value, a list
+/// item). Anonymous objects are freed when the last reference goes; named ones live until
+/// `delete`.
+public final class ObjectStore: @unchecked Sendable {
+    private struct Entry {
+        let object: any SharedObject
+        let name: String?
+        var references: Int
+    }
+
+    private final class Shard: @unchecked Sendable {
+        let lock = Lock()
+        var entries: [UInt64: Entry] = [:]
+    }
+
+    private static let shardCount = 64
+    private let shards = (0..<ObjectStore.shardCount).map { _ in Shard() }
+    private let namesLock = Lock()
+    private var names: [String: UInt64] = [:]  // guarded by namesLock
+    private let nextID = ManagedAtomic<UInt64>(1)
+    /// The most objects this store will hold; creating more is LimitExceeded.
+    public let maxObjects: Int
+    private let objectCount = ManagedAtomic<Int>(0)
+
+    public init(maxObjects: Int = 1_000_000) {
+        self.maxObjects = maxObjects
+    }
+
+    private func shard(_ id: UInt64) -> Shard { shards[Int(id % UInt64(ObjectStore.shardCount))] }
+
+    /// How many objects exist now.
+    public var count: Int { objectCount.load(ordering: .relaxed) }
+
+    /// `["new", type, name, options]`: creates or opens an object, with one reference for the
+    /// caller.
+    public func create(type: ObjectType, name: String?, options: WireValue) throws(RemoteError) -> ObjectRef {
+        if let name {
+            // Create-or-open is atomic per name.
+            return try namesLock.withLock { () throws(RemoteError) -> ObjectRef in
+                if let id = names[name] {
+                    let shard = shard(id)
+                    let existing: ObjectType? = shard.lock.withLock {
+                        guard var entry = shard.entries[id] else { return nil }
+                        entry.references += 1
+                        shard.entries[id] = entry
+                        return entry.object.type
+                    }
+                    guard let existing else { throw RemoteError(.noSuchObject, "object '\(name)' vanished") }
+                    guard existing == type else {
+                        throw RemoteError(.wrongType, "'\(name)' is a \(existing), not a \(type)")
+                    }
+                    return ObjectRef(type: type, id: id)
+                }
+                let reference = try insert(type: type, name: name, options: options)
+                names[name] = reference.id
+                return reference
+            }
+        }
+        return try insert(type: type, name: nil, options: options)
+    }
+
+    private func insert(type: ObjectType, name: String?, options: WireValue) throws(RemoteError) -> ObjectRef {
+        guard objectCount.wrappingIncrementThenLoad(ordering: .relaxed) <= maxObjects else {
+            objectCount.wrappingDecrement(ordering: .relaxed)
+            throw RemoteError(.limitExceeded, "the manager holds its maximum of \(maxObjects) objects; release some first")
+        }
+        var changes = ReferenceChanges()
+        let object: any SharedObject
+        do {
+            object = try ObjectFactory.make(type: type, options: options, changes: &changes)
+        } catch {
+            objectCount.wrappingDecrement(ordering: .relaxed)
+            throw error
+        }
+        let id = nextID.loadThenWrappingIncrement(ordering: .relaxed)
+        let shard = shard(id)
+        shard.lock.withLock { shard.entries[id] = Entry(object: object, name: name, references: 1) }
+        apply(changes)
+        return ObjectRef(type: type, id: id)
+    }
+
+    /// The object with this id, if it exists.
+    func object(_ id: UInt64) -> (any SharedObject)? {
+        let shard = shard(id)
+        return shard.lock.withLock { shard.entries[id]?.object }
+    }
+
+    /// Runs a method; returns its result. References the object adopts or drops are counted.
+    public func call(object id: UInt64, method: String, arguments: [WireValue]) throws(RemoteError) -> WireValue {
+        guard let object = object(id) else {
+            throw RemoteError(.noSuchObject, "object #\(id) does not exist (it was deleted, or its last reference was released)")
+        }
+        var changes = ReferenceChanges()
+        let result = try object.call(method, arguments, &changes)
+        if !changes.isEmpty { apply(changes) }
+        return result
+    }
+
+    /// Adds references to each id (for example, ids a session received in an answer).
+    public func retain(_ ids: [UInt64]) {
+        for id in ids {
+            let shard = shard(id)
+            shard.lock.withLock {
+                if shard.entries[id] != nil { shard.entries[id]!.references += 1 }
+            }
+        }
+    }
+
+    /// Drops one reference per id; frees anonymous objects whose count reaches zero, and
+    /// then whatever only they referenced.
+    public func release(_ ids: [UInt64]) {
+        var pending = ids
+        while let id = pending.popLast() {
+            let shard = shard(id)
+            let freed: (any SharedObject)? = shard.lock.withLock {
+                guard var entry = shard.entries[id] else { return nil }
+                entry.references -= 1
+                if entry.references > 0 || entry.name != nil {
+                    shard.entries[id] = entry
+                    return nil
+                }
+                shard.entries[id] = nil
+                return entry.object
+            }
+            if let freed {
+                objectCount.wrappingDecrement(ordering: .relaxed)
+                pending.append(contentsOf: freed.removeAll())
+            }
+        }
+    }
+
+    /// `["delete", name]`: removes a named object for everyone.
+    public func delete(name: String) -> Bool {
+        let id: UInt64? = namesLock.withLock { names.removeValue(forKey: name) }
+        guard let id else { return false }
+        let shard = shard(id)
+        let removed: (any SharedObject)? = shard.lock.withLock { shard.entries.removeValue(forKey: id)?.object }
+        if let removed {
+            objectCount.wrappingDecrement(ordering: .relaxed)
+            release(removed.removeAll())
+        }
+        return true
+    }
+
+    private func apply(_ changes: ReferenceChanges) {
+        retain(changes.adopted)
+        release(changes.dropped)
+    }
+
+    /// What `status` reports about objects: `[{id, type, name, size, refs}]`.
+    public func describeObjects() -> WireValue {
+        var rows: [(UInt64, WireValue)] = []
+        for shard in shards {
+            let entries = shard.lock.withLock { shard.entries }
+            for (id, entry) in entries {
+                rows.append((id, [
+                    "id": .integer(id), "type": .string(entry.object.type.name),
+                    "name": entry.name.map(WireValue.string) ?? .null, "size": .integer(entry.object.size),
+                    "refs": .integer(entry.references),
+                ]))
+            }
+        }
+        return .array(rows.sorted { $0.0 < $1.0 }.map(\.1))
+    }
+}
+
+/// Builds objects from `new` options (SPEC.md 6.1).
+enum ObjectFactory {
+    static func make(type: ObjectType, options: WireValue, changes: inout ReferenceChanges) throws(RemoteError) -> any SharedObject {
+        guard options == .null || options.mapValue != nil else {
+            throw RemoteError(.badRequest, "'new' options must be a map")
+        }
+        func typeCode() throws(RemoteError) -> TypeCode {
+            switch options["typecode"] {
+            case nil, .null?: return try TypeCode(nil)
+            case .string(let code)?: return try TypeCode(code)
+            default: throw RemoteError(.wrongType, "typecode must be a string")
+            }
+        }
+        switch type {
+        case .dict:
+            guard let pairs = (options["items"] ?? .map([])).mapValue else {
+                throw RemoteError(.wrongType, "a dict's items must be a map")
+            }
+            return SharedDict(items: pairs, changes: &changes)
+        case .list:
+            guard let items = (options["items"] ?? .array([])).arrayValue else {
+                throw RemoteError(.wrongType, "a list's items must be an array")
+            }
+            return SharedList(items: items, changes: &changes)
+        case .namespace:
+            guard let attributes = (options["attrs"] ?? .map([])).mapValue else {
+                throw RemoteError(.wrongType, "a Namespace's attrs must be a map")
+            }
+            return try SharedNamespace(attributes: attributes, changes: &changes)
+        case .value:
+            return try SharedValue(typeCode: typeCode(), value: options["value"], changes: &changes)
+        case .array:
+            let code = try typeCode()
+            if let items = options["items"] {
+                guard let elements = items.arrayValue else { throw RemoteError(.wrongType, "an Array's items must be an array") }
+                return try SharedArray(typeCode: code, items: elements)
+            }
+            guard let size = options["size"]?.int64Value, size >= 0, size <= 100_000_000 else {
+                throw RemoteError(.valueError, "an Array needs items or a size between 0 and 100000000")
+            }
+            return try SharedArray(typeCode: code, items: Array(repeating: code.zero, count: Int(size)))
+        default:
+            throw RemoteError(.unsupported, "\(type) objects are not served by this manager yet")
+        }
+    }
+}

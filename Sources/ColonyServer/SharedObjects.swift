@@ -1,0 +1,706 @@
+import ColonyWire
+import Threading
+
+/// References an object starts or stops holding during one call; the store applies them
+/// after the call, adopting before dropping, so a value moved within an object never dies.
+struct ReferenceChanges {
+    var adopted: [UInt64] = []
+    var dropped: [UInt64] = []
+
+    mutating func adopt(_ value: WireValue) {
+        if value.mayContainReferences { PythonSemantics.references(in: value, into: &adopted) }
+    }
+
+    mutating func drop(_ value: WireValue) {
+        if value.mayContainReferences { PythonSemantics.references(in: value, into: &dropped) }
+    }
+
+    var isEmpty: Bool { adopted.isEmpty && dropped.isEmpty }
+}
+
+/// An object the manager holds. Each has its own lock, so calls on unrelated objects never
+/// wait for each other.
+protocol SharedObject: AnyObject, Sendable {
+    var type: ObjectType { get }
+    /// Elements, entries or attributes, for `status`.
+    var size: Int { get }
+    /// Runs one non-blocking method atomically.
+    func call(_ method: String, _ arguments: [WireValue], _ changes: inout ReferenceChanges) throws(RemoteError) -> WireValue
+    /// Empties the object when it is freed; returns the references it held.
+    func removeAll() -> [UInt64]
+}
+
+/// Checks argument counts with Python-like messages.
+struct Arguments {
+    let method: String
+    let values: [WireValue]
+
+    init(_ method: String, _ values: [WireValue], count range: ClosedRange<Int>) throws(RemoteError) {
+        guard range.contains(values.count) else {
+            let expected = range.lowerBound == range.upperBound ? "\(range.lowerBound)" : "\(range.lowerBound) to \(range.upperBound)"
+            throw RemoteError(.badRequest, "\(method)() takes \(expected) arguments (\(values.count) given)")
+        }
+        self.method = method
+        self.values = values
+    }
+
+    subscript(index: Int) -> WireValue { values[index] }
+    func optional(_ index: Int) -> WireValue? { index < values.count ? values[index] : nil }
+
+    func int(_ index: Int) throws(RemoteError) -> Int {
+        guard let number = values[index].int64Value.flatMap({ Int(exactly: $0) }) else {
+            throw RemoteError(.wrongType, "\(method)(): argument \(index + 1) must be an integer, not \(values[index].kindDescription)")
+        }
+        return number
+    }
+
+    func string(_ index: Int) throws(RemoteError) -> String {
+        guard let text = values[index].stringValue else {
+            throw RemoteError(.wrongType, "\(method)(): argument \(index + 1) must be a string, not \(values[index].kindDescription)")
+        }
+        return text
+    }
+
+    func bool(_ index: Int) throws(RemoteError) -> Bool {
+        guard let flag = values[index].boolValue else {
+            throw RemoteError(.wrongType, "\(method)(): argument \(index + 1) must be a bool, not \(values[index].kindDescription)")
+        }
+        return flag
+    }
+}
+
+func unknownMethod(_ type: ObjectType, _ method: String) -> RemoteError {
+    RemoteError(.unsupported, "a \(type) has no method '\(method)'")
+}
+
+// MARK: - dict
+
+/// Python `dict` semantics: insertion order, `d[1] is d[1.0]`, LIFO `popitem`.
+final class SharedDict: SharedObject, @unchecked Sendable {
+    let type = ObjectType.dict
+    private let lock = Lock()
+    // Guarded by lock. Entries keep insertion order; removed ones leave a hole (nil) that a
+    // compaction clears once holes outnumber entries.
+    private var entries: [WirePair?] = []
+    private var positions: [WireValue: Int] = [:]
+    private var generation: UInt64 = 0
+
+    init(items: [WirePair], changes: inout ReferenceChanges) {
+        for pair in items { store(pair.key, pair.value, &changes) }
+    }
+
+    var size: Int { lock.withLock { positions.count } }
+
+    private func store(_ key: WireValue, _ value: WireValue, _ changes: inout ReferenceChanges) {
+        let key = PythonSemantics.dictKey(key)
+        changes.adopt(value)
+        if let position = positions[key] {
+            changes.drop(entries[position]!.value)
+            entries[position]!.value = value
+        } else {
+            changes.adopt(key)
+            positions[key] = entries.count
+            entries.append(WirePair(key, value))
+        }
+    }
+
+    private func remove(_ key: WireValue, _ changes: inout ReferenceChanges) -> WireValue? {
+        guard let position = positions.removeValue(forKey: PythonSemantics.dictKey(key)) else { return nil }
+        let pair = entries[position]!
+        entries[position] = nil
+        changes.drop(pair.key)
+        changes.drop(pair.value)
+        if entries.count > 64 && positions.count * 2 < entries.count - positions.count { compact() }
+        return pair.value
+    }
+
+    private func compact() {
+        entries = entries.compactMap { $0 }.map { Optional($0) }
+        positions.removeAll(keepingCapacity: true)
+        for (index, pair) in entries.enumerated() { positions[pair!.key] = index }
+        generation += 1
+    }
+
+    private var livePairs: [WirePair] { entries.compactMap { $0 } }
+
+    private func keyError(_ key: WireValue) -> RemoteError {
+        RemoteError(.keyError, "KeyError: \(key)", detail: key)
+    }
+
+    func call(_ method: String, _ values: [WireValue], _ changes: inout ReferenceChanges) throws(RemoteError) -> WireValue {
+        try lock.withLock { () throws(RemoteError) -> WireValue in
+            switch method {
+            case "getitem":
+                let arguments = try Arguments(method, values, count: 1...1)
+                guard let position = positions[PythonSemantics.dictKey(arguments[0])] else { throw keyError(arguments[0]) }
+                return entries[position]!.value
+            case "setitem":
+                let arguments = try Arguments(method, values, count: 2...2)
+                store(arguments[0], arguments[1], &changes)
+                return .null
+            case "delitem":
+                let arguments = try Arguments(method, values, count: 1...1)
+                guard remove(arguments[0], &changes) != nil else { throw keyError(arguments[0]) }
+                return .null
+            case "contains":
+                let arguments = try Arguments(method, values, count: 1...1)
+                return .bool(positions[PythonSemantics.dictKey(arguments[0])] != nil)
+            case "len":
+                _ = try Arguments(method, values, count: 0...0)
+                return .integer(positions.count)
+            case "keys":
+                _ = try Arguments(method, values, count: 0...0)
+                return .array(livePairs.map(\.key))
+            case "values":
+                _ = try Arguments(method, values, count: 0...0)
+                return .array(livePairs.map(\.value))
+            case "items":
+                _ = try Arguments(method, values, count: 0...0)
+                return .array(livePairs.map { [$0.key, $0.value] })
+            case "get":
+                let arguments = try Arguments(method, values, count: 1...2)
+                guard let position = positions[PythonSemantics.dictKey(arguments[0])] else { return arguments.optional(1) ?? .null }
+                return entries[position]!.value
+            case "pop":
+                let arguments = try Arguments(method, values, count: 1...2)
+                if let value = remove(arguments[0], &changes) { return value }
+                guard let fallback = arguments.optional(1) else { throw keyError(arguments[0]) }
+                return fallback
+            case "popitem":
+                _ = try Arguments(method, values, count: 0...0)
+                guard let last = entries.lastIndex(where: { $0 != nil }) else {
+                    throw RemoteError(.keyError, "KeyError: 'popitem(): dictionary is empty'")
+                }
+                let pair = entries[last]!
+                _ = remove(pair.key, &changes)
+                return [pair.key, pair.value]
+            case "setdefault":
+                let arguments = try Arguments(method, values, count: 1...2)
+                if let position = positions[PythonSemantics.dictKey(arguments[0])] { return entries[position]!.value }
+                let fallback = arguments.optional(1) ?? .null
+                store(arguments[0], fallback, &changes)
+                return fallback
+            case "update":
+                let arguments = try Arguments(method, values, count: 1...1)
+                guard let pairs = arguments[0].mapValue else {
+                    throw RemoteError(.wrongType, "update() needs a map, not \(arguments[0].kindDescription)")
+                }
+                for pair in pairs { store(pair.key, pair.value, &changes) }
+                return .null
+            case "clear":
+                _ = try Arguments(method, values, count: 0...0)
+                for pair in livePairs {
+                    changes.drop(pair.key)
+                    changes.drop(pair.value)
+                }
+                entries = []
+                positions = [:]
+                generation += 1
+                return .null
+            case "copy":
+                _ = try Arguments(method, values, count: 0...0)
+                return .map(livePairs)
+            case "page":
+                return try page(Arguments(method, values, count: 2...2))
+            case "incr":
+                let arguments = try Arguments(method, values, count: 2...3)
+                let current = positions[PythonSemantics.dictKey(arguments[0])].map { entries[$0]!.value } ?? (arguments.optional(2) ?? 0)
+                let updated = try PythonSemantics.add(current, arguments[1])
+                store(arguments[0], updated, &changes)
+                return updated
+            case "cas":
+                let arguments = try Arguments(method, values, count: 3...3)
+                let current = positions[PythonSemantics.dictKey(arguments[0])].map { entries[$0]!.value }
+                let matches = arguments[1] == .null ? current == nil : current.map { PythonSemantics.equal($0, arguments[1]) } ?? false
+                if matches { store(arguments[0], arguments[2], &changes) }
+                return .bool(matches)
+            default:
+                throw unknownMethod(type, method)
+            }
+        }
+    }
+
+    /// Cursor: generation in the top 24 bits, position in the low 40.
+    private func page(_ arguments: Arguments) throws(RemoteError) -> WireValue {
+        let count = try arguments.int(1)
+        guard count > 0 else { throw RemoteError(.valueError, "page(): count must be positive") }
+        var position = 0
+        if arguments[0] != .null {
+            guard let cursor = arguments[0].uint64Value else { throw RemoteError(.wrongType, "page(): the cursor must be nil or a cursor") }
+            guard cursor >> 40 == generation & 0xff_ffff else {
+                throw RemoteError(.valueError, "the dict was cleared or compacted during iteration; iterate again from the start")
+            }
+            position = Int(cursor & 0xff_ffff_ffff)
+        }
+        var items: [WireValue] = []
+        while position < entries.count && items.count < count {
+            if let pair = entries[position] { items.append([pair.key, pair.value]) }
+            position += 1
+        }
+        let next: WireValue = position < entries.count ? .integer((generation & 0xff_ffff) << 40 | UInt64(position)) : .null
+        return [next, .array(items)]
+    }
+
+    func removeAll() -> [UInt64] {
+        lock.withLock {
+            var changes = ReferenceChanges()
+            for pair in livePairs {
+                changes.drop(pair.key)
+                changes.drop(pair.value)
+            }
+            entries = []
+            positions = [:]
+            return changes.dropped
+        }
+    }
+}
+
+// MARK: - list
+
+/// Python `list` semantics, including negative indices and extended slices.
+final class SharedList: SharedObject, @unchecked Sendable {
+    let type = ObjectType.list
+    private let lock = Lock()
+    private var items: [WireValue]  // guarded by lock
+
+    init(items: [WireValue], changes: inout ReferenceChanges) {
+        self.items = items
+        for item in items { changes.adopt(item) }
+    }
+
+    var size: Int { lock.withLock { items.count } }
+
+    private func position(_ arguments: Arguments, _ index: Int, _ what: String = "list index out of range") throws(RemoteError) -> Int {
+        guard let position = PythonSemantics.index(try arguments.int(index), count: items.count) else {
+            throw RemoteError(.indexError, "IndexError: \(what)")
+        }
+        return position
+    }
+
+    private func slice(_ arguments: Arguments) throws(RemoteError) -> [Int] {
+        try PythonSemantics.slice(
+            start: PythonSemantics.optionalInt(arguments.optional(0), "start"),
+            stop: PythonSemantics.optionalInt(arguments.optional(1), "stop"),
+            step: PythonSemantics.optionalInt(arguments.optional(2), "step"), count: items.count)
+    }
+
+    func call(_ method: String, _ values: [WireValue], _ changes: inout ReferenceChanges) throws(RemoteError) -> WireValue {
+        try lock.withLock { () throws(RemoteError) -> WireValue in
+            switch method {
+            case "getitem":
+                return items[try position(try Arguments(method, values, count: 1...1), 0)]
+            case "setitem":
+                let arguments = try Arguments(method, values, count: 2...2)
+                let index = try position(arguments, 0, "list assignment index out of range")
+                changes.drop(items[index])
+                changes.adopt(arguments[1])
+                items[index] = arguments[1]
+                return .null
+            case "delitem":
+                let index = try position(try Arguments(method, values, count: 1...1), 0, "list assignment index out of range")
+                changes.drop(items.remove(at: index))
+                return .null
+            case "getslice":
+                let selected = try slice(try Arguments(method, values, count: 0...3))
+                return .array(selected.map { items[$0] })
+            case "setslice":
+                let arguments = try Arguments(method, values, count: 4...4)
+                guard let replacement = arguments[3].arrayValue else {
+                    throw RemoteError(.wrongType, "setslice(): can only assign an array")
+                }
+                let step = try PythonSemantics.optionalInt(arguments[2], "step") ?? 1
+                if step == 1 {
+                    let count = items.count
+                    func bound(_ value: Int?, _ fallback: Int) -> Int {
+                        guard var value else { return fallback }
+                        if value < 0 { value += count }
+                        return min(max(value, 0), count)
+                    }
+                    let start = bound(try PythonSemantics.optionalInt(arguments[0], "start"), 0)
+                    let stop = max(start, bound(try PythonSemantics.optionalInt(arguments[1], "stop"), count))
+                    for item in items[start..<stop] { changes.drop(item) }
+                    for item in replacement { changes.adopt(item) }
+                    items.replaceSubrange(start..<stop, with: replacement)
+                    return .null
+                }
+                let selected = try slice(arguments)
+                guard selected.count == replacement.count else {
+                    throw RemoteError(.valueError, "attempt to assign sequence of size \(replacement.count) to extended slice of size \(selected.count)")
+                }
+                for (index, item) in zip(selected, replacement) {
+                    changes.drop(items[index])
+                    changes.adopt(item)
+                    items[index] = item
+                }
+                return .null
+            case "delslice":
+                let selected = Set(try slice(try Arguments(method, values, count: 0...3)))
+                var kept: [WireValue] = []
+                kept.reserveCapacity(items.count - selected.count)
+                for (index, item) in items.enumerated() {
+                    if selected.contains(index) { changes.drop(item) } else { kept.append(item) }
+                }
+                items = kept
+                return .null
+            case "append":
+                let arguments = try Arguments(method, values, count: 1...1)
+                changes.adopt(arguments[0])
+                items.append(arguments[0])
+                return .null
+            case "extend":
+                let arguments = try Arguments(method, values, count: 1...1)
+                guard let more = arguments[0].arrayValue else {
+                    throw RemoteError(.wrongType, "extend() needs an array, not \(arguments[0].kindDescription)")
+                }
+                for item in more { changes.adopt(item) }
+                items.append(contentsOf: more)
+                return .null
+            case "insert":
+                let arguments = try Arguments(method, values, count: 2...2)
+                var index = try arguments.int(0)
+                if index < 0 { index += items.count }
+                index = min(max(index, 0), items.count)
+                changes.adopt(arguments[1])
+                items.insert(arguments[1], at: index)
+                return .null
+            case "pop":
+                let arguments = try Arguments(method, values, count: 0...1)
+                guard !items.isEmpty else { throw RemoteError(.indexError, "IndexError: pop from empty list") }
+                let index = arguments.values.isEmpty ? items.count - 1 : try position(arguments, 0, "pop index out of range")
+                let item = items.remove(at: index)
+                changes.drop(item)
+                return item
+            case "remove":
+                let arguments = try Arguments(method, values, count: 1...1)
+                guard let index = items.firstIndex(where: { PythonSemantics.equal($0, arguments[0]) }) else {
+                    throw RemoteError(.valueError, "ValueError: list.remove(x): x not in list")
+                }
+                changes.drop(items.remove(at: index))
+                return .null
+            case "index":
+                let arguments = try Arguments(method, values, count: 1...3)
+                let bounds = try PythonSemantics.slice(
+                    start: PythonSemantics.optionalInt(arguments.optional(1), "start"),
+                    stop: PythonSemantics.optionalInt(arguments.optional(2), "stop"), step: 1, count: items.count)
+                guard let found = bounds.first(where: { PythonSemantics.equal(items[$0], arguments[0]) }) else {
+                    throw RemoteError(.valueError, "ValueError: \(arguments[0]) is not in list")
+                }
+                return .integer(found)
+            case "count":
+                let arguments = try Arguments(method, values, count: 1...1)
+                return .integer(items.filter { PythonSemantics.equal($0, arguments[0]) }.count)
+            case "reverse":
+                _ = try Arguments(method, values, count: 0...0)
+                items.reverse()
+                return .null
+            case "sort":
+                let arguments = try Arguments(method, values, count: 0...1)
+                let reverse = arguments.values.isEmpty ? false : try arguments.bool(0)
+                var failure: RemoteError?
+                let sorted = items.sorted { a, b in
+                    do {
+                        return try reverse ? PythonSemantics.less(b, a) : PythonSemantics.less(a, b)
+                    } catch {
+                        failure = error as? RemoteError ?? RemoteError(.wrongType, "\(error)")
+                        return false
+                    }
+                }
+                if let failure { throw failure }
+                items = sorted
+                return .null
+            case "len":
+                _ = try Arguments(method, values, count: 0...0)
+                return .integer(items.count)
+            case "contains":
+                let arguments = try Arguments(method, values, count: 1...1)
+                return .bool(items.contains { PythonSemantics.equal($0, arguments[0]) })
+            case "copy":
+                _ = try Arguments(method, values, count: 0...0)
+                return .array(items)
+            case "clear":
+                _ = try Arguments(method, values, count: 0...0)
+                for item in items { changes.drop(item) }
+                items = []
+                return .null
+            default:
+                throw unknownMethod(type, method)
+            }
+        }
+    }
+
+    func removeAll() -> [UInt64] {
+        lock.withLock {
+            var changes = ReferenceChanges()
+            for item in items { changes.drop(item) }
+            items = []
+            return changes.dropped
+        }
+    }
+}
+
+// MARK: - Namespace
+
+/// Python `Namespace`: named attributes.
+final class SharedNamespace: SharedObject, @unchecked Sendable {
+    let type = ObjectType.namespace
+    private let lock = Lock()
+    private var attributes: [String: WireValue] = [:]  // guarded by lock
+    private var order: [String] = []
+
+    init(attributes: [WirePair], changes: inout ReferenceChanges) throws(RemoteError) {
+        for pair in attributes {
+            guard let name = pair.key.stringValue else { throw RemoteError(.wrongType, "attribute names must be strings") }
+            set(name, pair.value, &changes)
+        }
+    }
+
+    var size: Int { lock.withLock { attributes.count } }
+
+    private func set(_ name: String, _ value: WireValue, _ changes: inout ReferenceChanges) {
+        changes.adopt(value)
+        if let old = attributes.updateValue(value, forKey: name) { changes.drop(old) } else { order.append(name) }
+    }
+
+    func call(_ method: String, _ values: [WireValue], _ changes: inout ReferenceChanges) throws(RemoteError) -> WireValue {
+        try lock.withLock { () throws(RemoteError) -> WireValue in
+            switch method {
+            case "getattr":
+                let name = try Arguments(method, values, count: 1...1).string(0)
+                guard let value = attributes[name] else {
+                    throw RemoteError(.attributeError, "AttributeError: 'Namespace' object has no attribute '\(name)'", detail: .string(name))
+                }
+                return value
+            case "setattr":
+                let arguments = try Arguments(method, values, count: 2...2)
+                set(try arguments.string(0), arguments[1], &changes)
+                return .null
+            case "delattr":
+                let name = try Arguments(method, values, count: 1...1).string(0)
+                guard let old = attributes.removeValue(forKey: name) else {
+                    throw RemoteError(.attributeError, "AttributeError: \(name)", detail: .string(name))
+                }
+                order.removeAll { $0 == name }
+                changes.drop(old)
+                return .null
+            case "attrs":
+                _ = try Arguments(method, values, count: 0...0)
+                return .map(order.map { WirePair(.string($0), attributes[$0]!) })
+            default:
+                throw unknownMethod(type, method)
+            }
+        }
+    }
+
+    func removeAll() -> [UInt64] {
+        lock.withLock {
+            var changes = ReferenceChanges()
+            for value in attributes.values { changes.drop(value) }
+            attributes = [:]
+            order = []
+            return changes.dropped
+        }
+    }
+}
+
+// MARK: - Value and Array
+
+/// Python's `array` typecodes: what a Value or Array element may hold.
+struct TypeCode: Sendable {
+    let code: Character
+    private enum Kind { case integer(ClosedRange<Int64>), unsigned(UInt64), float, character, any }
+    private let kind: Kind
+
+    init(_ code: String?) throws(RemoteError) {
+        guard let code else {
+            self.code = "*"
+            kind = .any
+            return
+        }
+        guard code.count == 1, let character = code.first else {
+            throw RemoteError(.valueError, "bad typecode '\(code)' (must be b, B, h, H, i, I, l, L, q, Q, f, d or u)")
+        }
+        self.code = character
+        switch character {
+        case "b": kind = .integer(Int64(Int8.min)...Int64(Int8.max))
+        case "B": kind = .unsigned(UInt64(UInt8.max))
+        case "h": kind = .integer(Int64(Int16.min)...Int64(Int16.max))
+        case "H": kind = .unsigned(UInt64(UInt16.max))
+        case "i": kind = .integer(Int64(Int32.min)...Int64(Int32.max))
+        case "I": kind = .unsigned(UInt64(UInt32.max))
+        case "l", "q": kind = .integer(Int64.min...Int64.max)
+        case "L", "Q": kind = .unsigned(UInt64.max)
+        case "f", "d": kind = .float
+        case "u": kind = .character
+        default: throw RemoteError(.valueError, "bad typecode '\(code)' (must be b, B, h, H, i, I, l, L, q, Q, f, d or u)")
+        }
+    }
+
+    var zero: WireValue {
+        switch kind {
+        case .integer, .unsigned: 0
+        case .float: 0.0
+        case .character: ""
+        case .any: .null
+        }
+    }
+
+    /// The element as stored: checked against the typecode, numbers converted.
+    func check(_ value: WireValue) throws(RemoteError) -> WireValue {
+        switch kind {
+        case .any:
+            return value
+        case .integer(let range):
+            guard let number = value.int64Value else { throw mismatch(value, "an integer") }
+            guard range.contains(number) else { throw RemoteError(.valueError, "\(number) is out of range for typecode '\(code)'") }
+            return value
+        case .unsigned(let maximum):
+            guard let number = value.uint64Value else {
+                if value.int64Value != nil { throw RemoteError(.valueError, "\(value) is out of range for typecode '\(code)'") }
+                throw mismatch(value, "an integer")
+            }
+            guard number <= maximum else { throw RemoteError(.valueError, "\(number) is out of range for typecode '\(code)'") }
+            return value
+        case .float:
+            guard let number = value.doubleValue else { throw mismatch(value, "a number") }
+            return .double(number)
+        case .character:
+            guard let text = value.stringValue, text.count == 1 else { throw mismatch(value, "a one-character string") }
+            return value
+        }
+    }
+
+    private func mismatch(_ value: WireValue, _ expected: String) -> RemoteError {
+        RemoteError(.wrongType, "typecode '\(code)' needs \(expected), not \(value.kindDescription)")
+    }
+}
+
+/// Python `SyncManager.Value(typecode, value)`; without a typecode it holds any value.
+final class SharedValue: SharedObject, @unchecked Sendable {
+    let type = ObjectType.value
+    let typeCode: TypeCode
+    private let lock = Lock()
+    private var value: WireValue  // guarded by lock
+
+    init(typeCode: TypeCode, value: WireValue?, changes: inout ReferenceChanges) throws(RemoteError) {
+        self.typeCode = typeCode
+        self.value = try typeCode.check(value ?? typeCode.zero)
+        changes.adopt(self.value)
+    }
+
+    var size: Int { 1 }
+
+    func call(_ method: String, _ values: [WireValue], _ changes: inout ReferenceChanges) throws(RemoteError) -> WireValue {
+        try lock.withLock { () throws(RemoteError) -> WireValue in
+            switch method {
+            case "get":
+                _ = try Arguments(method, values, count: 0...0)
+                return value
+            case "set":
+                let arguments = try Arguments(method, values, count: 1...1)
+                let checked = try typeCode.check(arguments[0])
+                changes.drop(value)
+                changes.adopt(checked)
+                value = checked
+                return .null
+            case "incr":
+                let arguments = try Arguments(method, values, count: 1...1)
+                value = try typeCode.check(try PythonSemantics.add(value, arguments[0]))
+                return value
+            case "cas":
+                let arguments = try Arguments(method, values, count: 2...2)
+                guard PythonSemantics.equal(value, arguments[0]) else { return false }
+                let checked = try typeCode.check(arguments[1])
+                changes.drop(value)
+                changes.adopt(checked)
+                value = checked
+                return true
+            case "get_lock":
+                throw RemoteError(.unsupported, "get_lock() needs shared locks on the manager, which this manager does not have yet; use a shared dict's incr/cas for atomic updates")
+            default:
+                throw unknownMethod(type, method)
+            }
+        }
+    }
+
+    func removeAll() -> [UInt64] {
+        lock.withLock {
+            defer { value = .null }
+            return PythonSemantics.references(in: value)
+        }
+    }
+}
+
+/// Python `SyncManager.Array(typecode, sequence)`: a fixed-length typed sequence.
+final class SharedArray: SharedObject, @unchecked Sendable {
+    let type = ObjectType.array
+    let typeCode: TypeCode
+    private let lock = Lock()
+    private var items: [WireValue]  // guarded by lock
+
+    init(typeCode: TypeCode, items: [WireValue]) throws(RemoteError) {
+        self.typeCode = typeCode
+        var checked: [WireValue] = []
+        checked.reserveCapacity(items.count)
+        for item in items { checked.append(try typeCode.check(item)) }
+        self.items = checked
+    }
+
+    var size: Int { lock.withLock { items.count } }
+
+    private func position(_ arguments: Arguments) throws(RemoteError) -> Int {
+        guard let position = PythonSemantics.index(try arguments.int(0), count: items.count) else {
+            throw RemoteError(.indexError, "IndexError: array index out of range")
+        }
+        return position
+    }
+
+    func call(_ method: String, _ values: [WireValue], _ changes: inout ReferenceChanges) throws(RemoteError) -> WireValue {
+        try lock.withLock { () throws(RemoteError) -> WireValue in
+            switch method {
+            case "getitem":
+                return items[try position(try Arguments(method, values, count: 1...1))]
+            case "setitem":
+                let arguments = try Arguments(method, values, count: 2...2)
+                items[try position(arguments)] = try typeCode.check(arguments[1])
+                return .null
+            case "getslice":
+                let arguments = try Arguments(method, values, count: 0...3)
+                let selected = try PythonSemantics.slice(
+                    start: PythonSemantics.optionalInt(arguments.optional(0), "start"),
+                    stop: PythonSemantics.optionalInt(arguments.optional(1), "stop"),
+                    step: PythonSemantics.optionalInt(arguments.optional(2), "step"), count: items.count)
+                return .array(selected.map { items[$0] })
+            case "setslice":
+                let arguments = try Arguments(method, values, count: 4...4)
+                guard let replacement = arguments[3].arrayValue else { throw RemoteError(.wrongType, "setslice(): can only assign an array") }
+                let selected = try PythonSemantics.slice(
+                    start: PythonSemantics.optionalInt(arguments[0], "start"), stop: PythonSemantics.optionalInt(arguments[1], "stop"),
+                    step: PythonSemantics.optionalInt(arguments[2], "step"), count: items.count)
+                guard selected.count == replacement.count else {
+                    throw RemoteError(.valueError, "an Array cannot change size: the slice has \(selected.count) elements, the replacement \(replacement.count)")
+                }
+                var checked: [WireValue] = []
+                for item in replacement { checked.append(try typeCode.check(item)) }
+                for (index, item) in zip(selected, checked) { items[index] = item }
+                return .null
+            case "len":
+                _ = try Arguments(method, values, count: 0...0)
+                return .integer(items.count)
+            case "copy":
+                _ = try Arguments(method, values, count: 0...0)
+                return .array(items)
+            case "incr":
+                let arguments = try Arguments(method, values, count: 2...2)
+                let index = try position(arguments)
+                items[index] = try typeCode.check(try PythonSemantics.add(items[index], arguments[1]))
+                return items[index]
+            case "get_lock":
+                throw RemoteError(.unsupported, "get_lock() needs shared locks on the manager, which this manager does not have yet; use incr for atomic updates")
+            default:
+                throw unknownMethod(type, method)
+            }
+        }
+    }
+
+    func removeAll() -> [UInt64] { lock.withLock { items = []; return [] } }
+}

@@ -1,0 +1,186 @@
+import ArgumentParser
+import Colony
+import ColonyServer
+import Dispatch
+import Foundation
+import Logging
+
+/// The port `colony manager` and its clients use when none is given.
+let defaultManagerPort = 7373
+
+/// Options shared by commands that talk to a manager as clients.
+struct ConnectionOptions: ParsableArguments {
+    @Option(help: "The manager's host.")
+    var host = "127.0.0.1"
+
+    @Option(help: "The manager's port.")
+    var port = defaultManagerPort
+
+    @Option(help: "The manager's state directory (its CA and authkey). Default: $COLONY_STATE_DIR, $XDG_STATE_HOME/colony or ~/.local/state/colony.")
+    var stateDir: String?
+
+    @Option(help: "A CA file to verify the manager with, instead of the state directory's.")
+    var caFile: String?
+
+    @Option(help: "An authkey file, instead of the state directory's.")
+    var authkeyFile: String?
+
+    @Flag(help: "Connect without TLS (only to a manager started with --insecure-plaintext).")
+    var insecurePlaintext = false
+
+    func connect() async throws -> Manager {
+        let directory = stateDir ?? StateDirectory.defaultPath()
+        let trust: ManagerTrust =
+            insecurePlaintext ? .insecurePlaintext : caFile.map { .certificateAuthority(path: $0) } ?? .stateDirectory(path: directory)
+        let key = try AuthKey.bytes(fromFile: authkeyFile ?? directory + "/authkey")
+        return try await Manager.connect(host: host, port: port, authKey: key, trust: trust)
+    }
+}
+
+/// `colony manager`: serve shared objects.
+struct ManagerCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "manager",
+        abstract: "Start a manager server holding shared objects.",
+        discussion: """
+            With no options it listens on 127.0.0.1:\(defaultManagerPort) with TLS 1.3, and on first use creates a \
+            state directory with a CA, a certificate for localhost, and a random authkey (mode 0600). It prints how \
+            clients connect. SIGINT or SIGTERM shut it down gracefully.
+            """)
+
+    @Option(help: "The address to listen on.")
+    var host = "127.0.0.1"
+
+    @Option(help: "The port to listen on (0 picks a free one; see --port-file).")
+    var port = defaultManagerPort
+
+    @Option(help: "The state directory. Default: $COLONY_STATE_DIR, $XDG_STATE_HOME/colony or ~/.local/state/colony.")
+    var stateDir: String?
+
+    @Option(help: "The manager's certificate (PEM), instead of the state directory's.")
+    var certificate: String?
+
+    @Option(help: "The manager's private key (PEM), with --certificate.")
+    var privateKey: String?
+
+    @Option(help: "Require clients to present a certificate issued by this CA (mutual TLS).")
+    var clientCa: String?
+
+    @Option(help: "The authkey file, instead of the state directory's.")
+    var authkeyFile: String?
+
+    @Flag(help: "Serve without TLS. Only for loopback tests and benchmarks: the traffic is readable by anyone.")
+    var insecurePlaintext = false
+
+    @Option(help: "Most connections at once.")
+    var maxConnections = 10_000
+
+    @Option(help: "Largest frame body in bytes (larger messages are chunked).")
+    var maxFrame = 1 << 20
+
+    @Option(help: "Most requests one session may have in flight.")
+    var maxInFlight = 4096
+
+    @Option(help: "Most objects the manager holds.")
+    var maxObjects = 1_000_000
+
+    @Option(help: "Event loop threads (default: one per core).")
+    var eventLoopThreads = ProcessInfo.processInfo.activeProcessorCount
+
+    @Option(help: "Seconds without traffic before a session is pinged; twice that without an answer ends it.")
+    var keepalive = 10.0
+
+    @Option(help: "Write the bound port to this file once listening (useful with --port 0).")
+    var portFile: String?
+
+    @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
+    var logLevel = "info"
+
+    func validate() throws {
+        guard (0...65535).contains(port) else { throw ValidationError("--port must be 0...65535, got \(port)") }
+        guard maxConnections > 0, maxInFlight > 0, maxObjects > 0 else {
+            throw ValidationError("--max-connections, --max-in-flight and --max-objects must be positive")
+        }
+        guard maxFrame >= 1024 else { throw ValidationError("--max-frame must be at least 1024 bytes") }
+        guard eventLoopThreads >= 1 else { throw ValidationError("--event-loop-threads must be at least 1") }
+        guard keepalive > 0 else { throw ValidationError("--keepalive must be positive") }
+        guard (certificate == nil) == (privateKey == nil) else {
+            throw ValidationError("--certificate and --private-key go together")
+        }
+        guard Logger.Level(rawValue: logLevel) != nil else {
+            throw ValidationError("--log-level must be one of trace, debug, info, notice, warning, error, critical")
+        }
+    }
+
+    func run() async throws {
+        var logger = Logger(label: "colony.manager")
+        logger.logLevel = Logger.Level(rawValue: logLevel)!
+        let directory = StateDirectory(path: stateDir ?? StateDirectory.defaultPath())
+        let created = try directory.prepare()
+        for path in created { logger.notice("created \(path)") }
+
+        let transport: ManagerConfiguration.Transport =
+            insecurePlaintext
+            ? .insecurePlaintext
+            : .tls(
+                certificatePath: certificate ?? directory.managerCertificatePath,
+                privateKeyPath: privateKey ?? directory.managerKeyPath, clientCAPath: clientCa)
+        let authkeyPath = authkeyFile ?? directory.authKeyPath
+        var configuration = ManagerConfiguration(
+            host: host, port: port, transport: transport, authKey: try AuthKey.bytes(fromFile: authkeyPath))
+        configuration.maxConnections = maxConnections
+        configuration.maxFrameBody = maxFrame
+        configuration.maxInFlight = maxInFlight
+        configuration.maxObjects = maxObjects
+        configuration.eventLoopThreads = eventLoopThreads
+        configuration.keepaliveIntervalSeconds = keepalive
+        configuration.logger = logger
+
+        let server = try ManagerServer(configuration: configuration)
+        let address = try await server.start()
+        let boundPort = address.port ?? port
+        if let portFile { try "\(boundPort)\n".write(toFile: portFile, atomically: true, encoding: .utf8) }
+        let security = insecurePlaintext ? "PLAINTEXT, NOT ENCRYPTED" : "TLS 1.3" + (clientCa == nil ? "" : " with client certificates")
+        print("""
+            colony manager listening on \(host):\(boundPort) (\(security))
+              authkey:  \(authkeyPath)
+              CA:       \(insecurePlaintext ? "none" : directory.caCertificatePath)
+              connect:  try await Manager.connect(host: "\(host)", port: \(boundPort), trust: .stateDirectory(path: "\(directory.path)"))
+              status:   colony status --port \(boundPort) --state-dir \(directory.path)
+            """)
+        fflush(nil)  // all streams: the lines above must reach a pipe before we block
+        if insecurePlaintext { logger.warning("serving without TLS: anyone on the network path can read and change the traffic") }
+
+        await waitForTerminationSignal()
+        logger.notice("shutting down: finishing in-flight requests and closing sessions")
+        await server.shutdown(gracePeriod: 5)
+        logger.notice("stopped")
+    }
+}
+
+/// Suspends until SIGINT or SIGTERM arrives.
+func waitForTerminationSignal() async {
+    await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+        let queue = DispatchQueue(label: "colony.signals")
+        let resumed = Colony.Lock()
+        nonisolated(unsafe) var done = false
+        nonisolated(unsafe) var sources: [any DispatchSourceSignal] = []
+        for signalNumber in [SIGINT, SIGTERM] {
+            signal(signalNumber, SIG_IGN)
+            let source = DispatchSource.makeSignalSource(signal: signalNumber, queue: queue)
+            source.setEventHandler {
+                let first = resumed.withLock { () -> Bool in
+                    defer { done = true }
+                    return !done
+                }
+                if first { continuation.resume() }
+            }
+            source.resume()
+            sources.append(source)
+        }
+        queue.async { _ = sources }  // keep the sources alive with the queue
+        signalSourcesKeepAlive = sources
+    }
+}
+
+nonisolated(unsafe) var signalSourcesKeepAlive: [any DispatchSourceSignal] = []

@@ -1,0 +1,79 @@
+import ArgumentParser
+import Colony
+import ColonyServer
+import Foundation
+
+/// `colony status`: what a manager holds and who is connected.
+struct StatusCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "status", abstract: "Connect to a manager and print its objects, sessions and counters.")
+
+    @OptionGroup var connection: ConnectionOptions
+
+    @Flag(help: "Print the raw status as JSON.")
+    var json = false
+
+    func run() async throws {
+        let manager = try await connection.connect()
+        let status = try await manager.status()
+        await manager.close()
+        if json {
+            let data = try JSONSerialization.data(withJSONObject: status.jsonObject, options: [.sortedKeys, .prettyPrinted])
+            print(String(decoding: data, as: UTF8.self))
+            return
+        }
+        print("manager \(status["version"]?.stringValue ?? "?"), up \(Int(status["uptime"]?.doubleValue ?? 0)) s")
+        let objects = status["objects"]?.arrayValue ?? []
+        print("\nobjects (\(objects.count))")
+        printTable(
+            ["ID", "TYPE", "NAME", "SIZE", "REFS"],
+            objects.map { row in ["id", "type", "name", "size", "refs"].map { row[$0]?.plainText ?? "" } })
+        let sessions = status["sessions"]?.arrayValue ?? []
+        print("\nsessions (\(sessions.count))")
+        printTable(
+            ["ID", "ROLE", "PEER", "AGENT", "REQUESTS", "OBJECTS"],
+            sessions.map { row in ["id", "role", "peer", "agent", "requests", "objects"].map { row[$0]?.plainText ?? "" } })
+        print("\ncounters")
+        for pair in status["counters"]?.mapValue ?? [] {
+            print("  \(pair.key.plainText): \(pair.value.plainText)")
+        }
+    }
+
+    func printTable(_ header: [String], _ rows: [[String]]) {
+        let widths = header.indices.map { column in ([header] + rows).map { $0[column].count }.max() ?? 0 }
+        for row in [header] + rows {
+            print("  " + row.enumerated().map { $1.padding(toLength: widths[$0], withPad: " ", startingAt: 0) }.joined(separator: "  "))
+        }
+    }
+}
+
+extension WireValue {
+    /// A value as text for tables.
+    var plainText: String {
+        switch self {
+        case .null: "-"
+        case .string(let text): text
+        case .int(let number): String(number)
+        case .uint(let number): String(number)
+        case .double(let number): String(number)
+        case .bool(let flag): String(flag)
+        default: "\(self)"
+        }
+    }
+
+    /// The value as Foundation JSON objects (bytes become hex strings).
+    var jsonObject: Any {
+        switch self {
+        case .null: NSNull()
+        case .bool(let flag): flag
+        case .int(let number): number
+        case .uint(let number): number
+        case .double(let number): number
+        case .string(let text): text
+        case .bytes(let bytes): AuthKey.hex(bytes)
+        case .array(let elements): elements.map(\.jsonObject)
+        case .map(let pairs): Dictionary(pairs.map { ($0.key.plainText, $0.value.jsonObject) }, uniquingKeysWith: { $1 })
+        case .objectRef(let reference): ["type": reference.type.name, "id": reference.id] as [String: Any]
+        }
+    }
+}
