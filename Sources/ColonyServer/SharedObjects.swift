@@ -45,7 +45,12 @@ struct Arguments {
     }
 
     subscript(index: Int) -> WireValue { values[index] }
-    func optional(_ index: Int) -> WireValue? { index < values.count ? values[index] : nil }
+    func optional(_ index: Int) -> WireValue? {
+        // Not `cond ? values[index] : nil`: WireValue is ExpressibleByNilLiteral, so that nil
+        // would become `.null` instead of "absent".
+        guard index < values.count else { return Optional.none }
+        return values[index]
+    }
 
     func int(_ index: Int) throws(RemoteError) -> Int {
         guard let number = values[index].int64Value.flatMap({ Int(exactly: $0) }) else {

@@ -158,7 +158,10 @@ public enum Request: Hashable, Sendable {
         guard case .array(let fields) = wireValue, let operation = fields.first?.stringValue else {
             throw RemoteError(.badRequest, "a request must be an array starting with the operation name")
         }
-        func argument(_ index: Int) -> WireValue? { index < fields.count ? fields[index] : nil }
+        func argument(_ index: Int) -> WireValue? {
+            guard index < fields.count else { return Optional.none }  // a bare nil would be WireValue.null
+            return fields[index]
+        }
         func require(_ count: Int) throws(RemoteError) {
             guard fields.count == count else {
                 throw RemoteError(.badRequest, "'\(operation)' takes \(count - 1) arguments, got \(fields.count - 1)")

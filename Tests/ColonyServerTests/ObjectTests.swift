@@ -1,0 +1,243 @@
+import ColonyWire
+import Testing
+
+@testable import ColonyServer
+
+/// Drives the store directly, as a session would.
+struct StoreHarness {
+    let store = ObjectStore(maxObjects: 100)
+
+    func new(_ type: ObjectType, _ name: String? = nil, _ options: WireValue = .null) throws -> UInt64 {
+        try store.create(type: type, name: name, options: options).id
+    }
+
+    @discardableResult
+    func call(_ id: UInt64, _ method: String, _ arguments: WireValue...) throws -> WireValue {
+        try store.call(object: id, method: method, arguments: arguments)
+    }
+
+    func code(_ id: UInt64, _ method: String, _ arguments: WireValue...) -> ErrorCode? {
+        do {
+            _ = try store.call(object: id, method: method, arguments: arguments)
+            return nil
+        } catch {
+            return error.code
+        }
+    }
+}
+
+@Suite struct DictTests {
+    @Test func itemAccessAndPythonErrors() throws {
+        let h = StoreHarness()
+        let d = try h.new(.dict)
+        try h.call(d, "setitem", "a", 1)
+        try h.call(d, "setitem", 2, "two")
+        #expect(try h.call(d, "getitem", "a") == 1)
+        #expect(try h.call(d, "getitem", 2.0) == "two")  // d[2.0] is d[2], as in Python
+        #expect(h.code(d, "getitem", "missing") == .keyError)
+        #expect(try h.call(d, "contains", "a") == true)
+        #expect(try h.call(d, "len") == 2)
+        #expect(try h.call(d, "get", "missing", "fallback") == "fallback")
+        #expect(try h.call(d, "get", "missing") == nil)
+        try h.call(d, "delitem", "a")
+        #expect(h.code(d, "delitem", "a") == .keyError)
+        #expect(h.code(d, "getitem") == .badRequest)
+        #expect(h.code(d, "frobnicate") == .unsupported)
+    }
+
+    @Test func orderPopAndUpdate() throws {
+        let h = StoreHarness()
+        let d = try h.new(.dict, nil, ["items": ["x": 1, "y": 2]])
+        try h.call(d, "update", ["z": 3, "x": 10])
+        #expect(try h.call(d, "keys") == ["x", "y", "z"])
+        #expect(try h.call(d, "values") == [10, 2, 3])
+        #expect(try h.call(d, "items") == [["x", 10], ["y", 2], ["z", 3]])
+        #expect(try h.call(d, "popitem") == ["z", 3])  // LIFO, as Python
+        #expect(try h.call(d, "pop", "y") == 2)
+        #expect(try h.call(d, "pop", "y", "gone") == "gone")
+        #expect(h.code(d, "pop", "y") == .keyError)
+        #expect(try h.call(d, "setdefault", "w", 5) == 5)
+        #expect(try h.call(d, "setdefault", "w", 6) == 5)
+        #expect(try h.call(d, "copy") == ["x": 10, "w": 5])
+        try h.call(d, "clear")
+        #expect(h.code(d, "popitem") == .keyError)
+    }
+
+    @Test func atomicIncrementAndCompareAndSet() throws {
+        let h = StoreHarness()
+        let d = try h.new(.dict)
+        #expect(try h.call(d, "incr", "n", 5) == 5)
+        #expect(try h.call(d, "incr", "n", 2) == 7)
+        #expect(try h.call(d, "incr", "f", 0.5) == 0.5)
+        try h.call(d, "setitem", "s", "text")
+        #expect(h.code(d, "incr", "s", 1) == .wrongType)
+        #expect(try h.call(d, "cas", "n", 7, 8) == true)
+        #expect(try h.call(d, "cas", "n", 7, 9) == false)
+        #expect(try h.call(d, "cas", "new", nil, 1) == true)
+        #expect(try h.call(d, "cas", "new", nil, 2) == false)
+        #expect(try h.call(d, "getitem", "n") == 8)
+        #expect(h.code(d, "incr", "n", .int(Int64.max)) == .valueError)
+    }
+
+    @Test func pagesVisitEveryEntryOnce() throws {
+        let h = StoreHarness()
+        let d = try h.new(.dict)
+        for i in 0..<250 { try h.call(d, "setitem", .integer(i), .integer(i * i)) }
+        for i in stride(from: 0, to: 250, by: 3) { try h.call(d, "delitem", .integer(i)) }
+        var cursor: WireValue = nil
+        var seen: [Int64] = []
+        repeat {
+            let page = try h.call(d, "page", cursor, 40)
+            cursor = page.arrayValue![0]
+            seen += page.arrayValue![1].arrayValue!.map { $0.arrayValue![0].int64Value! }
+        } while cursor != nil
+        #expect(seen == (0..<250).filter { $0 % 3 != 0 }.map(Int64.init))
+        #expect(h.code(d, "page", nil, 0) == .valueError)
+    }
+}
+
+@Suite struct ListTests {
+    @Test func indexingSlicingAndMutation() throws {
+        let h = StoreHarness()
+        let l = try h.new(.list, nil, ["items": [0, 1, 2, 3, 4, 5]])
+        #expect(try h.call(l, "getitem", -1) == 5)
+        #expect(h.code(l, "getitem", 6) == .indexError)
+        #expect(try h.call(l, "getslice", 1, 4, nil) == [1, 2, 3])
+        #expect(try h.call(l, "getslice", nil, nil, -2) == [5, 3, 1])
+        #expect(try h.call(l, "getslice", -2, nil, nil) == [4, 5])
+        try h.call(l, "setslice", 1, 3, nil, ["a", "b", "c"])
+        #expect(try h.call(l, "copy") == [0, "a", "b", "c", 3, 4, 5])
+        #expect(h.code(l, "setslice", 0, nil, 2, [1]) == .valueError)
+        try h.call(l, "delslice", 1, 4, nil)
+        #expect(try h.call(l, "copy") == [0, 3, 4, 5])
+        try h.call(l, "insert", -1, "x")
+        try h.call(l, "insert", 100, "end")
+        #expect(try h.call(l, "copy") == [0, 3, 4, "x", 5, "end"])
+        #expect(try h.call(l, "pop") == "end")
+        #expect(try h.call(l, "pop", 0) == 0)
+        try h.call(l, "remove", "x")
+        #expect(h.code(l, "remove", "x") == .valueError)
+        #expect(try h.call(l, "index", 4) == 1)
+        #expect(h.code(l, "index", 99) == .valueError)
+        try h.call(l, "extend", [3, 3])
+        #expect(try h.call(l, "count", 3) == 3)
+        #expect(try h.call(l, "contains", 3.0) == true)  // 3 == 3.0 in Python
+        try h.call(l, "reverse")
+        #expect(try h.call(l, "copy") == [3, 3, 5, 4, 3])
+        try h.call(l, "clear")
+        #expect(h.code(l, "pop") == .indexError)
+    }
+
+    @Test func sortUsesNaturalOrderAndRejectsMixedKinds() throws {
+        let h = StoreHarness()
+        let l = try h.new(.list, nil, ["items": [3, 1.5, -2, 10]])
+        try h.call(l, "sort")
+        #expect(try h.call(l, "copy") == [-2, 1.5, 3, 10])
+        try h.call(l, "sort", true)
+        #expect(try h.call(l, "copy") == [10, 3, 1.5, -2])
+        let words = try h.new(.list, nil, ["items": ["pear", "apple", "Zebra"]])
+        try h.call(words, "sort")
+        #expect(try h.call(words, "copy") == ["Zebra", "apple", "pear"])
+        let tuples = try h.new(.list, nil, ["items": [[2, "b"], [1, "z"], [2, "a"]]])
+        try h.call(tuples, "sort")
+        #expect(try h.call(tuples, "copy") == [[1, "z"], [2, "a"], [2, "b"]])
+        let mixed = try h.new(.list, nil, ["items": [1, "one"]])
+        #expect(h.code(mixed, "sort") == .wrongType)
+        #expect(try h.call(mixed, "copy") == [1, "one"])  // unchanged after the failure
+    }
+}
+
+@Suite struct NamespaceValueArrayTests {
+    @Test func namespaceAttributes() throws {
+        let h = StoreHarness()
+        let ns = try h.new(.namespace, nil, ["attrs": ["x": 1]])
+        try h.call(ns, "setattr", "y", "two")
+        #expect(try h.call(ns, "getattr", "y") == "two")
+        #expect(h.code(ns, "getattr", "z") == .attributeError)
+        #expect(try h.call(ns, "attrs") == ["x": 1, "y": "two"])
+        try h.call(ns, "delattr", "x")
+        #expect(h.code(ns, "delattr", "x") == .attributeError)
+        #expect(h.code(ns, "setattr", 5, 1) == .wrongType)
+    }
+
+    @Test func typedValues() throws {
+        let h = StoreHarness()
+        let v = try h.new(.value, nil, ["typecode": "i", "value": 5])
+        #expect(try h.call(v, "get") == 5)
+        #expect(try h.call(v, "incr", 3) == 8)
+        #expect(h.code(v, "set", "text") == .wrongType)
+        #expect(h.code(v, "set", .integer(Int64(Int32.max) + 1)) == .valueError)
+        #expect(try h.call(v, "cas", 8, 1) == true)
+        #expect(try h.call(v, "cas", 8, 2) == false)
+        let d = try h.new(.value, nil, ["typecode": "d"])
+        #expect(try h.call(d, "get") == 0.0)
+        try h.call(d, "set", 2)
+        #expect(try h.call(d, "get") == 2.0)
+        let any = try h.new(.value, nil, ["value": ["free": "form"]])
+        #expect(try h.call(any, "get") == ["free": "form"])
+        #expect(throws: RemoteError.self) { try h.new(.value, nil, ["typecode": "x"]) }
+        #expect(h.code(v, "get_lock") == .unsupported)
+    }
+
+    @Test func typedArrays() throws {
+        let h = StoreHarness()
+        let a = try h.new(.array, nil, ["typecode": "B", "size": 4])
+        #expect(try h.call(a, "copy") == [0, 0, 0, 0])
+        try h.call(a, "setitem", -1, 255)
+        #expect(h.code(a, "setitem", 0, 256) == .valueError)
+        #expect(h.code(a, "setitem", 0, -1) == .valueError)
+        #expect(h.code(a, "getitem", 4) == .indexError)
+        try h.call(a, "setslice", 0, 2, nil, [7, 8])
+        #expect(try h.call(a, "getslice", nil, nil, nil) == [7, 8, 0, 255])
+        #expect(h.code(a, "setslice", 0, 2, nil, [1]) == .valueError)  // arrays keep their length
+        #expect(try h.call(a, "incr", 0, 3) == 10)
+        #expect(try h.call(a, "len") == 4)
+        #expect(throws: RemoteError.self) { try h.new(.array, nil, ["typecode": "i"]) }
+    }
+}
+
+@Suite struct LifetimeTests {
+    @Test func namedObjectsAreCreatedOrOpened() throws {
+        let h = StoreHarness()
+        let first = try h.new(.dict, "config")
+        let second = try h.new(.dict, "config")
+        #expect(first == second)
+        #expect(throws: RemoteError.self) { try h.new(.list, "config") }
+        h.store.release([first, second])
+        #expect(h.store.count == 1)  // named objects outlive their references
+        #expect(h.store.delete(name: "config"))
+        #expect(!h.store.delete(name: "config"))
+        #expect(h.store.count == 0)
+        #expect(throws: RemoteError.self) { try h.call(first, "len") }
+    }
+
+    @Test func anonymousObjectsLiveWhileReferencedFromContainers() throws {
+        let h = StoreHarness()
+        let outer = try h.new(.dict)
+        let inner = try h.new(.list, nil, ["items": [1]])
+        try h.call(outer, "setitem", "inner", .objectRef(ObjectRef(type: .list, id: inner)))
+        h.store.release([inner])  // the creator lets go; the dict still holds it
+        #expect(h.store.count == 2)
+        #expect(try h.call(inner, "len") == 1)
+        try h.call(outer, "delitem", "inner")
+        #expect(h.store.count == 1)
+        // Freeing a container frees what only it referenced.
+        let nested = try h.new(.namespace)
+        try h.call(outer, "setitem", "ns", .objectRef(ObjectRef(type: .namespace, id: nested)))
+        h.store.release([nested])
+        h.store.release([outer])
+        #expect(h.store.count == 0)
+    }
+
+    @Test func limitOnObjects() throws {
+        let store = ObjectStore(maxObjects: 2)
+        _ = try store.create(type: .dict, name: nil, options: .null)
+        _ = try store.create(type: .dict, name: nil, options: .null)
+        do {
+            _ = try store.create(type: .dict, name: nil, options: .null)
+            Issue.record("a third object was created")
+        } catch {
+            #expect(error.code == .limitExceeded)
+        }
+    }
+}

@@ -1,0 +1,138 @@
+import ColonyWire
+import NIOCore
+import Testing
+
+@testable import ColonyServer
+
+final class TestContext: ManagerContext, @unchecked Sendable {
+    let store = ObjectStore()
+    func statusReport() -> WireValue { ["objects": store.describeObjects()] }
+}
+
+@Suite struct SessionTests {
+    let key = Array(repeating: UInt8(3), count: 32)
+
+    func openSession(_ context: TestContext, id: UInt64 = 1) throws -> ManagerSession {
+        let configuration = HandshakeConfiguration(authKey: try AuthKey(key), failureDelayNanoseconds: 0)
+        var session = ManagerSession(
+            id: id, context: context, handshake: configuration, maxFrameBody: 64, maxMessageSize: 1 << 20, maxInFlight: 16, now: 0)
+        var client = ClientHandshake(configuration: configuration)
+        var toServer = [client.start(now: 0)]
+        while let frame = toServer.popLast() {
+            for action in session.receive(frame, now: 1) {
+                guard case .send(let reply) = action else { continue }
+                if case .send(let frames) = client.receive(reply, now: 1) { toServer += frames }
+            }
+        }
+        #expect(session.negotiated != nil)
+        return session
+    }
+
+    /// Sends a request; returns the reassembled answer frames' message.
+    func request(_ session: inout ManagerSession, _ request: Request, id: UInt64) throws -> Message {
+        var assembler = MessageAssembler()
+        let body = request.wireValue.encoded()
+        var answer: Message?
+        for frame in Message(kind: .request, requestID: id, body: body).frames(maxBodySize: 64) {
+            for action in session.receive(frame, now: 2) {
+                if case .send(let reply) = action, let message = try assembler.receive(reply) { answer = message }
+            }
+        }
+        return try #require(answer)
+    }
+
+    @Test func requestsAreAnsweredWithTheirIdsAndLargeOnesAreChunked() throws {
+        let context = TestContext()
+        var session = try openSession(context)
+        let created = try request(&session, .new(type: .list, name: nil, options: .null), id: 7)
+        #expect(created.kind == .response && created.requestID == 7)
+        let reference = try #require(try created.value().objectRefValue)
+        let big: [WireValue] = (0..<100).map { .string("item \($0)") }  // far more than one 64-byte frame
+        _ = try request(&session, .call(object: reference.id, method: "extend", arguments: [.array(big)]), id: 8)
+        let copy = try request(&session, .call(object: reference.id, method: "copy", arguments: []), id: 9)
+        #expect(try copy.value() == .array(big))
+        let error = try request(&session, .call(object: reference.id, method: "getitem", arguments: [1000]), id: 10)
+        #expect(error.kind == .error)
+        #expect(try RemoteError(wireValue: error.value()).code == .indexError)
+    }
+
+    @Test func malformedRequestsGetBadRequestAndTheSessionGoesOn() throws {
+        let context = TestContext()
+        var session = try openSession(context)
+        let garbage = Frame(kind: .request, requestID: 3, body: ByteBuffer(bytes: [0xc1]))
+        guard case .send(let reply) = session.receive(garbage, now: 2).first else {
+            Issue.record("no answer to garbage")
+            return
+        }
+        #expect(try RemoteError(wireValue: reply.value()).code == .badRequest)
+        #expect(try request(&session, .status, id: 4).kind == .response)
+    }
+
+    @Test func pingGoodbyeAndUnknownFrames() throws {
+        let context = TestContext()
+        var session = try openSession(context)
+        #expect(session.receive(Frame(kind: .ping, requestID: 5), now: 2) == [.send(Frame(kind: .pong, requestID: 5))])
+        if case .send(let reply) = session.receive(Frame(kind: .taskResult, requestID: 6, value: [:]), now: 2).first {
+            #expect(try RemoteError(wireValue: reply.value()).code == .unsupported)
+        } else {
+            Issue.record("no answer to an unexpected frame")
+        }
+        #expect(session.receive(Frame(kind: .goodbye), now: 2) == [.send(Frame(kind: .goodbye)), .close])
+    }
+
+    @Test func endingASessionFreesItsAnonymousObjects() throws {
+        let context = TestContext()
+        var session = try openSession(context)
+        var other = try openSession(context, id: 2)
+        let mine = try request(&session, .new(type: .dict, name: nil, options: .null), id: 1)
+        _ = try request(&session, .new(type: .dict, name: "shared", options: .null), id: 2)
+        let reference = try #require(try mine.value().objectRefValue)
+        // The other session receives a reference inside an answer: it now holds one too.
+        let holder = try request(&other, .new(type: .list, name: nil, options: .null), id: 1)
+        let list = try #require(try holder.value().objectRefValue)
+        _ = try request(&session, .call(object: list.id, method: "append", arguments: [.objectRef(reference)]), id: 3)
+        #expect(context.store.count == 3)
+        session.end()
+        #expect(context.store.count == 3)  // the dict lives on inside the other session's list
+        other.end()
+        #expect(context.store.count == 1)  // only the named one is left
+    }
+
+    @Test func batchesRunInOrderAndReportEachOutcome() throws {
+        let context = TestContext()
+        var session = try openSession(context)
+        let created = try request(&session, .new(type: .dict, name: nil, options: .null), id: 1)
+        let id = try #require(try created.value().objectRefValue).id
+        let answer = try request(
+            &session,
+            .batch([
+                .call(object: id, method: "setitem", arguments: ["a", 1]),
+                .call(object: id, method: "getitem", arguments: ["missing"]),
+                .call(object: id, method: "getitem", arguments: ["a"]),
+            ]), id: 2)
+        let outcomes = try #require(try answer.value().arrayValue).map { try BatchOutcome(wireValue: $0) }
+        #expect(outcomes[0] == .success(nil))
+        if case .failure(let error) = outcomes[1] { #expect(error.code == .keyError) } else { Issue.record("expected KeyError") }
+        #expect(outcomes[2] == .success(1))
+    }
+
+    @Test func wrongKeyFailsTheHandshake() throws {
+        let context = TestContext()
+        let server = HandshakeConfiguration(authKey: try AuthKey(key), failureDelayNanoseconds: 7)
+        var session = ManagerSession(id: 1, context: context, handshake: server, maxFrameBody: 1024, maxMessageSize: 1024, maxInFlight: 4, now: 0)
+        var client = ClientHandshake(configuration: HandshakeConfiguration(authKey: try AuthKey(Array(repeating: 9, count: 32))))
+        guard case .send(let challenge) = session.receive(client.start(now: 0), now: 0).first,
+            case .send(let proof) = client.receive(challenge, now: 0)
+        else {
+            Issue.record("handshake did not progress")
+            return
+        }
+        guard case .failAfter(let delay, let frames) = session.receive(proof[0], now: 0).first else {
+            Issue.record("a wrong key was accepted")
+            return
+        }
+        #expect(delay == 7)
+        #expect(try RemoteError(wireValue: frames[0].value()).code == .authFailed)
+        #expect(session.negotiated == nil)
+    }
+}
