@@ -95,6 +95,8 @@ let package = Package(
             exclude: []
         ),
         .testTarget(name: "ExamplesTests", dependencies: ["colony-examples"]),
+        // Start the real `colony` executable on ephemeral loopback ports.
+        .testTarget(name: "ColonyIntegrationTests", dependencies: ["Colony", "colony", "colony-examples"]),
     ],
     swiftLanguageModes: [.v6]
 )

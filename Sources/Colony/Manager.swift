@@ -119,6 +119,31 @@ public final class Manager: @unchecked Sendable {
         return ArrayProxy(handle: try await make(.array, name, options))
     }
 
+    /// A live proxy for a reference received from the manager (a proxy stored in a shared
+    /// container, or passed to this process), as Python unpickles a proxy.
+    public func dict<Key: Codable & Hashable & Sendable, Value: Codable & Sendable>(
+        _ reference: ObjectRef, _ keyType: Key.Type, _ valueType: Value.Type
+    ) throws -> DictProxy<Key, Value> {
+        DictProxy(handle: try attach(reference, .dict))
+    }
+
+    /// A live list proxy for a received reference.
+    public func list<Element: Codable & Sendable>(_ reference: ObjectRef, _ elementType: Element.Type) throws -> ListProxy<Element> {
+        ListProxy(handle: try attach(reference, .list))
+    }
+
+    /// A live Namespace proxy for a received reference.
+    public func namespace(_ reference: ObjectRef) throws -> NamespaceProxy {
+        NamespaceProxy(handle: try attach(reference, .namespace))
+    }
+
+    private func attach(_ reference: ObjectRef, _ type: ObjectType) throws -> ProxyHandle {
+        guard reference.type == type else {
+            throw RemoteError(.wrongType, "the reference is to a \(reference.type), not a \(type)")
+        }
+        return ProxyHandle(manager: self, reference: reference)
+    }
+
     /// Removes a named object for every client.
     @discardableResult
     public func delete(_ name: String) async throws -> Bool {

@@ -39,6 +39,9 @@ final class ManagerConnection: @unchecked Sendable {
     let session: NegotiatedSession
     private let handler: ClientHandler
     private let nextRequestID = ManagedAtomic<UInt64>(1)
+    // Set once the connection is closed or lost; then no call touches the event loop, which
+    // may already be shut down.
+    private let closed = ManagedAtomic<Bool>(false)
 
     private init(channel: any Channel, session: NegotiatedSession, handler: ClientHandler) {
         self.channel = channel
@@ -53,7 +56,11 @@ final class ManagerConnection: @unchecked Sendable {
         let sslContext = try tls.map { try NIOSSLContext(configuration: $0) }
         let handshake = HandshakeConfiguration(
             authKey: try AuthKey(authKey), timeoutNanoseconds: UInt64(timeoutSeconds * 1e9), agent: "colony-swift/\(colonyReleaseVersion)")
-        let bootstrap = ClientBootstrap(group: group)
+        // The handler exists before the channel, so a connection the manager closes at once
+        // still reports why through `established`.
+        let eventLoop = group.next()
+        let handler = ClientHandler(handshake: handshake, eventLoop: eventLoop)
+        let bootstrap = ClientBootstrap(group: eventLoop)
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
             .connectTimeout(.nanoseconds(Int64(timeoutSeconds * 1e9)))
             .channelInitializer { channel in
@@ -64,7 +71,7 @@ final class ManagerConnection: @unchecked Sendable {
                     }
                     try operations.addHandler(ByteToMessageHandler(FrameDecoder(maxBodySize: 1 << 30)))
                     try operations.addHandler(MessageToByteHandler(FrameEncoder()))
-                    try operations.addHandler(ClientHandler(handshake: handshake, eventLoop: channel.eventLoop))
+                    try operations.addHandler(handler)
                 }
             }
         let channel: any Channel
@@ -73,10 +80,11 @@ final class ManagerConnection: @unchecked Sendable {
         } catch {
             throw ConnectionError("cannot connect to the manager at \(host):\(port): \(error)")
         }
-        let handler = try await channel.pipeline.handler(type: ClientHandler.self).get()
         do {
             let session = try await handler.established.futureResult.get()
-            return ManagerConnection(channel: channel, session: session, handler: handler)
+            let connection = ManagerConnection(channel: channel, session: session, handler: handler)
+            channel.closeFuture.whenComplete { _ in connection.closed.store(true, ordering: .relaxed) }
+            return connection
         } catch {
             channel.close(promise: nil)
             throw error
@@ -97,18 +105,31 @@ final class ManagerConnection: @unchecked Sendable {
         return promise.futureResult
     }
 
-    func call(_ request: Request) async throws -> WireValue { try await send(request).get() }
+    func call(_ request: Request) async throws -> WireValue {
+        try checkOpen()
+        return try await send(request).get()
+    }
 
     /// Blocks the calling thread; never call it on an event loop or from Swift concurrency.
-    func callBlocking(_ request: Request) throws -> WireValue { try send(request).wait() }
+    func callBlocking(_ request: Request) throws -> WireValue {
+        try checkOpen()
+        return try send(request).wait()
+    }
+
+    private func checkOpen() throws {
+        if closed.load(ordering: .relaxed) {
+            throw ConnectionError("the connection to the manager is closed; reconnect with Manager.connect (named objects are still there)")
+        }
+    }
 
     func close() async {
+        guard closed.compareExchange(expected: false, desired: true, ordering: .relaxed).exchanged else { return }
         let handler = self.handler
         channel.eventLoop.execute { handler.sayGoodbye() }
         _ = try? await channel.closeFuture.get()
     }
 
-    var isOpen: Bool { channel.isActive }
+    var isOpen: Bool { !closed.load(ordering: .relaxed) }
 }
 
 /// The NIO side of a client connection: handshake, then request/answer matching.

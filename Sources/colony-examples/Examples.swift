@@ -20,6 +20,7 @@ enum ExamplePrograms {
         ("as-completed", "concurrent.futures: make_dict with as_completed", FuturesExamples.asCompletedDict),
         ("exit-waits", "A non-daemon thread keeps the process alive after main returns", ThreadingExamples.exitWaitsForThreads),
         ("daemon-exit", "A daemon thread does not keep the process alive", ThreadingExamples.daemonDoesNotDelayExit),
+        ("manager-hold", "PORT STATE_DIR READY_FILE: connect to a manager, fill anonymous objects, wait to be killed", ManagerExamples.hold),
     ]
 
     static func main() throws {

@@ -1,0 +1,38 @@
+import Colony
+import Glibc
+
+/// Programs that use a running manager.
+enum ManagerExamples {
+    /// Connects to the manager given on the command line, creates anonymous objects (one
+    /// nested in another), prints "ready", and waits until it is killed: the manager must
+    /// free them when the connection dies.
+    static func hold() throws {
+        let arguments = Array(CommandLine.arguments.dropFirst(2))
+        guard arguments.count == 3, let port = Int(arguments[0]) else {
+            print("usage: colony-examples manager-hold PORT STATE_DIR READY_FILE")
+            return
+        }
+        let ready = Event()
+        let task = Task.detached {
+            let manager = try await Manager.connect(port: port, trust: .stateDirectory(path: arguments[1]))
+            let scratch = try await manager.dict(nil, String.self, Int.self)
+            try await scratch.update(["a": 1, "b": 2])
+            let log = try await manager.list(nil, String.self)
+            try await log.append("held")
+            let index = try await manager.dict(nil, String.self, ObjectRef.self)
+            try await index.set("log", log.reference)
+            ready.set()
+            try await Task.sleep(nanoseconds: 3_600 * 1_000_000_000)
+            _ = (scratch, log, index)
+        }
+        guard ready.wait(timeout: 30) else {
+            print("could not reach the manager")
+            task.cancel()
+            return
+        }
+        let readyFile = fopen(arguments[2], "w")
+        fputs("ready\n", readyFile)
+        fclose(readyFile)
+        Thread.sleep(3_600)
+    }
+}

@@ -1,0 +1,301 @@
+import Colony
+import Foundation
+import Testing
+
+@Suite(.serialized) struct ManagerIntegrationTests {
+    @Test func everyDictMethodThroughTheRealManager() async throws {
+        let server = try ManagerProcess()
+        let manager = try await server.connect()
+        let d = try await manager.dict(nil, String.self, Int.self)
+        try await d.set("a", 1)
+        try await d.update(["b": 2])
+        try await d.update(["c": 3])
+        #expect(try await d.get("a") == 1)
+        #expect(try await d.getIfPresent("zz") == nil)
+        #expect(try await d.contains("b"))
+        #expect(try await d.count() == 3)
+        #expect(try await d.keys() == ["a", "b", "c"])
+        #expect(try await d.values() == [1, 2, 3])
+        #expect(try await d.items().map { "\($0.0)=\($0.1)" } == ["a=1", "b=2", "c=3"])
+        #expect(try await d.popItem() == ("c", 3))
+        #expect(try await d.pop("b") == 2)
+        #expect(try await d.setDefault("d", 4) == 4)
+        #expect(try await d.increment("d", by: 6) == 10)
+        #expect(try await d.compareAndSet("d", expected: 10, new: 11))
+        #expect(try await !d.compareAndSet("d", expected: 10, new: 12))
+        #expect(try await d.copy() == ["a": 1, "d": 11])
+        var visited: [String] = []
+        try await d.forEach(pageSize: 1) { key, _ in visited.append(key) }
+        #expect(visited == ["a", "d"])
+        try await d.delete("a")
+        do {
+            _ = try await d.get("a")
+            Issue.record("a missing key was found")
+        } catch let error as RemoteError {
+            #expect(error.code == .keyError)
+        }
+        try await d.clear()
+        #expect(try await d.count() == 0)
+        await manager.close()
+    }
+
+    @Test func listNamespaceValueAndArray() async throws {
+        let server = try ManagerProcess()
+        let manager = try await server.connect()
+        let l = try await manager.list(nil, Int.self)
+        try await l.extend([5, 3, 9])
+        try await l.append(1)
+        try await l.insert(7, at: 0)
+        #expect(try await l.copy() == [7, 5, 3, 9, 1])
+        try await l.sort()
+        #expect(try await l.slice(1, 4) == [3, 5, 7])
+        #expect(try await l.get(-1) == 9)
+        try await l.set(0, 2)
+        try await l.replace(nil, 2, with: [0, 0, 0])
+        try await l.deleteSlice(0, 1)
+        #expect(try await l.copy() == [0, 0, 5, 7, 9])
+        #expect(try await l.count(of: 0) == 2)
+        #expect(try await l.index(of: 5) == 2)
+        try await l.remove(0)
+        #expect(try await l.pop() == 9)
+        #expect(try await l.pop(0) == 0)
+        try await l.reverse()
+        #expect(try await l.copy() == [7, 5])
+        #expect(try await l.contains(7))
+        try await l.delete(0)
+        #expect(try await l.count() == 1)
+        try await l.clear()
+        do {
+            _ = try await l.pop()
+            Issue.record("pop from an empty list succeeded")
+        } catch let error as RemoteError {
+            #expect(error.code == .indexError)
+        }
+
+        let ns = try await manager.namespace("settings")
+        try await ns.set("name", "colony")
+        try await ns.set("workers", 4)
+        #expect(try await ns.get("name", as: String.self) == "colony")
+        #expect(try await ns.attributes()["workers"] == 4)
+        try await ns.delete("workers")
+        do {
+            _ = try await ns.get("workers", as: Int.self)
+            Issue.record("a deleted attribute was found")
+        } catch let error as RemoteError {
+            #expect(error.code == .attributeError)
+        }
+
+        let v = try await manager.value(nil, typecode: "i", 10)
+        #expect(try await v.increment(by: 5) == 15)
+        try await v.set(3)
+        #expect(try await v.get() == 3)
+        #expect(try await v.compareAndSet(expected: 3, new: 4))
+
+        let a = try await manager.array(nil, typecode: "d", [1.0, 2.0, 3.0])
+        try await a.set(1, 2.5)
+        #expect(try await a.increment(2, by: 1) == 4.0)
+        #expect(try await a.copy() == [1.0, 2.5, 4.0])
+        #expect(try await a.slice(nil, nil, step: -1) == [4.0, 2.5, 1.0])
+        #expect(try await a.count() == 3)
+        await manager.close()
+    }
+
+    @Test func blockingFaceFromPlainThreads() async throws {
+        let server = try ManagerProcess()
+        let manager = try await server.connect()
+        let counter = try await manager.dict("counter", String.self, Int.self)
+        let threads = try (0..<4).map { _ in
+            let thread = Colony.Thread {
+                for _ in 0..<100 { _ = try counter.increment("hits", by: 1) }
+                try counter.set("last", 1)
+            }
+            try thread.start()
+            return thread
+        }
+        for thread in threads { try thread.join(timeout: 60) }
+        #expect(try await counter.get("hits") == 400)
+        await manager.close()
+    }
+
+    @Test func manyConcurrentClientsKeepInvariants() async throws {
+        let server = try ManagerProcess()
+        let clients = 8, perClient = 200
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for client in 0..<clients {
+                group.addTask {
+                    let manager = try await server.connect()
+                    let totals = try await manager.dict("totals", String.self, Int.self)
+                    let log = try await manager.list("log", Int.self)
+                    try await withThrowingTaskGroup(of: Void.self) { inner in
+                        for i in 0..<perClient {
+                            inner.addTask {
+                                _ = try await totals.increment("sum", by: i)
+                                try await log.append(client * perClient + i)
+                            }
+                        }
+                        try await inner.waitForAll()
+                    }
+                    await manager.close()
+                }
+            }
+            try await group.waitForAll()
+        }
+        let manager = try await server.connect()
+        let totals = try await manager.dict("totals", String.self, Int.self)
+        let log = try await manager.list("log", Int.self)
+        #expect(try await totals.get("sum") == clients * (perClient * (perClient - 1) / 2))
+        #expect(try await log.copy().sorted() == Array(0..<(clients * perClient)))
+        await manager.close()
+    }
+
+    @Test func namedObjectsSurviveAReconnectAndProxiesCompareEqual() async throws {
+        let server = try ManagerProcess()
+        let first = try await server.connect()
+        let config = try await first.dict("config", String.self, String.self)
+        try await config.set("mode", "fast")
+        let again = try await first.dict("config", String.self, String.self)
+        #expect(config == again)
+        #expect(Set([config, again]).count == 1)
+        await first.close()
+        do {
+            try await config.set("mode", "slow")
+            Issue.record("a closed connection still worked")
+        } catch is ConnectionError {}
+        let second = try await server.connect()
+        #expect(try await second.dict("config", String.self, String.self).get("mode") == "fast")
+        #expect(try await second.delete("config"))
+        await second.close()
+    }
+
+    @Test func proxiesNestInsideContainersAndStayLive() async throws {
+        let server = try ManagerProcess()
+        let manager = try await server.connect()
+        let index = try await manager.dict(nil, String.self, ObjectRef.self)
+        do {
+            let inner = try await manager.list(nil, String.self)
+            try await inner.append("kept alive by the dict")
+            try await index.set("inner", inner.reference)
+        }
+        let reference = try await index.get("inner")
+        let inner = try manager.list(reference, String.self)
+        #expect(try await inner.copy() == ["kept alive by the dict"])
+        await manager.close()
+    }
+
+    @Test func batchesRunInOneRoundTrip() async throws {
+        let server = try ManagerProcess()
+        let manager = try await server.connect()
+        let d = try await manager.dict(nil, String.self, Int.self)
+        let id = d.reference.id
+        let results = try await manager.batch([
+            DictCall.setItem("x", 1).request(object: id), DictCall.getItem("x").request(object: id),
+            DictCall.getItem("nope").request(object: id),
+        ])
+        #expect(try results[1].get() == 1)
+        if case .failure(let error) = results[2] { #expect(error.code == .keyError) } else { Issue.record("expected a KeyError") }
+        await manager.close()
+    }
+}
+
+@Suite(.serialized) struct ManagerSecurityTests {
+    @Test func wrongAuthkeyIsRejected() async throws {
+        let server = try ManagerProcess()
+        do {
+            _ = try await server.connect(authKey: Array(repeating: 1, count: 32))
+            Issue.record("a wrong authkey was accepted")
+        } catch let error as ConnectionError {
+            #expect(error.message.contains("authkey") || error.message.contains("authentication"))
+        }
+        // The manager still serves the right key.
+        let manager = try await server.connect()
+        await manager.close()
+    }
+
+    @Test func plaintextClientIsRejected() async throws {
+        let server = try ManagerProcess()
+        let key = try AuthKey.bytes(fromFile: server.stateDirectory + "/authkey")
+        await #expect(throws: ConnectionError.self) {
+            _ = try await Manager.connect(port: server.port, authKey: key, trust: .insecurePlaintext, timeoutSeconds: 5)
+        }
+    }
+
+    @Test func clientWithoutTheTrustedCAIsRejected() async throws {
+        let server = try ManagerProcess()
+        let other = try ManagerProcess()  // a second state directory: another CA
+        let key = try AuthKey.bytes(fromFile: server.stateDirectory + "/authkey")
+        await #expect(throws: ConnectionError.self) {
+            _ = try await Manager.connect(
+                port: server.port, authKey: key, trust: .certificateAuthority(path: other.stateDirectory + "/ca.pem"), timeoutSeconds: 5)
+        }
+    }
+
+    @Test func killedClientLeaksNoAnonymousObjects() async throws {
+        let server = try ManagerProcess()
+        let holder = Process()
+        holder.executableURL = buildDirectory.appendingPathComponent("colony-examples")
+        let readyFile = server.stateDirectory + "/holder-ready"
+        holder.arguments = ["manager-hold", String(server.port), server.stateDirectory, readyFile]
+        try holder.run()
+        defer {
+            if holder.isRunning { kill(holder.processIdentifier, SIGKILL) }
+            holder.waitUntilExit()
+        }
+        let ready = await eventually(30) { FileManager.default.fileExists(atPath: readyFile) }
+        try #require(ready, "the holder never got its objects")
+        let observer = try await server.connect()
+        func objectCount() async throws -> Int { try await observer.status()["objects"]?.arrayValue?.count ?? -1 }
+        #expect(try await objectCount() == 3)
+        kill(holder.processIdentifier, SIGKILL)
+        holder.waitUntilExit()
+        #expect(holder.terminationStatus == SIGKILL)
+        #expect(try await eventually { try await objectCount() == 0 })
+        await observer.close()
+    }
+
+    @Test func garbageAndOversizedFramesGetAnErrorAndOthersAreStillServed() async throws {
+        let server = try ManagerProcess(extraArguments: ["--insecure-plaintext", "--max-frame", "4096"])
+        let key = try AuthKey.bytes(fromFile: server.stateDirectory + "/authkey")
+        // Reserved header bits set: a BadRequest error frame, then close.
+        let garbage = try rawExchange(port: server.port, send: [0, 0, 0, 0, 0x10, 0, 0xff, 0xff] + Array(repeating: 0, count: 8))
+        #expect(garbage.count >= 16 && garbage[4] == FrameKind.error.rawValue)
+        // A header announcing 1 GiB: TooLarge, before any body is read.
+        var header: [UInt8] = [0x40, 0, 0, 0, 0x01, 0, 0, 0]
+        header += [0, 0, 0, 0, 0, 0, 0, 9]
+        let oversized = try rawExchange(port: server.port, send: header)
+        #expect(oversized.count >= 16 && oversized[4] == FrameKind.error.rawValue)
+        let body = Array(oversized[16...])
+        #expect(try RemoteError(wireValue: WireValue(messagePack: body)).code == .tooLarge)
+        // Meanwhile a proper client works.
+        let manager = try await Manager.connect(port: server.port, authKey: key, trust: .insecurePlaintext)
+        let d = try await manager.dict(nil, String.self, Int.self)
+        try await d.set("still", 1)
+        #expect(try await d.get("still") == 1)
+        await manager.close()
+    }
+}
+
+/// Sends raw bytes to a plaintext manager and returns everything it answers before closing.
+func rawExchange(port: Int, send bytes: [UInt8]) throws -> [UInt8] {
+    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    guard fd >= 0 else { throw ConnectionError("socket failed") }
+    defer { close(fd) }
+    var timeout = timeval(tv_sec: 10, tv_usec: 0)
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+    var address = sockaddr_in()
+    address.sin_family = sa_family_t(AF_INET)
+    address.sin_port = in_port_t(UInt16(port).bigEndian)
+    address.sin_addr.s_addr = inet_addr("127.0.0.1")
+    let connected = withUnsafePointer(to: &address) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+    }
+    guard connected == 0 else { throw ConnectionError("connect failed") }
+    _ = bytes.withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, 0) }
+    var received: [UInt8] = []
+    var buffer = [UInt8](repeating: 0, count: 4096)
+    while true {
+        let count = recv(fd, &buffer, buffer.count, 0)
+        if count <= 0 { break }
+        received += buffer[..<count]
+    }
+    return received
+}
