@@ -155,6 +155,13 @@ public final class Manager: @unchecked Sendable {
         try await connection.call(.status)
     }
 
+    /// Sends all `requests` at once, without waiting between them (pipelining), and returns
+    /// each answer or error in order. Unlike `batch`, each is a separate request.
+    public func pipeline(_ requests: [Request]) async throws -> [Result<WireValue, any Error>] {
+        guard isConnected else { throw ConnectionError("the connection to the manager is closed; reconnect with Manager.connect") }
+        return try await connection.sendAll(requests).get()
+    }
+
     /// Runs several calls in one round trip (none may block). Each element is the answer or
     /// the error of one request, in order.
     public func batch(_ requests: [Request]) async throws -> [Result<WireValue, RemoteError>] {

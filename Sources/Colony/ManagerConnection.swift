@@ -105,6 +105,22 @@ final class ManagerConnection: @unchecked Sendable {
         return promise.futureResult
     }
 
+    /// Sends many requests in one event-loop task and one flush; the future completes when
+    /// every answer is in, with each answer or error in order.
+    func sendAll(_ requests: [Request]) -> EventLoopFuture<[Result<WireValue, any Error>]> {
+        let first = nextRequestID.loadThenWrappingIncrement(by: UInt64(requests.count), ordering: .relaxed)
+        let loop = channel.eventLoop
+        let promises = requests.map { _ in loop.makePromise(of: WireValue.self) }
+        let handler = self.handler
+        let maxFrame = session.maxFrameBody
+        loop.execute {
+            for (offset, request) in requests.enumerated() {
+                handler.send(request, id: first + UInt64(offset), promise: promises[offset], maxFrameBody: maxFrame)
+            }
+        }
+        return EventLoopFuture.whenAllComplete(promises.map(\.futureResult), on: loop)
+    }
+
     func call(_ request: Request) async throws -> WireValue {
         try checkOpen()
         return try await send(request).get()

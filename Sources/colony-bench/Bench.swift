@@ -3,11 +3,11 @@ import Colony
 
 /// `colony-bench`: Colony's benchmarks. Each prints one JSON object on stdout.
 @main
-struct Bench: ParsableCommand {
+struct Bench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "colony-bench",
         abstract: "Benchmarks that print one JSON object per run; build with -c release.",
-        subcommands: [Local.self, Wire.self]
+        subcommands: [Local.self, Wire.self, ManagerBench.self]
     )
 }
 

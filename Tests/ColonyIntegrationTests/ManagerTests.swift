@@ -299,3 +299,28 @@ func rawExchange(port: Int, send bytes: [UInt8]) throws -> [UInt8] {
     }
     return received
 }
+
+/// The README's manager example, verbatim apart from the port and directory.
+@Suite(.serialized) struct ReadmeManagerExampleTests {
+    @Test func readmeExampleRuns() async throws {
+        let server = try ManagerProcess()
+        let port = server.port, stateDirectory = server.stateDirectory
+
+        let manager = try await Manager.connect(port: port, trust: .stateDirectory(path: stateDirectory))
+        let config = try await manager.dict("config", String.self, Int.self)  // named: create or open
+        try await config.set("workers", 4)
+        let hits = try await config.increment("hits", by: 1)  // atomic on the manager
+        let log = try await manager.list(nil, String.self)  // anonymous: freed with the last reference
+        try await log.append("started")
+        do {
+            _ = try await config.get("missing")
+        } catch let error as RemoteError where error.code == .keyError {
+            print("no such key, as Python's KeyError")
+        }
+        let snapshot = try await config.copy()  // compare contents through a copy
+        await manager.close()
+
+        #expect(hits == 1)
+        #expect(snapshot == ["workers": 4, "hits": 1])
+    }
+}

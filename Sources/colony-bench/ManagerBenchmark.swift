@@ -1,0 +1,216 @@
+import ArgumentParser
+import Colony
+import Foundation
+
+/// `colony-bench manager`: the numbers users compare managers on.
+struct ManagerBench: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "manager",
+        abstract: "Shared-object throughput and latency against a manager it starts (or --connect), optionally compared with a raw TCP ping-pong, Redis over TLS and CPython's SyncManager.")
+
+    @Option(help: "Client connections.")
+    var clients = 1
+
+    @Option(help: "dict_set_get, list_append_pop, value_increment or pipeline.")
+    var workload = "dict_set_get"
+
+    @Option(help: "Seconds to measure.")
+    var seconds = 3.0
+
+    @Flag(help: "Run the manager and clients without TLS.")
+    var plaintext = false
+
+    @Option(help: "Use a running manager at HOST:PORT (with --state-dir) instead of starting one.")
+    var connect: String?
+
+    @Option(help: "The state directory of the manager given with --connect.")
+    var stateDir: String?
+
+    @Option(help: "Event loop threads for the manager it starts.")
+    var serverThreads = 1
+
+    @Flag(help: "Also run the raw ping-pong floor, redis-benchmark over TLS and CPython's SyncManager in this run.")
+    var compare = false
+
+    static let workloads = ["dict_set_get", "list_append_pop", "value_increment", "pipeline"]
+
+    func validate() throws {
+        guard ManagerBench.workloads.contains(workload) else {
+            throw ValidationError("--workload must be one of \(ManagerBench.workloads.joined(separator: ", "))")
+        }
+        guard clients >= 1, clients <= 1000 else { throw ValidationError("--clients must be 1...1000") }
+        guard seconds > 0, seconds <= 600 else { throw ValidationError("--seconds must be in (0, 600]") }
+        if connect != nil && stateDir == nil && !plaintext { throw ValidationError("--connect needs --state-dir (or --plaintext)") }
+    }
+
+    func run() async throws {
+        let server: SpawnedManager?
+        let host: String, port: Int, directory: String
+        if let connect {
+            let parts = connect.split(separator: ":")
+            guard parts.count == 2, let parsed = Int(parts[1]) else { throw ValidationError("--connect takes HOST:PORT") }
+            (server, host, port, directory) = (nil, String(parts[0]), parsed, stateDir ?? "")
+        } else {
+            let spawned = try SpawnedManager(plaintext: plaintext, threads: serverThreads)
+            (server, host, port, directory) = (spawned, "127.0.0.1", spawned.port, spawned.stateDirectory)
+        }
+        defer { server?.stop() }
+        let key = try AuthKey.bytes(fromFile: directory + "/authkey")
+        let trust: ManagerTrust = plaintext ? .insecurePlaintext : .stateDirectory(path: directory)
+
+        var managers: [Manager] = []
+        for _ in 0..<clients { managers.append(try await Manager.connect(host: host, port: port, authKey: key, trust: trust)) }
+        let cpuBefore = server?.cpuSeconds() ?? 0
+        let result = try await ClientLoad.run(workload: workload, managers: managers, seconds: seconds)
+        let cpuAfter = server?.cpuSeconds() ?? 0
+        for manager in managers { await manager.close() }
+
+        var report: [String: Any] = [
+            "benchmark": "manager", "workload": workload, "clients": clients, "tls": !plaintext, "seconds": seconds,
+            "server_threads": serverThreads,
+            "ops_per_s": result.opsPerSecond, "p50_us": result.percentile(0.5), "p99_us": result.percentile(0.99),
+        ]
+        if server != nil { report["server_cpu_us_per_op"] = (cpuAfter - cpuBefore) * 1e6 / Double(max(result.operations, 1)) }
+        if compare {
+            var references: [String: Any] = [:]
+            references["raw_tcp_ping_pong_round_trips_per_s"] = PingPongFloor.measure(seconds: min(seconds, 2))
+            references["redis"] = RedisReference.measure(clients: clients, seconds: seconds, pipeline: workload == "pipeline" ? 100 : 1)
+            references["cpython_syncmanager"] = CPythonManagerReference.measure(clients: clients, seconds: seconds)
+            report["compare"] = references
+            report["ratio"] = ManagerBench.ratios(result.opsPerSecond, references)
+        }
+        print(jsonLine(report))
+    }
+
+    static func ratios(_ ours: Double, _ references: [String: Any]) -> [String: Double] {
+        var ratios: [String: Double] = [:]
+        if let floor = references["raw_tcp_ping_pong_round_trips_per_s"] as? Double, floor > 0 {
+            ratios["vs_raw_ping_pong"] = ours / floor
+        }
+        if let redis = references["redis"] as? [String: Any], let ops = redis["ops_per_s"] as? Double, ops > 0 {
+            ratios["vs_redis_tls"] = ours / ops
+        }
+        if let python = references["cpython_syncmanager"] as? [String: Any], let ops = python["ops_per_s"] as? Double, ops > 0 {
+            ratios["vs_cpython"] = ours / ops
+        }
+        return ratios
+    }
+}
+
+/// Closed-loop clients: each connection issues one request after the other.
+enum ClientLoad {
+    struct Result {
+        var operations: Int
+        var opsPerSecond: Double
+        var latencies: [Double]
+        func percentile(_ q: Double) -> Double { colony_bench.percentile(latencies, q) }
+    }
+
+    static func run(workload: String, managers: [Manager], seconds: Double) async throws -> Result {
+        let start = Date()
+        let deadline = start.addingTimeInterval(seconds)
+        let perClient = try await withThrowingTaskGroup(of: (Int, [Double]).self) { group in
+            for (index, manager) in managers.enumerated() {
+                group.addTask { try await drive(workload, manager, index, deadline) }
+            }
+            var all: [(Int, [Double])] = []
+            for try await result in group { all.append(result) }
+            return all
+        }
+        let elapsed = Date().timeIntervalSince(start)
+        let operations = perClient.reduce(0) { $0 + $1.0 }
+        return Result(operations: operations, opsPerSecond: Double(operations) / elapsed, latencies: perClient.flatMap(\.1))
+    }
+
+    /// Returns (operations, sampled latencies in µs).
+    static func drive(_ workload: String, _ manager: Manager, _ index: Int, _ deadline: Date) async throws -> (Int, [Double]) {
+        var operations = 0
+        var latencies: [Double] = []
+        func timed(_ count: Int, _ body: () async throws -> Void) async rethrows {
+            let begin = DispatchTime.now().uptimeNanoseconds
+            try await body()
+            let micros = Double(DispatchTime.now().uptimeNanoseconds - begin) / 1e3
+            if latencies.count < 200_000 { latencies.append(micros / Double(count)) }
+            operations += count
+        }
+        switch workload {
+        case "dict_set_get":
+            let d = try await manager.dict("bench-dict", String.self, Int.self)
+            let key = "client-\(index)"
+            var i = 0
+            while Date() < deadline {
+                try await timed(1) { try await d.set(key, i) }
+                try await timed(1) { _ = try await d.get(key) }
+                i += 1
+            }
+        case "list_append_pop":
+            let l = try await manager.list(nil, Int.self)
+            var i = 0
+            while Date() < deadline {
+                try await timed(1) { try await l.append(i) }
+                try await timed(1) { _ = try await l.pop() }
+                i += 1
+            }
+        case "value_increment":
+            let v = try await manager.value("bench-value", typecode: "q", 0)
+            while Date() < deadline { try await timed(1) { _ = try await v.increment(by: 1) } }
+        default:  // pipeline: 100 requests in flight on one connection, then the next 100
+            let d = try await manager.dict("bench-dict", String.self, Int.self)
+            let requests = (0..<100).map { i in
+                i % 2 == 0 ? DictCall.setItem(.string("p\(index)-\(i)"), .integer(i)).request(object: d.reference.id)
+                    : DictCall.getItem(.string("p\(index)-\(i - 1)")).request(object: d.reference.id)
+            }
+            while Date() < deadline {
+                try await timed(100) { _ = try await manager.pipeline(requests) }
+            }
+        }
+        return (operations, latencies)
+    }
+}
+
+/// A `colony manager` started for the benchmark from the executable next to this one.
+final class SpawnedManager {
+    let process = Process()
+    let stateDirectory: String
+    let port: Int
+
+    init(plaintext: Bool, threads: Int) throws {
+        let executable = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("colony")
+        guard FileManager.default.isExecutableFile(atPath: executable.path) else {
+            throw ValidationError("\(executable.path) is missing: build it too (swift build -c release)")
+        }
+        stateDirectory = NSTemporaryDirectory() + "colony-bench-\(UUID().uuidString)"
+        let portFile = stateDirectory + "/port"
+        process.executableURL = executable
+        process.arguments = ["manager", "--port", "0", "--state-dir", stateDirectory, "--port-file", portFile,
+                             "--event-loop-threads", String(threads), "--log-level", "warning"] + (plaintext ? ["--insecure-plaintext"] : [])
+        process.standardOutput = FileHandle.nullDevice
+        try process.run()
+        var found: Int?
+        for _ in 0..<300 where found == nil {
+            found = (try? String(contentsOfFile: portFile, encoding: .utf8)).flatMap { Int($0.trimmingCharacters(in: .whitespacesAndNewlines)) }
+            if found == nil { usleep(100_000) }
+        }
+        guard let found else {
+            process.terminate()
+            throw ValidationError("the manager did not start")
+        }
+        port = found
+    }
+
+    /// User plus system CPU seconds the manager has used so far.
+    func cpuSeconds() -> Double {
+        guard let stat = try? String(contentsOfFile: "/proc/\(process.processIdentifier)/stat", encoding: .utf8),
+            let close = stat.lastIndex(of: ")")
+        else { return 0 }
+        let fields = stat[stat.index(after: close)...].split(separator: " ")
+        guard fields.count > 13, let user = Double(fields[11]), let system = Double(fields[12]) else { return 0 }
+        return (user + system) / Double(sysconf(Int32(_SC_CLK_TCK)))
+    }
+
+    func stop() {
+        if process.isRunning { process.terminate() }
+        process.waitUntilExit()
+        try? FileManager.default.removeItem(atPath: stateDirectory)
+    }
+}

@@ -1,0 +1,201 @@
+import Colony
+import Foundation
+
+/// The round-trip floor of this machine: 64-byte messages bounced over loopback TCP between
+/// two threads with blocking sockets.
+enum PingPongFloor {
+    static func measure(seconds: Double) -> Double {
+        let listener = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        _ = withUnsafeMutablePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(listener, $0, length) } }
+        _ = withUnsafeMutablePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(listener, $0, &length) } }
+        listen(listener, 1)
+        let echo = Colony.Thread {
+            let peer = accept(listener, nil, nil)
+            var one: Int32 = 1
+            setsockopt(peer, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
+            var buffer = [UInt8](repeating: 0, count: 64)
+            while readFully(peer, &buffer) { _ = send(peer, buffer, 64, 0) }
+            close(peer)
+        }
+        try? echo.start()
+        let client = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        var one: Int32 = 1
+        setsockopt(client, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
+        _ = withUnsafeMutablePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(client, $0, length) } }
+        var buffer = [UInt8](repeating: 7, count: 64)
+        let start = Date()
+        var trips = 0
+        while Date().timeIntervalSince(start) < seconds {
+            _ = send(client, buffer, 64, 0)
+            guard readFully(client, &buffer) else { break }
+            trips += 1
+        }
+        let rate = Double(trips) / Date().timeIntervalSince(start)
+        close(client)
+        _ = try? echo.join(timeout: 5)
+        close(listener)
+        return rate
+    }
+
+    static func readFully(_ fd: Int32, _ buffer: inout [UInt8]) -> Bool {
+        var got = 0
+        while got < buffer.count {
+            let count = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress! + got, $0.count - got, 0) }
+            if count <= 0 { return false }
+            got += count
+        }
+        return true
+    }
+}
+
+/// A free loopback port (bound and released; good enough for a benchmark).
+func freePort() -> Int {
+    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    defer { close(fd) }
+    var address = sockaddr_in()
+    address.sin_family = sa_family_t(AF_INET)
+    address.sin_addr.s_addr = inet_addr("127.0.0.1")
+    var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+    _ = withUnsafeMutablePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) } }
+    _ = withUnsafeMutablePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) } }
+    return Int(UInt16(bigEndian: address.sin_port))
+}
+
+/// Runs a command to completion; returns its status and standard output.
+@discardableResult
+func runCommand(_ path: String, _ arguments: [String]) -> (status: Int32, output: String) {
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: path)
+    process.arguments = arguments
+    let output = Pipe()
+    process.standardOutput = output
+    process.standardError = output
+    guard (try? process.run()) != nil else { return (-1, "cannot run \(path)") }
+    let data = output.fileHandleForReading.readDataToEndOfFile()
+    process.waitUntilExit()
+    return (process.terminationStatus, String(decoding: data, as: UTF8.self))
+}
+
+/// `redis-benchmark` SET/GET against a `redis-server` started with TLS, same client count.
+enum RedisReference {
+    static func measure(clients: Int, seconds: Double, pipeline: Int) -> [String: Any] {
+        guard let server = findExecutable("redis-server"), let benchmark = findExecutable("redis-benchmark"),
+            let openssl = findExecutable("openssl")
+        else {
+            return ["unavailable": "redis-server, redis-benchmark or openssl is not installed (apt-get install redis-server redis-tools openssl)"]
+        }
+        let directory = NSTemporaryDirectory() + "colony-bench-redis-\(UUID().uuidString)"
+        try? FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let made = runCommand(openssl, [
+            "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "2",
+            "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1",
+            "-keyout", directory + "/key.pem", "-out", directory + "/cert.pem",
+        ])
+        guard made.status == 0 else { return ["unavailable": "openssl could not make a certificate: \(made.output.suffix(200))"] }
+        let port = freePort()
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: server)
+        process.arguments = [
+            "--port", "0", "--tls-port", String(port), "--bind", "127.0.0.1", "--tls-cert-file", directory + "/cert.pem",
+            "--tls-key-file", directory + "/key.pem", "--tls-ca-cert-file", directory + "/cert.pem", "--tls-auth-clients", "no",
+            "--save", "", "--appendonly", "no", "--io-threads", "1",
+        ]
+        process.standardOutput = FileHandle.nullDevice
+        process.standardError = FileHandle.nullDevice
+        guard (try? process.run()) != nil else { return ["unavailable": "redis-server did not start"] }
+        defer {
+            // SIGKILL: a child spawned from a thread that blocks SIGTERM inherits the mask, and
+            // this throwaway server holds nothing worth a clean shutdown.
+            kill(process.processIdentifier, SIGKILL)
+            process.waitUntilExit()
+        }
+        usleep(500_000)
+        let requests = max(20_000, Int(seconds * 15_000 * Double(min(clients, 6)) * (pipeline > 1 ? 20 : 1)))
+        let cpuBefore = processCPUSeconds(process.processIdentifier)
+        let result = runCommand(benchmark, [
+            "--tls", "--cacert", directory + "/cert.pem", "-h", "127.0.0.1", "-p", String(port), "-c", String(clients),
+            "-n", String(requests), "-P", String(pipeline), "-t", "set,get", "--csv", "-q",
+        ])
+        let cpuAfter = processCPUSeconds(process.processIdentifier)
+        var rates: [String: Double] = [:]
+        for line in result.output.split(separator: "\n") {
+            let fields = line.split(separator: ",").map { $0.trimmingCharacters(in: CharacterSet(charactersIn: "\"")) }
+            if fields.count >= 2, let rate = Double(fields[1]) { rates[fields[0]] = rate }
+        }
+        guard let set = rates["SET"], let get = rates["GET"] else {
+            return ["unavailable": "redis-benchmark failed: \(result.output.suffix(300))"]
+        }
+        return [
+            "ops_per_s": (set + get) / 2, "set_per_s": set, "get_per_s": get, "pipeline": pipeline, "clients": clients,
+            "server_cpu_us_per_op": (cpuAfter - cpuBefore) * 1e6 / Double(2 * requests),
+        ]
+    }
+}
+
+func processCPUSeconds(_ pid: Int32) -> Double {
+    guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8), let close = stat.lastIndex(of: ")") else { return 0 }
+    let fields = stat[stat.index(after: close)...].split(separator: " ")
+    guard fields.count > 13, let user = Double(fields[11]), let system = Double(fields[12]) else { return 0 }
+    return (user + system) / Double(sysconf(Int32(_SC_CLK_TCK)))
+}
+
+/// CPython's `multiprocessing.managers.SyncManager` dict set/get with the same client count
+/// (no TLS: Python's managers have none).
+enum CPythonManagerReference {
+    static func measure(clients: Int, seconds: Double) -> [String: Any] {
+        switch runPythonReference(script: script, arguments: [String(clients), String(seconds)]) {
+        case .success(let figures): return figures
+        case .failure(let unavailable): return ["unavailable": unavailable.reason]
+        }
+    }
+
+    static let script = #"""
+import json, sys, time
+from multiprocessing import Process, Queue
+from multiprocessing.managers import SyncManager
+
+clients, seconds = int(sys.argv[1]), float(sys.argv[2])
+
+def client(address, authkey, index, results):
+    manager = SyncManager(address=address, authkey=authkey)
+    manager.connect()
+    d = manager.dict_proxy()
+    results.put(0)
+    ops = 0
+    key = f"client-{index}"
+    deadline = time.perf_counter() + seconds
+    while time.perf_counter() < deadline:
+        d[key] = ops
+        d[key]
+        ops += 2
+    results.put(ops)
+
+class BenchManager(SyncManager):
+    pass
+
+if __name__ == "__main__":
+    shared = {}
+    BenchManager.register("dict_proxy", callable=lambda: shared, proxytype=__import__("multiprocessing.managers", fromlist=["DictProxy"]).DictProxy)
+    manager = BenchManager(address=("127.0.0.1", 0), authkey=b"colony-bench")
+    manager.start()
+    SyncManager.register("dict_proxy", proxytype=__import__("multiprocessing.managers", fromlist=["DictProxy"]).DictProxy)
+    results = Queue()
+    processes = [Process(target=client, args=(manager.address, b"colony-bench", i, results)) for i in range(clients)]
+    for p in processes:
+        p.start()
+    for _ in processes:
+        results.get(timeout=60)
+    start = time.perf_counter()
+    total = sum(results.get(timeout=seconds + 60) for _ in processes)
+    elapsed = time.perf_counter() - start
+    for p in processes:
+        p.join()
+    manager.shutdown()
+    print(json.dumps({"ops_per_s": total / max(elapsed, seconds), "clients": clients}))
+"""#
+}
