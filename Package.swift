@@ -6,6 +6,8 @@ let package = Package(
     platforms: [.macOS(.v15)],
     products: [
         .library(name: "Colony", targets: ["Colony"]),
+        // The wire protocol alone, for other clients and for the fuzz harness.
+        .library(name: "ColonyWire", targets: ["ColonyWire"]),
         .executable(name: "colony", targets: ["colony"]),
         .executable(name: "colony-bench", targets: ["colony-bench"]),
     ],

@@ -7,9 +7,17 @@ import PackageDescription
 
 let package = Package(
     name: "ColonyFuzz",
-    dependencies: [.package(name: "Colony", path: "../..")],
+    dependencies: [
+        .package(name: "Colony", path: "../.."),
+        .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
+    ],
     targets: [
-        .executableTarget(name: "colony-fuzz", dependencies: [.product(name: "Colony", package: "Colony")])
+        .executableTarget(
+            name: "colony-fuzz",
+            dependencies: [
+                .product(name: "ColonyWire", package: "Colony"),
+                .product(name: "NIOCore", package: "swift-nio"),
+            ])
     ],
     swiftLanguageModes: [.v6]
 )

@@ -1,4 +1,4 @@
-import Colony
+import ColonyWire
 import NIOCore
 
 // One harness, three targets, chosen by the input's first byte:
