@@ -6,12 +6,8 @@ import Foundation
 enum PingPongFloor {
     static func measure(seconds: Double) -> Double {
         let listener = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-        _ = withUnsafeMutablePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(listener, $0, length) } }
-        _ = withUnsafeMutablePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(listener, $0, &length) } }
+        var address = bindLoopback(listener)
+        let length = socklen_t(MemoryLayout<sockaddr_in>.size)
         listen(listener, 1)
         let echo = Colony.Thread {
             let peer = accept(listener, nil, nil)
@@ -52,17 +48,22 @@ enum PingPongFloor {
     }
 }
 
-/// A free loopback port (bound and released; good enough for a benchmark).
-func freePort() -> Int {
-    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-    defer { close(fd) }
+/// Binds `fd` to an ephemeral port on 127.0.0.1 and returns the bound address.
+func bindLoopback(_ fd: Int32) -> sockaddr_in {
     var address = sockaddr_in()
     address.sin_family = sa_family_t(AF_INET)
     address.sin_addr.s_addr = inet_addr("127.0.0.1")
     var length = socklen_t(MemoryLayout<sockaddr_in>.size)
     _ = withUnsafeMutablePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) } }
     _ = withUnsafeMutablePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) } }
-    return Int(UInt16(bigEndian: address.sin_port))
+    return address
+}
+
+/// A free loopback port (bound and released; good enough for a benchmark).
+func freePort() -> Int {
+    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    defer { close(fd) }
+    return Int(UInt16(bigEndian: bindLoopback(fd).sin_port))
 }
 
 /// Runs a command to completion; returns its status and standard output.

@@ -28,12 +28,19 @@ struct ConnectionOptions: ParsableArguments {
     @Flag(help: "Connect without TLS (only to a manager started with --insecure-plaintext).")
     var insecurePlaintext = false
 
+    @Option(help: "A client certificate (PEM), for managers started with --client-ca.")
+    var clientCertificate: String?
+
+    @Option(help: "The client certificate's private key (PEM).")
+    var clientKey: String?
+
     func connect() async throws -> Manager {
         let directory = stateDir ?? StateDirectory.defaultPath()
         let trust: ManagerTrust =
             insecurePlaintext ? .insecurePlaintext : caFile.map { .certificateAuthority(path: $0) } ?? .stateDirectory(path: directory)
         let key = try AuthKey.bytes(fromFile: authkeyFile ?? directory + "/authkey")
-        return try await Manager.connect(host: host, port: port, authKey: key, trust: trust)
+        let certificate = clientCertificate.map { ClientCertificate(certificatePath: $0, privateKeyPath: clientKey ?? "") }
+        return try await Manager.connect(host: host, port: port, authKey: key, trust: trust, clientCertificate: certificate)
     }
 }
 

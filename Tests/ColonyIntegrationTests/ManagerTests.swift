@@ -324,3 +324,40 @@ func rawExchange(port: Int, send bytes: [UInt8]) throws -> [UInt8] {
         #expect(snapshot == ["workers": 4, "hits": 1])
     }
 }
+
+@Suite(.serialized) struct MutualTLSTests {
+    /// Runs the real `colony` command line; fails the test on a non-zero exit.
+    func colony(_ arguments: [String]) throws {
+        let process = Process()
+        process.executableURL = buildDirectory.appendingPathComponent("colony")
+        process.arguments = arguments
+        process.standardOutput = FileHandle.nullDevice
+        try process.run()
+        process.waitUntilExit()
+        #expect(process.terminationStatus == 0, "colony \(arguments.joined(separator: " "))")
+    }
+
+    @Test func clientCertificatesAreRequiredWhenConfigured() async throws {
+        let directory = NSTemporaryDirectory() + "colony-mtls-\(UUID().uuidString)"
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        try colony(["certs", "ca", "--out", directory])
+        try colony(["certs", "issue", "--ca-dir", directory, "--name", "manager", "--dns", "localhost", "--ip", "127.0.0.1"])
+        try colony(["certs", "issue", "--ca-dir", directory, "--name", "alice", "--client"])
+        let server = try ManagerProcess(extraArguments: [
+            "--certificate", directory + "/manager.pem", "--private-key", directory + "/manager-key.pem",
+            "--client-ca", directory + "/ca.pem",
+        ])
+        let key = try AuthKey.bytes(fromFile: server.stateDirectory + "/authkey")
+        let trust = ManagerTrust.certificateAuthority(path: directory + "/ca.pem")
+        await #expect(throws: ConnectionError.self) {
+            _ = try await Manager.connect(port: server.port, authKey: key, trust: trust, timeoutSeconds: 5)
+        }
+        let manager = try await Manager.connect(
+            port: server.port, authKey: key, trust: trust,
+            clientCertificate: ClientCertificate(certificatePath: directory + "/alice.pem", privateKeyPath: directory + "/alice-key.pem"))
+        let d = try await manager.dict(nil, String.self, Int.self)
+        try await d.set("mtls", 1)
+        #expect(try await d.get("mtls") == 1)
+        await manager.close()
+    }
+}
