@@ -13,11 +13,9 @@ import Threading
 ///     try await config.set("workers", 4)
 public final class Manager: @unchecked Sendable {
     let connection: ManagerConnection
-    private let ownsGroup: (any EventLoopGroup)?
 
-    private init(connection: ManagerConnection, ownsGroup: (any EventLoopGroup)?) {
+    private init(connection: ManagerConnection) {
         self.connection = connection
-        self.ownsGroup = ownsGroup
     }
 
     /// Connects and authenticates. `authKey` defaults to the state directory's when `trust`
@@ -40,16 +38,12 @@ public final class Manager: @unchecked Sendable {
         guard let key else {
             throw ConnectionError("no authkey: pass authKey, or trust a state directory that holds one")
         }
-        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
-        do {
-            let connection = try await ManagerConnection.open(
-                host: host, port: port, authKey: key, tls: tls, serverName: serverName, group: group,
-                timeoutSeconds: timeoutSeconds)
-            return Manager(connection: connection, ownsGroup: group)
-        } catch {
-            try? await group.shutdownGracefully()
-            throw error
-        }
+        // All connections of a process share NIO's singleton event loops (one thread per
+        // core): a thread per connection would mostly add context switches.
+        let connection = try await ManagerConnection.open(
+            host: host, port: port, authKey: key, tls: tls, serverName: serverName,
+            group: MultiThreadedEventLoopGroup.singleton, timeoutSeconds: timeoutSeconds)
+        return Manager(connection: connection)
     }
 
     private static func clientTLS(caPath: String, clientCertificate: ClientCertificate?) throws -> TLSConfiguration {
@@ -72,7 +66,6 @@ public final class Manager: @unchecked Sendable {
     /// Says goodbye and closes the connection. Proxies stop working.
     public func close() async {
         await connection.close()
-        try? await ownsGroup?.shutdownGracefully()
     }
 
     // MARK: Objects
