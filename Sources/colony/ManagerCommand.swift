@@ -97,6 +97,9 @@ struct ManagerCommand: AsyncParsableCommand {
     @Option(help: "Seconds without traffic before a session is pinged; twice that without an answer ends it.")
     var keepalive = 10.0
 
+    @Option(help: "Seconds a new connection has to complete the authkey handshake.")
+    var handshakeTimeout = 5.0
+
     @Option(help: "Write the bound port to this file once listening (useful with --port 0).")
     var portFile: String?
 
@@ -111,6 +114,7 @@ struct ManagerCommand: AsyncParsableCommand {
         guard maxFrame >= 1024 else { throw ValidationError("--max-frame must be at least 1024 bytes") }
         guard eventLoopThreads >= 1 else { throw ValidationError("--event-loop-threads must be at least 1") }
         guard keepalive > 0 else { throw ValidationError("--keepalive must be positive") }
+        guard handshakeTimeout > 0, handshakeTimeout <= 600 else { throw ValidationError("--handshake-timeout must be in (0, 600]") }
         guard (certificate == nil) == (privateKey == nil) else {
             throw ValidationError("--certificate and --private-key go together")
         }
@@ -141,6 +145,7 @@ struct ManagerCommand: AsyncParsableCommand {
         configuration.maxObjects = maxObjects
         configuration.eventLoopThreads = eventLoopThreads
         configuration.keepaliveIntervalSeconds = keepalive
+        configuration.handshakeTimeoutSeconds = handshakeTimeout
         configuration.logger = logger
 
         let server = try ManagerServer(configuration: configuration)

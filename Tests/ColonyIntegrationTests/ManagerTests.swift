@@ -274,6 +274,18 @@ import Testing
     }
 }
 
+@Suite(.serialized) struct HandshakeDeadlineTests {
+    @Test func aConnectionThatNeverCompletesTheHandshakeIsDropped() async throws {
+        let server = try ManagerProcess(extraArguments: ["--insecure-plaintext", "--handshake-timeout", "0.3"])
+        // Send nothing at all: the manager must close the connection on its own (the raw
+        // client gives up after 10 s, so a missing deadline shows as a timeout, not a hang).
+        let answer = try rawExchange(port: server.port, send: [])
+        #expect(answer.count >= 16 && answer[4] == FrameKind.error.rawValue)
+        let body = Array(answer[16..<(16 + Int(answer[3]))])
+        #expect(try RemoteError(wireValue: WireValue(messagePack: body)).code == .authFailed)
+    }
+}
+
 /// Sends raw bytes to a plaintext manager and returns everything it answers before closing.
 func rawExchange(port: Int, send bytes: [UInt8]) throws -> [UInt8] {
     let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
