@@ -111,7 +111,8 @@ enum ClientLoad {
         let deadline = start.addingTimeInterval(seconds)
         let perClient = try await withThrowingTaskGroup(of: (Int, [Double]).self) { group in
             for (index, manager) in managers.enumerated() {
-                group.addTask { try await drive(workload, manager, index, deadline) }
+                // Each client's task runs on its connection's event loop: no thread hand-offs.
+                group.addTask(executorPreference: manager.executor) { try await drive(workload, manager, index, deadline) }
             }
             var all: [(Int, [Double])] = []
             for try await result in group { all.append(result) }

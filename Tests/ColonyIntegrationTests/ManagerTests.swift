@@ -182,6 +182,18 @@ import Testing
         await manager.close()
     }
 
+    @Test func callsFromTheConnectionsOwnExecutor() async throws {
+        let server = try ManagerProcess()
+        let manager = try await server.connect()
+        let d = try await manager.dict(nil, String.self, Int.self)
+        let total = try await withTaskExecutorPreference(manager.executor) {
+            for i in 0..<50 { _ = try await d.increment("n", by: i) }
+            return try await d.get("n")
+        }
+        #expect(total == 50 * 49 / 2)
+        await manager.close()
+    }
+
     @Test func batchesRunInOneRoundTrip() async throws {
         let server = try ManagerProcess()
         let manager = try await server.connect()
