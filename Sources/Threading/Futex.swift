@@ -31,8 +31,6 @@ struct Deadline: Sendable {
         }
     }
 
-    var isNever: Bool { nanoseconds == 0 }
-
     @inlinable
     var hasPassed: Bool { nanoseconds != 0 && colony_monotonic_ns() >= nanoseconds }
 
@@ -45,8 +43,7 @@ struct Deadline: Sendable {
 }
 
 /// A 32-bit word at a stable heap address that threads can both update atomically and
-/// sleep on with futex(2). It either lives inside an object (`storedIn`) or on its own
-/// allocation (`allocate`, released with `deallocate()` exactly once).
+/// sleep on with futex(2). It lives inside the object that owns it (`storedIn`).
 struct FutexWord: @unchecked Sendable {
     let address: UnsafeMutablePointer<UInt32>
     let atomic: UnsafeAtomic<UInt32>
@@ -60,22 +57,6 @@ struct FutexWord: @unchecked Sendable {
         address = raw.assumingMemoryBound(to: UInt32.self)
         atomic = UnsafeAtomic(at: raw.assumingMemoryBound(to: UInt32.AtomicRepresentation.self))
     }
-
-    private init(address: UnsafeMutablePointer<UInt32>, atomic: UnsafeAtomic<UInt32>) {
-        self.address = address
-        self.atomic = atomic
-    }
-
-    static func allocate(_ initialValue: UInt32) -> FutexWord {
-        let storage = UnsafeMutablePointer<UInt32.AtomicRepresentation>.allocate(capacity: 1)
-        storage.initialize(to: UInt32.AtomicRepresentation(initialValue))
-        return FutexWord(
-            address: UnsafeMutableRawPointer(storage).assumingMemoryBound(to: UInt32.self),
-            atomic: UnsafeAtomic(at: storage)
-        )
-    }
-
-    func deallocate() { _ = atomic.destroy() }
 
     @inline(__always) func load() -> UInt32 { atomic.load(ordering: .acquiring) }
 

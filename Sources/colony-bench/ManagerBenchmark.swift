@@ -200,14 +200,7 @@ final class SpawnedManager {
     }
 
     /// User plus system CPU seconds the manager has used so far.
-    func cpuSeconds() -> Double {
-        guard let stat = try? String(contentsOfFile: "/proc/\(process.processIdentifier)/stat", encoding: .utf8),
-            let close = stat.lastIndex(of: ")")
-        else { return 0 }
-        let fields = stat[stat.index(after: close)...].split(separator: " ")
-        guard fields.count > 13, let user = Double(fields[11]), let system = Double(fields[12]) else { return 0 }
-        return (user + system) / Double(sysconf(Int32(_SC_CLK_TCK)))
-    }
+    func cpuSeconds() -> Double { processCPUSeconds(process.processIdentifier) }
 
     func stop() {
         if process.isRunning { process.terminate() }

@@ -172,27 +172,21 @@ struct ManagerCommand: AsyncParsableCommand {
 
 /// Suspends until SIGINT or SIGTERM arrives.
 func waitForTerminationSignal() async {
+    let arrived = Colony.Event()
+    for signalNumber in [SIGINT, SIGTERM] {
+        signal(signalNumber, SIG_IGN)  // deliver it to the dispatch source instead
+        let source = DispatchSource.makeSignalSource(signal: signalNumber, queue: .global())
+        source.setEventHandler { arrived.set() }
+        source.resume()
+        signalSources.append(source)
+    }
     await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
-        let queue = DispatchQueue(label: "colony.signals")
-        let resumed = Colony.Lock()
-        nonisolated(unsafe) var done = false
-        nonisolated(unsafe) var sources: [any DispatchSourceSignal] = []
-        for signalNumber in [SIGINT, SIGTERM] {
-            signal(signalNumber, SIG_IGN)
-            let source = DispatchSource.makeSignalSource(signal: signalNumber, queue: queue)
-            source.setEventHandler {
-                let first = resumed.withLock { () -> Bool in
-                    defer { done = true }
-                    return !done
-                }
-                if first { continuation.resume() }
-            }
-            source.resume()
-            sources.append(source)
+        DispatchQueue.global().async {
+            arrived.wait()
+            continuation.resume()
         }
-        queue.async { _ = sources }  // keep the sources alive with the queue
-        signalSourcesKeepAlive = sources
     }
 }
 
-nonisolated(unsafe) var signalSourcesKeepAlive: [any DispatchSourceSignal] = []
+/// The signal sources live as long as the manager.
+nonisolated(unsafe) private var signalSources: [any DispatchSourceSignal] = []
