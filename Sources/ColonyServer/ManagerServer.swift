@@ -129,13 +129,14 @@ public final class ManagerServer: ManagerContext, @unchecked Sendable {
         try operations.addHandler(MessageToByteHandler(FrameEncoder()))
         try operations.addHandler(
             IdleStateHandler(readTimeout: .nanoseconds(Int64(configuration.keepaliveIntervalSeconds * 1e9))))
+        let outlet = ChannelOutlet(eventLoop: channel.eventLoop, store: store)
         let session = ManagerSession(
             id: id, context: self, handshake: handshake, maxFrameBody: configuration.maxFrameBody,
-            maxMessageSize: configuration.maxMessageSize, maxInFlight: configuration.maxInFlight,
+            maxMessageSize: configuration.maxMessageSize, maxInFlight: configuration.maxInFlight, outlet: outlet,
             now: ManagerServer.now())
         try operations.addHandler(
             SessionHandler(
-                session: session, record: record, handshakeTimeout: configuration.handshakeTimeoutSeconds,
+                session: session, record: record, outlet: outlet, handshakeTimeout: configuration.handshakeTimeoutSeconds,
                 logger: configuration.logger))
     }
 
@@ -151,10 +152,8 @@ public final class ManagerServer: ManagerContext, @unchecked Sendable {
         }
         try? await listener?.close()
         for record in open {
-            record.channel.eventLoop.execute {
-                record.channel.writeAndFlush(Frame(kind: .goodbye), promise: nil)
-                record.channel.close(promise: nil)
-            }
+            // The session answers its parked calls with ShutDown, says goodbye and closes.
+            record.channel.pipeline.fireUserInboundEventTriggered(ManagerShuttingDown())
         }
         let deadline = Date().addingTimeInterval(gracePeriod)
         for record in open {
@@ -219,28 +218,69 @@ final class SessionRecord: @unchecked Sendable {
     }
 }
 
+/// Sent through a session's pipeline when the manager shuts down.
+struct ManagerShuttingDown {}
+
+/// Brings the answers of parked calls to their session's event loop. Objects call `deliver`
+/// from any thread; the answer is always enqueued, never written inline.
+final class ChannelOutlet: AnswerOutlet, @unchecked Sendable {
+    private let eventLoop: any EventLoop
+    private let store: ObjectStore
+    // Touched only on eventLoop; nil once the channel is gone.
+    private var target: (handler: SessionHandler, context: ChannelHandlerContext)?
+
+    init(eventLoop: any EventLoop, store: ObjectStore) {
+        self.eventLoop = eventLoop
+        self.store = store
+    }
+
+    func attach(_ handler: SessionHandler, _ context: ChannelHandlerContext) { target = (handler, context) }
+    func detach() { target = nil }
+
+    func deliver(requestID: UInt64, _ outcome: Result<WireValue, RemoteError>) {
+        eventLoop.execute { [self] in
+            if let target {
+                target.handler.answerParked(requestID: requestID, outcome, context: target.context)
+            } else if case .success(let value) = outcome, value.mayContainReferences {
+                store.release(PythonSemantics.references(in: value))  // nobody left to hand them to
+            }
+        }
+    }
+}
+
 /// The thin NIO shell around `ManagerSession`: frames in, actions out, responses gathered
-/// and flushed once per read burst.
+/// and flushed once per read burst; parked calls' answers and timeouts arrive as tasks.
 final class SessionHandler: ChannelInboundHandler {
     typealias InboundIn = Frame
     typealias OutboundOut = Frame
 
     private var session: ManagerSession
     private let record: SessionRecord
+    private let outlet: ChannelOutlet
     private let handshakeTimeout: Double
     private let logger: Logger
     private var wroteSinceFlush = false
     private var awaitingPong = false
     private var closing = false
+    private var timeouts: [UInt64: Scheduled<Void>] = [:]
 
-    init(session: ManagerSession, record: SessionRecord, handshakeTimeout: Double, logger: Logger) {
+    init(session: ManagerSession, record: SessionRecord, outlet: ChannelOutlet, handshakeTimeout: Double, logger: Logger) {
         self.session = session
         self.record = record
+        self.outlet = outlet
         self.handshakeTimeout = handshakeTimeout
         self.logger = logger
     }
 
+    /// A parked call's answer, on the event loop.
+    func answerParked(requestID: UInt64, _ outcome: Result<WireValue, RemoteError>, context: ChannelHandlerContext) {
+        timeouts.removeValue(forKey: requestID)?.cancel()
+        perform(session.parkedAnswered(requestID: requestID, outcome), context: context)
+        flushIfNeeded(context: context)
+    }
+
     func handlerAdded(context: ChannelHandlerContext) {
+        outlet.attach(self, context)
         let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
         context.eventLoop.scheduleTask(in: .nanoseconds(Int64(handshakeTimeout * 1e9) + 1_000_000)) {
             let (handler, context) = loopBound.value
@@ -288,11 +328,22 @@ final class SessionHandler: ChannelInboundHandler {
                     context.writeAndFlush(handler.wrapOutboundOut(Frame(kind: .goodbye)), promise: nil)
                     context.close(promise: nil)
                 }
+            case .scheduleTimeout(let requestID, let delay):
+                let loopBound = NIOLoopBound(self, eventLoop: context.eventLoop)
+                timeouts[requestID] = context.eventLoop.scheduleTask(in: .nanoseconds(Int64(delay))) {
+                    let handler = loopBound.value
+                    handler.timeouts[requestID] = nil
+                    handler.session.expire(requestID: requestID)
+                }
             }
         }
     }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if event is ManagerShuttingDown {
+            perform(session.shutDown(), context: context)
+            return
+        }
         guard event is IdleStateHandler.IdleStateEvent else {
             context.fireUserInboundEventTriggered(event)
             return
@@ -317,7 +368,10 @@ final class SessionHandler: ChannelInboundHandler {
 
     func channelInactive(context: ChannelHandlerContext) {
         logger.debug("session ended", metadata: ["session": "\(record.id)", "objects": "\(session.objectCount)"])
+        for timeout in timeouts.values { timeout.cancel() }
+        timeouts = [:]
         session.end()
+        outlet.detach()
         context.fireChannelInactive()
     }
 }

@@ -15,6 +15,8 @@ public enum SessionAction: Sendable, Equatable {
     case failAfter(delayNanoseconds: UInt64, frames: [Frame])
     /// Close the connection after writing what was sent.
     case close
+    /// Call `expire(requestID:)` after this long (a parked call's timeout).
+    case scheduleTimeout(requestID: UInt64, afterNanoseconds: UInt64)
 }
 
 /// One client connection's protocol logic, with no I/O: frames and time in, actions out.
@@ -31,6 +33,11 @@ public struct ManagerSession {
     private var state: State
     private var assembler: MessageAssembler
     private var heldReferences: [UInt64: Int] = [:]
+    private let outlet: any AnswerOutlet
+    /// Calls waiting on the manager, by request id.
+    private var parked: [UInt64: ParkedCall] = [:]
+    /// Blocking objects this session called: on its end they release what it owned.
+    private var touched: [ObjectIdentifier: any BlockingObject] = [:]
     private let maxFrameBody: Int
     private let maxInFlight: Int
     /// Requests answered and frames received, for `status`.
@@ -38,9 +45,10 @@ public struct ManagerSession {
 
     public init(
         id: UInt64, context: any ManagerContext, handshake: HandshakeConfiguration, maxFrameBody: Int, maxMessageSize: Int,
-        maxInFlight: Int, now: UInt64
+        maxInFlight: Int, outlet: any AnswerOutlet, now: UInt64
     ) {
         self.id = id
+        self.outlet = outlet
         self.context = context
         self.maxFrameBody = maxFrameBody
         self.maxInFlight = maxInFlight
@@ -57,6 +65,9 @@ public struct ManagerSession {
 
     /// How many objects this session holds references to.
     public var objectCount: Int { heldReferences.count }
+
+    /// How many of its requests wait on the manager now.
+    public var parkedCount: Int { parked.count }
 
     /// Feeds one frame from the client.
     public mutating func receive(_ frame: Frame, now: UInt64) -> [SessionAction] {
@@ -109,12 +120,15 @@ public struct ManagerSession {
         case .pong:
             return []
         case .cancel:
-            // Nothing is parked yet on this manager, so every request has been answered.
             assembler.discard(kind: .request, requestID: message.requestID)
+            if let call = parked[message.requestID] { context.store.release(call.object.cancel(call)) }
             return []
         case .goodbye:
+            let cancelled = RemoteError(.cancelled, "the session said goodbye while this call waited")
+            var actions = withdrawAll().map { SessionAction.send(cancelled.frame(requestID: $0)) }
             state = .closed
-            return [.send(Frame(kind: .goodbye)), .close]
+            actions += [.send(Frame(kind: .goodbye)), .close]
+            return actions
         case .error:
             return []
         default:
@@ -122,61 +136,137 @@ public struct ManagerSession {
         }
     }
 
+    /// What running one request produced.
+    enum Outcome {
+        case answered(Result<WireValue, RemoteError>)
+        /// Parked; the answer comes later through the outlet.
+        case parked(timeout: Double?)
+    }
+
     private mutating func answer(_ message: Message) -> [SessionAction] {
-        let outcome: Result<WireValue, RemoteError>
-        do {
-            let value = try message.value()
-            outcome = execute(try Request(wireValue: value))
-        } catch let error as RemoteError {
-            outcome = .failure(error)
-        } catch {
-            outcome = .failure(RemoteError(.badRequest, "the request body is not a valid value: \(error)"))
+        let outcome: Outcome
+        if parked.count >= maxInFlight {
+            outcome = .answered(.failure(RemoteError(
+                .limitExceeded, "this session already has \(parked.count) requests waiting on the manager (max_in_flight); wait for some to finish")))
+        } else {
+            do {
+                let value = try message.value()
+                outcome = execute(try Request(wireValue: value), requestID: message.requestID)
+            } catch let error as RemoteError {
+                outcome = .answered(.failure(error))
+            } catch {
+                outcome = .answered(.failure(RemoteError(.badRequest, "the request body is not a valid value: \(error)")))
+            }
         }
         switch outcome {
-        case .success(let result):
-            let response = Message(kind: .response, requestID: message.requestID, body: result.encoded())
-            return response.frames(maxBodySize: maxFrameBody).map(SessionAction.send)
-        case .failure(let error):
-            return [.send(error.frame(requestID: message.requestID))]
+        case .answered(let result):
+            return frames(for: result, requestID: message.requestID)
+        case .parked(let timeout?):
+            return [.scheduleTimeout(requestID: message.requestID, afterNanoseconds: UInt64(min(timeout, 1e9) * 1e9))]
+        case .parked(nil):
+            return []
         }
     }
 
-    /// Runs one request against the store.
-    mutating func execute(_ request: Request) -> Result<WireValue, RemoteError> {
+    private func frames(for result: Result<WireValue, RemoteError>, requestID: UInt64) -> [SessionAction] {
+        switch result {
+        case .success(let value):
+            let response = Message(kind: .response, requestID: requestID, body: value.encoded())
+            return response.frames(maxBodySize: maxFrameBody).map(SessionAction.send)
+        case .failure(let error):
+            return [.send(error.frame(requestID: requestID))]
+        }
+    }
+
+    /// Runs one request against the store. `requestID` 0 marks a call inside a batch, which
+    /// may not park.
+    mutating func execute(_ request: Request, requestID: UInt64 = 0) -> Outcome {
         let store = context.store
         do {
             switch request {
             case .new(let type, let name, let options):
                 let reference = try store.create(type: type, name: name, options: options)
                 heldReferences[reference.id, default: 0] += 1
-                return .success(.objectRef(reference))
+                return .answered(.success(.objectRef(reference)))
             case .call(let object, let method, let arguments):
-                let result = try store.call(object: object, method: method, arguments: arguments)
-                if result.mayContainReferences { adoptReferences(in: result) }
-                return .success(result)
+                let callContext = CallContext(session: id, requestID: requestID, outlet: outlet, mayPark: requestID != 0)
+                let (result, target, adopted) = try store.call(object: object, method: method, arguments: arguments, context: callContext)
+                for id in adopted { heldReferences[id, default: 0] += 1 }
+                if let blocking = target as? any BlockingObject { touched[ObjectIdentifier(blocking)] = blocking }
+                switch result {
+                case .answer(let value):
+                    return .answered(.success(value))
+                case .parked(let call, let timeout):
+                    parked[requestID] = call
+                    return .parked(timeout: timeout)
+                }
             case .release(let object):
-                guard let count = heldReferences[object], count > 0 else { return .success(.null) }
+                guard let count = heldReferences[object], count > 0 else { return .answered(.success(.null)) }
                 heldReferences[object] = count == 1 ? nil : count - 1
                 store.release([object])
-                return .success(.null)
+                return .answered(.success(.null))
             case .delete(let name):
-                return .success(.bool(store.delete(name: name)))
+                return .answered(.success(.bool(store.delete(name: name))))
             case .batch(let requests):
                 var outcomes: [WireValue] = []
                 outcomes.reserveCapacity(requests.count)
                 for request in requests {
-                    switch execute(request) {
+                    guard case .answered(let result) = execute(request) else {
+                        return .answered(.failure(RemoteError(.internalError, "a call inside a batch was parked")))
+                    }
+                    switch result {
                     case .success(let value): outcomes.append(BatchOutcome.success(value).wireValue)
                     case .failure(let error): outcomes.append(BatchOutcome.failure(error).wireValue)
                     }
                 }
-                return .success(.array(outcomes))
+                return .answered(.success(.array(outcomes)))
             case .status:
-                return .success(context.statusReport())
+                return .answered(.success(context.statusReport()))
             }
         } catch {
-            return .failure(error)
+            return .answered(.failure(error))
         }
+    }
+
+    /// The answer of a parked call arrived (through the outlet, on this session's thread).
+    /// References in it were handed over to this session; if the session is gone, they are
+    /// given back.
+    public mutating func parkedAnswered(requestID: UInt64, _ outcome: Result<WireValue, RemoteError>) -> [SessionAction] {
+        let references = (try? outcome.get()).map { $0.mayContainReferences ? PythonSemantics.references(in: $0) : [] } ?? []
+        guard case .open = state, parked.removeValue(forKey: requestID) != nil else {
+            context.store.release(references)
+            return []
+        }
+        for id in references { heldReferences[id, default: 0] += 1 }
+        return frames(for: outcome, requestID: requestID)
+    }
+
+    /// A parked call's timeout passed.
+    public func expire(requestID: UInt64) {
+        guard let call = parked[requestID] else { return }
+        context.store.release(call.object.expire(call))
+    }
+
+    /// The manager is shutting down: parked calls are answered with ShutDown, then goodbye.
+    public mutating func shutDown() -> [SessionAction] {
+        guard case .open = state else { return [.close] }
+        let error = RemoteError(.shutDown, "the manager is shutting down")
+        var actions = withdrawAll().map { SessionAction.send(error.frame(requestID: $0)) }
+        state = .closed
+        actions += [.send(Frame(kind: .goodbye)), .close]
+        return actions
+    }
+
+    /// Takes every parked call of this session off its object and gives back what the
+    /// session owned (locks, permits, barrier places). Returns the withdrawn request ids.
+    private mutating func withdrawAll() -> [UInt64] {
+        for call in parked.values { touched[ObjectIdentifier(call.object)] = call.object }
+        var dropped: [UInt64] = []
+        for object in touched.values { dropped += object.sessionEnded(id) }
+        context.store.release(dropped)
+        touched = [:]
+        defer { parked = [:] }
+        return parked.keys.sorted()
     }
 
     private mutating func adoptReferences(in value: WireValue) {
@@ -188,6 +278,7 @@ public struct ManagerSession {
     /// The connection ended, cleanly or not: gives back every reference this session held,
     /// so anonymous objects only it used are freed.
     public mutating func end() {
+        _ = withdrawAll()
         state = .closed
         var ids: [UInt64] = []
         for (id, count) in heldReferences { ids.append(contentsOf: repeatElement(id, count: count)) }

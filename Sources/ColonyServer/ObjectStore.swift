@@ -76,7 +76,7 @@ public final class ObjectStore: @unchecked Sendable {
         var changes = ReferenceChanges()
         let object: any SharedObject
         do {
-            object = try ObjectFactory.make(type: type, options: options, changes: &changes)
+            object = try ObjectFactory.make(type: type, options: options, changes: &changes, lookup: self.object)
         } catch {
             objectCount.wrappingDecrement(ordering: .relaxed)
             throw error
@@ -96,13 +96,39 @@ public final class ObjectStore: @unchecked Sendable {
 
     /// Runs a method; returns its result. References the object adopts or drops are counted.
     public func call(object id: UInt64, method: String, arguments: [WireValue]) throws(RemoteError) -> WireValue {
+        let outlet = DiscardingOutlet()
+        let context = CallContext(session: 0, requestID: 0, outlet: outlet, mayPark: false)
+        guard case .answer(let value) = try call(object: id, method: method, arguments: arguments, context: context).result else {
+            throw RemoteError(.internalError, "a call that may not park was parked")
+        }
+        return value
+    }
+
+    /// Runs a method for a session. The references inside an immediate answer are retained
+    /// for the caller (before the object's own drops apply, so a popped value never dies in
+    /// between) and listed in `adopted`; a parked call's answer hands its references over.
+    func call(object id: UInt64, method: String, arguments: [WireValue], context: CallContext) throws(RemoteError)
+        -> (result: CallResult, object: any SharedObject, adopted: [UInt64])
+    {
         guard let object = object(id) else {
             throw RemoteError(.noSuchObject, "object #\(id) does not exist (it was deleted, or its last reference was released)")
         }
         var changes = ReferenceChanges()
-        let result = try object.call(method, arguments, &changes)
-        if !changes.isEmpty { apply(changes) }
-        return result
+        defer { if !changes.isEmpty { apply(changes) } }
+        if method == "get_lock", let carrier = object as? LockCarrier {
+            let reference = try carrier.sharedLock { () throws(RemoteError) -> UInt64 in
+                try insert(type: .rlock, name: nil, options: .null).id
+            }
+            retain([reference])
+            return (.answer(.objectRef(ObjectRef(type: .rlock, id: reference))), object, [reference])
+        }
+        let result = try object.call(method, arguments, context, &changes)
+        var adopted: [UInt64] = []
+        if case .answer(let value) = result, value.mayContainReferences {
+            adopted = PythonSemantics.references(in: value)
+            retain(adopted)
+        }
+        return (result, object, adopted)
     }
 
     /// Adds references to each id (for example, ids a session received in an answer).
@@ -175,7 +201,9 @@ public final class ObjectStore: @unchecked Sendable {
 
 /// Builds objects from `new` options (SPEC.md 6.1).
 enum ObjectFactory {
-    static func make(type: ObjectType, options: WireValue, changes: inout ReferenceChanges) throws(RemoteError) -> any SharedObject {
+    static func make(
+        type: ObjectType, options: WireValue, changes: inout ReferenceChanges, lookup: (UInt64) -> (any SharedObject)?
+    ) throws(RemoteError) -> any SharedObject {
         guard options == .null || options.mapValue != nil else {
             throw RemoteError(.badRequest, "'new' options must be a map")
         }
@@ -214,6 +242,36 @@ enum ObjectFactory {
                 throw RemoteError(.valueError, "an Array needs items or a size between 0 and 100000000")
             }
             return try SharedArray(typeCode: code, items: Array(repeating: code.zero, count: Int(size)))
+        case .queue, .joinableQueue, .lifoQueue, .priorityQueue:
+            let maxSize = try PythonSemantics.optionalInt(options["maxsize"], "maxsize") ?? 0
+            return SharedQueue(type: type, maxSize: maxSize)
+        case .lock, .rlock:
+            return SharedLock(reentrant: type == .rlock)
+        case .semaphore, .boundedSemaphore:
+            let value = try PythonSemantics.optionalInt(options["value"], "value") ?? 1
+            return try SharedSemaphore(bounded: type == .boundedSemaphore, value: value)
+        case .condition:
+            switch options["lock"] {
+            case nil, .null?:
+                return SharedCondition(core: LockCore(reentrant: true), lockObject: nil)
+            case .objectRef(let reference)?:
+                guard let lock = lookup(reference.id) as? SharedLock else {
+                    throw RemoteError(.wrongType, "a Condition's lock must be a live shared Lock or RLock")
+                }
+                changes.adopt(.objectRef(reference))
+                return SharedCondition(core: lock.core, lockObject: reference.id)
+            case let other?:
+                throw RemoteError(.wrongType, "a Condition's lock must be an object reference, not \(other.kindDescription)")
+            }
+        case .event:
+            return SharedEvent()
+        case .barrier:
+            guard let parties = try PythonSemantics.optionalInt(options["parties"], "parties") else {
+                throw RemoteError(.valueError, "a Barrier needs 'parties'")
+            }
+            let timeout = try timeoutArgument(options["timeout"], "Barrier")
+            let hasAction = options["action"]?.boolValue ?? false
+            return try SharedBarrier(parties: parties, timeout: timeout, hasAction: hasAction)
         default:
             throw RemoteError(.unsupported, "\(type) objects are not served by this manager yet")
         }

@@ -26,6 +26,9 @@ protocol SharedObject: AnyObject, Sendable {
     var size: Int { get }
     /// Runs one non-blocking method atomically.
     func call(_ method: String, _ arguments: [WireValue], _ changes: inout ReferenceChanges) throws(RemoteError) -> WireValue
+    /// Runs one method for a session; blocking objects may park it (Parking.swift).
+    func call(_ method: String, _ arguments: [WireValue], _ context: CallContext, _ changes: inout ReferenceChanges) throws(RemoteError)
+        -> CallResult
     /// Empties the object when it is freed; returns the references it held.
     func removeAll() -> [UInt64]
 }
@@ -580,11 +583,12 @@ struct TypeCode: Sendable {
 }
 
 /// Python `SyncManager.Value(typecode, value)`; without a typecode it holds any value.
-final class SharedValue: SharedObject, @unchecked Sendable {
+final class SharedValue: SharedObject, LockCarrier, @unchecked Sendable {
     let type = ObjectType.value
     let typeCode: TypeCode
-    private let lock = Lock()
+    let lock = Lock()
     private var value: WireValue  // guarded by lock
+    var lockObject: UInt64?  // guarded by lock
 
     init(typeCode: TypeCode, value: WireValue?, changes: inout ReferenceChanges) throws(RemoteError) {
         self.typeCode = typeCode
@@ -619,8 +623,6 @@ final class SharedValue: SharedObject, @unchecked Sendable {
                 changes.adopt(checked)
                 value = checked
                 return true
-            case "get_lock":
-                throw RemoteError(.unsupported, "get_lock() needs shared locks on the manager, which this manager does not have yet; use a shared dict's incr/cas for atomic updates")
             default:
                 throw unknownMethod(type, method)
             }
@@ -629,18 +631,22 @@ final class SharedValue: SharedObject, @unchecked Sendable {
 
     func removeAll() -> [UInt64] {
         lock.withLock {
-            defer { value = .null }
-            return PythonSemantics.references(in: value)
+            defer {
+                value = .null
+                lockObject = nil
+            }
+            return PythonSemantics.references(in: value) + (lockObject.map { [$0] } ?? [])
         }
     }
 }
 
 /// Python `SyncManager.Array(typecode, sequence)`: a fixed-length typed sequence.
-final class SharedArray: SharedObject, @unchecked Sendable {
+final class SharedArray: SharedObject, LockCarrier, @unchecked Sendable {
     let type = ObjectType.array
     let typeCode: TypeCode
-    private let lock = Lock()
+    let lock = Lock()
     private var items: [WireValue]  // guarded by lock
+    var lockObject: UInt64?  // guarded by lock
 
     init(typeCode: TypeCode, items: [WireValue]) throws(RemoteError) {
         self.typeCode = typeCode
@@ -699,13 +705,37 @@ final class SharedArray: SharedObject, @unchecked Sendable {
                 let index = try position(arguments)
                 items[index] = try typeCode.check(try PythonSemantics.add(items[index], arguments[1]))
                 return items[index]
-            case "get_lock":
-                throw RemoteError(.unsupported, "get_lock() needs shared locks on the manager, which this manager does not have yet; use incr for atomic updates")
             default:
                 throw unknownMethod(type, method)
             }
         }
     }
 
-    func removeAll() -> [UInt64] { lock.withLock { items = []; return [] } }
+    func removeAll() -> [UInt64] {
+        lock.withLock {
+            defer {
+                items = []
+                lockObject = nil
+            }
+            return lockObject.map { [$0] } ?? []
+        }
+    }
+}
+
+/// Python's `get_lock()` on Value and Array: an RLock object made on first use, which the
+/// value keeps alive (one reference) for as long as it lives.
+protocol LockCarrier: AnyObject {
+    var lock: Lock { get }
+    var lockObject: UInt64? { get set }
+}
+
+extension LockCarrier {
+    func sharedLock(creating make: () throws(RemoteError) -> UInt64) throws(RemoteError) -> UInt64 {
+        try lock.withLock { () throws(RemoteError) -> UInt64 in
+            if let lockObject { return lockObject }
+            let made = try make()
+            lockObject = made
+            return made
+        }
+    }
 }

@@ -176,7 +176,7 @@ struct StoreHarness {
         let any = try h.new(.value, nil, ["value": ["free": "form"]])
         #expect(try h.call(any, "get") == ["free": "form"])
         #expect(throws: RemoteError.self) { try h.new(.value, nil, ["typecode": "x"]) }
-        #expect(h.code(v, "get_lock") == .unsupported)
+        #expect(try h.call(v, "get_lock").objectRefValue?.type == .rlock)
     }
 
     @Test func typedArrays() throws {

@@ -15,7 +15,7 @@ final class TestContext: ManagerContext, @unchecked Sendable {
     func openSession(_ context: TestContext, id: UInt64 = 1) throws -> ManagerSession {
         let configuration = HandshakeConfiguration(authKey: try AuthKey(key), failureDelayNanoseconds: 0)
         var session = ManagerSession(
-            id: id, context: context, handshake: configuration, maxFrameBody: 64, maxMessageSize: 1 << 20, maxInFlight: 16, now: 0)
+            id: id, context: context, handshake: configuration, maxFrameBody: 64, maxMessageSize: 1 << 20, maxInFlight: 16, outlet: RecordingOutlet(), now: 0)
         var client = ClientHandshake(configuration: configuration)
         var toServer = [client.start(now: 0)]
         while let frame = toServer.popLast() {
@@ -119,7 +119,7 @@ final class TestContext: ManagerContext, @unchecked Sendable {
     @Test func wrongKeyFailsTheHandshake() throws {
         let context = TestContext()
         let server = HandshakeConfiguration(authKey: try AuthKey(key), failureDelayNanoseconds: 7)
-        var session = ManagerSession(id: 1, context: context, handshake: server, maxFrameBody: 1024, maxMessageSize: 1024, maxInFlight: 4, now: 0)
+        var session = ManagerSession(id: 1, context: context, handshake: server, maxFrameBody: 1024, maxMessageSize: 1024, maxInFlight: 4, outlet: RecordingOutlet(), now: 0)
         var client = ClientHandshake(configuration: HandshakeConfiguration(authKey: try AuthKey(Array(repeating: 9, count: 32))))
         guard case .send(let challenge) = session.receive(client.start(now: 0), now: 0).first,
             case .send(let proof) = client.receive(challenge, now: 0)

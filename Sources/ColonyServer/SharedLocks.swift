@@ -1,0 +1,440 @@
+import ColonyWire
+import Threading
+
+extension Arguments {
+    /// The `owner` argument: the client's name for the calling thread or task.
+    func owner(_ index: Int) throws(RemoteError) -> UInt64 {
+        guard let owner = values[index].uint64Value else {
+            throw RemoteError(.wrongType, "\(method)(): the owner must be an unsigned integer, not \(values[index].kindDescription)")
+        }
+        return owner
+    }
+
+    /// An optional bool argument with its default.
+    func bool(_ index: Int, default value: Bool) throws(RemoteError) -> Bool {
+        guard let given = optional(index), given != .null else { return value }
+        guard let flag = given.boolValue else {
+            throw RemoteError(.wrongType, "\(method)(): argument \(index + 1) must be a bool, not \(given.kindDescription)")
+        }
+        return flag
+    }
+}
+
+/// A grant answer (SPEC.md 6.3, "Lock details").
+func grant(_ acquired: Bool, token: UInt64, ownerDied: Bool = false) -> WireValue {
+    LockGrant(acquired: acquired, fencingToken: token, previousOwnerDied: ownerDied).wireValue
+}
+
+/// Answers to send once the object's lock is released.
+typealias Replies = [() -> Void]
+
+/// The state of a shared Lock or RLock, which the Conditions built on it share (their waiter
+/// lists are guarded by the same mutex). Every method expects `mutex` held.
+final class LockCore: @unchecked Sendable {
+    /// What a waiter for the lock gets when it is granted.
+    enum Reply {
+        /// An `acquire`: a grant.
+        case grant
+        /// A `Condition.wait` taking the lock back: true if notified, false if it timed out.
+        case conditionWait(Bool)
+    }
+
+    struct Waiter {
+        let caller: Caller
+        let depth: Int
+        let reply: Reply
+    }
+
+    let reentrant: Bool
+    let mutex = Lock()
+    // Guarded by mutex.
+    private(set) var holder: Caller?
+    private(set) var depth = 0
+    private var lastToken: UInt64 = 0
+    private var ownerDied = false
+    var waiters = WaiterQueue<Waiter>()
+
+    init(reentrant: Bool) { self.reentrant = reentrant }
+
+    var typeName: String { reentrant ? "RLock" : "Lock" }
+
+    /// Takes the lock now if it is free and nobody is queued (no barging past waiters), or
+    /// recursively for an RLock's holder. Nil when the caller must wait.
+    func tryAcquire(_ caller: Caller) -> WireValue? {
+        if reentrant, holder == caller {
+            depth += 1
+            return grant(true, token: lastToken)
+        }
+        guard holder == nil, waiters.isEmpty else { return nil }
+        return take(caller, depth: 1)
+    }
+
+    private func take(_ caller: Caller, depth: Int) -> WireValue {
+        holder = caller
+        self.depth = depth
+        lastToken += 1
+        defer { ownerDied = false }
+        return grant(true, token: lastToken, ownerDied: ownerDied)
+    }
+
+    /// A failed (non-blocking or timed-out) acquire.
+    var refusal: WireValue { grant(false, token: lastToken) }
+
+    func acquire(_ arguments: Arguments, _ context: CallContext, on object: any BlockingObject) throws(RemoteError) -> CallResult {
+        let caller = context.caller(try arguments.owner(0))
+        let blocking = try arguments.bool(1, default: true)
+        let timeout = try timeoutArgument(arguments.optional(2), arguments.method)
+        if let granted = tryAcquire(caller) { return .answer(granted) }
+        guard blocking, timeout != 0 else { return .answer(refusal) }
+        let parked = try context.park(on: object, arguments.method)
+        waiters.append(parked, Waiter(caller: caller, depth: 1, reply: .grant))
+        return .parked(parked, timeout: timeout)
+    }
+
+    /// Python `release()`: an RLock only by its owner, one level; a Lock by anyone.
+    func release(_ caller: Caller) throws(RemoteError) -> Replies {
+        guard let holder else { throw RemoteError(.notOwner, "release unlocked \(typeName)") }
+        if reentrant {
+            guard holder == caller else { throw RemoteError(.notOwner, "cannot release un-acquired RLock: another thread holds it") }
+            depth -= 1
+            if depth > 0 { return [] }
+        }
+        return handOff()
+    }
+
+    func isOwned(by caller: Caller) -> Bool { holder == caller }
+
+    /// Gives the lock up entirely (a Condition wait); returns the depth to restore.
+    func releaseForWait(_ caller: Caller) throws(RemoteError) -> (depth: Int, replies: Replies) {
+        guard holder == caller else { throw RemoteError(.notOwner, "cannot wait on un-acquired lock") }
+        let saved = depth
+        return (saved, handOff())
+    }
+
+    /// Frees the lock and grants it to the first waiter, if any.
+    func handOff() -> Replies {
+        holder = nil
+        depth = 0
+        guard let next = waiters.popFirst() else { return [] }
+        let granted = take(next.payload.caller, depth: next.payload.depth)
+        switch next.payload.reply {
+        case .grant: return [{ next.call.answer(granted) }]
+        case .conditionWait(let notified): return [{ next.call.answer(.bool(notified)) }]
+        }
+    }
+
+    /// Queues a Condition waiter to take the lock back, granting at once if it is free.
+    func enqueueReacquire(_ call: ParkedCall, caller: Caller, depth: Int, notified: Bool) -> Replies {
+        waiters.append(call, Waiter(caller: caller, depth: depth, reply: .conditionWait(notified)))
+        if holder == nil, waiters.count == 1 { return handOff() }
+        return []
+    }
+
+    /// A session died: its queued acquires go, and if it held the lock (at any depth) the
+    /// lock passes on and the next holder is told.
+    func sessionEnded(_ session: UInt64) -> Replies {
+        _ = waiters.removeAll(session: session)
+        guard holder?.session == session else { return [] }
+        ownerDied = true
+        return handOff()
+    }
+}
+
+/// Python `SyncManager.Lock()` and `RLock()`, with FIFO hand-off, fencing tokens and release
+/// on session death.
+final class SharedLock: BlockingObject, @unchecked Sendable {
+    let type: ObjectType
+    let core: LockCore
+
+    init(reentrant: Bool) {
+        type = reentrant ? .rlock : .lock
+        core = LockCore(reentrant: reentrant)
+    }
+
+    var size: Int { core.mutex.withLock { core.holder == nil ? 0 : 1 } }
+
+    func call(_ method: String, _ values: [WireValue], _ changes: inout ReferenceChanges) throws(RemoteError) -> WireValue {
+        throw RemoteError(.internalError, "a lock method ran without its session")
+    }
+
+    func call(_ method: String, _ values: [WireValue], _ context: CallContext, _ changes: inout ReferenceChanges) throws(RemoteError)
+        -> CallResult
+    {
+        var replies: Replies = []
+        defer { for reply in replies { reply() } }
+        return try core.mutex.withLock { () throws(RemoteError) -> CallResult in
+            guard let result = try LockMethods.run(method, values, context, core, on: self, &replies) else {
+                throw unknownMethod(type, method)
+            }
+            return result
+        }
+    }
+
+    func cancel(_ call: ParkedCall) -> [UInt64] {
+        let removed = core.mutex.withLock { core.waiters.remove(call) != nil }
+        if removed { call.fail(RemoteError(.cancelled, "the acquire was cancelled")) }
+        return []
+    }
+
+    func expire(_ call: ParkedCall) -> [UInt64] {
+        let refusal: WireValue? = core.mutex.withLock { core.waiters.remove(call) != nil ? core.refusal : nil }
+        if let refusal { call.answer(refusal) }
+        return []
+    }
+
+    func sessionEnded(_ session: UInt64) -> [UInt64] {
+        let replies = core.mutex.withLock { core.sessionEnded(session) }
+        for reply in replies { reply() }
+        return []
+    }
+
+    func removeAll() -> [UInt64] {
+        let waiting = core.mutex.withLock { core.waiters.drain() }
+        for waiter in waiting { waiter.call.fail(RemoteError(.noSuchObject, "the lock was freed while this call waited on it")) }
+        return []
+    }
+}
+
+/// The lock methods shared by Lock, RLock and Condition (whose lock they are).
+enum LockMethods {
+    /// Runs `method` if it is a lock method (nil otherwise). `core.mutex` is held.
+    static func run(
+        _ method: String, _ values: [WireValue], _ context: CallContext, _ core: LockCore, on object: any BlockingObject,
+        _ replies: inout Replies
+    ) throws(RemoteError) -> CallResult? {
+        switch method {
+        case "acquire":
+            return try core.acquire(Arguments(method, values, count: 1...3), context, on: object)
+        case "release":
+            let arguments = try Arguments(method, values, count: 1...1)
+            replies += try core.release(context.caller(arguments.owner(0)))
+            return .answer(.null)
+        case "locked":
+            _ = try Arguments(method, values, count: 0...0)
+            return .answer(.bool(core.holder != nil))
+        case "is_owned":
+            let arguments = try Arguments(method, values, count: 1...1)
+            return .answer(.bool(core.isOwned(by: context.caller(try arguments.owner(0)))))
+        default:
+            return nil
+        }
+    }
+}
+
+/// Python `SyncManager.Condition(lock)`: on its own RLock, or on a shared Lock or RLock
+/// object whose state it shares. A notified waiter queues to take the lock back and is
+/// answered once it holds it again.
+final class SharedCondition: BlockingObject, @unchecked Sendable {
+    let type = ObjectType.condition
+    let core: LockCore
+    /// The shared lock object this condition uses, which it keeps alive.
+    private let lockObject: UInt64?
+    // Guarded by core.mutex: waiters with the lock depth each gave up.
+    private var waiters = WaiterQueue<(caller: Caller, depth: Int)>()
+
+    init(core: LockCore, lockObject: UInt64?) {
+        self.core = core
+        self.lockObject = lockObject
+    }
+
+    var size: Int { core.mutex.withLock { waiters.count } }
+
+    func call(_ method: String, _ values: [WireValue], _ changes: inout ReferenceChanges) throws(RemoteError) -> WireValue {
+        throw RemoteError(.internalError, "a condition method ran without its session")
+    }
+
+    func call(_ method: String, _ values: [WireValue], _ context: CallContext, _ changes: inout ReferenceChanges) throws(RemoteError)
+        -> CallResult
+    {
+        var replies: Replies = []
+        defer { for reply in replies { reply() } }
+        return try core.mutex.withLock { () throws(RemoteError) -> CallResult in
+            if let result = try LockMethods.run(method, values, context, core, on: self, &replies) { return result }
+            switch method {
+            case "wait":
+                let arguments = try Arguments(method, values, count: 1...2)
+                let caller = context.caller(try arguments.owner(0))
+                let timeout = try timeoutArgument(arguments.optional(1), method)
+                guard core.isOwned(by: caller) else { throw RemoteError(.notOwner, "cannot wait on un-acquired lock") }
+                let parked = try context.park(on: self, method)
+                let (depth, handed) = try core.releaseForWait(caller)
+                replies += handed
+                if timeout == 0 {
+                    replies += core.enqueueReacquire(parked, caller: caller, depth: depth, notified: false)
+                    return .parked(parked, timeout: nil)
+                }
+                waiters.append(parked, (caller, depth))
+                return .parked(parked, timeout: timeout)
+            case "notify", "notify_all":
+                let arguments = try Arguments(method, values, count: method == "notify" ? 1...2 : 1...1)
+                guard core.isOwned(by: context.caller(try arguments.owner(0))) else {
+                    throw RemoteError(.notOwner, "cannot notify on un-acquired lock")
+                }
+                var n = method == "notify_all" ? Int.max : try arguments.optional(1).map { _ throws(RemoteError) in try arguments.int(1) } ?? 1
+                while n > 0, let waiter = waiters.popFirst() {
+                    // The notifier holds the lock, so this only queues.
+                    replies += core.enqueueReacquire(waiter.call, caller: waiter.payload.caller, depth: waiter.payload.depth, notified: true)
+                    n -= 1
+                }
+                return .answer(.null)
+            default:
+                throw unknownMethod(type, method)
+            }
+        }
+    }
+
+    func cancel(_ call: ParkedCall) -> [UInt64] {
+        let removed = core.mutex.withLock { waiters.remove(call) != nil || core.waiters.remove(call) != nil }
+        if removed { call.fail(RemoteError(.cancelled, "the call was cancelled")) }
+        return []
+    }
+
+    /// A wait that times out still takes the lock back before it answers false, as Python's.
+    func expire(_ call: ParkedCall) -> [UInt64] {
+        let replies: Replies = core.mutex.withLock {
+            if let waiter = waiters.remove(call) {
+                return core.enqueueReacquire(call, caller: waiter.caller, depth: waiter.depth, notified: false)
+            }
+            guard core.waiters.remove(call) != nil else { return [] }
+            let refusal = core.refusal  // an acquire on the condition timed out
+            return [{ call.answer(refusal) }]
+        }
+        for reply in replies { reply() }
+        return []
+    }
+
+    func sessionEnded(_ session: UInt64) -> [UInt64] {
+        let replies: Replies = core.mutex.withLock {
+            _ = waiters.removeAll(session: session)
+            return core.sessionEnded(session)
+        }
+        for reply in replies { reply() }
+        return []
+    }
+
+    func removeAll() -> [UInt64] {
+        let waiting: [ParkedCall] = core.mutex.withLock {
+            waiters.drain().map(\.call) + core.waiters.removeAll { $0.call.object === self }.map(\.call)
+        }
+        for call in waiting { call.fail(RemoteError(.noSuchObject, "the condition was freed while this call waited on it")) }
+        return lockObject.map { [$0] } ?? []
+    }
+}
+
+/// Python `SyncManager.Semaphore(n)` and `BoundedSemaphore(n)`. Permits a session took and
+/// did not give back are returned if the session dies.
+final class SharedSemaphore: BlockingObject, @unchecked Sendable {
+    let type: ObjectType
+    private let initialValue: Int
+    private let lock = Lock()
+    // Guarded by lock.
+    private var value: Int
+    private var heldBySession: [UInt64: Int] = [:]
+    private var waiters = WaiterQueue<Void>()
+    private var lastToken: UInt64 = 0
+    private var ownerDied = false
+
+    init(bounded: Bool, value: Int) throws(RemoteError) {
+        guard value >= 0 else { throw RemoteError(.valueError, "semaphore initial value must be >= 0") }
+        type = bounded ? .boundedSemaphore : .semaphore
+        initialValue = value
+        self.value = value
+    }
+
+    var size: Int { lock.withLock { value } }
+
+    private func take(_ session: UInt64) -> WireValue {
+        heldBySession[session, default: 0] += 1
+        lastToken += 1
+        defer { ownerDied = false }
+        return grant(true, token: lastToken, ownerDied: ownerDied)
+    }
+
+    /// Adds `n` permits, granting them to waiters first.
+    private func give(_ n: Int) -> Replies {
+        var replies: Replies = []
+        for _ in 0..<n {
+            if let next = waiters.popFirst() {
+                let granted = take(next.call.session)
+                replies.append { next.call.answer(granted) }
+            } else {
+                value += 1
+            }
+        }
+        return replies
+    }
+
+    func call(_ method: String, _ values: [WireValue], _ changes: inout ReferenceChanges) throws(RemoteError) -> WireValue {
+        throw RemoteError(.internalError, "a semaphore method ran without its session")
+    }
+
+    func call(_ method: String, _ values: [WireValue], _ context: CallContext, _ changes: inout ReferenceChanges) throws(RemoteError)
+        -> CallResult
+    {
+        var replies: Replies = []
+        defer { for reply in replies { reply() } }
+        return try lock.withLock { () throws(RemoteError) -> CallResult in
+            switch method {
+            case "acquire":
+                let arguments = try Arguments(method, values, count: 1...3)
+                _ = try arguments.owner(0)
+                let blocking = try arguments.bool(1, default: true)
+                let timeout = try timeoutArgument(arguments.optional(2), method)
+                if value > 0 && waiters.isEmpty {
+                    value -= 1
+                    return .answer(take(context.session))
+                }
+                guard blocking, timeout != 0 else { return .answer(grant(false, token: lastToken)) }
+                let parked = try context.park(on: self, method)
+                waiters.append(parked, ())
+                return .parked(parked, timeout: timeout)
+            case "release":
+                let arguments = try Arguments(method, values, count: 1...2)
+                _ = try arguments.owner(0)
+                let n = try arguments.optional(1).map { _ throws(RemoteError) in try arguments.int(1) } ?? 1
+                guard n >= 1 else { throw RemoteError(.valueError, "n must be one or more") }
+                if type == .boundedSemaphore, value + n > initialValue {
+                    throw RemoteError(.valueError, "Semaphore released too many times")
+                }
+                let held = heldBySession[context.session, default: 0]
+                heldBySession[context.session] = held > n ? held - n : nil
+                replies += give(n)
+                return .answer(.null)
+            case "value":
+                _ = try Arguments(method, values, count: 0...0)
+                return .answer(.integer(value))
+            default:
+                throw unknownMethod(type, method)
+            }
+        }
+    }
+
+    func cancel(_ call: ParkedCall) -> [UInt64] {
+        let removed = lock.withLock { waiters.remove(call) != nil }
+        if removed { call.fail(RemoteError(.cancelled, "the acquire was cancelled")) }
+        return []
+    }
+
+    func expire(_ call: ParkedCall) -> [UInt64] {
+        let refusal: WireValue? = lock.withLock { waiters.remove(call) != nil ? grant(false, token: lastToken) : nil }
+        if let refusal { call.answer(refusal) }
+        return []
+    }
+
+    func sessionEnded(_ session: UInt64) -> [UInt64] {
+        let replies: Replies = lock.withLock {
+            _ = waiters.removeAll(session: session)
+            guard let held = heldBySession.removeValue(forKey: session) else { return [] }
+            ownerDied = true
+            return give(type == .boundedSemaphore ? min(held, initialValue - value) : held)
+        }
+        for reply in replies { reply() }
+        return []
+    }
+
+    func removeAll() -> [UInt64] {
+        let waiting = lock.withLock { waiters.drain() }
+        for waiter in waiting { waiter.call.fail(RemoteError(.noSuchObject, "the semaphore was freed while this call waited on it")) }
+        return []
+    }
+}
