@@ -192,6 +192,11 @@ final class ProxyHandle: @unchecked Sendable {
         try call.decode(try await manager.connection.call(call.request(object: reference.id)))
     }
 
+    /// For methods that may park on the manager: cancelling the task cancels the call there.
+    func wait<Response>(_ call: ObjectCall<Response>) async throws -> Response {
+        try call.decode(try await manager.connection.callCancellable(call.request(object: reference.id)))
+    }
+
     func runBlocking<Response>(_ call: ObjectCall<Response>) throws -> Response {
         try call.decode(try manager.connection.callBlocking(call.request(object: reference.id)))
     }

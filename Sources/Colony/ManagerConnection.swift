@@ -93,7 +93,10 @@ final class ManagerConnection: @unchecked Sendable {
 
     /// Sends one request; the future completes with its answer or fails with the mapped error.
     func send(_ request: Request) -> EventLoopFuture<WireValue> {
-        let id = nextRequestID.loadThenWrappingIncrement(ordering: .relaxed)
+        send(request, id: nextRequestID.loadThenWrappingIncrement(ordering: .relaxed))
+    }
+
+    private func send(_ request: Request, id: UInt64) -> EventLoopFuture<WireValue> {
         let promise = channel.eventLoop.makePromise(of: WireValue.self)
         let handler = self.handler
         let maxFrame = session.maxFrameBody
@@ -124,6 +127,20 @@ final class ManagerConnection: @unchecked Sendable {
     func call(_ request: Request) async throws -> WireValue {
         try checkOpen()
         return try await send(request).get()
+    }
+
+    /// A call that may wait on the manager (a blocking method): cancelling the calling task
+    /// sends a cancel frame, and the manager answers the parked call with Cancelled.
+    func callCancellable(_ request: Request) async throws -> WireValue {
+        try checkOpen()
+        let id = nextRequestID.loadThenWrappingIncrement(ordering: .relaxed)
+        let handler = self.handler
+        let loop = channel.eventLoop
+        return try await withTaskCancellationHandler {
+            try await send(request, id: id).get()
+        } onCancel: {
+            loop.execute { handler.cancel(id) }
+        }
     }
 
     /// Blocks the calling thread; never call it on an event loop or from Swift concurrency.
@@ -244,6 +261,12 @@ final class ClientHandler: ChannelInboundHandler, @unchecked Sendable {
                 self.context?.flush()
             }
         }
+    }
+
+    /// Asks the manager to give up waiting on request `id` (it answers with Cancelled).
+    func cancel(_ id: UInt64) {
+        guard let context, isOpen, pending[id] != nil else { return }
+        context.writeAndFlush(wrapOutboundOut(Frame(kind: .cancel, requestID: id)), promise: nil)
     }
 
     func sayGoodbye() {

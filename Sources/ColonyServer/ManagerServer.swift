@@ -349,7 +349,11 @@ final class SessionHandler: ChannelInboundHandler {
             return
         }
         if awaitingPong || session.negotiated == nil {
-            context.close(promise: nil)  // silent for two intervals: the peer is gone
+            // Silent for two intervals: the peer is gone. Give back what it held now, not
+            // after the TLS close, which waits for a peer that will never answer.
+            logger.notice("session silent past its keepalive; closing", metadata: ["session": "\(record.id)", "peer": "\(record.peer)"])
+            session.end()
+            context.close(promise: nil)
         } else {
             awaitingPong = true
             context.writeAndFlush(wrapOutboundOut(Frame(kind: .ping)), promise: nil)

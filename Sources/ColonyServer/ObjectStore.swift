@@ -191,6 +191,7 @@ public final class ObjectStore: @unchecked Sendable {
                 rows.append((id, [
                     "id": .integer(id), "type": .string(entry.object.type.name),
                     "name": entry.name.map(WireValue.string) ?? .null, "size": .integer(entry.object.size),
+                    "waiting": .integer(entry.object.waiting),
                     "refs": .integer(entry.references),
                 ]))
             }

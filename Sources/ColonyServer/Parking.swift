@@ -79,6 +79,8 @@ protocol BlockingObject: SharedObject {
 }
 
 extension SharedObject {
+    var waiting: Int { 0 }
+
     /// Objects without blocking methods never park.
     func call(_ method: String, _ arguments: [WireValue], _ context: CallContext, _ changes: inout ReferenceChanges) throws(RemoteError)
         -> CallResult

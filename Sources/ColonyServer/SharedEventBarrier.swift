@@ -9,7 +9,8 @@ final class SharedEvent: BlockingObject, @unchecked Sendable {
     private var flag = false
     private var waiters = WaiterQueue<Void>()
 
-    var size: Int { lock.withLock { waiters.count } }
+    var size: Int { lock.withLock { flag ? 1 : 0 } }
+    var waiting: Int { lock.withLock { waiters.count } }
 
     func call(_ method: String, _ values: [WireValue], _ changes: inout ReferenceChanges) throws(RemoteError) -> WireValue {
         throw RemoteError(.internalError, "an event method ran without its session")
@@ -92,7 +93,8 @@ final class SharedBarrier: BlockingObject, @unchecked Sendable {
         self.hasAction = hasAction
     }
 
-    var size: Int { lock.withLock { arrived.count } }
+    var size: Int { parties }
+    var waiting: Int { lock.withLock { arrived.count + (awaitingAction?.parties.count ?? 0) } }
 
     private static let broken = RemoteError(.brokenBarrier, "the barrier is broken (a party timed out, was cancelled or died, or it was reset or aborted)")
 

@@ -152,6 +152,7 @@ final class SharedLock: BlockingObject, @unchecked Sendable {
     }
 
     var size: Int { core.mutex.withLock { core.holder == nil ? 0 : 1 } }
+    var waiting: Int { core.mutex.withLock { core.waiters.count } }
 
     func call(_ method: String, _ values: [WireValue], _ changes: inout ReferenceChanges) throws(RemoteError) -> WireValue {
         throw RemoteError(.internalError, "a lock method ran without its session")
@@ -237,7 +238,8 @@ final class SharedCondition: BlockingObject, @unchecked Sendable {
         self.lockObject = lockObject
     }
 
-    var size: Int { core.mutex.withLock { waiters.count } }
+    var size: Int { core.mutex.withLock { core.holder == nil ? 0 : 1 } }
+    var waiting: Int { core.mutex.withLock { waiters.count + core.waiters.count } }
 
     func call(_ method: String, _ values: [WireValue], _ changes: inout ReferenceChanges) throws(RemoteError) -> WireValue {
         throw RemoteError(.internalError, "a condition method ran without its session")
@@ -342,6 +344,7 @@ final class SharedSemaphore: BlockingObject, @unchecked Sendable {
     }
 
     var size: Int { lock.withLock { value } }
+    var waiting: Int { lock.withLock { waiters.count } }
 
     private func take(_ session: UInt64) -> WireValue {
         heldBySession[session, default: 0] += 1

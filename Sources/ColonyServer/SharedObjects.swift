@@ -24,6 +24,8 @@ protocol SharedObject: AnyObject, Sendable {
     var type: ObjectType { get }
     /// Elements, entries or attributes, for `status`.
     var size: Int { get }
+    /// Calls parked on the object, for `status`.
+    var waiting: Int { get }
     /// Runs one non-blocking method atomically.
     func call(_ method: String, _ arguments: [WireValue], _ changes: inout ReferenceChanges) throws(RemoteError) -> WireValue
     /// Runs one method for a session; blocking objects may park it (Parking.swift).

@@ -93,6 +93,7 @@ final class SharedQueue: BlockingObject, @unchecked Sendable {
     }
 
     var size: Int { lock.withLock { items.count } }
+    var waiting: Int { lock.withLock { getters.count + putters.count + joiners.count } }
 
     private var hasRoom: Bool { maxSize <= 0 || items.count < maxSize }
 

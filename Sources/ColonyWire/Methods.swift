@@ -126,6 +126,7 @@ public enum MethodCatalog {
         m(.lock, "acquire", "owner, blocking, timeout", "grant", blocking: true, "L.acquire(blocking, timeout)"),
         m(.lock, "release", "owner", "nil; NotOwner", "L.release()"),
         m(.lock, "locked", "", "bool", "L.locked()"),
+        m(.lock, "is_owned", "owner", "bool", "L._is_owned()"),
     ]
 
     static let semaphore: [MethodSpec] = [
@@ -137,6 +138,7 @@ public enum MethodCatalog {
     static let condition: [MethodSpec] = [
         m(.condition, "acquire", "owner, blocking, timeout", "grant", blocking: true, "c.acquire()"),
         m(.condition, "release", "owner", "nil; NotOwner", "c.release()"),
+        m(.condition, "is_owned", "owner", "bool", "c._is_owned()"),
         m(.condition, "wait", "owner, timeout", "bool; NotOwner", blocking: true, "c.wait(timeout)"),
         m(.condition, "notify", "owner, n", "nil; NotOwner", "c.notify(n)"),
         m(.condition, "notify_all", "owner", "nil; NotOwner", "c.notify_all()"),

@@ -21,6 +21,7 @@ enum ExamplePrograms {
         ("exit-waits", "A non-daemon thread keeps the process alive after main returns", ThreadingExamples.exitWaitsForThreads),
         ("daemon-exit", "A daemon thread does not keep the process alive", ThreadingExamples.daemonDoesNotDelayExit),
         ("manager-hold", "PORT STATE_DIR READY_FILE: connect to a manager, fill anonymous objects, wait to be killed", ManagerExamples.hold),
+        ("manager-hold-locks", "PORT STATE_DIR READY_FILE: take shared locks and park calls, wait to be killed", ManagerExamples.holdLocks),
     ]
 
     static func main() throws {

@@ -35,4 +35,48 @@ enum ManagerExamples {
         fclose(readyFile)
         Thread.sleep(3_600)
     }
+
+    /// Takes shared locks and parks calls, then waits to be killed: the crash-safety tests
+    /// kill it and check that the manager gives everything back.
+    static func holdLocks() throws {
+        let arguments = Array(CommandLine.arguments.dropFirst(2))
+        guard arguments.count == 3, let port = Int(arguments[0]) else {
+            print("usage: colony-examples manager-hold-locks PORT STATE_DIR READY_FILE")
+            return
+        }
+        let ready = Event()
+        let task = Task.detached {
+            let manager = try await Manager.connect(port: port, trust: .stateDirectory(path: arguments[1]))
+            let lock = try await manager.lock("L")
+            let rlock = try await manager.rlock("R")
+            let semaphore = try await manager.semaphore("S", value: 2)
+            let queue = try await manager.queue("Q", String.self)
+            let barrier = try await manager.barrier("B", parties: 3)
+            try await lock.acquire()
+            try await rlock.acquire()
+            try await rlock.acquire()
+            try await semaphore.acquire()
+            try await semaphore.acquire()
+            let parkedGet = Task { try await queue.get() }
+            let parkedWait = Task { try await barrier.wait() }
+            // Ready once both calls are parked on the manager.
+            while try await waiting(manager, "Q") + waiting(manager, "B") < 2 { try await Task.sleep(nanoseconds: 5_000_000) }
+            ready.set()
+            _ = try await (parkedGet.value, parkedWait.value)
+        }
+        guard ready.wait(timeout: 30) else {
+            print("could not reach the manager")
+            task.cancel()
+            return
+        }
+        let readyFile = fopen(arguments[2], "w")
+        fputs("ready\n", readyFile)
+        fclose(readyFile)
+        Thread.sleep(3_600)
+    }
+
+    private static func waiting(_ manager: Manager, _ name: String) async throws -> Int {
+        let objects = try await manager.status()["objects"]?.arrayValue ?? []
+        return objects.first { $0["name"] == .string(name) }?["waiting"]?.int64Value.map(Int.init) ?? 0
+    }
 }

@@ -26,8 +26,8 @@ struct StatusCommand: AsyncParsableCommand {
         let objects = status["objects"]?.arrayValue ?? []
         print("\nobjects (\(objects.count))")
         printTable(
-            ["ID", "TYPE", "NAME", "SIZE", "REFS"],
-            objects.map { row in ["id", "type", "name", "size", "refs"].map { row[$0]?.plainText ?? "" } })
+            ["ID", "TYPE", "NAME", "SIZE", "WAITING", "REFS"],
+            objects.map { row in ["id", "type", "name", "size", "waiting", "refs"].map { row[$0]?.plainText ?? "" } })
         let sessions = status["sessions"]?.arrayValue ?? []
         print("\nsessions (\(sessions.count))")
         printTable(
