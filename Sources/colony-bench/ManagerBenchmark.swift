@@ -11,8 +11,11 @@ struct ManagerBench: AsyncParsableCommand {
     @Option(help: "Client connections.")
     var clients = 1
 
-    @Option(help: "dict_set_get, list_append_pop, value_increment or pipeline.")
+    @Option(help: "dict_set_get, list_append_pop, value_increment, pipeline, queue_put_get, queue_batch, lock_acquire_release or event_ping_pong.")
     var workload = "dict_set_get"
+
+    @Flag(help: "lock_acquire_release: every client on one lock (default: each on its own).")
+    var contended = false
 
     @Option(help: "Seconds to measure.")
     var seconds = 3.0
@@ -32,7 +35,10 @@ struct ManagerBench: AsyncParsableCommand {
     @Flag(help: "Also run the raw ping-pong floor, redis-benchmark over TLS and CPython's SyncManager in this run.")
     var compare = false
 
-    static let workloads = ["dict_set_get", "list_append_pop", "value_increment", "pipeline"]
+    static let workloads = [
+        "dict_set_get", "list_append_pop", "value_increment", "pipeline", "queue_put_get", "queue_batch", "lock_acquire_release",
+        "event_ping_pong",
+    ]
 
     func validate() throws {
         guard ManagerBench.workloads.contains(workload) else {
@@ -61,21 +67,33 @@ struct ManagerBench: AsyncParsableCommand {
         var managers: [Manager] = []
         for _ in 0..<clients { managers.append(try await Manager.connect(host: host, port: port, authKey: key, trust: trust)) }
         let cpuBefore = server?.cpuSeconds() ?? 0
-        let result = try await ClientLoad.run(workload: workload, managers: managers, seconds: seconds)
+        let result = try await ClientLoad.run(workload: workload, managers: managers, seconds: seconds, contended: contended)
         let cpuAfter = server?.cpuSeconds() ?? 0
         for manager in managers { await manager.close() }
 
         var report: [String: Any] = [
             "benchmark": "manager", "workload": workload, "clients": clients, "tls": !plaintext, "seconds": seconds,
-            "server_threads": serverThreads,
+            "server_threads": serverThreads, "unit": ClientLoad.unit(workload),
             "ops_per_s": result.opsPerSecond, "p50_us": result.percentile(0.5), "p99_us": result.percentile(0.99),
         ]
         if server != nil { report["server_cpu_us_per_op"] = (cpuAfter - cpuBefore) * 1e6 / Double(max(result.operations, 1)) }
+        if workload == "lock_acquire_release" { report["contended"] = contended }
         if compare {
             var references: [String: Any] = [:]
             references["raw_tcp_ping_pong_round_trips_per_s"] = PingPongFloor.measure(seconds: min(seconds, 2))
-            references["redis"] = RedisReference.measure(clients: clients, seconds: seconds, pipeline: workload == "pipeline" ? 100 : 1)
-            references["cpython_syncmanager"] = CPythonManagerReference.measure(clients: clients, seconds: seconds)
+            if ["dict_set_get", "pipeline"].contains(workload) {
+                references["redis"] = RedisReference.measure(clients: clients, seconds: seconds, pipeline: workload == "pipeline" ? 100 : 1)
+            }
+            let pythonWorkload: String? =
+                switch workload {
+                case "dict_set_get", "pipeline": "dict"
+                case "queue_put_get", "queue_batch": "queue"
+                case "lock_acquire_release": contended ? "lock_contended" : "lock"
+                default: nil
+                }
+            if let pythonWorkload {
+                references["cpython_syncmanager"] = CPythonManagerReference.measure(workload: pythonWorkload, clients: clients, seconds: seconds)
+            }
             report["compare"] = references
             report["ratio"] = ManagerBench.ratios(result.opsPerSecond, references)
         }
@@ -106,13 +124,33 @@ enum ClientLoad {
         func percentile(_ q: Double) -> Double { colony_bench.percentile(latencies, q) }
     }
 
-    static func run(workload: String, managers: [Manager], seconds: Double) async throws -> Result {
+    /// What one operation is in a workload's figures.
+    static func unit(_ workload: String) -> String {
+        switch workload {
+        case "queue_put_get": "a put or a get of one item"
+        case "queue_batch": "an item moved (put_many and get_many of 100)"
+        case "lock_acquire_release": "an acquire or a release"
+        case "event_ping_pong": "a round trip between two clients (set, then the other's wait returns)"
+        case "pipeline": "a request"
+        default: "a request"
+        }
+    }
+
+    static func run(workload: String, managers: [Manager], seconds: Double, contended: Bool) async throws -> Result {
+        switch workload {
+        case "queue_put_get", "queue_batch", "event_ping_pong":
+            if managers.count >= 2 { return try await pairs(workload, managers: managers, seconds: seconds) }
+        default:
+            break
+        }
         let start = Date()
         let deadline = start.addingTimeInterval(seconds)
         let perClient = try await withThrowingTaskGroup(of: (Int, [Double]).self) { group in
             for (index, manager) in managers.enumerated() {
                 // Each client's task runs on its connection's event loop: no thread hand-offs.
-                group.addTask(executorPreference: manager.executor) { try await drive(workload, manager, index, deadline) }
+                group.addTask(executorPreference: manager.executor) {
+                    try await drive(workload, manager, index, deadline, contended: contended)
+                }
             }
             var all: [(Int, [Double])] = []
             for try await result in group { all.append(result) }
@@ -124,7 +162,7 @@ enum ClientLoad {
     }
 
     /// Returns (operations, sampled latencies in µs).
-    static func drive(_ workload: String, _ manager: Manager, _ index: Int, _ deadline: Date) async throws -> (Int, [Double]) {
+    static func drive(_ workload: String, _ manager: Manager, _ index: Int, _ deadline: Date, contended: Bool) async throws -> (Int, [Double]) {
         var operations = 0
         var latencies: [Double] = []
         func timed(_ count: Int, _ body: () async throws -> Void) async rethrows {
@@ -155,6 +193,44 @@ enum ClientLoad {
         case "value_increment":
             let v = try await manager.value("bench-value", typecode: "q", 0)
             while Date() < deadline { try await timed(1) { _ = try await v.increment(by: 1) } }
+        case "queue_put_get":  // one connection: put, then get
+            let q = try await manager.queue("bench-queue-\(index)", Int.self)
+            var i = 0
+            while Date() < deadline {
+                try await timed(1) { try await q.put(i) }
+                try await timed(1) { _ = try await q.get() }
+                i += 1
+            }
+        case "queue_batch":
+            let q = try await manager.queue("bench-queue-\(index)", Int.self)
+            let batch = Array(0..<100)
+            while Date() < deadline {
+                try await timed(100) { try await q.put(contentsOf: batch) }
+                try await timed(100) { _ = try await q.get(upTo: 100) }
+            }
+        case "lock_acquire_release":
+            let lock = try await manager.lock(contended ? "bench-lock" : "bench-lock-\(index)")
+            while Date() < deadline {
+                try await timed(1) { try await lock.acquire() }
+                try await timed(1) { try await lock.release() }
+            }
+        case "event_ping_pong":  // one connection plays both sides
+            let (ping, pong) = (try await manager.event("bench-ping-\(index)"), try await manager.event("bench-pong-\(index)"))
+            let answering = Task {
+                while true {
+                    guard try await ping.wait(timeout: 1) else { if Date() >= deadline { return } else { continue } }
+                    try await ping.clear()
+                    try await pong.set()
+                }
+            }
+            while Date() < deadline {
+                try await timed(1) {
+                    try await ping.set()
+                    try await pong.wait()
+                    try await pong.clear()
+                }
+            }
+            try await answering.value
         default:  // pipeline: 100 requests in flight on one connection, then the next 100
             let d = try await manager.dict("bench-dict", String.self, Int.self)
             let requests = (0..<100).map { i in
@@ -166,6 +242,80 @@ enum ClientLoad {
             }
         }
         return (operations, latencies)
+    }
+}
+
+extension ClientLoad {
+    /// Producer/consumer workloads with at least two connections: the first half produce
+    /// (put, set), the second half consume (get, wait), each on its own connection.
+    static func pairs(_ workload: String, managers: [Manager], seconds: Double) async throws -> Result {
+        let start = Date()
+        let deadline = start.addingTimeInterval(seconds)
+        let half = managers.count / 2
+        let perClient = try await withThrowingTaskGroup(of: (Int, [Double]).self) { group in
+            for (index, manager) in managers.prefix(2 * half).enumerated() {
+                let pair = index % half
+                let producing = index < half
+                group.addTask(executorPreference: manager.executor) {
+                    try await pairSide(workload, manager, pair: pair, producing: producing, deadline: deadline)
+                }
+            }
+            var all: [(Int, [Double])] = []
+            for try await result in group { all.append(result) }
+            return all
+        }
+        let elapsed = Date().timeIntervalSince(start)
+        let operations = perClient.reduce(0) { $0 + $1.0 }
+        return Result(operations: operations, opsPerSecond: Double(operations) / elapsed, latencies: perClient.flatMap(\.1))
+    }
+
+    static func pairSide(_ workload: String, _ manager: Manager, pair: Int, producing: Bool, deadline: Date) async throws -> (Int, [Double]) {
+        var operations = 0
+        var latencies: [Double] = []
+        func timed(_ count: Int, _ body: () async throws -> Void) async rethrows {
+            let begin = DispatchTime.now().uptimeNanoseconds
+            try await body()
+            if latencies.count < 200_000 { latencies.append(Double(DispatchTime.now().uptimeNanoseconds - begin) / 1e3 / Double(count)) }
+            operations += count
+        }
+        switch workload {
+        case "event_ping_pong":
+            // Round trips: the producer sets ping and waits for pong; the consumer answers.
+            let (ping, pong) = (try await manager.event("bench-ping-\(pair)"), try await manager.event("bench-pong-\(pair)"))
+            if producing {
+                while Date() < deadline {
+                    try await timed(1) {
+                        try await ping.set()
+                        try await pong.wait()
+                        try await pong.clear()
+                    }
+                }
+                try await ping.set()  // lets the other side see the deadline
+                return (operations, latencies)
+            }
+            while Date() < deadline {
+                guard try await ping.wait(timeout: 1) else { continue }
+                try await ping.clear()
+                try await pong.set()
+            }
+            return (0, [])
+        default:
+            let batch = workload == "queue_batch" ? 100 : 1
+            let queue = try await manager.queue("bench-pairs-\(pair)", Int.self, maxsize: 100 * batch)
+            let items = Array(0..<batch)
+            while Date() < deadline {
+                do {
+                    if producing {
+                        try await timed(batch) { batch == 1 ? try await queue.put(0, timeout: 0.5) : try await queue.put(contentsOf: items, timeout: 0.5) }
+                    } else {
+                        try await timed(batch) { _ = batch == 1 ? [try await queue.get(timeout: 0.5)] : try await queue.get(upTo: batch, timeout: 0.5) }
+                    }
+                } catch is QueueFull {
+                } catch is QueueEmpty {
+                }
+            }
+            return (operations, latencies)
+        }
     }
 }
 

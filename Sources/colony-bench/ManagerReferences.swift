@@ -145,46 +145,89 @@ func processCPUSeconds(_ pid: Int32) -> Double {
     return (user + system) / Double(sysconf(Int32(_SC_CLK_TCK)))
 }
 
-/// CPython's `multiprocessing.managers.SyncManager` dict set/get with the same client count
-/// (no TLS: Python's managers have none).
+/// CPython's `multiprocessing.managers.SyncManager` with the same client count (no TLS:
+/// Python's managers have none): `dict` set/get, `queue` put/get (producers and consumers on
+/// different connections from two clients up), `lock` (each client its own) and
+/// `lock_contended` (one lock for all) acquire/release. Every put, get, acquire, release,
+/// set or get counts as one operation.
 enum CPythonManagerReference {
-    static func measure(clients: Int, seconds: Double) -> [String: Any] {
-        switch runPythonReference(script: script, arguments: [String(clients), String(seconds)]) {
+    static func measure(workload: String, clients: Int, seconds: Double) -> [String: Any] {
+        switch runPythonReference(script: script, arguments: [workload, String(clients), String(seconds)]) {
         case .success(let figures): return figures
         case .failure(let unavailable): return ["unavailable": unavailable.reason]
         }
     }
 
     static let script = #"""
-import json, sys, time
+import json, queue, sys, threading, time
 from multiprocessing import Process, Queue
-from multiprocessing.managers import SyncManager
+from multiprocessing.managers import SyncManager, DictProxy, AcquirerProxy, BaseProxy
 
-clients, seconds = int(sys.argv[1]), float(sys.argv[2])
-
-def client(address, authkey, index, results):
-    manager = SyncManager(address=address, authkey=authkey)
-    manager.connect()
-    d = manager.dict_proxy()
-    results.put(0)
-    ops = 0
-    key = f"client-{index}"
-    deadline = time.perf_counter() + seconds
-    while time.perf_counter() < deadline:
-        d[key] = ops
-        d[key]
-        ops += 2
-    results.put(ops)
+workload, clients, seconds = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
 
 class BenchManager(SyncManager):
     pass
 
+shared_dict, shared_lock = {}, threading.Lock()
+queues = {}
+def queue_named(name):
+    return queues.setdefault(name, queue.Queue(1000))
+
+BenchManager.register("bench_dict", callable=lambda: shared_dict, proxytype=DictProxy)
+BenchManager.register("bench_lock", callable=lambda: shared_lock, proxytype=AcquirerProxy)
+BenchManager.register("bench_queue", callable=queue_named)
+
+def client(address, authkey, index, results):
+    manager = BenchManager(address=address, authkey=authkey)
+    manager.connect()
+    ops = 0
+    if workload == "dict":
+        d = manager.bench_dict()
+        results.put(0)
+        key = f"client-{index}"
+        deadline = time.perf_counter() + seconds
+        while time.perf_counter() < deadline:
+            d[key] = ops
+            d[key]
+            ops += 2
+    elif workload.startswith("lock"):
+        lock = manager.bench_lock() if workload == "lock_contended" else manager.Lock()
+        results.put(0)
+        deadline = time.perf_counter() + seconds
+        while time.perf_counter() < deadline:
+            lock.acquire()
+            lock.release()
+            ops += 2
+    else:
+        half = clients // 2
+        if clients == 1:
+            q = manager.bench_queue(f"q{index}")
+            results.put(0)
+            deadline = time.perf_counter() + seconds
+            while time.perf_counter() < deadline:
+                q.put(ops)
+                q.get()
+                ops += 2
+        elif index < 2 * half:
+            q = manager.bench_queue(f"pair{index % half}")
+            results.put(0)
+            deadline = time.perf_counter() + seconds
+            while time.perf_counter() < deadline:
+                try:
+                    if index < half:
+                        q.put(0, timeout=0.5)
+                    else:
+                        q.get(timeout=0.5)
+                    ops += 1
+                except (queue.Full, queue.Empty):
+                    pass
+        else:
+            results.put(0)
+    results.put(ops)
+
 if __name__ == "__main__":
-    shared = {}
-    BenchManager.register("dict_proxy", callable=lambda: shared, proxytype=__import__("multiprocessing.managers", fromlist=["DictProxy"]).DictProxy)
     manager = BenchManager(address=("127.0.0.1", 0), authkey=b"colony-bench")
     manager.start()
-    SyncManager.register("dict_proxy", proxytype=__import__("multiprocessing.managers", fromlist=["DictProxy"]).DictProxy)
     results = Queue()
     processes = [Process(target=client, args=(manager.address, b"colony-bench", i, results)) for i in range(clients)]
     for p in processes:
