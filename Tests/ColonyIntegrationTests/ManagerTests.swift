@@ -347,6 +347,31 @@ func rawExchange(port: Int, send bytes: [UInt8]) throws -> [UInt8] {
         #expect(hits == 1)
         #expect(snapshot == ["workers": 4, "hits": 1])
     }
+
+    @Test func readmeBlockingObjectsExampleRuns() async throws {
+        let server = try ManagerProcess()
+        let manager = try await server.connect()
+
+        let jobs = try await manager.joinableQueue("jobs", String.self, maxsize: 100)
+        try await jobs.put("photo 1")                           // waits on the manager while full
+        try await jobs.put(contentsOf: ["photo 2", "photo 3"])  // beyond Python: one round trip
+        let job = try await jobs.get(timeout: 5)                // QueueEmpty after 5 s
+        try await jobs.taskDone()
+
+        let lock = try await manager.lock("accounts")
+        let grant = try await lock.acquireGrant()  // acquired, fencingToken, previousOwnerDied
+        if grant.previousOwnerDied { print("the last holder died holding it: check the accounts") }
+        try await lock.release()
+
+        let barrier = try await manager.barrier("phase", parties: 1, action: { print("phase done") })
+        let index = try await barrier.wait()  // the last party to arrive gets 0 and runs the action
+
+        #expect(job == "photo 1")
+        #expect(grant.acquired && grant.fencingToken == 1 && !grant.previousOwnerDied)
+        #expect(index == 0)
+        #expect(try await jobs.qsize() == 2)
+        await manager.close()
+    }
 }
 
 @Suite(.serialized) struct MutualTLSTests {
