@@ -196,6 +196,20 @@ func grantOf(_ value: WireValue) throws -> LockGrant { try LockGrant.decode(valu
         #expect(try a.error(a.send(queue, "put", 1)) == .shutDown)
     }
 
+    @Test func immediateShutdownDropsItemsAndReleasesJoiners() throws {
+        let context = TestContext()
+        let a = try TestClient(context, id: 1)
+        let queue = try a.new(.joinableQueue, ["maxsize": 2])
+        _ = try a.call(queue, "put_many", [1, 2])
+        let join = try a.send(queue, "join")
+        let put = try a.send(queue, "put", 3)
+        _ = try a.call(queue, "shutdown", true)
+        #expect(try a.answer(join) == .success(true))
+        #expect(try a.error(put) == .shutDown)
+        #expect(try a.call(queue, "qsize") == 0)
+        #expect(try a.error(a.send(queue, "get")) == .shutDown)
+    }
+
     @Test func aSessionThatEndsWhileParkedLosesNoItem() throws {
         let context = TestContext()
         let (a, b) = (try TestClient(context, id: 1), try TestClient(context, id: 2))
@@ -328,6 +342,29 @@ extension BatchOutcome {
         #expect(try b.answer(timed) == .success(false))
         _ = try b.call(condition, "release", 1)
         #expect(try a.error(a.send(condition, "notify", 2)) == .notOwner)
+    }
+
+    @Test func notifyAllWakesEveryWaiterAndNotifyNWakesTheFirstN() throws {
+        let context = TestContext()
+        let clients = try (1...4).map { try TestClient(context, id: UInt64($0)) }
+        let condition = try clients[0].new(.condition, name: "C")
+        for client in clients.dropFirst() { _ = try client.new(.condition, name: "C") }
+        var waits: [UInt64] = []
+        for client in clients.dropFirst() {
+            _ = try client.call(condition, "acquire", 1)
+            waits.append(try client.send(condition, "wait", 1))
+        }
+        _ = try clients[0].call(condition, "acquire", 1)
+        _ = try clients[0].call(condition, "notify", 1, 2)
+        _ = try clients[0].call(condition, "release", 1)
+        // The first notified waiter holds the lock; the second queues behind it; the third waits on.
+        #expect(try clients[1].answer(waits[0]) == .success(true))
+        #expect(try clients[2].answer(waits[1]) == nil)
+        _ = try clients[1].call(condition, "release", 1)
+        #expect(try clients[2].answer(waits[1]) == .success(true))
+        _ = try clients[2].call(condition, "notify_all", 1)
+        _ = try clients[2].call(condition, "release", 1)
+        #expect(try clients[3].answer(waits[2]) == .success(true))
     }
 }
 
