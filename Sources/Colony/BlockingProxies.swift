@@ -21,10 +21,10 @@ public enum LockOwner {
 /// A shared queue (Python `manager.Queue()`, `JoinableQueue()`, and `queue.LifoQueue` /
 /// `PriorityQueue` served by the manager). Empty, Full and ShutDown arrive as `QueueEmpty`,
 /// `QueueFull` and `QueueShutDown`, as from a local `Queue`.
-public struct QueueProxy<Element: Codable & Sendable>: Proxy, Encodable {
+public struct QueueProxy<Element: Codable & Sendable>: Proxy, Codable {
     let handle: ProxyHandle
     public var reference: ObjectRef { handle.reference }
-    public func encode(to encoder: any Encoder) throws { try reference.encode(to: encoder) }
+    public func encode(to encoder: any Encoder) throws { try encodeReference(reference, to: encoder) }
 
     /// Python `q.put(item, block, timeout)`.
     public func put(_ item: Element, block: Bool = true, timeout: Double? = nil) async throws {
@@ -38,10 +38,10 @@ public struct QueueProxy<Element: Codable & Sendable>: Proxy, Encodable {
     public func putNowait(_ item: Element) throws { try put(item, block: false) }
     /// Python `q.get(block, timeout)`.
     public func get(block: Bool = true, timeout: Double? = nil) async throws -> Element {
-        try unwire(Element.self, try await handle.wait(QueueCall.get(block: block, timeout: timeout)))
+        try handle.decode(Element.self, try await handle.wait(QueueCall.get(block: block, timeout: timeout)))
     }
     public func get(block: Bool = true, timeout: Double? = nil) throws -> Element {
-        try unwire(Element.self, try handle.runBlocking(QueueCall.get(block: block, timeout: timeout)))
+        try handle.decode(Element.self, try handle.runBlocking(QueueCall.get(block: block, timeout: timeout)))
     }
     /// Python `q.get_nowait()`.
     public func getNowait() async throws -> Element { try await get(block: false) }
@@ -55,10 +55,10 @@ public struct QueueProxy<Element: Codable & Sendable>: Proxy, Encodable {
     }
     /// Beyond Python: takes up to `max` items at once (at least one, waiting like `get`).
     public func get(upTo max: Int, block: Bool = true, timeout: Double? = nil) async throws -> [Element] {
-        try await handle.wait(QueueCall.getMany(max: max, block: block, timeout: timeout)).map { try unwire(Element.self, $0) }
+        try await handle.wait(QueueCall.getMany(max: max, block: block, timeout: timeout)).map { try handle.decode(Element.self, $0) }
     }
     public func get(upTo max: Int, block: Bool = true, timeout: Double? = nil) throws -> [Element] {
-        try handle.runBlocking(QueueCall.getMany(max: max, block: block, timeout: timeout)).map { try unwire(Element.self, $0) }
+        try handle.runBlocking(QueueCall.getMany(max: max, block: block, timeout: timeout)).map { try handle.decode(Element.self, $0) }
     }
     /// Python `q.qsize()`.
     public func qsize() async throws -> Int { try await handle.run(QueueCall.qsize()) }
@@ -89,10 +89,10 @@ public struct QueueProxy<Element: Codable & Sendable>: Proxy, Encodable {
 /// Beyond Python, `acquireGrant` reports a fencing token (rising with every grant) and
 /// whether the previous holder died holding it (its session ended: crash, kill, network
 /// loss), in which case what it guarded may be half-updated.
-public final class LockProxy: Proxy, Locking, Encodable, @unchecked Sendable {
+public final class LockProxy: Proxy, Locking, Codable, @unchecked Sendable {
     let handle: ProxyHandle
     public var reference: ObjectRef { handle.reference }
-    public func encode(to encoder: any Encoder) throws { try reference.encode(to: encoder) }
+    public func encode(to encoder: any Encoder) throws { try encodeReference(reference, to: encoder) }
 
     init(handle: ProxyHandle) { self.handle = handle }
 
@@ -159,10 +159,10 @@ public final class LockProxy: Proxy, Locking, Encodable, @unchecked Sendable {
 
 /// A shared Semaphore or BoundedSemaphore (Python `manager.Semaphore(n)`). Permits a client
 /// took and did not give back are returned when its session ends.
-public struct SemaphoreProxy: Proxy, Encodable {
+public struct SemaphoreProxy: Proxy, Codable {
     let handle: ProxyHandle
     public var reference: ObjectRef { handle.reference }
-    public func encode(to encoder: any Encoder) throws { try reference.encode(to: encoder) }
+    public func encode(to encoder: any Encoder) throws { try encodeReference(reference, to: encoder) }
 
     /// Python `s.acquire(blocking, timeout)`, with the grant's token and owner-died flag.
     public func acquireGrant(blocking: Bool = true, timeout: Double? = nil) async throws -> LockGrant {
@@ -190,10 +190,10 @@ public struct SemaphoreProxy: Proxy, Encodable {
 
 /// A shared Condition (Python `manager.Condition(lock)`): on its own RLock, or on a shared
 /// Lock or RLock.
-public final class ConditionProxy: Proxy, Encodable, @unchecked Sendable {
+public final class ConditionProxy: Proxy, Codable, @unchecked Sendable {
     let handle: ProxyHandle
     public var reference: ObjectRef { handle.reference }
-    public func encode(to encoder: any Encoder) throws { try reference.encode(to: encoder) }
+    public func encode(to encoder: any Encoder) throws { try encodeReference(reference, to: encoder) }
 
     init(handle: ProxyHandle) { self.handle = handle }
 
@@ -274,10 +274,10 @@ public final class ConditionProxy: Proxy, Encodable, @unchecked Sendable {
 }
 
 /// A shared Event (Python `manager.Event()`).
-public struct EventProxy: Proxy, Encodable {
+public struct EventProxy: Proxy, Codable {
     let handle: ProxyHandle
     public var reference: ObjectRef { handle.reference }
-    public func encode(to encoder: any Encoder) throws { try reference.encode(to: encoder) }
+    public func encode(to encoder: any Encoder) throws { try encodeReference(reference, to: encoder) }
 
     /// Python `e.set()`: wakes every waiter.
     public func set() async throws { try await handle.run(EventCall.set()) }
@@ -298,11 +298,11 @@ public struct EventProxy: Proxy, Encodable {
 /// A shared Barrier (Python `manager.Barrier(parties, action, timeout)`). The last party to
 /// arrive gets index 0 and, if this proxy has an action, runs it here before any party goes
 /// on; an action that throws breaks the barrier and its error reaches that caller.
-public struct BarrierProxy: Proxy, Encodable {
+public struct BarrierProxy: Proxy, Codable {
     let handle: ProxyHandle
     let action: (@Sendable () throws -> Void)?
     public var reference: ObjectRef { handle.reference }
-    public func encode(to encoder: any Encoder) throws { try reference.encode(to: encoder) }
+    public func encode(to encoder: any Encoder) throws { try encodeReference(reference, to: encoder) }
 
     /// Python `b.wait(timeout)`: this party's index; `BrokenBarrierError` if the barrier is
     /// or becomes broken (reset, abort, a timeout, a party that died).
@@ -444,4 +444,80 @@ extension ArrayProxy {
     /// Python `a.get_lock()`.
     public func getLock() async throws -> LockProxy { try handle.manager.lock(try await handle.run(ArrayCall.getLock())) }
     public func getLock() throws -> LockProxy { try handle.manager.lock(try handle.runBlocking(ArrayCall.getLock())) }
+}
+
+// MARK: - Proxies as values
+
+/// A proxy encodes as its object reference (MessagePack ext type 1 on the wire).
+func encodeReference(_ reference: ObjectRef, to encoder: any Encoder) throws {
+    var container = encoder.singleValueContainer()
+    try container.encode(reference)
+}
+
+/// A proxy decodes from its object reference inside a value received from a manager (a proxy
+/// stored in a dict, put on a queue, passed to a task), as Python unpickles a proxy: the
+/// result is live on that manager and keeps the object alive while it exists.
+func decodeHandle(_ decoder: any Decoder, accepting types: [ObjectType]) throws -> ProxyHandle {
+    let reference = try decoder.singleValueContainer().decode(ObjectRef.self)
+    guard let manager = decoder.userInfo[.colonyManager] as? Manager else {
+        throw DecodingError.dataCorrupted(.init(
+            codingPath: decoder.codingPath,
+            debugDescription: "a proxy decodes only from a value received through a Manager's proxy; use manager.dict(reference, ...) and friends for a bare ObjectRef"))
+    }
+    guard types.contains(reference.type) else {
+        throw DecodingError.typeMismatch(ObjectRef.self, .init(
+            codingPath: decoder.codingPath, debugDescription: "the reference is to a \(reference.type), not a \(types.map { "\($0)" }.joined(separator: " or "))"))
+    }
+    return ProxyHandle(manager: manager, reference: reference)
+}
+
+extension DictProxy {
+    public init(from decoder: any Decoder) throws { handle = try decodeHandle(decoder, accepting: [.dict]) }
+}
+
+extension ListProxy {
+    public init(from decoder: any Decoder) throws { handle = try decodeHandle(decoder, accepting: [.list]) }
+}
+
+extension NamespaceProxy {
+    public init(from decoder: any Decoder) throws { handle = try decodeHandle(decoder, accepting: [.namespace]) }
+}
+
+extension ValueProxy {
+    public init(from decoder: any Decoder) throws { handle = try decodeHandle(decoder, accepting: [.value]) }
+}
+
+extension ArrayProxy {
+    public init(from decoder: any Decoder) throws { handle = try decodeHandle(decoder, accepting: [.array]) }
+}
+
+extension QueueProxy {
+    public init(from decoder: any Decoder) throws {
+        handle = try decodeHandle(decoder, accepting: [.queue, .joinableQueue, .lifoQueue, .priorityQueue])
+    }
+}
+
+extension LockProxy {
+    public convenience init(from decoder: any Decoder) throws { self.init(handle: try decodeHandle(decoder, accepting: [.lock, .rlock])) }
+}
+
+extension SemaphoreProxy {
+    public init(from decoder: any Decoder) throws { handle = try decodeHandle(decoder, accepting: [.semaphore, .boundedSemaphore]) }
+}
+
+extension ConditionProxy {
+    public convenience init(from decoder: any Decoder) throws { self.init(handle: try decodeHandle(decoder, accepting: [.condition])) }
+}
+
+extension EventProxy {
+    public init(from decoder: any Decoder) throws { handle = try decodeHandle(decoder, accepting: [.event]) }
+}
+
+extension BarrierProxy {
+    /// A received barrier has no action of its own; if its party completes a barrier
+    /// created with one, it reports the action as done.
+    public init(from decoder: any Decoder) throws {
+        handle = try decodeHandle(decoder, accepting: [.barrier])
+        action = nil
+    }
 }

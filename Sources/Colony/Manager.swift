@@ -130,7 +130,7 @@ public final class Manager: @unchecked Sendable {
         NamespaceProxy(handle: try attach(reference, .namespace))
     }
 
-    private func attach(_ reference: ObjectRef, _ type: ObjectType) throws -> ProxyHandle {
+    func attach(_ reference: ObjectRef, _ type: ObjectType) throws -> ProxyHandle {
         guard reference.type == type else {
             throw RemoteError(.wrongType, "the reference is to a \(reference.type), not a \(type)")
         }
@@ -171,7 +171,10 @@ public final class Manager: @unchecked Sendable {
 
 func wire<T: Encodable>(_ value: T) throws -> WireValue { try WireValueEncoder().encode(value) }
 
-func unwire<T: Decodable>(_ type: T.Type, _ value: WireValue) throws -> T { try WireValueDecoder().decode(type, from: value) }
+extension CodingUserInfoKey {
+    /// The `Manager` a decoded value arrived from: proxies inside it decode as live proxies.
+    public static let colonyManager = CodingUserInfoKey(rawValue: "colony.manager")!
+}
 
 /// One reference a client holds to a shared object; released (for anonymous objects, freed)
 /// when the last proxy copy using it goes away.
@@ -195,6 +198,11 @@ final class ProxyHandle: @unchecked Sendable {
     /// For methods that may park on the manager: cancelling the task cancels the call there.
     func wait<Response>(_ call: ObjectCall<Response>) async throws -> Response {
         try call.decode(try await manager.connection.callCancellable(call.request(object: reference.id)))
+    }
+
+    /// Decodes a value this proxy received; proxies inside it come alive on this manager.
+    func decode<T: Decodable>(_ type: T.Type, _ value: WireValue) throws -> T {
+        try WireValueDecoder(userInfo: [.colonyManager: manager]).decode(type, from: value)
     }
 
     func runBlocking<Response>(_ call: ObjectCall<Response>) throws -> Response {

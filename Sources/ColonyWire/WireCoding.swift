@@ -15,10 +15,16 @@ public struct WireValueEncoder: Sendable {
 /// Integers convert between widths only when the value fits; anything else is a
 /// `DecodingError` naming the coding path.
 public struct WireValueDecoder: Sendable {
-    public init() {}
+    /// Handed to every `init(from:)` as `decoder.userInfo` (Colony passes the `Manager` a
+    /// value came from, so proxies inside it decode as live proxies).
+    public var userInfo: [CodingUserInfoKey: any Sendable]
+
+    public init(userInfo: [CodingUserInfoKey: any Sendable] = [:]) {
+        self.userInfo = userInfo
+    }
 
     public func decode<T: Decodable>(_ type: T.Type, from value: WireValue) throws -> T {
-        try DecodingState(value: value, codingPath: []).decode(type)
+        try DecodingState(value: value, codingPath: [], userInfo: userInfo).decode(type)
     }
 }
 
@@ -265,6 +271,7 @@ private struct IndexKey: CodingKey {
 private struct DecodingState {
     let value: WireValue
     let codingPath: [any CodingKey]
+    let userInfo: [CodingUserInfoKey: any Sendable]
 
     func decode<T: Decodable>(_ type: T.Type) throws -> T {
         if type == WireValue.self { return value as! T }
@@ -335,7 +342,7 @@ extension WireValue {
 private struct ValueDecoder: Decoder {
     let state: DecodingState
     var codingPath: [any CodingKey] { state.codingPath }
-    var userInfo: [CodingUserInfoKey: Any] { [:] }
+    var userInfo: [CodingUserInfoKey: Any] { state.userInfo }
 
     func container<Key: CodingKey>(keyedBy type: Key.Type) throws -> KeyedDecodingContainer<Key> {
         guard case .map(let pairs) = state.value else { throw state.mismatch([String: WireValue].self) }
@@ -348,12 +355,12 @@ private struct ValueDecoder: Decoder {
             default: throw state.mismatch(String.self)
             }
         }
-        return KeyedDecodingContainer(KeyedValueContainer<Key>(entries: entries, codingPath: codingPath))
+        return KeyedDecodingContainer(KeyedValueContainer<Key>(entries: entries, codingPath: codingPath, userInfo: state.userInfo))
     }
 
     func unkeyedContainer() throws -> any UnkeyedDecodingContainer {
         guard case .array(let elements) = state.value else { throw state.mismatch([WireValue].self) }
-        return UnkeyedValueContainer(elements: elements, codingPath: codingPath)
+        return UnkeyedValueContainer(elements: elements, codingPath: codingPath, userInfo: state.userInfo)
     }
 
     func singleValueContainer() throws -> any SingleValueDecodingContainer {
@@ -364,6 +371,7 @@ private struct ValueDecoder: Decoder {
 private struct KeyedValueContainer<Key: CodingKey>: KeyedDecodingContainerProtocol {
     let entries: [String: WireValue]
     let codingPath: [any CodingKey]
+    let userInfo: [CodingUserInfoKey: any Sendable]
 
     var allKeys: [Key] { entries.keys.compactMap { Key(stringValue: $0) } }
 
@@ -374,7 +382,7 @@ private struct KeyedValueContainer<Key: CodingKey>: KeyedDecodingContainerProtoc
             throw DecodingError.keyNotFound(
                 key, .init(codingPath: codingPath, debugDescription: "no value for '\(key.stringValue)'"))
         }
-        return DecodingState(value: value, codingPath: codingPath + [key])
+        return DecodingState(value: value, codingPath: codingPath + [key], userInfo: userInfo)
     }
 
     func decodeNil(forKey key: Key) throws -> Bool { try state(key).value == .null }
@@ -411,11 +419,13 @@ private struct KeyedValueContainer<Key: CodingKey>: KeyedDecodingContainerProtoc
 private struct UnkeyedValueContainer: UnkeyedDecodingContainer {
     let elements: [WireValue]
     let codingPath: [any CodingKey]
+    let userInfo: [CodingUserInfoKey: any Sendable]
     var currentIndex = 0
 
-    init(elements: [WireValue], codingPath: [any CodingKey]) {
+    init(elements: [WireValue], codingPath: [any CodingKey], userInfo: [CodingUserInfoKey: any Sendable]) {
         self.elements = elements
         self.codingPath = codingPath
+        self.userInfo = userInfo
     }
 
     var count: Int? { elements.count }
@@ -427,7 +437,7 @@ private struct UnkeyedValueContainer: UnkeyedDecodingContainer {
                 type, .init(codingPath: codingPath, debugDescription: "the array has only \(elements.count) elements"))
         }
         defer { currentIndex += 1 }
-        return DecodingState(value: elements[currentIndex], codingPath: codingPath + [IndexKey(currentIndex)])
+        return DecodingState(value: elements[currentIndex], codingPath: codingPath + [IndexKey(currentIndex)], userInfo: userInfo)
     }
 
     mutating func decodeNil() throws -> Bool {

@@ -271,6 +271,39 @@ import Testing
         await manager.close()
     }
 
+    @Test func proxiesTravelInsideSharedObjectsAndArriveLive() async throws {
+        let server = try ManagerProcess()
+        let a = try await server.connect()
+        let b = try await server.connect()
+        // A list proxy stored in a dict, a dict proxy and a lock proxy put on a queue.
+        let index = try await a.dict("index", String.self, ListProxy<String>.self)
+        let mailbox = try await a.queue("mailbox", DictProxy<String, Int>.self)
+        let locks = try await a.queue("locks", LockProxy.self)
+        do {
+            let log = try await a.list(nil, String.self)  // anonymous: alive while referenced
+            try await log.append("from a")
+            try await index.set("log", log)
+            let scores = try await a.dict(nil, String.self, Int.self)
+            try await mailbox.put(scores)
+            try await locks.put(try await a.lock())
+        }
+        let received = try await b.dict("index", String.self, ListProxy<String>.self).get("log")
+        try await received.append("from b")
+        let scores = try await b.queue("mailbox", DictProxy<String, Int>.self).get(timeout: 10)
+        try await scores.set("b", 2)
+        let lock = try await b.queue("locks", LockProxy.self).get(timeout: 10)
+        #expect(try await lock.acquire(blocking: false))
+        await a.close()  // the objects live on through the references b holds
+        #expect(try await received.copy() == ["from a", "from b"])
+        #expect(try await scores.copy() == ["b": 2])
+        #expect(try await lock.locked())
+        // A bare reference without a manager does not pretend to be a proxy.
+        #expect(throws: DecodingError.self) {
+            _ = try WireValueDecoder().decode(ListProxy<String>.self, from: .objectRef(received.reference))
+        }
+        await b.close()
+    }
+
     @Test func aFrozenClientIsFoundDeadByKeepaliveAndReleased() async throws {
         let server = try ManagerProcess(extraArguments: ["--keepalive", "0.3"])
         let holder = try HolderProcess(server: server)
