@@ -22,7 +22,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
     ],
     targets: [
-        // Only what Swift cannot call directly: futex(2) (syscall is variadic), later mremap(2).
+        // Only what Swift cannot call directly: futex(2), mremap(2), pidfd_open(2), prctl(2)
+        // (variadic in C).
         .target(name: "CMemoryMapShim"),
         // The local thread core: threads, locks, conditions, events, semaphores, timers,
         // barriers, thread-locals, queues, executors and futures.
@@ -30,6 +31,15 @@ let package = Package(
             name: "Threading",
             dependencies: [
                 "CMemoryMapShim",
+                .product(name: "Atomics", package: "swift-atomics"),
+            ]
+        ),
+        // Memory maps, shared memory, process-shared locks, the shared-memory queue, and child
+        // processes: the part of the local core that lets processes on one node cooperate.
+        .target(
+            name: "MemoryMap",
+            dependencies: [
+                "CMemoryMapShim", "Threading", "ColonyWire",
                 .product(name: "Atomics", package: "swift-atomics"),
             ]
         ),
@@ -61,7 +71,7 @@ let package = Package(
         .target(
             name: "Colony",
             dependencies: [
-                "Threading", "ColonyWire",
+                "Threading", "ColonyWire", "MemoryMap",
                 .product(name: "Atomics", package: "swift-atomics"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
@@ -86,6 +96,7 @@ let package = Package(
         // The chapter's example programs, written with Colony; tests run them and check their output.
         .executableTarget(name: "colony-examples", dependencies: ["Colony"]),
         .testTarget(name: "ThreadingTests", dependencies: ["Threading"]),
+        .testTarget(name: "MemoryMapTests", dependencies: ["MemoryMap", "colony-examples"]),
         .testTarget(name: "ColonyServerTests", dependencies: ["ColonyServer", "ColonyWire"]),
         .testTarget(
             name: "ColonyWireTests",

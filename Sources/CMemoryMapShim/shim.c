@@ -6,6 +6,8 @@
 #include <linux/futex.h>
 #include <sys/syscall.h>
 #include <time.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
 #include <unistd.h>
 
 int colony_futex_wait(uint32_t *word, uint32_t expected, uint64_t deadline_ns) {
@@ -53,3 +55,24 @@ __attribute__((constructor)) static void colony_record_main_thread(void) {
 }
 
 unsigned long colony_main_thread_ident(void) { return main_thread_ident; }
+
+void *colony_mremap(void *address, size_t old_size, size_t new_size) {
+    return mremap(address, old_size, new_size, MREMAP_MAYMOVE);
+}
+
+int colony_pidfd_open(int pid) {
+#ifdef SYS_pidfd_open
+    return (int)syscall(SYS_pidfd_open, pid, 0);
+#else
+    errno = ENOSYS;
+    return -1;
+#endif
+}
+
+int colony_set_parent_death_signal(int signal) {
+    return prctl(PR_SET_PDEATHSIG, (unsigned long)signal, 0, 0, 0);
+}
+
+int colony_memfd_create(const char *name) {
+    return memfd_create(name, MFD_CLOEXEC);
+}

@@ -1,6 +1,7 @@
 #ifndef COLONY_CMEMORYMAPSHIM_H
 #define COLONY_CMEMORYMAPSHIM_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 /// Sleeps while `*word == expected`, until woken or until the absolute CLOCK_MONOTONIC
@@ -23,5 +24,19 @@ unsigned long colony_main_thread_ident(void);
 
 /// A CPU hint for spin-wait loops (`pause` on x86, `yield` on ARM).
 void colony_cpu_relax(void);
+
+/// mremap(2) with MREMAP_MAYMOVE (variadic in C, so Swift cannot call it): the new
+/// address, or MAP_FAILED with errno set.
+void *colony_mremap(void *address, size_t old_size, size_t new_size);
+
+/// memfd_create(2) with MFD_CLOEXEC: an anonymous memory file, or -1 and errno.
+int colony_memfd_create(const char *name);
+
+/// pidfd_open(2): a descriptor that becomes readable when process `pid` exits; -1 and errno
+/// when the kernel has no pidfds.
+int colony_pidfd_open(int pid);
+
+/// prctl(PR_SET_PDEATHSIG, signal): this process gets `signal` when its parent thread exits.
+int colony_set_parent_death_signal(int signal);
 
 #endif
