@@ -71,7 +71,7 @@ let package = Package(
         .target(
             name: "Colony",
             dependencies: [
-                "Threading", "ColonyWire", "MemoryMap",
+                "Threading", "ColonyWire", "MemoryMap", "CMemoryMapShim",
                 .product(name: "Atomics", package: "swift-atomics"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),

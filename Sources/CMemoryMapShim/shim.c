@@ -6,6 +6,7 @@
 #include <linux/futex.h>
 #include <sys/syscall.h>
 #include <time.h>
+#include <pthread.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <unistd.h>
@@ -75,4 +76,47 @@ int colony_set_parent_death_signal(int signal) {
 
 int colony_memfd_create(const char *name) {
     return memfd_create(name, MFD_CLOEXEC);
+}
+
+int colony_robust_mutex_init(void *mutex, int recursive) {
+    pthread_mutexattr_t attributes;
+    int rc = pthread_mutexattr_init(&attributes);
+    if (rc != 0) return rc;
+    pthread_mutexattr_setpshared(&attributes, PTHREAD_PROCESS_SHARED);
+    pthread_mutexattr_setrobust(&attributes, PTHREAD_MUTEX_ROBUST);
+    pthread_mutexattr_settype(&attributes, recursive ? PTHREAD_MUTEX_RECURSIVE : PTHREAD_MUTEX_ERRORCHECK);
+    rc = pthread_mutex_init((pthread_mutex_t *)mutex, &attributes);
+    pthread_mutexattr_destroy(&attributes);
+    return rc;
+}
+
+static struct timespec colony_timespec(uint64_t ns) {
+    struct timespec ts;
+    ts.tv_sec = (time_t)(ns / 1000000000ull);
+    ts.tv_nsec = (long)(ns % 1000000000ull);
+    return ts;
+}
+
+int colony_mutex_lock_until(void *mutex, uint64_t deadline_ns, int try_only) {
+    pthread_mutex_t *m = (pthread_mutex_t *)mutex;
+    if (try_only) return pthread_mutex_trylock(m);
+    if (deadline_ns == 0) return pthread_mutex_lock(m);
+    struct timespec ts = colony_timespec(deadline_ns);
+    return pthread_mutex_clocklock(m, CLOCK_MONOTONIC, &ts);
+}
+
+int colony_futex_wait_shared(uint32_t *word, uint32_t expected, uint64_t deadline_ns) {
+    struct timespec ts;
+    struct timespec *timeout = NULL;
+    if (deadline_ns != 0) {
+        ts = colony_timespec(deadline_ns);
+        timeout = &ts;
+    }
+    long rc = syscall(SYS_futex, word, FUTEX_WAIT_BITSET, expected, timeout, NULL, FUTEX_BITSET_MATCH_ANY);
+    return rc == 0 ? 0 : errno;
+}
+
+int colony_futex_wake_shared(uint32_t *word, int count) {
+    long rc = syscall(SYS_futex, word, FUTEX_WAKE, count, NULL, NULL, 0);
+    return rc < 0 ? 0 : (int)rc;
 }

@@ -448,6 +448,10 @@ public final class MemoryMap: @unchecked Sendable {
         }
     }
 
+    /// The mapping's address, for structures that live at fixed places in shared memory
+    /// (the map must not be resized or closed while they are used).
+    var baseAddress: UnsafeMutableRawPointer? { lock.withLock { base } }
+
     /// Direct access to the mapped bytes, for bulk work (the map stays locked meanwhile).
     public func withUnsafeMutableBytes<Result>(_ body: (UnsafeMutableRawBufferPointer) throws -> Result) throws -> Result {
         try lock.withLock { () throws -> Result in

@@ -10,7 +10,7 @@ public struct MemoryMapError: Error, Hashable, CustomStringConvertible {
     public struct Code: Hashable, Sendable, CustomStringConvertible {
         private enum Base: String, Hashable, Sendable {
             case closed, readOnly, outOfRange, cannotResize, unalignedOffset, fileTooShort, invalidArgument, system
-            case notOwner, messageTooLarge, empty, full, timedOut, alreadyStarted, notStarted, unknownEntryPoint
+            case notOwner, wouldDeadlock, messageTooLarge, empty, full, timedOut, alreadyStarted, notStarted, unknownEntryPoint, wrongType
         }
         private let base: Base
         private init(_ base: Base) { self.base = base }
@@ -33,6 +33,10 @@ public struct MemoryMapError: Error, Hashable, CustomStringConvertible {
         public static let system = Code(.system)
         /// A process-shared lock released by a thread that does not hold it (RuntimeError).
         public static let notOwner = Code(.notOwner)
+        /// A thread acquiring a process-shared Lock it already holds, which would never return.
+        public static let wouldDeadlock = Code(.wouldDeadlock)
+        /// Shared memory opened as a different type than it was created with.
+        public static let wrongType = Code(.wrongType)
         /// A message larger than the shared queue's slots (ValueError).
         public static let messageTooLarge = Code(.messageTooLarge)
         /// A shared queue had nothing to get in time (queue.Empty).
@@ -63,7 +67,7 @@ public struct MemoryMapError: Error, Hashable, CustomStringConvertible {
     }
 
     /// A `.system` error for the current `errno`.
-    static func system(_ what: String) -> MemoryMapError {
+    public static func system(_ what: String) -> MemoryMapError {
         let number = Glibc.errno
         return MemoryMapError(.system, "\(what) failed: \(String(cString: strerror(number))) (errno \(number))", errno: number)
     }

@@ -21,10 +21,19 @@ enum ExamplePrograms {
         ("exit-waits", "A non-daemon thread keeps the process alive after main returns", ThreadingExamples.exitWaitsForThreads),
         ("daemon-exit", "A daemon thread does not keep the process alive", ThreadingExamples.daemonDoesNotDelayExit),
         ("manager-hold", "PORT STATE_DIR READY_FILE: connect to a manager, fill anonymous objects, wait to be killed", ManagerExamples.hold),
+        ("process-basics", "Process: start, join, exitcode, is_alive, terminate, kill, close", ProcessExamples.basics),
+        ("mmap-ipc", "mmap for IPC: a child rewrites a file, this process watches it through a map", ProcessExamples.mmapIPC),
+        ("shared-value", "Value with get_lock() and atomic adds from two processes", ProcessExamples.sharedValue),
+        ("shared-queue", "A child produces into a JoinableQueue in shared memory; this process consumes", ProcessExamples.sharedQueue),
+        ("process-crashes", "Children killed holding a lock, or in the middle of queue puts and gets", ProcessExamples.crashes),
         ("manager-hold-locks", "PORT STATE_DIR READY_FILE: take shared locks and park calls, wait to be killed", ManagerExamples.holdLocks),
     ]
 
     static func main() throws {
+        // Child processes are this program started again: register their entry points, then
+        // let bootstrap() run the child's target (it returns only in the original program).
+        ProcessExamples.registerEntryPoints()
+        try ChildProcess.bootstrap()
         let arguments = CommandLine.arguments.dropFirst()
         guard let name = arguments.first else {
             print("usage: colony-examples NAME\n")

@@ -39,4 +39,19 @@ int colony_pidfd_open(int pid);
 /// prctl(PR_SET_PDEATHSIG, signal): this process gets `signal` when its parent thread exits.
 int colony_set_parent_death_signal(int signal);
 
+/// Initializes a process-shared robust mutex (recursive when `recursive` is non-zero) in
+/// shared memory at `mutex` (a pthread_mutex_t). Returns 0 or an errno value.
+int colony_robust_mutex_init(void *mutex, int recursive);
+
+/// Locks a mutex, waiting until the absolute CLOCK_MONOTONIC `deadline_ns` (0: no deadline).
+/// Returns 0, EOWNERDEAD (locked; the previous owner died holding it), ETIMEDOUT, EBUSY
+/// (`try_only` and taken), or another errno value.
+int colony_mutex_lock_until(void *mutex, uint64_t deadline_ns, int try_only);
+
+/// colony_futex_wait for a word in memory shared between processes (no PRIVATE flag).
+int colony_futex_wait_shared(uint32_t *word, uint32_t expected, uint64_t deadline_ns);
+
+/// colony_futex_wake for a word in memory shared between processes.
+int colony_futex_wake_shared(uint32_t *word, int count);
+
 #endif
