@@ -96,7 +96,7 @@ let package = Package(
         // The chapter's example programs, written with Colony; tests run them and check their output.
         .executableTarget(name: "colony-examples", dependencies: ["Colony"]),
         .testTarget(name: "ThreadingTests", dependencies: ["Threading"]),
-        .testTarget(name: "MemoryMapTests", dependencies: ["MemoryMap", "colony-examples"]),
+        .testTarget(name: "MemoryMapTests", dependencies: ["MemoryMap", "Threading", "ColonyWire"]),
         .testTarget(name: "ColonyServerTests", dependencies: ["ColonyServer", "ColonyWire"]),
         .testTarget(
             name: "ColonyWireTests",

@@ -25,6 +25,7 @@ enum ExamplePrograms {
         ("mmap-ipc", "mmap for IPC: a child rewrites a file, this process watches it through a map", ProcessExamples.mmapIPC),
         ("shared-value", "Value with get_lock() and atomic adds from two processes", ProcessExamples.sharedValue),
         ("shared-queue", "A child produces into a JoinableQueue in shared memory; this process consumes", ProcessExamples.sharedQueue),
+        ("process-exit", "At exit: non-daemon children are waited for, daemon children terminated", ProcessExamples.exitBehaviour),
         ("process-crashes", "Children killed holding a lock, or in the middle of queue puts and gets", ProcessExamples.crashes),
         ("manager-hold-locks", "PORT STATE_DIR READY_FILE: take shared locks and park calls, wait to be killed", ManagerExamples.holdLocks),
     ]
@@ -69,9 +70,13 @@ enum Clock {
     }
 }
 
-/// A thread-safe print: whole lines never interleave.
+/// A thread-safe print: whole lines never interleave, and each is flushed at once so the
+/// lines of parent and child processes sharing one output keep their real order.
 func say(_ line: String) {
-    printLock.withLock { print(line) }
+    printLock.withLock {
+        print(line)
+        fflush(nil)  // every output stream
+    }
 }
 
 let printLock = Lock()

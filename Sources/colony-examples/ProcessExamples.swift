@@ -18,6 +18,24 @@ enum ProcessExamples {
         ChildProcess.register("hold-lock", LockHolder.run)
         ChildProcess.register("produce-forever", Producer.forever)
         ChildProcess.register("consume-forever", Consumer.forever)
+        ChildProcess.register("late-finisher") {
+            Thread.sleep(0.2)
+            say("non-daemon child done")
+        }
+        ChildProcess.register("quiet-daemon") {
+            let null = open("/dev/null", O_WRONLY)
+            dup2(null, 1)  // let go of the parent's stdout
+            Thread.sleep(3600)
+        }
+    }
+
+    /// At exit, a process waits for its non-daemonic children and terminates its daemonic ones.
+    static func exitBehaviour() throws {
+        let daemon = ChildProcess(target: "quiet-daemon", daemon: true)
+        try daemon.start()
+        try ChildProcess(target: "late-finisher").start()
+        say("daemon pid \(daemon.pid!)")
+        say("main returns")
     }
 
     struct ExampleFailure: Error, CustomStringConvertible {

@@ -152,3 +152,64 @@ func runExample(_ name: String, sourceLocation: SourceLocation = #_sourceLocatio
         #expect(lines.isEmpty)
     }
 }
+
+@Suite(.serialized) struct ProcessExampleTests {
+    @Test func processLifeCycleMatchesPython() throws {
+        let (lines, status) = try runExample("process-basics")
+        #expect(status == 0)
+        #expect(lines.contains("Process-1 (parent ok): 49"))
+        #expect(lines.contains("Process-1 exitcode 0"))
+        #expect(lines.contains("exiter exitcode 3"))
+        #expect(lines.contains("failing exitcode 1"))
+        #expect(lines.contains("sleeper alive after join(timeout:) true, active children 1"))
+        #expect(lines.contains("terminated exitcode -15"))
+        #expect(lines.contains("killed exitcode -9, sentinel ready true"))
+        #expect(lines.contains { $0.hasPrefix("start after close: closed") })
+        #expect(lines.last == "active children 0")
+    }
+
+    @Test func theChaptersMmapIPCPairWorksBetweenTwoProcesses() throws {
+        let (lines, status) = try runExample("mmap-ipc")
+        #expect(status == 0)
+        #expect(lines == [
+            "reader saw: hello", "reader saw: mmap between processes", "reader saw: quit: that was all, goodbye", "writer exitcode 0",
+        ])
+    }
+
+    @Test func sharedValuesCountEveryIncrementFromTwoProcesses() throws {
+        let (lines, status) = try runExample("shared-value")
+        #expect(status == 0)
+        #expect(lines.first?.hasPrefix("locked value 10000, atomic value 10000, per-worker [") == true)
+    }
+
+    @Test func theSharedMemoryQueueCarriesEveryMessage() throws {
+        let (lines, status) = try runExample("shared-queue")
+        #expect(status == 0)
+        #expect(lines == ["consumed 1000 messages, sum 499500, joined true, producer exitcode 0"])
+    }
+
+    @Test func killedChildrenLeaveNoDeadlockAndNoLostOrRepeatedMessages() throws {
+        let (lines, status) = try runExample("process-crashes")
+        #expect(status == 0)
+        #expect(lines == [
+            "holder has the lock: acquire without blocking false",
+            "after the kill: acquired true, previous owner died true",
+            "20 producers killed mid-stream: out-of-sequence messages 0",
+            "10 consumers killed mid-stream: no repeats and at most the in-hand message missing: true",
+        ])
+    }
+
+    @Test func exitWaitsForChildrenAndTerminatesDaemons() throws {
+        let (lines, status) = try runExample("process-exit")
+        #expect(status == 0)
+        #expect(lines.suffix(2) == ["main returns", "non-daemon child done"])
+        let pid = try #require(lines.first { $0.hasPrefix("daemon pid ") }.flatMap { Int32($0.dropFirst("daemon pid ".count)) })
+        var gone = false
+        for _ in 0..<100 where !gone {
+            gone = kill(pid, 0) == -1 && errno == ESRCH
+            if !gone { usleep(100_000) }
+        }
+        if !gone { kill(pid, SIGKILL) }
+        #expect(gone, "the daemonic child outlived its parent")
+    }
+}
