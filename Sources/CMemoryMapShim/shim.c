@@ -4,11 +4,11 @@
 #include <errno.h>
 #include <limits.h>
 #include <linux/futex.h>
-#include <sys/syscall.h>
-#include <time.h>
 #include <pthread.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
+#include <sys/syscall.h>
+#include <time.h>
 #include <unistd.h>
 
 int colony_futex_wait(uint32_t *word, uint32_t expected, uint64_t deadline_ns) {
@@ -31,7 +31,20 @@ int colony_futex_wake(uint32_t *word, int count) {
     return rc < 0 ? 0 : (int)rc;
 }
 
-int64_t colony_gettid(void) { return (int64_t)syscall(SYS_gettid); }
+// Cached per thread: lock owners ask for it on every acquire and release. The thread that
+// forks is the child's only thread and gets a new id, so fork clears its cache.
+static __thread int64_t cached_tid = 0;
+
+static void colony_forget_tid(void) { cached_tid = 0; }
+
+__attribute__((constructor)) static void colony_register_fork_handler(void) {
+    pthread_atfork(NULL, NULL, colony_forget_tid);
+}
+
+int64_t colony_gettid(void) {
+    if (cached_tid == 0) cached_tid = (int64_t)syscall(SYS_gettid);
+    return cached_tid;
+}
 
 uint64_t colony_monotonic_ns(void) {
     struct timespec ts;
@@ -46,8 +59,6 @@ void colony_cpu_relax(void) {
     __asm__ __volatile__("yield");
 #endif
 }
-
-#include <pthread.h>
 
 static unsigned long main_thread_ident;
 

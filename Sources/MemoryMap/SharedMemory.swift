@@ -1,6 +1,7 @@
 import Atomics
 import CMemoryMapShim
 import Glibc
+import Threading
 
 /// A named block of shared memory (Python `multiprocessing.shared_memory.SharedMemory`):
 /// any process that opens the same name maps the same bytes. It lives in `/dev/shm`; the
@@ -131,9 +132,23 @@ struct SharedMutex {
     }
 
     /// Locks; nil if not acquired (not blocking, or the deadline passed), else whether the
-    /// previous owner died holding it.
+    /// previous owner died holding it. A blocking lock first spins briefly (`SpinPolicy`):
+    /// critical sections in shared memory are short, and sleeping in the kernel costs more.
     func lock(blocking: Bool = true, deadline: UInt64 = 0) throws(MemoryMapError) -> Bool? {
-        let rc = colony_mutex_lock_until(pointer, deadline, blocking ? 0 : 1)
+        var rc = colony_mutex_lock_until(pointer, 0, 1)
+        if rc == EBUSY && blocking {
+            var round = 0
+            while rc == EBUSY && round < SpinPolicy.rounds {
+                colony_cpu_relax()
+                round += 1
+                if round % 8 == 0 { rc = colony_mutex_lock_until(pointer, 0, 1) }
+            }
+            if rc == EBUSY { rc = colony_mutex_lock_until(pointer, deadline, 0) }
+        }
+        return try interpret(rc)
+    }
+
+    private func interpret(_ rc: Int32) throws(MemoryMapError) -> Bool? {
         switch rc {
         case 0: return false
         case EOWNERDEAD:
@@ -166,30 +181,44 @@ struct SharedMutex {
 struct SharedCondition {
     static let size = 64
     let pointer: UnsafeMutableRawPointer
+    // Word 0: the sequence, bumped by every signal. Word 1: threads asleep on it.
     private var sequence: UnsafeAtomic<UInt32> { atomicView(pointer.assumingMemoryBound(to: UInt32.self)) }
+    private var sleepers: UnsafeAtomic<UInt32> { atomicView(pointer.assumingMemoryBound(to: UInt32.self) + 1) }
     private var word: UnsafeMutablePointer<UInt32> { pointer.assumingMemoryBound(to: UInt32.self) }
 
     func initialize() throws(MemoryMapError) {
-        pointer.initializeMemory(as: UInt32.self, repeating: 0, count: 1)
+        pointer.initializeMemory(as: UInt32.self, repeating: 0, count: 2)
     }
 
-    /// Waits with `mutex` held: gives it up, sleeps until a signal or the deadline, takes it
-    /// back. False when the deadline passed.
+    /// Waits with `mutex` held: gives it up, waits until a signal or the deadline, takes it
+    /// back. False when the deadline passed. Spins briefly before sleeping.
     func wait(_ mutex: SharedMutex, deadline: UInt64) -> Bool {
-        let observed = sequence.load(ordering: .acquiring)
+        let observed = sequence.load(ordering: .sequentiallyConsistent)
         try? mutex.unlock()
-        var rc: Int32
-        repeat {
-            rc = colony_futex_wait_shared(word, observed, deadline)
-        } while rc == EINTR
+        var timedOut = false
+        var spun = 0
+        while sequence.load(ordering: .relaxed) == observed && spun < SpinPolicy.rounds {
+            colony_cpu_relax()
+            spun += 1
+        }
+        if sequence.load(ordering: .sequentiallyConsistent) == observed {
+            sleepers.wrappingIncrement(ordering: .sequentiallyConsistent)
+            var rc: Int32
+            repeat {
+                rc = colony_futex_wait_shared(word, observed, deadline)
+            } while rc == EINTR
+            sleepers.wrappingDecrement(ordering: .sequentiallyConsistent)
+            timedOut = rc == ETIMEDOUT
+        }
         mutex.lockForState()
-        return rc != ETIMEDOUT
+        return !timedOut
     }
 
-    /// Wakes up to `count` waiters (after a change made with the mutex held).
+    /// Wakes up to `count` waiters (after a change made with the mutex held); no system call
+    /// when nobody sleeps.
     func signal(_ count: Int32 = 1) {
-        sequence.wrappingIncrement(ordering: .releasing)
-        _ = colony_futex_wake_shared(word, count)
+        sequence.wrappingIncrement(ordering: .sequentiallyConsistent)
+        if sleepers.load(ordering: .sequentiallyConsistent) > 0 { _ = colony_futex_wake_shared(word, count) }
     }
 
     func broadcast() { signal(Int32.max) }

@@ -1,14 +1,29 @@
 import ArgumentParser
 import Colony
+import Glibc
 
 /// `colony-bench`: Colony's benchmarks. Each prints one JSON object on stdout.
-@main
 struct Bench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "colony-bench",
         abstract: "Benchmarks that print one JSON object per run; build with -c release.",
-        subcommands: [Local.self, Wire.self, ManagerBench.self]
+        subcommands: [Local.self, Wire.self, ManagerBench.self, MmapBench.self]
     )
+}
+
+@main
+enum BenchMain {
+    static func main() async {
+        // The mmap benchmark's processes are this program started again.
+        MmapBench.registerEntryPoints()
+        do {
+            try ChildProcess.bootstrap()
+        } catch {
+            print("colony-bench: a benchmark child process could not start: \(error)")
+            exit(1)
+        }
+        await Bench.main()
+    }
 }
 
 /// `colony-bench local`: the thread core against CPython's threading, queue and
