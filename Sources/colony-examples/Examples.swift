@@ -25,6 +25,7 @@ enum ExamplePrograms {
         ("mmap-ipc", "mmap for IPC: a child rewrites a file, this process watches it through a map", ProcessExamples.mmapIPC),
         ("shared-value", "Value with get_lock() and atomic adds from two processes", ProcessExamples.sharedValue),
         ("shared-queue", "A child produces into a JoinableQueue in shared memory; this process consumes", ProcessExamples.sharedQueue),
+        ("readme-processes", "The README's process example: four children count into a shared Value", ProcessExamples.readme),
         ("process-exit", "At exit: non-daemon children are waited for, daemon children terminated", ProcessExamples.exitBehaviour),
         ("process-crashes", "Children killed holding a lock, or in the middle of queue puts and gets", ProcessExamples.crashes),
         ("manager-hold-locks", "PORT STATE_DIR READY_FILE: take shared locks and park calls, wait to be killed", ManagerExamples.holdLocks),

@@ -18,6 +18,10 @@ enum ProcessExamples {
         ChildProcess.register("hold-lock", LockHolder.run)
         ChildProcess.register("produce-forever", Producer.forever)
         ChildProcess.register("consume-forever", Consumer.forever)
+        ChildProcess.register("count") { (job: CountJob) in
+            for _ in 0..<1000 { try job.total.getLock()!.withLock { job.total.unlockedValue += 1 } }
+            try job.results.put("\(CurrentProcess.name) done")
+        }
         ChildProcess.register("late-finisher") {
             Thread.sleep(0.2)
             say("non-daemon child done")
@@ -27,6 +31,20 @@ enum ProcessExamples {
             dup2(null, 1)  // let go of the parent's stdout
             Thread.sleep(3600)
         }
+    }
+
+    /// The README's process example (its `main` after `bootstrap()`).
+    static func readme() throws {
+        let job = CountJob(total: try SharedValue<Int>(0), results: try SharedMemoryQueue())
+        let workers = try (0..<4).map { _ in try ChildProcess(target: "count", arguments: job) }
+        for worker in workers { try worker.start() }
+        for worker in workers { try worker.join() }
+        print(job.total.value, try job.results.get(String.self))  // 4000 Process-3 done (the first to finish)
+    }
+
+    struct CountJob: Codable {
+        var total: SharedValue<Int>  // shared objects travel as their shared memory names
+        var results: SharedMemoryQueue
     }
 
     /// At exit, a process waits for its non-daemonic children and terminates its daemonic ones.

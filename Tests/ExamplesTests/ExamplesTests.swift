@@ -199,6 +199,13 @@ func runExample(_ name: String, sourceLocation: SourceLocation = #_sourceLocatio
         ])
     }
 
+    @Test func theReadmeProcessExampleCountsEveryIncrement() throws {
+        let (lines, status) = try runExample("readme-processes")
+        #expect(status == 0)
+        let line = try #require(lines.last)
+        #expect(line.hasPrefix("4000 Process-") && line.hasSuffix(" done"))
+    }
+
     @Test func exitWaitsForChildrenAndTerminatesDaemons() throws {
         let (lines, status) = try runExample("process-exit")
         #expect(status == 0)
