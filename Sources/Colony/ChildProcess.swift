@@ -160,6 +160,14 @@ public final class ChildProcess: @unchecked Sendable {
 
     // MARK: Life cycle
 
+    /// Python `p.run()`: runs the target here, in this process, as `start()` would in the child.
+    public func run() throws {
+        guard let entry = ChildProcess.registryLock.withLock({ ChildProcess.entryPoints[target] }) else {
+            throw MemoryMapError(.unknownEntryPoint, "no entry point named '\(target)' is registered; call ChildProcess.register first")
+        }
+        try entry(arguments)
+    }
+
     /// Python `p.start()`: re-executes this program as the child.
     public func start() throws {
         try lock.withLock { () throws in

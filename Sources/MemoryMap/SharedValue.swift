@@ -1,9 +1,12 @@
 import Atomics
 import Glibc
+import Threading
 
 /// A plain value in shared memory (Python `multiprocessing.Value(typecode, value, lock)`).
 /// With `lock: true` (the default, as Python's) reads and writes of `value` take the value's
-/// own process-shared RLock, which `getLock()` returns for compound updates:
+/// own process-shared RLock; pass an existing `ProcessLock` or `ProcessRLock` to share one
+/// lock among several values, or `lock: false` for none. `getLock()` returns it for
+/// compound updates:
 ///
 ///     let counter = try SharedValue<Int>(0)
 ///     try counter.getLock()!.withLock { counter.unlockedValue += 1 }
@@ -12,31 +15,43 @@ import Glibc
 /// `SharedValue` to a child process as an argument: it encodes as its shared memory name.
 public final class SharedValue<Value: BitwiseCopyable & Sendable>: Codable, @unchecked Sendable {
     let memory: SharedMemory
-    let lock: ProcessRLock?
-    static var layout: (lockOffset: Int, valueOffset: Int, size: Int) {
-        let valueOffset = SharedHeader.size + SharedLockState.size
-        return (SharedHeader.size, valueOffset, valueOffset + max(MemoryLayout<Value>.stride, 8))
-    }
+    let guardLock: GuardLock
+    static var valueOffset: Int { SharedHeader.size + GuardLock.regionSize }
     var pointer: UnsafeMutablePointer<Value> {
-        (memory.baseAddress + SharedValue.layout.valueOffset).assumingMemoryBound(to: Value.self)
+        (memory.baseAddress + SharedValue.valueOffset).assumingMemoryBound(to: Value.self)
     }
 
-    /// A new shared value; `lock: false` makes `value` unsynchronized (Python `lock=False`).
-    public init(_ initial: Value, lock: Bool = true) throws(MemoryMapError) {
-        memory = try SharedMemory(creating: SharedValue.layout.size)
-        SharedHeader.write(memory, kind: SharedKind.value, detail: UInt64(MemoryLayout<Value>.size) << 1 | (lock ? 1 : 0))
-        self.lock = lock ? try ProcessRLock(in: memory, at: SharedValue.layout.lockOffset) : nil
-        (memory.baseAddress + SharedValue.layout.valueOffset).initializeMemory(as: Value.self, repeating: initial, count: 1)
+    private init(_ initial: Value, _ choice: GuardLock.Choice) throws(MemoryMapError) {
+        memory = try SharedMemory(creating: SharedValue.valueOffset + max(MemoryLayout<Value>.stride, 8))
+        guardLock = try GuardLock(creatingIn: memory, at: SharedHeader.size, choice)
+        SharedHeader.write(memory, kind: SharedKind.value, detail: UInt64(MemoryLayout<Value>.size) << 2 | guardLock.mode)
+        (memory.baseAddress + SharedValue.valueOffset).initializeMemory(as: Value.self, repeating: initial, count: 1)
+    }
+
+    /// A new shared value with its own RLock; `lock: false` makes `value` unsynchronized
+    /// (Python `lock=False`).
+    public convenience init(_ initial: Value, lock: Bool = true) throws(MemoryMapError) {
+        try self.init(initial, lock ? .own : .none)
+    }
+
+    /// A new shared value guarded by an existing RLock (Python `Value(t, v, lock=rlock)`).
+    public convenience init(_ initial: Value, lock: ProcessRLock) throws(MemoryMapError) {
+        try self.init(initial, .existing(lock.state))
+    }
+
+    /// A new shared value guarded by an existing Lock.
+    public convenience init(_ initial: Value, lock: ProcessLock) throws(MemoryMapError) {
+        try self.init(initial, .existing(lock.state))
     }
 
     /// Opens the value named `name`; it must hold a `Value` of the same size.
     public init(opening name: String) throws(MemoryMapError) {
         memory = try SharedMemory(opening: name)
         let detail = try SharedHeader.check(memory, kind: SharedKind.value, what: "SharedValue")
-        guard detail >> 1 == UInt64(MemoryLayout<Value>.size) else {
-            throw MemoryMapError(.wrongType, "'\(name)' holds a value of \(detail >> 1) bytes, not a \(Value.self)")
+        guard detail >> 2 == UInt64(MemoryLayout<Value>.size) else {
+            throw MemoryMapError(.wrongType, "'\(name)' holds a value of \(detail >> 2) bytes, not a \(Value.self)")
         }
-        lock = detail & 1 == 1 ? try ProcessRLock(openingIn: memory, at: SharedValue.layout.lockOffset) : nil
+        guardLock = try GuardLock(openingIn: memory, at: SharedHeader.size, mode: detail & 3)
     }
 
     /// The shared memory name other processes open it by.
@@ -54,13 +69,14 @@ public final class SharedValue<Value: BitwiseCopyable & Sendable>: Codable, @unc
         set { pointer.pointee = newValue }
     }
 
-    /// Python `v.get_lock()`: the RLock guarding the value (nil when made with `lock: false`).
-    public func getLock() -> ProcessRLock? { lock }
+    /// Python `v.get_lock()`: the lock guarding the value, a `ProcessRLock` or the
+    /// `ProcessLock` it was given (nil when made with `lock: false`).
+    public func getLock() -> (any Locking)? { guardLock.handle }
 
     private func withOptionalLock<Result>(_ body: () -> Result) -> Result {
-        guard let lock else { return body() }
-        _ = try? lock.state.acquire(blocking: true, timeout: nil)
-        defer { try? lock.state.release() }
+        guard let state = guardLock.state else { return body() }
+        _ = try? state.acquire(blocking: true, timeout: nil)
+        defer { try? state.release() }
         return body()
     }
 
@@ -96,43 +112,59 @@ extension SharedValue where Value: AtomicInteger {
 }
 
 /// A fixed-length array of plain values in shared memory (Python
-/// `multiprocessing.Array(typecode, size_or_initializer, lock)`).
+/// `multiprocessing.Array(typecode, size_or_initializer, lock)`); `lock` as for `SharedValue`.
 public final class SharedArray<Element: BitwiseCopyable & Sendable>: Codable, @unchecked Sendable {
     let memory: SharedMemory
-    let lock: ProcessRLock?
+    let guardLock: GuardLock
     /// Python `len(a)`.
     public let count: Int
-    static var elementsOffset: Int { SharedHeader.size + SharedLockState.size }
+    static var elementsOffset: Int { SharedHeader.size + GuardLock.regionSize }
     var elements: UnsafeMutablePointer<Element> {
         (memory.baseAddress + SharedArray.elementsOffset).assumingMemoryBound(to: Element.self)
     }
 
-    /// A shared array holding `initial`.
-    public init(_ initial: [Element], lock: Bool = true) throws(MemoryMapError) {
+    private init(_ initial: [Element], _ choice: GuardLock.Choice) throws(MemoryMapError) {
+        guard initial.count < 1 << 30 else { throw MemoryMapError(.invalidArgument, "a shared array holds fewer than 2^30 elements") }
         count = initial.count
         memory = try SharedMemory(creating: SharedArray.elementsOffset + max(1, count) * MemoryLayout<Element>.stride)
-        SharedHeader.write(memory, kind: SharedKind.array, detail: UInt64(MemoryLayout<Element>.stride) << 33 | UInt64(count) << 1 | (lock ? 1 : 0))
-        self.lock = lock ? try ProcessRLock(in: memory, at: SharedHeader.size) : nil
+        guardLock = try GuardLock(creatingIn: memory, at: SharedHeader.size, choice)
+        SharedHeader.write(
+            memory, kind: SharedKind.array, detail: UInt64(MemoryLayout<Element>.stride) << 34 | UInt64(count) << 2 | guardLock.mode)
         initial.withUnsafeBufferPointer { source in
             if let base = source.baseAddress { elements.initialize(from: base, count: count) }
         }
     }
 
+    /// A shared array holding `initial`, with its own RLock unless `lock` is false.
+    public convenience init(_ initial: [Element], lock: Bool = true) throws(MemoryMapError) {
+        try self.init(initial, lock ? .own : .none)
+    }
+
+    /// A shared array guarded by an existing RLock.
+    public convenience init(_ initial: [Element], lock: ProcessRLock) throws(MemoryMapError) {
+        try self.init(initial, .existing(lock.state))
+    }
+
+    /// A shared array guarded by an existing Lock.
+    public convenience init(_ initial: [Element], lock: ProcessLock) throws(MemoryMapError) {
+        try self.init(initial, .existing(lock.state))
+    }
+
     /// A shared array of `count` copies of `repeating` (Python `Array('i', 10)` gives zeros).
     public convenience init(repeating element: Element, count: Int, lock: Bool = true) throws(MemoryMapError) {
         guard count >= 0 else { throw MemoryMapError(.invalidArgument, "an array's size must be non-negative") }
-        try self.init(Array(repeating: element, count: count), lock: lock)
+        try self.init(Array(repeating: element, count: count), lock ? .own : .none)
     }
 
     /// Opens the array named `name`.
     public init(opening name: String) throws(MemoryMapError) {
         memory = try SharedMemory(opening: name)
         let detail = try SharedHeader.check(memory, kind: SharedKind.array, what: "SharedArray")
-        guard detail >> 33 == UInt64(MemoryLayout<Element>.stride) else {
-            throw MemoryMapError(.wrongType, "'\(name)' holds elements of \(detail >> 33) bytes, not \(Element.self)")
+        guard detail >> 34 == UInt64(MemoryLayout<Element>.stride) else {
+            throw MemoryMapError(.wrongType, "'\(name)' holds elements of \(detail >> 34) bytes, not \(Element.self)")
         }
-        count = Int((detail >> 1) & 0xFFFF_FFFF)
-        lock = detail & 1 == 1 ? try ProcessRLock(openingIn: memory, at: SharedHeader.size) : nil
+        count = Int((detail >> 2) & 0xFFFF_FFFF)
+        guardLock = try GuardLock(openingIn: memory, at: SharedHeader.size, mode: detail & 3)
     }
 
     public var name: String { memory.name }
@@ -144,9 +176,9 @@ public final class SharedArray<Element: BitwiseCopyable & Sendable>: Codable, @u
     }
 
     private func withOptionalLock<Result>(_ body: () throws(MemoryMapError) -> Result) throws(MemoryMapError) -> Result {
-        guard let lock else { return try body() }
-        _ = try lock.state.acquire(blocking: true, timeout: nil)
-        defer { try? lock.state.release() }
+        guard let state = guardLock.state else { return try body() }
+        _ = try state.acquire(blocking: true, timeout: nil)
+        defer { try? state.release() }
         return try body()
     }
 
@@ -176,7 +208,7 @@ public final class SharedArray<Element: BitwiseCopyable & Sendable>: Codable, @u
     }
 
     /// Python `a.get_lock()`.
-    public func getLock() -> ProcessRLock? { lock }
+    public func getLock() -> (any Locking)? { guardLock.handle }
 
     /// Direct access to the elements (take `getLock()` around it if others write).
     public func withUnsafeMutableBufferPointer<Result>(_ body: (UnsafeMutableBufferPointer<Element>) throws -> Result) rethrows -> Result {
@@ -202,13 +234,60 @@ extension SharedArray where Element: AtomicInteger {
     }
 }
 
-extension ProcessRLock {
-    /// An RLock inside another object's shared memory, at `offset`.
-    convenience init(in memory: SharedMemory, at offset: Int) throws(MemoryMapError) {
-        self.init(state: try SharedLockState(embeddedIn: memory, at: offset, creating: true))
+/// The lock of a SharedValue or SharedArray (Python's `lock=` argument): none, its own RLock
+/// inside its memory, or an existing lock elsewhere, whose location it records so that
+/// every process opening the value finds the same lock.
+struct GuardLock {
+    enum Choice {
+        case none, own
+        case existing(SharedLockState)
     }
 
-    convenience init(openingIn memory: SharedMemory, at offset: Int) throws(MemoryMapError) {
-        self.init(state: try SharedLockState(embeddedIn: memory, at: offset, creating: false))
+    /// The own lock's room, then the existing lock's location (name length, name, offset).
+    static let regionSize = SharedLockState.size + 256
+    static let maxNameLength = 200
+    /// 0: none, 1: own, 2: existing (kept in the owner's header).
+    let mode: UInt64
+    let state: SharedLockState?
+    let handle: (any Locking)?
+
+    init(creatingIn memory: SharedMemory, at offset: Int, _ choice: Choice) throws(MemoryMapError) {
+        switch choice {
+        case .none:
+            (mode, state, handle) = (0, nil, nil)
+        case .own:
+            let own = try SharedLockState(embeddedIn: memory, at: offset, creating: true)
+            (mode, state, handle) = (1, own, ProcessRLock(state: own))
+        case .existing(let lock):
+            let name = Array(lock.memory.name.utf8)
+            guard name.count <= GuardLock.maxNameLength else { throw MemoryMapError(.invalidArgument, "the lock's name is too long to record") }
+            let location = memory.baseAddress + offset + SharedLockState.size
+            location.storeBytes(of: UInt8(name.count), as: UInt8.self)
+            (location + 1).copyMemory(from: name, byteCount: name.count)
+            location.storeBytes(of: lock.offset, toByteOffset: 8 + GuardLock.maxNameLength, as: Int.self)
+            (mode, state, handle) = (2, lock, GuardLock.handle(for: lock))
+        }
+    }
+
+    init(openingIn memory: SharedMemory, at offset: Int, mode: UInt64) throws(MemoryMapError) {
+        self.mode = mode
+        switch mode {
+        case 1:
+            let own = try SharedLockState(embeddedIn: memory, at: offset, creating: false)
+            (state, handle) = (own, ProcessRLock(state: own))
+        case 2:
+            let location = memory.baseAddress + offset + SharedLockState.size
+            let length = min(Int(location.load(as: UInt8.self)), GuardLock.maxNameLength)
+            let name = String(decoding: UnsafeRawBufferPointer(start: location + 1, count: length), as: UTF8.self)
+            let lockOffset = location.load(fromByteOffset: 8 + GuardLock.maxNameLength, as: Int.self)
+            let lock = try SharedLockState(opening: try SharedMemory(opening: name), at: lockOffset)
+            (state, handle) = (lock, GuardLock.handle(for: lock))
+        default:
+            (state, handle) = (nil, nil)
+        }
+    }
+
+    private static func handle(for lock: SharedLockState) -> any Locking {
+        lock.recursive ? ProcessRLock(state: lock) : ProcessLock(state: lock)
     }
 }

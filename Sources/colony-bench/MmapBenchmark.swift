@@ -153,7 +153,7 @@ struct MmapBench: ParsableCommand {
 
         /// Python's `with v.get_lock(): v.value += 1`.
         static func increment(_ job: Job) throws {
-            let lock = job.value.getLock()!
+            let lock = job.value.getLock() as! ProcessRLock  // made with its own RLock above
             try job.times.set(2 * job.slot, colony_monotonic_ns())
             for _ in 0..<job.increments {
                 _ = try lock.acquire()

@@ -64,6 +64,12 @@ enum ProcessExamples {
     /// Python's Process table: start, join, exitcode, is_alive, terminate, kill, close, names.
     static func basics() throws {
         let square = try ChildProcess(target: "square", arguments: 7)
+        try ChildProcess(target: "square", arguments: 3, name: "inline").run()  // here, not in a child
+        do {
+            try ChildProcess(target: "no-such-target").run()
+        } catch {
+            say("run of an unknown target: \(error)")
+        }
         try square.start()
         try square.join()
         say("\(square.name) exitcode \(square.exitCode.map(String.init) ?? "nil")")

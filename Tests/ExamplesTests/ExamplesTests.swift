@@ -157,6 +157,8 @@ func runExample(_ name: String, sourceLocation: SourceLocation = #_sourceLocatio
     @Test func processLifeCycleMatchesPython() throws {
         let (lines, status) = try runExample("process-basics")
         #expect(status == 0)
+        #expect(lines.first == "MainProcess (parent ?): 9")  // run() ran it in this process
+        #expect(lines.contains { $0.hasPrefix("run of an unknown target: unknownEntryPoint") })
         #expect(lines.contains("Process-1 (parent ok): 49"))
         #expect(lines.contains("Process-1 exitcode 0"))
         #expect(lines.contains("exiter exitcode 3"))

@@ -162,7 +162,7 @@ func onAnotherThread<Result: Sendable>(_ body: @escaping @Sendable () throws -> 
         value.value = 2.5
         let opened = try roundTrip(value)
         #expect(opened.value == 2.5)
-        let lock = try #require(value.getLock())
+        let lock = try #require(value.getLock() as? ProcessRLock)
         try lock.withLock { value.unlockedValue += 1 }
         #expect(opened.value == 3.5)
         // The value's lock travels too, and is the same lock.
@@ -176,6 +176,25 @@ func onAnotherThread<Result: Sendable>(_ body: @escaping @Sendable () throws -> 
         #expect(counter.compareExchange(expected: 5, desired: 9))
         #expect(!counter.compareExchange(expected: 5, desired: 1))
         #expect(counter.value == 9)
+    }
+
+    @Test func valuesAndArraysCanShareAnExistingLock() throws {
+        let shared = try ProcessLock()
+        let balance = try SharedValue<Int>(100, lock: shared)
+        let history = try SharedArray<Int>([0, 0], lock: shared)
+        let openedBalance = try roundTrip(balance)  // finds the same lock by its recorded name
+        let openedHistory = try roundTrip(history)
+        #expect(balance.getLock() is ProcessLock && openedHistory.getLock() is ProcessLock)
+        try shared.acquire()
+        #expect(try onAnotherThread { try openedBalance.getLock()!.acquire(blocking: false, timeout: nil) } == false)
+        #expect(try onAnotherThread { try openedHistory.getLock()!.acquire(blocking: false, timeout: nil) } == false)
+        balance.unlockedValue -= 10
+        try shared.release()
+        #expect(openedBalance.value == 90)
+        let rlock = try ProcessRLock()
+        let guarded = try SharedValue<Int>(1, lock: rlock)
+        try rlock.withLock { guarded.value += 1 }  // value's own accesses re-enter the RLock
+        #expect(try roundTrip(guarded).value == 2)
     }
 
     @Test func arraysIndexCopyReplaceAndAdd() throws {
