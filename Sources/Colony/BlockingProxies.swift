@@ -24,7 +24,7 @@ public enum LockOwner {
 public struct QueueProxy<Element: Codable & Sendable>: Proxy, Codable {
     let handle: ProxyHandle
     public var reference: ObjectRef { handle.reference }
-    public func encode(to encoder: any Encoder) throws { try encodeReference(reference, to: encoder) }
+    public func encode(to encoder: any Encoder) throws { try encodeProxy(handle, to: encoder) }
 
     /// Python `q.put(item, block, timeout)`.
     public func put(_ item: Element, block: Bool = true, timeout: Double? = nil) async throws {
@@ -92,7 +92,7 @@ public struct QueueProxy<Element: Codable & Sendable>: Proxy, Codable {
 public final class LockProxy: Proxy, Locking, Codable, @unchecked Sendable {
     let handle: ProxyHandle
     public var reference: ObjectRef { handle.reference }
-    public func encode(to encoder: any Encoder) throws { try encodeReference(reference, to: encoder) }
+    public func encode(to encoder: any Encoder) throws { try encodeProxy(handle, to: encoder) }
 
     init(handle: ProxyHandle) { self.handle = handle }
 
@@ -162,7 +162,7 @@ public final class LockProxy: Proxy, Locking, Codable, @unchecked Sendable {
 public struct SemaphoreProxy: Proxy, Codable {
     let handle: ProxyHandle
     public var reference: ObjectRef { handle.reference }
-    public func encode(to encoder: any Encoder) throws { try encodeReference(reference, to: encoder) }
+    public func encode(to encoder: any Encoder) throws { try encodeProxy(handle, to: encoder) }
 
     /// Python `s.acquire(blocking, timeout)`, with the grant's token and owner-died flag.
     public func acquireGrant(blocking: Bool = true, timeout: Double? = nil) async throws -> LockGrant {
@@ -193,7 +193,7 @@ public struct SemaphoreProxy: Proxy, Codable {
 public final class ConditionProxy: Proxy, Codable, @unchecked Sendable {
     let handle: ProxyHandle
     public var reference: ObjectRef { handle.reference }
-    public func encode(to encoder: any Encoder) throws { try encodeReference(reference, to: encoder) }
+    public func encode(to encoder: any Encoder) throws { try encodeProxy(handle, to: encoder) }
 
     init(handle: ProxyHandle) { self.handle = handle }
 
@@ -277,7 +277,7 @@ public final class ConditionProxy: Proxy, Codable, @unchecked Sendable {
 public struct EventProxy: Proxy, Codable {
     let handle: ProxyHandle
     public var reference: ObjectRef { handle.reference }
-    public func encode(to encoder: any Encoder) throws { try encodeReference(reference, to: encoder) }
+    public func encode(to encoder: any Encoder) throws { try encodeProxy(handle, to: encoder) }
 
     /// Python `e.set()`: wakes every waiter.
     public func set() async throws { try await handle.run(EventCall.set()) }
@@ -302,7 +302,7 @@ public struct BarrierProxy: Proxy, Codable {
     let handle: ProxyHandle
     let action: (@Sendable () throws -> Void)?
     public var reference: ObjectRef { handle.reference }
-    public func encode(to encoder: any Encoder) throws { try encodeReference(reference, to: encoder) }
+    public func encode(to encoder: any Encoder) throws { try encodeProxy(handle, to: encoder) }
 
     /// Python `b.wait(timeout)`: this party's index; `BrokenBarrierError` if the barrier is
     /// or becomes broken (reset, abort, a timeout, a party that died).
@@ -448,25 +448,57 @@ extension ArrayProxy {
 
 // MARK: - Proxies as values
 
-/// A proxy encodes as its object reference (MessagePack ext type 1 on the wire).
-func encodeReference(_ reference: ObjectRef, to encoder: any Encoder) throws {
-    var container = encoder.singleValueContainer()
-    try container.encode(reference)
+/// A proxy encodes as its object reference (MessagePack ext type 1 on the wire), or, as an
+/// argument of a child process, with the address of its manager too, so that the child can
+/// connect on its own (with the authkey it inherits, as Python's proxies do).
+func encodeProxy(_ handle: ProxyHandle, to encoder: any Encoder) throws {
+    if encoder.userInfo[.colonyProcessTransfer] != nil {
+        var container = encoder.container(keyedBy: TransferKeys.self)
+        try container.encode(handle.reference, forKey: .proxy)
+        try container.encode(handle.manager.address, forKey: .manager)
+    } else {
+        var container = encoder.singleValueContainer()
+        try container.encode(handle.reference)
+    }
+}
+
+private enum TransferKeys: String, CodingKey {
+    case proxy = "colony_proxy"
+    case manager
+}
+
+extension CodingUserInfoKey {
+    /// Set while encoding a child process's arguments: proxies carry their manager's address.
+    static let colonyProcessTransfer = CodingUserInfoKey(rawValue: "colony.process-transfer")!
 }
 
 /// A proxy decodes from its object reference inside a value received from a manager (a proxy
-/// stored in a dict, put on a queue, passed to a task), as Python unpickles a proxy: the
-/// result is live on that manager and keeps the object alive while it exists.
+/// stored in a dict, put on a queue), as Python unpickles a proxy: the result is live on that
+/// manager and keeps the object alive while it exists. In a child process, a proxy passed as
+/// an argument connects to its manager and attaches to the object.
 func decodeHandle(_ decoder: any Decoder, accepting types: [ObjectType]) throws -> ProxyHandle {
-    let reference = try decoder.singleValueContainer().decode(ObjectRef.self)
-    guard let manager = decoder.userInfo[.colonyManager] as? Manager else {
-        throw DecodingError.dataCorrupted(.init(
-            codingPath: decoder.codingPath,
-            debugDescription: "a proxy decodes only from a value received through a Manager's proxy; use manager.dict(reference, ...) and friends for a bare ObjectRef"))
+    let reference: ObjectRef
+    let manager: Manager
+    if case .map = try decoder.singleValueContainer().decode(WireValue.self) {
+        let container = try decoder.container(keyedBy: TransferKeys.self)
+        reference = try container.decode(ObjectRef.self, forKey: .proxy)
+        manager = try Manager.transferred(to: try container.decode(ManagerAddress.self, forKey: .manager))
+    } else {
+        reference = try decoder.singleValueContainer().decode(ObjectRef.self)
+        guard let received = decoder.userInfo[.colonyManager] as? Manager else {
+            throw DecodingError.dataCorrupted(.init(
+                codingPath: decoder.codingPath,
+                debugDescription: "a proxy decodes only from a value received through a Manager's proxy; use manager.dict(reference, ...) and friends for a bare ObjectRef"))
+        }
+        manager = received
     }
     guard types.contains(reference.type) else {
         throw DecodingError.typeMismatch(ObjectRef.self, .init(
             codingPath: decoder.codingPath, debugDescription: "the reference is to a \(reference.type), not a \(types.map { "\($0)" }.joined(separator: " or "))"))
+    }
+    if decoder.userInfo[.colonyManager] == nil {
+        // Not received through this connection: take a reference of this session's own.
+        _ = try manager.connection.callBlocking(.attach(object: reference.id))
     }
     return ProxyHandle(manager: manager, reference: reference)
 }

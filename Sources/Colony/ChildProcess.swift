@@ -41,7 +41,8 @@ public final class ChildProcess: @unchecked Sendable {
     /// Python `Process(target=, args=, name=, daemon=)` with `arguments` as the target's input.
     public init<Arguments: Encodable>(target: String, arguments: Arguments, name: String? = nil, daemon: Bool = false) throws {
         self.target = target
-        self.arguments = try WireValueEncoder().encode(arguments)
+        // Proxies among the arguments carry their manager's address, to connect from the child.
+        self.arguments = try WireValueEncoder(userInfo: [.colonyProcessTransfer: true]).encode(arguments)
         self.name = name ?? ChildProcess.nextName()
         daemonFlag = daemon
         key = CurrentProcess.authKey

@@ -13,9 +13,12 @@ import Threading
 ///     try await config.set("workers", 4)
 public final class Manager: @unchecked Sendable {
     let connection: ManagerConnection
+    /// How this manager was reached, for proxies handed to child processes.
+    let address: ManagerAddress
 
-    private init(connection: ManagerConnection) {
+    private init(connection: ManagerConnection, address: ManagerAddress) {
         self.connection = connection
+        self.address = address
     }
 
     /// Connects and authenticates. `authKey` defaults to the state directory's when `trust`
@@ -43,7 +46,10 @@ public final class Manager: @unchecked Sendable {
         let connection = try await ManagerConnection.open(
             host: host, port: port, authKey: key, tls: tls, serverName: serverName,
             group: MultiThreadedEventLoopGroup.singleton, timeoutSeconds: timeoutSeconds)
-        return Manager(connection: connection)
+        let address = ManagerAddress(
+            host: host, port: port, authKey: key, trust: trust, clientCertificate: clientCertificate, serverName: serverName,
+            timeoutSeconds: timeoutSeconds)
+        return Manager(connection: connection, address: address)
     }
 
     private static func clientTLS(caPath: String, clientCertificate: ClientCertificate?) throws -> TLSConfiguration {
@@ -170,6 +176,77 @@ public final class Manager: @unchecked Sendable {
 }
 
 func wire<T: Encodable>(_ value: T) throws -> WireValue { try WireValueEncoder().encode(value) }
+
+/// Where and how a manager was reached: what a proxy passed to a child process carries, so
+/// that the child connects by itself. It holds the authkey, which a child inherits anyway (as
+/// in Python); it only travels through the child's private start-up pipe.
+struct ManagerAddress: Codable, Hashable, Sendable {
+    var host: String
+    var port: Int
+    var authKey: [UInt8]
+    var trustKind: String
+    var trustPath: String?
+    var clientCertificatePath: String?
+    var clientKeyPath: String?
+    var serverName: String
+    var timeoutSeconds: Double
+
+    init(
+        host: String, port: Int, authKey: [UInt8], trust: ManagerTrust, clientCertificate: ClientCertificate?, serverName: String,
+        timeoutSeconds: Double
+    ) {
+        self.host = host
+        self.port = port
+        self.authKey = authKey
+        switch trust {
+        case .certificateAuthority(let path): (trustKind, trustPath) = ("ca", path)
+        case .stateDirectory(let path): (trustKind, trustPath) = ("state", path)
+        case .insecurePlaintext: (trustKind, trustPath) = ("plaintext", nil)
+        }
+        clientCertificatePath = clientCertificate?.certificatePath
+        clientKeyPath = clientCertificate?.privateKeyPath
+        self.serverName = serverName
+        self.timeoutSeconds = timeoutSeconds
+    }
+
+    var trust: ManagerTrust {
+        switch (trustKind, trustPath) {
+        case ("ca", let path?): .certificateAuthority(path: path)
+        case ("state", let path?): .stateDirectory(path: path)
+        default: .insecurePlaintext
+        }
+    }
+}
+
+extension Manager {
+    private static let transferLock = Threading.Lock()
+    nonisolated(unsafe) private static var transferred: [ManagerAddress: Manager] = [:]
+
+    /// The connection this process keeps to the manager at `address`, made on first use
+    /// (blocking: it runs while a child process decodes its arguments).
+    static func transferred(to address: ManagerAddress) throws -> Manager {
+        try transferLock.withLock { () throws -> Manager in
+            if let existing = transferred[address], existing.isConnected { return existing }
+            let result = Future<Manager>()
+            Task.detached {
+                do {
+                    let certificate = address.clientCertificatePath.map {
+                        ClientCertificate(certificatePath: $0, privateKeyPath: address.clientKeyPath ?? "")
+                    }
+                    try result.setResult(
+                        try await Manager.connect(
+                            host: address.host, port: address.port, authKey: address.authKey, trust: address.trust,
+                            clientCertificate: certificate, serverName: address.serverName, timeoutSeconds: address.timeoutSeconds))
+                } catch {
+                    try? result.setException(error)
+                }
+            }
+            let manager = try result.result(timeout: address.timeoutSeconds + 5)
+            transferred[address] = manager
+            return manager
+        }
+    }
+}
 
 extension CodingUserInfoKey {
     /// The `Manager` a decoded value arrived from: proxies inside it decode as live proxies.

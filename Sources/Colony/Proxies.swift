@@ -8,7 +8,7 @@ import ColonyWire
 public struct DictProxy<Key: Codable & Hashable & Sendable, Value: Codable & Sendable>: Proxy, Codable {
     let handle: ProxyHandle
     public var reference: ObjectRef { handle.reference }
-    public func encode(to encoder: any Encoder) throws { try encodeReference(reference, to: encoder) }
+    public func encode(to encoder: any Encoder) throws { try encodeProxy(handle, to: encoder) }
 
     /// Python `d[key]`; throws `RemoteError` with code `.keyError` when absent.
     public func get(_ key: Key) async throws -> Value { try handle.decode(Value.self, try await handle.run(DictCall.getItem(wire(key)))) }
@@ -98,7 +98,7 @@ public struct DictProxy<Key: Codable & Hashable & Sendable, Value: Codable & Sen
 public struct ListProxy<Element: Codable & Sendable>: Proxy, Codable {
     let handle: ProxyHandle
     public var reference: ObjectRef { handle.reference }
-    public func encode(to encoder: any Encoder) throws { try encodeReference(reference, to: encoder) }
+    public func encode(to encoder: any Encoder) throws { try encodeProxy(handle, to: encoder) }
 
     /// Python `l[i]` (negative indices count from the end); IndexError when out of range.
     public func get(_ index: Int) async throws -> Element { try handle.decode(Element.self, try await handle.run(ListCall.getItem(index))) }
@@ -179,7 +179,7 @@ public struct ListProxy<Element: Codable & Sendable>: Proxy, Codable {
 public struct NamespaceProxy: Proxy, Codable {
     let handle: ProxyHandle
     public var reference: ObjectRef { handle.reference }
-    public func encode(to encoder: any Encoder) throws { try encodeReference(reference, to: encoder) }
+    public func encode(to encoder: any Encoder) throws { try encodeProxy(handle, to: encoder) }
 
     /// Python `ns.name`; AttributeError when absent.
     public func get<T: Decodable>(_ name: String, as type: T.Type = T.self) async throws -> T {
@@ -209,7 +209,7 @@ public struct NamespaceProxy: Proxy, Codable {
 public struct ValueProxy<Element: Codable & Sendable>: Proxy, Codable {
     let handle: ProxyHandle
     public var reference: ObjectRef { handle.reference }
-    public func encode(to encoder: any Encoder) throws { try encodeReference(reference, to: encoder) }
+    public func encode(to encoder: any Encoder) throws { try encodeProxy(handle, to: encoder) }
 
     /// Python `v.value`.
     public func get() async throws -> Element { try handle.decode(Element.self, try await handle.run(ValueCall.get())) }
@@ -237,7 +237,7 @@ public struct ValueProxy<Element: Codable & Sendable>: Proxy, Codable {
 public struct ArrayProxy<Element: Codable & Sendable>: Proxy, Codable {
     let handle: ProxyHandle
     public var reference: ObjectRef { handle.reference }
-    public func encode(to encoder: any Encoder) throws { try encodeReference(reference, to: encoder) }
+    public func encode(to encoder: any Encoder) throws { try encodeProxy(handle, to: encoder) }
 
     /// Python `a[i]`.
     public func get(_ index: Int) async throws -> Element { try handle.decode(Element.self, try await handle.run(ArrayCall.getItem(index))) }

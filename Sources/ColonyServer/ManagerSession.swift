@@ -205,6 +205,10 @@ public struct ManagerSession {
                 heldReferences[object] = count == 1 ? nil : count - 1
                 store.release([object])
                 return .answered(.success(.null))
+            case .attach(let object):
+                let reference = try store.attach(object)
+                heldReferences[object, default: 0] += 1
+                return .answered(.success(.objectRef(reference)))
             case .delete(let name):
                 return .answered(.success(.bool(store.delete(name: name))))
             case .batch(let requests):

@@ -131,6 +131,19 @@ public final class ObjectStore: @unchecked Sendable {
         return (result, object, adopted)
     }
 
+    /// `["attach", id]`: one more reference to an existing object; its reference.
+    func attach(_ id: UInt64) throws(RemoteError) -> ObjectRef {
+        let shard = shard(id)
+        let type: ObjectType? = shard.lock.withLock {
+            guard var entry = shard.entries[id] else { return nil }
+            entry.references += 1
+            shard.entries[id] = entry
+            return entry.object.type
+        }
+        guard let type else { throw RemoteError(.noSuchObject, "object #\(id) does not exist (any more): its last reference was released") }
+        return ObjectRef(type: type, id: id)
+    }
+
     /// Adds references to each id (for example, ids a session received in an answer).
     public func retain(_ ids: [UInt64]) {
         for id in ids {

@@ -127,6 +127,9 @@ public enum Request: Hashable, Sendable {
     case call(object: UInt64, method: String, arguments: [WireValue])
     /// `["release", object id]`: drops this session's reference. Answer: nil.
     case release(object: UInt64)
+    /// `["attach", object id]`: takes a reference to an object another session holds (a
+    /// proxy handed to a child process). Answer: its object reference.
+    case attach(object: UInt64)
     /// `["delete", name]`: removes a named object for everyone. Answer: whether it existed.
     case delete(name: String)
     /// `["batch", [request...]]`: runs requests in order in one round trip; none may block.
@@ -143,6 +146,8 @@ public enum Request: Hashable, Sendable {
             ["call", .integer(object), .string(method), .array(arguments)]
         case .release(let object):
             ["release", .integer(object)]
+        case .attach(let object):
+            ["attach", .integer(object)]
         case .delete(let name):
             ["delete", .string(name)]
         case .batch(let requests):
@@ -197,6 +202,12 @@ public enum Request: Hashable, Sendable {
                 throw RemoteError(.badRequest, "'release' needs an object id")
             }
             self = .release(object: object)
+        case "attach":
+            try require(2)
+            guard let object = argument(1)?.uint64Value else {
+                throw RemoteError(.badRequest, "'attach' needs an object id")
+            }
+            self = .attach(object: object)
         case "delete":
             try require(2)
             guard let name = argument(1)?.stringValue else {

@@ -4,10 +4,15 @@
 /// `[UInt8]` becomes bytes, `ObjectRef` and `WireValue` pass through unchanged, and nil
 /// optionals become `.null` (or are left out of a keyed container, as Codable does).
 public struct WireValueEncoder: Sendable {
-    public init() {}
+    /// Handed to every `encode(to:)` as `encoder.userInfo`.
+    public var userInfo: [CodingUserInfoKey: any Sendable]
+
+    public init(userInfo: [CodingUserInfoKey: any Sendable] = [:]) {
+        self.userInfo = userInfo
+    }
 
     public func encode<T: Encodable>(_ value: T) throws -> WireValue {
-        try EncodingNode.encode(value, codingPath: [])
+        try EncodingNode.encode(value, codingPath: [], userInfo: userInfo)
     }
 }
 
@@ -40,6 +45,9 @@ private final class EncodingNode {
     }
 
     var content = Content.unset
+    let userInfo: [CodingUserInfoKey: any Sendable]
+
+    init(userInfo: [CodingUserInfoKey: any Sendable]) { self.userInfo = userInfo }
 
     var value: WireValue {
         switch content {
@@ -50,9 +58,11 @@ private final class EncodingNode {
         }
     }
 
-    static func encode<T: Encodable>(_ value: T, codingPath: [any CodingKey]) throws -> WireValue {
+    static func encode<T: Encodable>(_ value: T, codingPath: [any CodingKey], userInfo: [CodingUserInfoKey: any Sendable]) throws
+        -> WireValue
+    {
         if let special = specialValue(value) { return special }
-        let node = EncodingNode()
+        let node = EncodingNode(userInfo: userInfo)
         try value.encode(to: NodeEncoder(node: node, codingPath: codingPath))
         return node.value
     }
@@ -91,7 +101,7 @@ private final class EncodingNode {
     }
 
     static func leaf(_ value: WireValue) -> EncodingNode {
-        let node = EncodingNode()
+        let node = EncodingNode(userInfo: [:])
         node.content = .single(value)
         return node
     }
@@ -100,7 +110,7 @@ private final class EncodingNode {
 private struct NodeEncoder: Encoder {
     let node: EncodingNode
     let codingPath: [any CodingKey]
-    var userInfo: [CodingUserInfoKey: Any] { [:] }
+    var userInfo: [CodingUserInfoKey: Any] { node.userInfo }
 
     func container<Key: CodingKey>(keyedBy type: Key.Type) -> KeyedEncodingContainer<Key> {
         if case .keyed = node.content {} else { node.content = .keyed([]) }
@@ -151,19 +161,19 @@ private struct KeyedNodeContainer<Key: CodingKey>: KeyedEncodingContainerProtoco
     mutating func encode(_ value: UInt64, forKey key: Key) throws { put(wire(integer: value), key) }
 
     mutating func encode<T: Encodable>(_ value: T, forKey key: Key) throws {
-        put(try EncodingNode.encode(value, codingPath: codingPath + [key]), key)
+        put(try EncodingNode.encode(value, codingPath: codingPath + [key], userInfo: node.userInfo), key)
     }
 
     mutating func nestedContainer<NestedKey: CodingKey>(keyedBy keyType: NestedKey.Type, forKey key: Key)
         -> KeyedEncodingContainer<NestedKey>
     {
-        let child = EncodingNode()
+        let child = EncodingNode(userInfo: node.userInfo)
         node.append(key: key.stringValue, child)
         return NodeEncoder(node: child, codingPath: codingPath + [key]).container(keyedBy: keyType)
     }
 
     mutating func nestedUnkeyedContainer(forKey key: Key) -> any UnkeyedEncodingContainer {
-        let child = EncodingNode()
+        let child = EncodingNode(userInfo: node.userInfo)
         node.append(key: key.stringValue, child)
         return NodeEncoder(node: child, codingPath: codingPath + [key]).unkeyedContainer()
     }
@@ -171,7 +181,7 @@ private struct KeyedNodeContainer<Key: CodingKey>: KeyedEncodingContainerProtoco
     mutating func superEncoder() -> any Encoder { superEncoder(forKey: Key(stringValue: "super")!) }
 
     mutating func superEncoder(forKey key: Key) -> any Encoder {
-        let child = EncodingNode()
+        let child = EncodingNode(userInfo: node.userInfo)
         node.append(key: key.stringValue, child)
         return NodeEncoder(node: child, codingPath: codingPath + [key])
     }
@@ -205,25 +215,25 @@ private struct UnkeyedNodeContainer: UnkeyedEncodingContainer, ScalarEncoding {
     mutating func encode(_ value: UInt64) throws { put(wire(integer: value)) }
 
     mutating func encode<T: Encodable>(_ value: T) throws {
-        put(try EncodingNode.encode(value, codingPath: codingPath + [nextKey]))
+        put(try EncodingNode.encode(value, codingPath: codingPath + [nextKey], userInfo: node.userInfo))
     }
 
     mutating func nestedContainer<NestedKey: CodingKey>(keyedBy keyType: NestedKey.Type) -> KeyedEncodingContainer<NestedKey> {
-        let child = EncodingNode()
+        let child = EncodingNode(userInfo: node.userInfo)
         let path = codingPath + [nextKey]
         node.append(child)
         return NodeEncoder(node: child, codingPath: path).container(keyedBy: keyType)
     }
 
     mutating func nestedUnkeyedContainer() -> any UnkeyedEncodingContainer {
-        let child = EncodingNode()
+        let child = EncodingNode(userInfo: node.userInfo)
         let path = codingPath + [nextKey]
         node.append(child)
         return NodeEncoder(node: child, codingPath: path).unkeyedContainer()
     }
 
     mutating func superEncoder() -> any Encoder {
-        let child = EncodingNode()
+        let child = EncodingNode(userInfo: node.userInfo)
         let path = codingPath + [nextKey]
         node.append(child)
         return NodeEncoder(node: child, codingPath: path)
@@ -253,7 +263,7 @@ private struct SingleNodeContainer: SingleValueEncodingContainer, ScalarEncoding
     mutating func encode(_ value: UInt64) throws { put(wire(integer: value)) }
 
     mutating func encode<T: Encodable>(_ value: T) throws {
-        put(try EncodingNode.encode(value, codingPath: codingPath))
+        put(try EncodingNode.encode(value, codingPath: codingPath, userInfo: node.userInfo))
     }
 }
 

@@ -28,6 +28,7 @@ enum ExamplePrograms {
         ("readme-processes", "The README's process example: four children count into a shared Value", ProcessExamples.readme),
         ("process-exit", "At exit: non-daemon children are waited for, daemon children terminated", ProcessExamples.exitBehaviour),
         ("process-crashes", "Children killed holding a lock, or in the middle of queue puts and gets", ProcessExamples.crashes),
+        ("make-dict", "PORT STATE_DIR: Example 15-1, processes store f(s) in a manager's dict", ManagerExamples.makeDict),
         ("manager-hold-locks", "PORT STATE_DIR READY_FILE: take shared locks and park calls, wait to be killed", ManagerExamples.holdLocks),
     ]
 

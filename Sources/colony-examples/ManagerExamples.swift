@@ -79,4 +79,50 @@ enum ManagerExamples {
         let objects = try await manager.status()["objects"]?.arrayValue ?? []
         return objects.first { $0["name"] == .string(name) }?["waiting"]?.int64Value.map(Int.init) ?? 0
     }
+
+    /// The chapter's Example 15-1: `make_dict` runs `f` on each string in its own process;
+    /// every process gets the manager's dict proxy as an argument and stores its result.
+    static func makeDict() throws {
+        let arguments = Array(CommandLine.arguments.dropFirst(2))
+        guard arguments.count == 2, let port = Int(arguments[0]) else {
+            print("usage: colony-examples make-dict PORT STATE_DIR")
+            return
+        }
+        let result = Future<[String: String]>()
+        Task.detached {
+            do {
+                let manager = try await Manager.connect(port: port, trust: .stateDirectory(path: arguments[1]))
+                let d = try await manager.dict(nil, String.self, String.self)
+                var workers: [ChildProcess] = []
+                for s in ["alpha", "beta", "gamma", "delta"] {
+                    let p = try ChildProcess(target: "runner", arguments: Runner(s: s, d: d))
+                    try p.start()
+                    workers.append(p)
+                }
+                for p in workers { try p.join() }
+                try result.setResult(try await d.copy())
+                await manager.close()
+            } catch {
+                try? result.setException(error)
+            }
+        }
+        let d = try result.result(timeout: 60)
+        say(d.sorted { $0.key < $1.key }.map { "\($0.key): \($0.value)" }.joined(separator: ", "))
+    }
+
+    struct Runner: Codable {
+        var s: String
+        var d: DictProxy<String, String>
+    }
+
+    /// Run a long time, and eventually return a result.
+    static func f(_ s: String) -> String {
+        Thread.sleep(Double.random(in: 0..<0.05))  // simulate slowness
+        return s + s
+    }
+
+    static func runner(_ job: Runner) throws {
+        say("\(CurrentProcess.pid) \(job.s)")
+        try job.d.set(job.s, f(job.s))
+    }
 }

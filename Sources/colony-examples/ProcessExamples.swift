@@ -18,6 +18,7 @@ enum ProcessExamples {
         ChildProcess.register("hold-lock", LockHolder.run)
         ChildProcess.register("produce-forever", Producer.forever)
         ChildProcess.register("consume-forever", Consumer.forever)
+        ChildProcess.register("runner", ManagerExamples.runner)
         ChildProcess.register("count") { (job: CountJob) in
             for _ in 0..<1000 { try job.total.getLock()!.withLock { job.total.unlockedValue += 1 } }
             try job.results.put("\(CurrentProcess.name) done")

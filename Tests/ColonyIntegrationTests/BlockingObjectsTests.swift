@@ -304,6 +304,28 @@ import Testing
         await b.close()
     }
 
+    @Test func theChaptersMakeDictPassesADictProxyToChildProcesses() async throws {
+        let server = try ManagerProcess()
+        let program = Process()
+        program.executableURL = buildDirectory.appendingPathComponent("colony-examples")
+        program.arguments = ["make-dict", String(server.port), server.stateDirectory]
+        let output = Pipe()
+        program.standardOutput = output
+        try program.run()
+        let data = output.fileHandleForReading.readDataToEndOfFile()
+        program.waitUntilExit()
+        let lines = String(decoding: data, as: UTF8.self).split(separator: "\n").map(String.init)
+        #expect(program.terminationStatus == 0)
+        #expect(lines.last == "alpha: alphaalpha, beta: betabeta, delta: deltadelta, gamma: gammagamma")
+        // Each string was handled in a process of its own.
+        let pids = Set(lines.dropLast().compactMap { $0.split(separator: " ").first })
+        #expect(pids.count == 4)
+        // The children's sessions are gone and the anonymous dict went with the last one.
+        let observer = try await server.connect()
+        #expect(try await eventually { try await observer.status()["objects"]?.arrayValue?.count == 0 })
+        await observer.close()
+    }
+
     @Test func aFrozenClientIsFoundDeadByKeepaliveAndReleased() async throws {
         let server = try ManagerProcess(extraArguments: ["--keepalive", "0.3"])
         let holder = try HolderProcess(server: server)
