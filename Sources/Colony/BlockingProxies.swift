@@ -18,6 +18,30 @@ public enum LockOwner {
     }
 }
 
+/// A lock on the manager, usable with `withLock` in async code (Python `async with`-like).
+public protocol AsyncLocking: Sendable {
+    /// Python `acquire(blocking, timeout)`.
+    @discardableResult
+    func acquire(blocking: Bool, timeout: Double?) async throws -> Bool
+    /// Python `release()`.
+    func release() async throws
+}
+
+extension AsyncLocking {
+    /// Python `with lock:` in async code: releases when `body` returns or throws.
+    public func withLock<Result>(_ body: () async throws -> Result) async throws -> Result {
+        try await acquire(blocking: true, timeout: nil)
+        do {
+            let result = try await body()
+            try await release()
+            return result
+        } catch {
+            try? await release()
+            throw error
+        }
+    }
+}
+
 /// A shared queue (Python `manager.Queue()`, `JoinableQueue()`, and `queue.LifoQueue` /
 /// `PriorityQueue` served by the manager). Empty, Full and ShutDown arrive as `QueueEmpty`,
 /// `QueueFull` and `QueueShutDown`, as from a local `Queue`.
@@ -89,7 +113,7 @@ public struct QueueProxy<Element: Codable & Sendable>: Proxy, Codable {
 /// Beyond Python, `acquireGrant` reports a fencing token (rising with every grant) and
 /// whether the previous holder died holding it (its session ended: crash, kill, network
 /// loss), in which case what it guarded may be half-updated.
-public final class LockProxy: Proxy, Locking, Codable, @unchecked Sendable {
+public final class LockProxy: Proxy, Locking, AsyncLocking, Codable, @unchecked Sendable {
     let handle: ProxyHandle
     public var reference: ObjectRef { handle.reference }
     public func encode(to encoder: any Encoder) throws { try encodeProxy(handle, to: encoder) }
@@ -121,19 +145,6 @@ public final class LockProxy: Proxy, Locking, Codable, @unchecked Sendable {
     /// Python `L.locked()`.
     public func locked() async throws -> Bool { try await handle.run(LockCall.locked()) }
     public func locked() throws -> Bool { try handle.runBlocking(LockCall.locked()) }
-
-    /// Python `with L:` in async code.
-    public func withLock<Result>(_ body: () async throws -> Result) async throws -> Result {
-        try await acquire()
-        do {
-            let result = try await body()
-            try await release()
-            return result
-        } catch {
-            try? await release()
-            throw error
-        }
-    }
 
     public func isOwnedByCurrentThread() throws -> Bool {
         try handle.runBlocking(ObjectCall<Bool>("is_owned", [.integer(LockOwner.current)]) { answer in
@@ -190,7 +201,7 @@ public struct SemaphoreProxy: Proxy, Codable {
 
 /// A shared Condition (Python `manager.Condition(lock)`): on its own RLock, or on a shared
 /// Lock or RLock.
-public final class ConditionProxy: Proxy, Codable, @unchecked Sendable {
+public final class ConditionProxy: Proxy, AsyncLocking, Codable, @unchecked Sendable {
     let handle: ProxyHandle
     public var reference: ObjectRef { handle.reference }
     public func encode(to encoder: any Encoder) throws { try encodeProxy(handle, to: encoder) }
@@ -253,18 +264,6 @@ public final class ConditionProxy: Proxy, Codable, @unchecked Sendable {
     public func notifyAll() async throws { try await handle.run(ConditionCall.notifyAll(owner: LockOwner.current)) }
     public func notifyAll() throws { try handle.runBlocking(ConditionCall.notifyAll(owner: LockOwner.current)) }
 
-    /// Python `with c:` in async code.
-    public func withLock<Result>(_ body: () async throws -> Result) async throws -> Result {
-        try await acquire()
-        do {
-            let result = try await body()
-            try await release()
-            return result
-        } catch {
-            try? await release()
-            throw error
-        }
-    }
     /// Python `with c:`.
     public func withLock<Result>(_ body: () throws -> Result) throws -> Result {
         try acquire()

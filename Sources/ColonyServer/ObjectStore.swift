@@ -46,20 +46,7 @@ public final class ObjectStore: @unchecked Sendable {
         if let name {
             // Create-or-open is atomic per name.
             return try namesLock.withLock { () throws(RemoteError) -> ObjectRef in
-                if let id = names[name] {
-                    let shard = shard(id)
-                    let existing: ObjectType? = shard.lock.withLock {
-                        guard var entry = shard.entries[id] else { return nil }
-                        entry.references += 1
-                        shard.entries[id] = entry
-                        return entry.object.type
-                    }
-                    guard let existing else { throw RemoteError(.noSuchObject, "object '\(name)' vanished") }
-                    guard existing == type else {
-                        throw RemoteError(.wrongType, "'\(name)' is a \(existing), not a \(type)")
-                    }
-                    return ObjectRef(type: type, id: id)
-                }
+                if let id = names[name] { return try attach(id, expecting: type, name: name) }
                 let reference = try insert(type: type, name: name, options: options)
                 names[name] = reference.id
                 return reference
@@ -131,17 +118,21 @@ public final class ObjectStore: @unchecked Sendable {
         return (result, object, adopted)
     }
 
-    /// `["attach", id]`: one more reference to an existing object; its reference.
-    func attach(_ id: UInt64) throws(RemoteError) -> ObjectRef {
+    /// `["attach", id]` (and opening a named object): one more reference to an existing
+    /// object, which must have the `expecting` type when one is given.
+    func attach(_ id: UInt64, expecting expected: ObjectType? = nil, name: String? = nil) throws(RemoteError) -> ObjectRef {
         let shard = shard(id)
-        let type: ObjectType? = shard.lock.withLock {
+        let found: ObjectType? = shard.lock.withLock {
             guard var entry = shard.entries[id] else { return nil }
+            if let expected, entry.object.type != expected { return entry.object.type }  // no reference taken
             entry.references += 1
             shard.entries[id] = entry
             return entry.object.type
         }
-        guard let type else { throw RemoteError(.noSuchObject, "object #\(id) does not exist (any more): its last reference was released") }
-        return ObjectRef(type: type, id: id)
+        let what = name.map { "'\($0)'" } ?? "object #\(id)"
+        guard let found else { throw RemoteError(.noSuchObject, "\(what) does not exist (any more): it was deleted or its last reference released") }
+        if let expected, found != expected { throw RemoteError(.wrongType, "\(what) is a \(found), not a \(expected)") }
+        return ObjectRef(type: found, id: id)
     }
 
     /// Adds references to each id (for example, ids a session received in an answer).

@@ -121,25 +121,18 @@ final class SharedLockState: @unchecked Sendable {
     }
 }
 
-/// A lock shared between processes (Python `multiprocessing.Lock`), living in shared
-/// memory. It conforms to `Locking`, so a local `Condition` or `withLock` works on it. If
-/// its holder dies, the next acquirer gets it and `acquireReportingDeath` says so.
-///
-/// Unlike Python's (a semaphore), only the thread that holds it may release it.
-public final class ProcessLock: Locking, Codable, @unchecked Sendable {
+/// What `ProcessLock` and `ProcessRLock` share: a robust mutex in shared memory, the
+/// `Locking` protocol (so a local `Condition` or `withLock` works on them), and coding as
+/// their location so they can be passed to child processes.
+public class ProcessSharedLock: Locking, Codable, @unchecked Sendable {
     let state: SharedLockState
 
-    /// A new lock in fresh shared memory.
-    public init() throws(MemoryMapError) {
-        state = try SharedLockState(creatingIn: try SharedMemory(creating: SharedLockState.size), recursive: false)
-    }
-
-    init(state: SharedLockState) { self.state = state }
-
-    /// Opens the lock named `name` (its `name` in the process that created it).
-    public init(opening name: String, offset: Int = 0) throws(MemoryMapError) {
-        state = try SharedLockState(opening: try SharedMemory(opening: name), at: offset)
-        guard !state.recursive else { throw MemoryMapError(.wrongType, "'\(name)' is an RLock, not a Lock") }
+    init(state: SharedLockState) throws(MemoryMapError) {
+        self.state = state
+        let reentrant = self is ProcessRLock
+        guard state.recursive == reentrant else {
+            throw MemoryMapError(.wrongType, "'\(state.memory.name)' is \(state.recursive ? "an RLock" : "a Lock"), not \(reentrant ? "an RLock" : "a Lock")")
+        }
     }
 
     /// The shared memory name other processes open it by.
@@ -159,54 +152,53 @@ public final class ProcessLock: Locking, Codable, @unchecked Sendable {
     /// Python `L.release()`: `.notOwner` unless this thread holds it.
     public func release() throws { try state.release() }
 
-    public func isOwnedByCurrentThread() throws -> Bool { state.isOwnedByCaller }
-
-    public func encode(to encoder: any Encoder) throws { try state.encode(to: encoder) }
-
-    public convenience init(from decoder: any Decoder) throws {
-        let (name, offset) = try SharedLockState.decodeLocation(decoder)
-        try self.init(opening: name, offset: offset)
-    }
-}
-
-/// A reentrant lock shared between processes (Python `multiprocessing.RLock`).
-public final class ProcessRLock: Locking, Codable, @unchecked Sendable {
-    let state: SharedLockState
-
-    public init() throws(MemoryMapError) {
-        state = try SharedLockState(creatingIn: try SharedMemory(creating: SharedLockState.size), recursive: true)
-    }
-
-    init(state: SharedLockState) { self.state = state }
-
-    /// Opens the RLock named `name` (at `offset` for the lock of a SharedValue or SharedArray).
-    public init(opening name: String, offset: Int = 0) throws(MemoryMapError) {
-        state = try SharedLockState(opening: try SharedMemory(opening: name), at: offset)
-        guard state.recursive else { throw MemoryMapError(.wrongType, "'\(name)' is a Lock, not an RLock") }
-    }
-
-    public var name: String { state.memory.name }
-
-    public func acquireReportingDeath(blocking: Bool = true, timeout: Double? = nil) throws(MemoryMapError) -> ProcessLockAcquisition {
-        try state.acquire(blocking: blocking, timeout: timeout)
-    }
-
-    @discardableResult
-    public func acquire(blocking: Bool = true, timeout: Double? = nil) throws -> Bool {
-        try state.acquire(blocking: blocking, timeout: timeout).acquired
-    }
-
-    public func release() throws { try state.release() }
+    /// For a local `Condition`: gives up every level (one for a Lock).
     public func releaseForWait() throws -> Int { try state.releaseAll() }
     public func restoreAfterWait(_ saved: Int) throws { try state.restore(saved) }
     public func isOwnedByCurrentThread() throws -> Bool { state.isOwnedByCaller }
 
     public func encode(to encoder: any Encoder) throws { try state.encode(to: encoder) }
 
-    public convenience init(from decoder: any Decoder) throws {
+    public required init(from decoder: any Decoder) throws {
         let (name, offset) = try SharedLockState.decodeLocation(decoder)
-        try self.init(opening: name, offset: offset)
+        state = try SharedLockState(opening: try SharedMemory(opening: name), at: offset)
+        guard state.recursive == (self is ProcessRLock) else { throw MemoryMapError(.wrongType, "'\(name)' is not a \(type(of: self))") }
     }
+}
+
+/// A lock shared between processes (Python `multiprocessing.Lock`), living in shared
+/// memory. If its holder dies, the next acquirer gets it and `acquireReportingDeath` says so.
+/// Unlike Python's (a semaphore), only the thread that holds it may release it.
+public final class ProcessLock: ProcessSharedLock, @unchecked Sendable {
+    /// A new lock in fresh shared memory.
+    public init() throws(MemoryMapError) {
+        try super.init(state: try SharedLockState(creatingIn: try SharedMemory(creating: SharedLockState.size), recursive: false))
+    }
+
+    override init(state: SharedLockState) throws(MemoryMapError) { try super.init(state: state) }
+
+    /// Opens the lock named `name` (its `name` in the process that created it).
+    public convenience init(opening name: String, offset: Int = 0) throws(MemoryMapError) {
+        try self.init(state: try SharedLockState(opening: try SharedMemory(opening: name), at: offset))
+    }
+
+    public required init(from decoder: any Decoder) throws { try super.init(from: decoder) }
+}
+
+/// A reentrant lock shared between processes (Python `multiprocessing.RLock`).
+public final class ProcessRLock: ProcessSharedLock, @unchecked Sendable {
+    public init() throws(MemoryMapError) {
+        try super.init(state: try SharedLockState(creatingIn: try SharedMemory(creating: SharedLockState.size), recursive: true))
+    }
+
+    override init(state: SharedLockState) throws(MemoryMapError) { try super.init(state: state) }
+
+    /// Opens the RLock named `name` (at `offset` for the lock of a SharedValue or SharedArray).
+    public convenience init(opening name: String, offset: Int = 0) throws(MemoryMapError) {
+        try self.init(state: try SharedLockState(opening: try SharedMemory(opening: name), at: offset))
+    }
+
+    public required init(from decoder: any Decoder) throws { try super.init(from: decoder) }
 }
 
 extension SharedLockState {

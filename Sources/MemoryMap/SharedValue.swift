@@ -71,7 +71,7 @@ public final class SharedValue<Value: BitwiseCopyable & Sendable>: Codable, @unc
 
     /// Python `v.get_lock()`: the lock guarding the value, a `ProcessRLock` or the
     /// `ProcessLock` it was given (nil when made with `lock: false`).
-    public func getLock() -> (any Locking)? { guardLock.handle }
+    public func getLock() -> ProcessSharedLock? { guardLock.handle }
 
     private func withOptionalLock<Result>(_ body: () -> Result) -> Result {
         guard let state = guardLock.state else { return body() }
@@ -208,7 +208,7 @@ public final class SharedArray<Element: BitwiseCopyable & Sendable>: Codable, @u
     }
 
     /// Python `a.get_lock()`.
-    public func getLock() -> (any Locking)? { guardLock.handle }
+    public func getLock() -> ProcessSharedLock? { guardLock.handle }
 
     /// Direct access to the elements (take `getLock()` around it if others write).
     public func withUnsafeMutableBufferPointer<Result>(_ body: (UnsafeMutableBufferPointer<Element>) throws -> Result) rethrows -> Result {
@@ -249,7 +249,7 @@ struct GuardLock {
     /// 0: none, 1: own, 2: existing (kept in the owner's header).
     let mode: UInt64
     let state: SharedLockState?
-    let handle: (any Locking)?
+    let handle: ProcessSharedLock?
 
     init(creatingIn memory: SharedMemory, at offset: Int, _ choice: Choice) throws(MemoryMapError) {
         switch choice {
@@ -257,7 +257,7 @@ struct GuardLock {
             (mode, state, handle) = (0, nil, nil)
         case .own:
             let own = try SharedLockState(embeddedIn: memory, at: offset, creating: true)
-            (mode, state, handle) = (1, own, ProcessRLock(state: own))
+            (mode, state, handle) = (1, own, try ProcessRLock(state: own))
         case .existing(let lock):
             let name = Array(lock.memory.name.utf8)
             guard name.count <= GuardLock.maxNameLength else { throw MemoryMapError(.invalidArgument, "the lock's name is too long to record") }
@@ -265,7 +265,7 @@ struct GuardLock {
             location.storeBytes(of: UInt8(name.count), as: UInt8.self)
             (location + 1).copyMemory(from: name, byteCount: name.count)
             location.storeBytes(of: lock.offset, toByteOffset: 8 + GuardLock.maxNameLength, as: Int.self)
-            (mode, state, handle) = (2, lock, GuardLock.handle(for: lock))
+            (mode, state, handle) = (2, lock, try GuardLock.handle(for: lock))
         }
     }
 
@@ -274,20 +274,20 @@ struct GuardLock {
         switch mode {
         case 1:
             let own = try SharedLockState(embeddedIn: memory, at: offset, creating: false)
-            (state, handle) = (own, ProcessRLock(state: own))
+            (state, handle) = (own, try ProcessRLock(state: own))
         case 2:
             let location = memory.baseAddress + offset + SharedLockState.size
             let length = min(Int(location.load(as: UInt8.self)), GuardLock.maxNameLength)
             let name = String(decoding: UnsafeRawBufferPointer(start: location + 1, count: length), as: UTF8.self)
             let lockOffset = location.load(fromByteOffset: 8 + GuardLock.maxNameLength, as: Int.self)
             let lock = try SharedLockState(opening: try SharedMemory(opening: name), at: lockOffset)
-            (state, handle) = (lock, GuardLock.handle(for: lock))
+            (state, handle) = (lock, try GuardLock.handle(for: lock))
         default:
             (state, handle) = (nil, nil)
         }
     }
 
-    private static func handle(for lock: SharedLockState) -> any Locking {
-        lock.recursive ? ProcessRLock(state: lock) : ProcessLock(state: lock)
+    private static func handle(for lock: SharedLockState) throws(MemoryMapError) -> ProcessSharedLock {
+        lock.recursive ? try ProcessRLock(state: lock) : try ProcessLock(state: lock)
     }
 }

@@ -70,18 +70,24 @@ struct Local: ParsableCommand {
         }
         for (key, value) in colony { report[key] = value }
         if !noCompare {
-            switch runPythonReference(script: localPythonScript, arguments: [String(seconds)]) {
-            case .success(let cpython):
-                report["cpython"] = cpython
-                var ratios: [String: Double] = [:]
-                for (key, value) in colony {
-                    if let reference = cpython[key], reference > 0 { ratios[key] = value / reference }
-                }
-                report["ratio"] = ratios
-            case .failure(let unavailable):
-                report["cpython"] = ["unavailable": unavailable.reason]
-            }
+            addCPython(runPythonReference(script: localPythonScript, arguments: [String(seconds)]), ours: colony, to: &report)
         }
         print(jsonLine(report))
+    }
+}
+
+/// Puts CPython's figures under "cpython" and ours divided by them under "ratio" (or says
+/// why CPython could not run).
+func addCPython(_ reference: Result<[String: Double], ReferenceUnavailable>, ours: [String: Double], to report: inout [String: Any]) {
+    switch reference {
+    case .success(let cpython):
+        report["cpython"] = cpython
+        var ratios: [String: Double] = [:]
+        for (key, value) in ours {
+            if let figure = cpython[key], figure > 0 { ratios[key] = value / figure }
+        }
+        report["ratio"] = ratios
+    case .failure(let unavailable):
+        report["cpython"] = ["unavailable": unavailable.reason]
     }
 }

@@ -161,17 +161,26 @@ enum ClientLoad {
         return Result(operations: operations, opsPerSecond: Double(operations) / elapsed, latencies: perClient.flatMap(\.1))
     }
 
-    /// Returns (operations, sampled latencies in µs).
-    static func drive(_ workload: String, _ manager: Manager, _ index: Int, _ deadline: Date, contended: Bool) async throws -> (Int, [Double]) {
+    /// Counts operations and samples their latency (µs per operation).
+    struct Recorder {
         var operations = 0
         var latencies: [Double] = []
-        func timed(_ count: Int, _ body: () async throws -> Void) async rethrows {
+
+        mutating func timed(_ count: Int, _ body: () async throws -> Void) async rethrows {
             let begin = DispatchTime.now().uptimeNanoseconds
             try await body()
             let micros = Double(DispatchTime.now().uptimeNanoseconds - begin) / 1e3
             if latencies.count < 200_000 { latencies.append(micros / Double(count)) }
             operations += count
         }
+
+        var result: (Int, [Double]) { (operations, latencies) }
+    }
+
+    /// Returns (operations, sampled latencies in µs).
+    static func drive(_ workload: String, _ manager: Manager, _ index: Int, _ deadline: Date, contended: Bool) async throws -> (Int, [Double]) {
+        var recorder = Recorder()
+        func timed(_ count: Int, _ body: () async throws -> Void) async rethrows { try await recorder.timed(count, body) }
         switch workload {
         case "dict_set_get":
             let d = try await manager.dict("bench-dict", String.self, Int.self)
@@ -241,7 +250,7 @@ enum ClientLoad {
                 try await timed(100) { _ = try await manager.pipeline(requests) }
             }
         }
-        return (operations, latencies)
+        return recorder.result
     }
 }
 
@@ -270,14 +279,8 @@ extension ClientLoad {
     }
 
     static func pairSide(_ workload: String, _ manager: Manager, pair: Int, producing: Bool, deadline: Date) async throws -> (Int, [Double]) {
-        var operations = 0
-        var latencies: [Double] = []
-        func timed(_ count: Int, _ body: () async throws -> Void) async rethrows {
-            let begin = DispatchTime.now().uptimeNanoseconds
-            try await body()
-            if latencies.count < 200_000 { latencies.append(Double(DispatchTime.now().uptimeNanoseconds - begin) / 1e3 / Double(count)) }
-            operations += count
-        }
+        var recorder = Recorder()
+        func timed(_ count: Int, _ body: () async throws -> Void) async rethrows { try await recorder.timed(count, body) }
         switch workload {
         case "event_ping_pong":
             // Round trips: the producer sets ping and waits for pong; the consumer answers.
@@ -291,7 +294,7 @@ extension ClientLoad {
                     }
                 }
                 try await ping.set()  // lets the other side see the deadline
-                return (operations, latencies)
+                return recorder.result
             }
             while Date() < deadline {
                 guard try await ping.wait(timeout: 1) else { continue }
@@ -314,7 +317,7 @@ extension ClientLoad {
                 } catch is QueueEmpty {
                 }
             }
-            return (operations, latencies)
+            return recorder.result
         }
     }
 }

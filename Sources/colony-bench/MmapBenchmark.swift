@@ -54,17 +54,8 @@ struct MmapBench: ParsableCommand {
         ]
         for (key, value) in colony { report[key] = value }
         if !noCompare {
-            switch runPythonReference(script: MmapBench.pythonScript, arguments: [String(size), String(seconds), String(messages), String(increments)]) {
-            case .success(let cpython):
-                report["cpython"] = cpython
-                var ratios: [String: Double] = [:]
-                for (key, value) in colony {
-                    if let reference = cpython[key], reference > 0 { ratios[key] = value / reference }
-                }
-                report["ratio"] = ratios
-            case .failure(let unavailable):
-                report["cpython"] = ["unavailable": unavailable.reason]
-            }
+            let arguments = [String(size), String(seconds), String(messages), String(increments)]
+            addCPython(runPythonReference(script: MmapBench.pythonScript, arguments: arguments), ours: colony, to: &report)
         }
         print(jsonLine(report))
     }

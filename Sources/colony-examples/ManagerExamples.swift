@@ -7,14 +7,7 @@ enum ManagerExamples {
     /// nested in another), prints "ready", and waits until it is killed: the manager must
     /// free them when the connection dies.
     static func hold() throws {
-        let arguments = Array(CommandLine.arguments.dropFirst(2))
-        guard arguments.count == 3, let port = Int(arguments[0]) else {
-            print("usage: colony-examples manager-hold PORT STATE_DIR READY_FILE")
-            return
-        }
-        let ready = Event()
-        let task = Task.detached {
-            let manager = try await Manager.connect(port: port, trust: .stateDirectory(path: arguments[1]))
+        try holdUntilKilled("manager-hold") { manager, ready in
             let scratch = try await manager.dict(nil, String.self, Int.self)
             try await scratch.update(["a": 1, "b": 2])
             let log = try await manager.list(nil, String.self)
@@ -25,28 +18,12 @@ enum ManagerExamples {
             try await Task.sleep(nanoseconds: 3_600 * 1_000_000_000)
             _ = (scratch, log, index)
         }
-        guard ready.wait(timeout: 30) else {
-            print("could not reach the manager")
-            task.cancel()
-            return
-        }
-        let readyFile = fopen(arguments[2], "w")
-        fputs("ready\n", readyFile)
-        fclose(readyFile)
-        Thread.sleep(3_600)
     }
 
     /// Takes shared locks and parks calls, then waits to be killed: the crash-safety tests
     /// kill it and check that the manager gives everything back.
     static func holdLocks() throws {
-        let arguments = Array(CommandLine.arguments.dropFirst(2))
-        guard arguments.count == 3, let port = Int(arguments[0]) else {
-            print("usage: colony-examples manager-hold-locks PORT STATE_DIR READY_FILE")
-            return
-        }
-        let ready = Event()
-        let task = Task.detached {
-            let manager = try await Manager.connect(port: port, trust: .stateDirectory(path: arguments[1]))
+        try holdUntilKilled("manager-hold-locks") { manager, ready in
             let lock = try await manager.lock("L")
             let rlock = try await manager.rlock("R")
             let semaphore = try await manager.semaphore("S", value: 2)
@@ -63,6 +40,20 @@ enum ManagerExamples {
             while try await waiting(manager, "Q") + waiting(manager, "B") < 2 { try await Task.sleep(nanoseconds: 5_000_000) }
             ready.set()
             _ = try await (parkedGet.value, parkedWait.value)
+        }
+    }
+
+    /// Connects to the manager at PORT with STATE_DIR's trust, runs `setUp` (which sets
+    /// `ready` when done), writes READY_FILE, and sleeps until the process is killed.
+    private static func holdUntilKilled(_ name: String, _ setUp: @escaping @Sendable (Manager, Event) async throws -> Void) throws {
+        let arguments = Array(CommandLine.arguments.dropFirst(2))
+        guard arguments.count == 3, let port = Int(arguments[0]) else {
+            print("usage: colony-examples \(name) PORT STATE_DIR READY_FILE")
+            return
+        }
+        let ready = Event()
+        let task = Task.detached {
+            try await setUp(try await Manager.connect(port: port, trust: .stateDirectory(path: arguments[1])), ready)
         }
         guard ready.wait(timeout: 30) else {
             print("could not reach the manager")

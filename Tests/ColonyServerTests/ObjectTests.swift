@@ -203,6 +203,7 @@ struct StoreHarness {
         let second = try h.new(.dict, "config")
         #expect(first == second)
         #expect(throws: RemoteError.self) { try h.new(.list, "config") }
+        #expect(h.store.describeObjects().arrayValue?.first?["refs"] == 2)  // the refused open took no reference
         h.store.release([first, second])
         #expect(h.store.count == 1)  // named objects outlive their references
         #expect(h.store.delete(name: "config"))
