@@ -146,6 +146,7 @@ import Testing
         #expect(try await semaphore.acquire())
         #expect(try await semaphore.acquire())
         #expect(try await semaphore.acquire(blocking: false) == false)
+        #expect(try await semaphore.acquire(timeout: 0.05) == false)
         try await semaphore.release(2)
         await #expect(throws: RemoteError.self) { try await semaphore.release() }
         #expect(try await semaphore.value() == 2)
