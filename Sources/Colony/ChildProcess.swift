@@ -81,6 +81,7 @@ public final class ChildProcess: @unchecked Sendable {
     /// the original program it returns at once.
     public static func bootstrap() throws {
         guard let descriptor = ProcessInfo.processInfo.environment[Environment.payload].flatMap(Int32.init) else { return }
+        unsetenv(Environment.payload)  // programs this child runs are not Colony children
         var bytes: [UInt8] = []
         var chunk = [UInt8](repeating: 0, count: 65536)
         while true {

@@ -78,6 +78,14 @@ protocol BlockingObject: SharedObject {
     func sessionEnded(_ session: UInt64) -> [UInt64]
 }
 
+extension BlockingObject {
+    /// Every call on a blocking object goes through its session (`call(_:_:_:_:)`); the
+    /// store's session-less path passes a context that may not park.
+    func call(_ method: String, _ arguments: [WireValue], _ changes: inout ReferenceChanges) throws(RemoteError) -> WireValue {
+        throw RemoteError(.internalError, "a \(type) method ran without its session")
+    }
+}
+
 extension SharedObject {
     var waiting: Int { 0 }
 

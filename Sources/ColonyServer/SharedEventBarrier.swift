@@ -12,10 +12,6 @@ final class SharedEvent: BlockingObject, @unchecked Sendable {
     var size: Int { lock.withLock { flag ? 1 : 0 } }
     var waiting: Int { lock.withLock { waiters.count } }
 
-    func call(_ method: String, _ values: [WireValue], _ changes: inout ReferenceChanges) throws(RemoteError) -> WireValue {
-        throw RemoteError(.internalError, "an event method ran without its session")
-    }
-
     func call(_ method: String, _ values: [WireValue], _ context: CallContext, _ changes: inout ReferenceChanges) throws(RemoteError)
         -> CallResult
     {
@@ -103,10 +99,6 @@ final class SharedBarrier: BlockingObject, @unchecked Sendable {
         isBroken = true
         defer { awaitingAction = nil }
         return arrived.drain().map(\.call) + (awaitingAction?.parties.map(\.call) ?? [])
-    }
-
-    func call(_ method: String, _ values: [WireValue], _ changes: inout ReferenceChanges) throws(RemoteError) -> WireValue {
-        throw RemoteError(.internalError, "a barrier method ran without its session")
     }
 
     func call(_ method: String, _ values: [WireValue], _ context: CallContext, _ changes: inout ReferenceChanges) throws(RemoteError)

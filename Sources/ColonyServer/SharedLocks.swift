@@ -154,10 +154,6 @@ final class SharedLock: BlockingObject, @unchecked Sendable {
     var size: Int { core.mutex.withLock { core.holder == nil ? 0 : 1 } }
     var waiting: Int { core.mutex.withLock { core.waiters.count } }
 
-    func call(_ method: String, _ values: [WireValue], _ changes: inout ReferenceChanges) throws(RemoteError) -> WireValue {
-        throw RemoteError(.internalError, "a lock method ran without its session")
-    }
-
     func call(_ method: String, _ values: [WireValue], _ context: CallContext, _ changes: inout ReferenceChanges) throws(RemoteError)
         -> CallResult
     {
@@ -240,10 +236,6 @@ final class SharedCondition: BlockingObject, @unchecked Sendable {
 
     var size: Int { core.mutex.withLock { core.holder == nil ? 0 : 1 } }
     var waiting: Int { core.mutex.withLock { waiters.count + core.waiters.count } }
-
-    func call(_ method: String, _ values: [WireValue], _ changes: inout ReferenceChanges) throws(RemoteError) -> WireValue {
-        throw RemoteError(.internalError, "a condition method ran without its session")
-    }
 
     func call(_ method: String, _ values: [WireValue], _ context: CallContext, _ changes: inout ReferenceChanges) throws(RemoteError)
         -> CallResult
@@ -365,10 +357,6 @@ final class SharedSemaphore: BlockingObject, @unchecked Sendable {
             }
         }
         return replies
-    }
-
-    func call(_ method: String, _ values: [WireValue], _ changes: inout ReferenceChanges) throws(RemoteError) -> WireValue {
-        throw RemoteError(.internalError, "a semaphore method ran without its session")
     }
 
     func call(_ method: String, _ values: [WireValue], _ context: CallContext, _ changes: inout ReferenceChanges) throws(RemoteError)

@@ -97,10 +97,6 @@ final class SharedQueue: BlockingObject, @unchecked Sendable {
 
     private var hasRoom: Bool { maxSize <= 0 || items.count < maxSize }
 
-    func call(_ method: String, _ values: [WireValue], _ changes: inout ReferenceChanges) throws(RemoteError) -> WireValue {
-        throw RemoteError(.internalError, "a queue method ran without its session")
-    }
-
     func call(_ method: String, _ values: [WireValue], _ context: CallContext, _ changes: inout ReferenceChanges) throws(RemoteError)
         -> CallResult
     {
