@@ -70,7 +70,6 @@ final class ManagerConnection: @unchecked Sendable {
                         try operations.addHandler(try NIOSSLClientHandler(context: sslContext, serverHostname: serverName))
                     }
                     try operations.addHandler(ByteToMessageHandler(FrameDecoder(maxBodySize: 1 << 30)))
-                    try operations.addHandler(MessageToByteHandler(FrameEncoder()))
                     try operations.addHandler(handler)
                 }
             }
@@ -168,7 +167,7 @@ final class ManagerConnection: @unchecked Sendable {
 /// The NIO side of a client connection: handshake, then request/answer matching.
 final class ClientHandler: ChannelInboundHandler, @unchecked Sendable {
     typealias InboundIn = Frame
-    typealias OutboundOut = Frame
+    typealias OutboundOut = ByteBuffer
 
     let established: EventLoopPromise<NegotiatedSession>
     private var handshake: ClientHandshake
@@ -177,6 +176,8 @@ final class ClientHandler: ChannelInboundHandler, @unchecked Sendable {
     private var assembler = MessageAssembler()
     private var context: ChannelHandlerContext?
     private var flushScheduled = false
+    /// Requests of this event-loop tick, written together (one TLS record, one system call).
+    private var outbound = ByteBuffer()
 
     init(handshake: HandshakeConfiguration, eventLoop: any EventLoop) {
         self.handshake = ClientHandshake(configuration: handshake)
@@ -187,8 +188,21 @@ final class ClientHandler: ChannelInboundHandler, @unchecked Sendable {
 
     func channelActive(context: ChannelHandlerContext) {
         self.context = context
-        context.writeAndFlush(wrapOutboundOut(handshake.start(now: ClientHandler.now())), promise: nil)
+        writeNow([handshake.start(now: ClientHandler.now())], context: context)
         context.fireChannelActive()
+    }
+
+    /// Writes `frames` at once, after whatever requests are waiting for this tick's flush.
+    private func writeNow(_ frames: [Frame], context: ChannelHandlerContext) {
+        for frame in frames { outbound.writeFrame(frame) }
+        flushOutbound(context: context)
+    }
+
+    private func flushOutbound(context: ChannelHandlerContext) {
+        guard outbound.readableBytes > 0 else { return }
+        let gathered = outbound
+        outbound = context.channel.allocator.buffer(capacity: 0)
+        context.writeAndFlush(wrapOutboundOut(gathered), promise: nil)
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -196,10 +210,9 @@ final class ClientHandler: ChannelInboundHandler, @unchecked Sendable {
         guard isOpen else {
             switch handshake.receive(frame, now: ClientHandler.now()) {
             case .send(let frames):
-                for frame in frames { context.write(wrapOutboundOut(frame), promise: nil) }
-                context.flush()
+                writeNow(frames, context: context)
             case .established(let session, let frames):
-                for frame in frames { context.write(wrapOutboundOut(frame), promise: nil) }
+                writeNow(frames, context: context)
                 isOpen = true
                 established.succeed(session)
             case .failed(let failure, _, _):
@@ -233,7 +246,7 @@ final class ClientHandler: ChannelInboundHandler, @unchecked Sendable {
                 failAll(ConnectionError("the manager reported \(error)"))
             }
         case .ping:
-            context.writeAndFlush(wrapOutboundOut(Frame(kind: .pong, requestID: message.requestID)), promise: nil)
+            writeNow([Frame(kind: .pong, requestID: message.requestID)], context: context)
         case .goodbye:
             failAll(ConnectionError("the manager is shutting down"))
             context.close(promise: nil)
@@ -249,16 +262,21 @@ final class ClientHandler: ChannelInboundHandler, @unchecked Sendable {
             return
         }
         pending[id] = promise
-        let message = Message(kind: .request, requestID: id, body: request.wireValue.encoded())
-        for frame in message.frames(maxBodySize: maxFrameBody) {
-            context.write(wrapOutboundOut(frame), promise: nil)
+        let value = request.wireValue
+        let start = outbound.writerIndex
+        outbound.writeFrame(kind: .request, requestID: id, value: value)
+        if outbound.writerIndex - start - Frame.headerSize > maxFrameBody {
+            // Too big for one frame: chunk it instead.
+            outbound.moveWriterIndex(to: start)
+            let message = Message(kind: .request, requestID: id, body: value.encoded())
+            for frame in message.frames(maxBodySize: maxFrameBody) { outbound.writeFrame(frame) }
         }
-        // Gather the writes of this event-loop tick into one flush (one TLS record).
+        // Gather the requests of this event-loop tick into one write and one flush.
         if !flushScheduled {
             flushScheduled = true
             context.eventLoop.execute { [self] in
                 flushScheduled = false
-                self.context?.flush()
+                if let context = self.context { flushOutbound(context: context) }
             }
         }
     }
@@ -266,12 +284,12 @@ final class ClientHandler: ChannelInboundHandler, @unchecked Sendable {
     /// Asks the manager to give up waiting on request `id` (it answers with Cancelled).
     func cancel(_ id: UInt64) {
         guard let context, isOpen, pending[id] != nil else { return }
-        context.writeAndFlush(wrapOutboundOut(Frame(kind: .cancel, requestID: id)), promise: nil)
+        writeNow([Frame(kind: .cancel, requestID: id)], context: context)
     }
 
     func sayGoodbye() {
         guard let context else { return }
-        context.writeAndFlush(wrapOutboundOut(Frame(kind: .goodbye)), promise: nil)
+        writeNow([Frame(kind: .goodbye)], context: context)
         context.close(promise: nil)
     }
 

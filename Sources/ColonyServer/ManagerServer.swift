@@ -126,7 +126,6 @@ public final class ManagerServer: ManagerContext, @unchecked Sendable {
             try operations.addHandler(NIOSSLServerHandler(context: sslContext))
         }
         try operations.addHandler(ByteToMessageHandler(FrameDecoder(maxBodySize: configuration.maxFrameBody)))
-        try operations.addHandler(MessageToByteHandler(FrameEncoder()))
         try operations.addHandler(
             IdleStateHandler(readTimeout: .nanoseconds(Int64(configuration.keepaliveIntervalSeconds * 1e9))))
         let outlet = ChannelOutlet(eventLoop: channel.eventLoop, store: store)
@@ -248,18 +247,19 @@ final class ChannelOutlet: AnswerOutlet, @unchecked Sendable {
     }
 }
 
-/// The thin NIO shell around `ManagerSession`: frames in, actions out, responses gathered
-/// and flushed once per read burst; parked calls' answers and timeouts arrive as tasks.
+/// The thin NIO shell around `ManagerSession`: frames in, actions out. The frames answering
+/// one read burst are encoded into one buffer and written once (one TLS record, one system
+/// call); parked calls' answers and timeouts arrive as tasks.
 final class SessionHandler: ChannelInboundHandler {
     typealias InboundIn = Frame
-    typealias OutboundOut = Frame
+    typealias OutboundOut = ByteBuffer
 
     private var session: ManagerSession
     private let record: SessionRecord
     private let outlet: ChannelOutlet
     private let handshakeTimeout: Double
     private let logger: Logger
-    private var wroteSinceFlush = false
+    private var outbound = ByteBuffer()
     private var awaitingPong = false
     private var closing = false
     private var timeouts: [UInt64: Scheduled<Void>] = [:]
@@ -302,21 +302,26 @@ final class SessionHandler: ChannelInboundHandler {
     }
 
     private func flushIfNeeded(context: ChannelHandlerContext) {
-        if wroteSinceFlush {
-            wroteSinceFlush = false
-            context.flush()
-        }
+        guard outbound.readableBytes > 0 else { return }
+        let gathered = outbound
+        outbound = context.channel.allocator.buffer(capacity: 0)
+        context.writeAndFlush(wrapOutboundOut(gathered), promise: nil)
+    }
+
+    /// Writes `frames` now (outside a read burst, or before closing).
+    private func writeNow(_ frames: [Frame], context: ChannelHandlerContext) {
+        for frame in frames { outbound.writeFrame(frame) }
+        flushIfNeeded(context: context)
     }
 
     private func perform(_ actions: [SessionAction], context: ChannelHandlerContext) {
         for action in actions {
             switch action {
             case .send(let frame):
-                context.write(wrapOutboundOut(frame), promise: nil)
-                wroteSinceFlush = true
+                outbound.writeFrame(frame)
             case .close:
                 closing = true
-                context.flush()
+                flushIfNeeded(context: context)
                 context.close(promise: nil)
             case .failAfter(let delay, let frames):
                 closing = true
@@ -324,8 +329,7 @@ final class SessionHandler: ChannelInboundHandler {
                 let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
                 context.eventLoop.scheduleTask(in: .nanoseconds(Int64(delay))) {
                     let (handler, context) = loopBound.value
-                    for frame in frames { context.write(handler.wrapOutboundOut(frame), promise: nil) }
-                    context.writeAndFlush(handler.wrapOutboundOut(Frame(kind: .goodbye)), promise: nil)
+                    handler.writeNow(frames + [Frame(kind: .goodbye)], context: context)
                     context.close(promise: nil)
                 }
             case .scheduleTimeout(let requestID, let delay):
@@ -356,7 +360,7 @@ final class SessionHandler: ChannelInboundHandler {
             context.close(promise: nil)
         } else {
             awaitingPong = true
-            context.writeAndFlush(wrapOutboundOut(Frame(kind: .ping)), promise: nil)
+            writeNow([Frame(kind: .ping)], context: context)
         }
     }
 
@@ -364,7 +368,7 @@ final class SessionHandler: ChannelInboundHandler {
         logger.notice("closing session after an error", metadata: ["session": "\(record.id)", "error": "\(error)"])
         if let frameError = error as? FrameError, !closing {
             let code: ErrorCode = frameError.code == .tooLarge ? .tooLarge : .badRequest
-            context.writeAndFlush(wrapOutboundOut(RemoteError(code, frameError.message).frame(requestID: frameError.requestID)), promise: nil)
+            writeNow([RemoteError(code, frameError.message).frame(requestID: frameError.requestID)], context: context)
         }
         closing = true
         context.close(promise: nil)

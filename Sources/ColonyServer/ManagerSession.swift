@@ -192,7 +192,7 @@ public struct ManagerSession {
                 let callContext = CallContext(session: id, requestID: requestID, outlet: outlet, mayPark: requestID != 0)
                 let (result, target, adopted) = try store.call(object: object, method: method, arguments: arguments, context: callContext)
                 for id in adopted { heldReferences[id, default: 0] += 1 }
-                if let blocking = target as? any BlockingObject { touched[ObjectIdentifier(blocking)] = blocking }
+                if let blocking = target.blocking { touched[ObjectIdentifier(blocking)] = blocking }
                 switch result {
                 case .answer(let value):
                     return .answered(.success(value))

@@ -79,6 +79,8 @@ protocol BlockingObject: SharedObject {
 }
 
 extension BlockingObject {
+    var blocking: (any BlockingObject)? { self }
+
     /// Every call on a blocking object goes through its session (`call(_:_:_:_:)`); the
     /// store's session-less path passes a context that may not park.
     func call(_ method: String, _ arguments: [WireValue], _ changes: inout ReferenceChanges) throws(RemoteError) -> WireValue {
@@ -88,6 +90,7 @@ extension BlockingObject {
 
 extension SharedObject {
     var waiting: Int { 0 }
+    var blocking: (any BlockingObject)? { nil }
 
     /// Objects without blocking methods never park.
     func call(_ method: String, _ arguments: [WireValue], _ context: CallContext, _ changes: inout ReferenceChanges) throws(RemoteError)

@@ -26,6 +26,8 @@ protocol SharedObject: AnyObject, Sendable {
     var size: Int { get }
     /// Calls parked on the object, for `status`.
     var waiting: Int { get }
+    /// The object as one with blocking methods, if it has them (no dynamic cast on the hot path).
+    var blocking: (any BlockingObject)? { get }
     /// Runs one non-blocking method atomically.
     func call(_ method: String, _ arguments: [WireValue], _ changes: inout ReferenceChanges) throws(RemoteError) -> WireValue
     /// Runs one method for a session; blocking objects may park it (Parking.swift).
