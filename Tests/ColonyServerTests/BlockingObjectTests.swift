@@ -450,3 +450,139 @@ extension BatchOutcome {
         #expect(try grantOf(a.call(lock, "acquire", 1)).acquired)  // reentrant
     }
 }
+
+/// Random interleavings of puts, gets, cancels, timeouts and session deaths against one
+/// queue and one lock, checked against what must hold whatever the order.
+@Suite struct RandomizedBlockingTests {
+    /// A seeded generator, so a failing interleaving can be replayed.
+    struct SplitMix: RandomNumberGenerator {
+        var state: UInt64
+        mutating func next() -> UInt64 {
+            state &+= 0x9E37_79B9_7F4A_7C15
+            var z = state
+            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+            return z ^ (z >> 31)
+        }
+        mutating func next(_ bound: Int) -> Int { Int(next() % UInt64(bound)) }
+    }
+
+    @Test(arguments: [1, 2, 3, 4, 5, 6, 7, 8])
+    func queueItemsAreDeliveredAtMostOnceAndNoneIsLost(seed: UInt64) throws {
+        var random = SplitMix(state: seed)
+        let context = TestContext()
+        var clients = try (1...4).map { try TestClient(context, id: UInt64($0)) }
+        var nextSession: UInt64 = 5
+        let queue = try clients[0].new(.queue, ["maxsize": 3], name: "q")
+        for client in clients.dropFirst() { _ = try client.new(.queue, name: "q") }
+        var nextItem = 0
+        var puts: [(client: Int, request: UInt64, item: Int)] = []  // puts whose outcome is pending or known
+        var gets: [(client: Int, request: UInt64)] = []
+        var delivered: [Int] = []
+        var refusedOrWithdrawn: Set<Int> = []
+        var accepted: Set<Int> = []
+        for _ in 0..<400 {
+            let c = random.next(clients.count)
+            switch random.next(6) {
+            case 0, 1:
+                let item = nextItem
+                nextItem += 1
+                puts.append((c, try clients[c].send(queue, "put", .integer(item), .bool(random.next(2) == 0), 5.0), item))
+            case 2, 3:
+                gets.append((c, try clients[c].send(queue, "get", .bool(random.next(3) != 0), 5.0)))
+            case 4 where !gets.isEmpty || !puts.isEmpty:
+                // Cancel or time out something at random (it may already be answered).
+                if random.next(2) == 0, let get = gets.randomElement(using: &random) {
+                    random.next(2) == 0 ? try clients[get.client].cancel(get.request) : try clients[get.client].expire(get.request)
+                } else if let put = puts.randomElement(using: &random) {
+                    random.next(2) == 0 ? try clients[put.client].cancel(put.request) : try clients[put.client].expire(put.request)
+                }
+            default:
+                // A session dies; a new one takes its place.
+                clients[c].session.end()
+                let fresh = try TestClient(context, id: nextSession)
+                nextSession += 1
+                _ = try fresh.new(.queue, name: "q")
+                gets.removeAll { $0.client == c }
+                for put in puts where put.client == c {
+                    // A put the dead session never saw answered either got in or did not; the
+                    // queue decides, and the final drain tells.
+                    if try clients[c].answer(put.request) == nil { refusedOrWithdrawn.insert(put.item) }
+                }
+                puts.removeAll { $0.client == c }
+                clients[c] = fresh
+            }
+            for put in puts {
+                switch try clients[put.client].answer(put.request) {
+                case .success?: accepted.insert(put.item)
+                case .failure?: refusedOrWithdrawn.insert(put.item)
+                case nil: break
+                }
+            }
+            for get in gets {
+                if case .success(let value)? = try clients[get.client].answer(get.request), let item = value.int64Value {
+                    delivered.append(Int(item))
+                }
+            }
+            puts.removeAll { (try? clients[$0.client].answer($0.request)) != nil }
+            gets.removeAll { (try? clients[$0.client].answer($0.request)) != nil }
+        }
+        // Drain what is left: every accepted item comes out exactly once overall.
+        let drainer = try TestClient(context, id: 999)
+        _ = try drainer.new(.queue, name: "q")
+        while case .success(let value)? = try drainer.answer(try drainer.send(queue, "get", false)), let item = value.int64Value {
+            delivered.append(Int(item))
+        }
+        #expect(accepted.count > 50 && !refusedOrWithdrawn.isEmpty, "the run exercised too little")
+        #expect(delivered.count == Set(delivered).count, "an item was delivered twice")
+        #expect(accepted.isSubset(of: Set(delivered)), "an accepted item was lost")
+        #expect(Set(delivered).subtracting(accepted).isSubset(of: refusedOrWithdrawn.union(Set(puts.map(\.item)))))
+    }
+
+    @Test(arguments: [11, 12, 13, 14, 15, 16])
+    func aLockHasAtMostOneHolderAndGrantsInArrivalOrder(seed: UInt64) throws {
+        var random = SplitMix(state: seed)
+        let context = TestContext()
+        let clients = try (1...5).map { try TestClient(context, id: UInt64($0)) }
+        let lock = try clients[0].new(.lock, name: "L")
+        for client in clients.dropFirst() { _ = try client.new(.lock, name: "L") }
+        var holder: Int?
+        var waiting: [(client: Int, request: UInt64)] = []  // in arrival order
+        var lastToken: UInt64 = 0
+        for _ in 0..<300 {
+            let c = random.next(clients.count)
+            if holder == c {
+                _ = try clients[c].call(lock, "release", 1)
+                holder = nil
+            } else if !waiting.contains(where: { $0.client == c }) {
+                if random.next(4) == 0 {
+                    let grant = try grantOf(clients[c].call(lock, "acquire", 1, false))
+                    #expect(grant.acquired == (holder == nil && waiting.isEmpty))
+                    if grant.acquired {
+                        holder = c
+                        #expect(grant.fencingToken > lastToken)
+                        lastToken = grant.fencingToken
+                    }
+                    continue
+                }
+                waiting.append((c, try clients[c].send(lock, "acquire", 1)))
+            } else if random.next(3) == 0, let index = waiting.firstIndex(where: { $0.client == c }) {
+                try clients[c].cancel(waiting[index].request)
+                #expect(try clients[c].error(waiting[index].request) == .cancelled || holder == c)
+                if try clients[c].error(waiting[index].request) == .cancelled { waiting.remove(at: index) }
+            }
+            // Whoever got the lock must be the first in line, and be alone.
+            for (index, waiter) in waiting.enumerated() {
+                guard case .success(let answer)? = try clients[waiter.client].answer(waiter.request) else { continue }
+                let grant = try grantOf(answer)
+                #expect(index == 0 && holder == nil, "granted out of order or while held")
+                #expect(grant.fencingToken > lastToken)
+                lastToken = grant.fencingToken
+                holder = waiter.client
+                waiting.remove(at: index)
+                break
+            }
+        }
+        #expect(lastToken > 20, "the run exercised too little")
+    }
+}
