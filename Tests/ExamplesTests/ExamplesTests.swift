@@ -163,6 +163,7 @@ func runExample(_ name: String, sourceLocation: SourceLocation = #_sourceLocatio
         #expect(lines.contains("Process-1 exitcode 0"))
         #expect(lines.contains("exiter exitcode 3"))
         #expect(lines.contains("failing exitcode 1"))
+        #expect(lines.contains("unknown target exitcode 1"))
         #expect(lines.contains("sleeper alive after join(timeout:) true, active children 1"))
         #expect(lines.contains("terminated exitcode -15"))
         #expect(lines.contains("killed exitcode -9, sentinel ready true"))

@@ -234,6 +234,11 @@ func onAnotherThread<Result: Sendable>(_ body: @escaping @Sendable () throws -> 
         #expect(queue.join(timeout: 1))
         expectError(.invalidArgument) { try queue.taskDone() }
         expectError(.invalidArgument) { _ = try SharedMemoryQueue(capacity: 0) }
+        // A message of another type is an error for the reader, not a crash.
+        try queue.put("text")
+        #expect(throws: DecodingError.self) { _ = try queue.get(Int.self) }
+        try queue.put(bytes: [0xc1])  // not MessagePack at all
+        #expect(throws: (any Error).self) { _ = try queue.get(String.self) }
     }
 
     @Test func manyThreadsThroughOneQueueDeliverEachMessageOnce() throws {
