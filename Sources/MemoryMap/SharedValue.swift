@@ -232,6 +232,13 @@ extension SharedArray where Element: AtomicInteger {
         let at = try position(index)
         return atomicView(elements + at).wrappingIncrementThenLoad(by: delta, ordering: .sequentiallyConsistent)
     }
+
+    /// Beyond Python: sets element `index` to `desired` if it is `expected`, atomically.
+    @discardableResult
+    public func compareExchange(at index: Int, expected: Element, desired: Element) throws(MemoryMapError) -> Bool {
+        let at = try position(index)
+        return atomicView(elements + at).compareExchange(expected: expected, desired: desired, ordering: .sequentiallyConsistent).exchanged
+    }
 }
 
 /// The lock of a SharedValue or SharedArray (Python's `lock=` argument): none, its own RLock

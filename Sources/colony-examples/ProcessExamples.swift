@@ -10,6 +10,9 @@ enum ProcessExamples {
             say("\(CurrentProcess.name) (parent \(CurrentProcess.parentPID.map { $0 == getppid() } == true ? "ok" : "?")): \(n * n)")
         }
         ChildProcess.register("exit-with") { (code: Int32) in exit(code) }
+        ChildProcess.register("show-authkey") { (expected: [UInt8]) in
+            say("\(CurrentProcess.name) authkey as expected: \(CurrentProcess.authKey == expected)")
+        }
         ChildProcess.register("fail") { throw ExampleFailure(message: "the target threw") }
         ChildProcess.register("sleep") { (seconds: Double) in Thread.sleep(seconds) }
         ChildProcess.register("file-writer", FileWriter.run)
@@ -74,6 +77,13 @@ enum ProcessExamples {
         try square.start()
         try square.join()
         say("\(square.name) exitcode \(square.exitCode.map(String.init) ?? "nil")")
+        let inheriting = try ChildProcess(target: "show-authkey", arguments: CurrentProcess.authKey, name: "inheriting")
+        let overridden = try ChildProcess(target: "show-authkey", arguments: [UInt8](repeating: 7, count: 32), name: "overridden")
+        overridden.authKey = [UInt8](repeating: 7, count: 32)
+        for child in [inheriting, overridden] {
+            try child.start()
+            try child.join()
+        }
         let exiting = try ChildProcess(target: "exit-with", arguments: Int32(3), name: "exiter")
         try exiting.start()
         try exiting.join()

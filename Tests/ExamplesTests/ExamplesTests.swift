@@ -161,6 +161,8 @@ func runExample(_ name: String, sourceLocation: SourceLocation = #_sourceLocatio
         #expect(lines.contains { $0.hasPrefix("run of an unknown target: unknownEntryPoint") })
         #expect(lines.contains("Process-1 (parent ok): 49"))
         #expect(lines.contains("Process-1 exitcode 0"))
+        #expect(lines.contains("inheriting authkey as expected: true"))
+        #expect(lines.contains("overridden authkey as expected: true"))
         #expect(lines.contains("exiter exitcode 3"))
         #expect(lines.contains("failing exitcode 1"))
         #expect(lines.contains("unknown target exitcode 1"))

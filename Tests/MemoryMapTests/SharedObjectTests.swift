@@ -207,6 +207,9 @@ func onAnotherThread<Result: Sendable>(_ body: @escaping @Sendable () throws -> 
         try array.replaceAll(with: [7, 8, 9])
         expectError(.outOfRange) { try array.replaceAll(with: [1]) }
         #expect(try array.add(5, at: 0) == 12)
+        #expect(try array.compareExchange(at: 1, expected: 8, desired: 80))
+        #expect(try !array.compareExchange(at: 1, expected: 8, desired: 800))
+        try array.set(1, 8)
         let opened = try roundTrip(array)
         #expect(opened.copy() == [12, 8, 9])
         let zeros = try SharedArray<UInt8>(repeating: 0, count: 4, lock: false)
