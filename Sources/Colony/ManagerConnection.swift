@@ -69,7 +69,6 @@ final class ManagerConnection: @unchecked Sendable {
                     if let sslContext {
                         try operations.addHandler(try NIOSSLClientHandler(context: sslContext, serverHostname: serverName))
                     }
-                    try operations.addHandler(ByteToMessageHandler(FrameDecoder(maxBodySize: 1 << 30)))
                     try operations.addHandler(handler)
                 }
             }
@@ -166,7 +165,7 @@ final class ManagerConnection: @unchecked Sendable {
 
 /// The NIO side of a client connection: handshake, then request/answer matching.
 final class ClientHandler: ChannelInboundHandler, @unchecked Sendable {
-    typealias InboundIn = Frame
+    typealias InboundIn = ByteBuffer
     typealias OutboundOut = ByteBuffer
 
     let established: EventLoopPromise<NegotiatedSession>
@@ -178,6 +177,10 @@ final class ClientHandler: ChannelInboundHandler, @unchecked Sendable {
     private var flushScheduled = false
     /// Requests of this event-loop tick, written together (one TLS record, one system call).
     private var outbound = ByteBuffer()
+    /// Bytes read but not yet a whole frame.
+    private var received = ByteBuffer()
+    /// Set once this side closes: frames still buffered are ignored.
+    private var stopped = false
 
     init(handshake: HandshakeConfiguration, eventLoop: any EventLoop) {
         self.handshake = ClientHandshake(configuration: handshake)
@@ -206,7 +209,22 @@ final class ClientHandler: ChannelInboundHandler, @unchecked Sendable {
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        let frame = unwrapInboundIn(data)
+        var incoming = unwrapInboundIn(data)
+        if received.readableBytes == 0 {
+            received = incoming
+        } else {
+            received.writeBuffer(&incoming)
+        }
+        do {
+            while !stopped, let frame = try received.readFrame(maxBodySize: 1 << 30) { receive(frame, context: context) }
+        } catch {
+            errorCaught(context: context, error: error)
+            return
+        }
+        if received.readerIndex > 1 << 16 { received.discardReadBytes() }
+    }
+
+    private func receive(_ frame: Frame, context: ChannelHandlerContext) {
         guard isOpen else {
             switch handshake.receive(frame, now: ClientHandler.now()) {
             case .send(let frames):
@@ -217,7 +235,7 @@ final class ClientHandler: ChannelInboundHandler, @unchecked Sendable {
                 established.succeed(session)
             case .failed(let failure, _, _):
                 established.fail(ConnectionError("the manager's handshake failed: \(failure)"))
-                context.close(promise: nil)
+                stop(context)
             }
             return
         }
@@ -227,7 +245,7 @@ final class ClientHandler: ChannelInboundHandler, @unchecked Sendable {
             message = complete
         } catch {
             failAll(ConnectionError("the manager sent an oversized answer: \(error)"))
-            context.close(promise: nil)
+            stop(context)
             return
         }
         switch message.kind {
@@ -249,7 +267,7 @@ final class ClientHandler: ChannelInboundHandler, @unchecked Sendable {
             writeNow([Frame(kind: .pong, requestID: message.requestID)], context: context)
         case .goodbye:
             failAll(ConnectionError("the manager is shutting down"))
-            context.close(promise: nil)
+            stop(context)
         default:
             break
         }
@@ -287,10 +305,15 @@ final class ClientHandler: ChannelInboundHandler, @unchecked Sendable {
         writeNow([Frame(kind: .cancel, requestID: id)], context: context)
     }
 
+    private func stop(_ context: ChannelHandlerContext) {
+        stopped = true
+        context.close(promise: nil)
+    }
+
     func sayGoodbye() {
         guard let context else { return }
         writeNow([Frame(kind: .goodbye)], context: context)
-        context.close(promise: nil)
+        stop(context)
     }
 
     private func failAll(_ error: any Error) {
@@ -309,7 +332,7 @@ final class ClientHandler: ChannelInboundHandler, @unchecked Sendable {
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
         established.fail(ConnectionError("TLS or protocol error while connecting: \(error)"))
         failAll(ConnectionError("the connection failed: \(error)"))
-        context.close(promise: nil)
+        stop(context)
     }
 }
 

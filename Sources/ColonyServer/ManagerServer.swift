@@ -125,7 +125,6 @@ public final class ManagerServer: ManagerContext, @unchecked Sendable {
         if let sslContext {
             try operations.addHandler(NIOSSLServerHandler(context: sslContext))
         }
-        try operations.addHandler(ByteToMessageHandler(FrameDecoder(maxBodySize: configuration.maxFrameBody)))
         try operations.addHandler(
             IdleStateHandler(readTimeout: .nanoseconds(Int64(configuration.keepaliveIntervalSeconds * 1e9))))
         let outlet = ChannelOutlet(eventLoop: channel.eventLoop, store: store)
@@ -135,8 +134,8 @@ public final class ManagerServer: ManagerContext, @unchecked Sendable {
             now: ManagerServer.now())
         try operations.addHandler(
             SessionHandler(
-                session: session, record: record, outlet: outlet, handshakeTimeout: configuration.handshakeTimeoutSeconds,
-                logger: configuration.logger))
+                session: session, record: record, outlet: outlet, maxFrameBody: configuration.maxFrameBody,
+                handshakeTimeout: configuration.handshakeTimeoutSeconds, logger: configuration.logger))
     }
 
     static func now() -> UInt64 { UInt64(DispatchTime.now().uptimeNanoseconds) }
@@ -247,11 +246,12 @@ final class ChannelOutlet: AnswerOutlet, @unchecked Sendable {
     }
 }
 
-/// The thin NIO shell around `ManagerSession`: frames in, actions out. The frames answering
-/// one read burst are encoded into one buffer and written once (one TLS record, one system
-/// call); parked calls' answers and timeouts arrive as tasks.
+/// The thin NIO shell around `ManagerSession`: bytes in, split into frames here (no
+/// per-frame pipeline message), actions out. The frames answering one read burst are encoded
+/// into one buffer and written once (one TLS record, one system call); parked calls' answers
+/// and timeouts arrive as tasks.
 final class SessionHandler: ChannelInboundHandler {
-    typealias InboundIn = Frame
+    typealias InboundIn = ByteBuffer
     typealias OutboundOut = ByteBuffer
 
     private var session: ManagerSession
@@ -260,14 +260,21 @@ final class SessionHandler: ChannelInboundHandler {
     private let handshakeTimeout: Double
     private let logger: Logger
     private var outbound = ByteBuffer()
+    /// Bytes read but not yet a whole frame.
+    private var received = ByteBuffer()
+    private let maxFrameBody: Int
     private var awaitingPong = false
     private var closing = false
     private var timeouts: [UInt64: Scheduled<Void>] = [:]
 
-    init(session: ManagerSession, record: SessionRecord, outlet: ChannelOutlet, handshakeTimeout: Double, logger: Logger) {
+    init(
+        session: ManagerSession, record: SessionRecord, outlet: ChannelOutlet, maxFrameBody: Int, handshakeTimeout: Double,
+        logger: Logger
+    ) {
         self.session = session
         self.record = record
         self.outlet = outlet
+        self.maxFrameBody = maxFrameBody
         self.handshakeTimeout = handshakeTimeout
         self.logger = logger
     }
@@ -292,8 +299,22 @@ final class SessionHandler: ChannelInboundHandler {
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         awaitingPong = false
         guard !closing else { return }
-        let frame = unwrapInboundIn(data)
-        perform(session.receive(frame, now: ManagerServer.now()), context: context)
+        var incoming = unwrapInboundIn(data)
+        if received.readableBytes == 0 {
+            received = incoming
+        } else {
+            received.writeBuffer(&incoming)
+        }
+        do {
+            // The frame size limit is checked from the header, before the body is waited for.
+            while !closing, let frame = try received.readFrame(maxBodySize: maxFrameBody) {
+                perform(session.receive(frame, now: ManagerServer.now()), context: context)
+            }
+        } catch {
+            failFraming(error, context: context)
+            return
+        }
+        if received.readerIndex > 1 << 16 { received.discardReadBytes() }
     }
 
     func channelReadComplete(context: ChannelHandlerContext) {
@@ -365,6 +386,11 @@ final class SessionHandler: ChannelInboundHandler {
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        failFraming(error, context: context)
+    }
+
+    /// Bad bytes or a failed connection: answer a framing error with an error frame, then close.
+    private func failFraming(_ error: any Error, context: ChannelHandlerContext) {
         logger.notice("closing session after an error", metadata: ["session": "\(record.id)", "error": "\(error)"])
         if let frameError = error as? FrameError, !closing {
             let code: ErrorCode = frameError.code == .tooLarge ? .tooLarge : .badRequest
