@@ -9,15 +9,6 @@ extension Arguments {
         }
         return owner
     }
-
-    /// An optional bool argument with its default.
-    func bool(_ index: Int, default value: Bool) throws(RemoteError) -> Bool {
-        guard let given = optional(index), given != .null else { return value }
-        guard let flag = given.boolValue else {
-            throw RemoteError(.wrongType, "\(method)(): argument \(index + 1) must be a bool, not \(given.kindDescription)")
-        }
-        return flag
-    }
 }
 
 /// A grant answer (SPEC.md 6.3, "Lock details").

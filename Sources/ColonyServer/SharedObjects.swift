@@ -79,6 +79,12 @@ struct Arguments {
         }
         return flag
     }
+
+    /// An optional bool argument (absent or nil: `value`).
+    func bool(_ index: Int, default value: Bool) throws(RemoteError) -> Bool {
+        guard let given = optional(index), given != .null else { return value }
+        return try bool(index)
+    }
 }
 
 func unknownMethod(_ type: ObjectType, _ method: String) -> RemoteError {

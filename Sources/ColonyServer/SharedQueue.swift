@@ -106,7 +106,7 @@ final class SharedQueue: BlockingObject, @unchecked Sendable {
             switch method {
             case "put":
                 let arguments = try Arguments(method, values, count: 1...3)
-                let block = try arguments.optional(1).map { _ throws(RemoteError) in try arguments.bool(1) } ?? true
+                let block = try arguments.bool(1, default: true)
                 let timeout = try timeoutArgument(arguments.optional(2), method)
                 try checkOpen()
                 if items.count == 0, let getter = getters.first {
@@ -162,14 +162,14 @@ final class SharedQueue: BlockingObject, @unchecked Sendable {
                 if method == "get" {
                     let arguments = try Arguments(method, values, count: 0...2)
                     getter = .one
-                    block = try arguments.optional(0).map { _ throws(RemoteError) in try arguments.bool(0) } ?? true
+                    block = try arguments.bool(0, default: true)
                     timeout = try timeoutArgument(arguments.optional(1), method)
                 } else {
                     let arguments = try Arguments(method, values, count: 1...3)
                     let most = try arguments.int(0)
                     guard most > 0 else { throw RemoteError(.valueError, "get_many(): max must be positive") }
                     getter = .many(most)
-                    block = try arguments.optional(1).map { _ throws(RemoteError) in try arguments.bool(1) } ?? true
+                    block = try arguments.bool(1, default: true)
                     timeout = try timeoutArgument(arguments.optional(2), method)
                 }
                 if items.count > 0 {
@@ -209,7 +209,7 @@ final class SharedQueue: BlockingObject, @unchecked Sendable {
                 return .parked(parked, timeout: timeout)
             case "shutdown":
                 let arguments = try Arguments(method, values, count: 0...1)
-                let immediate = try arguments.optional(0).map { _ throws(RemoteError) in try arguments.bool(0) } ?? false
+                let immediate = try arguments.bool(0, default: false)
                 isShutDown = true
                 if immediate {
                     for item in items.removeAll() {
