@@ -236,6 +236,12 @@ final class ChannelOutlet: AnswerOutlet, @unchecked Sendable {
     func detach() { target = nil }
 
     func deliver(requestID: UInt64, _ outcome: Result<WireValue, RemoteError>) {
+        // On this session's own thread, with its handler not on the stack, answer at once
+        // (a lock hand-off between sessions of one event loop skips a task); else enqueue.
+        if eventLoop.inEventLoop, let target, !target.handler.isBusy {
+            target.handler.answerParked(requestID: requestID, outcome, context: target.context)
+            return
+        }
         eventLoop.execute { [self] in
             if let target {
                 target.handler.answerParked(requestID: requestID, outcome, context: target.context)
@@ -280,7 +286,12 @@ final class SessionHandler: ChannelInboundHandler {
     }
 
     /// A parked call's answer, on the event loop.
+    /// True while this handler is running session code (a delivery then waits its turn).
+    private(set) var isBusy = false
+
     func answerParked(requestID: UInt64, _ outcome: Result<WireValue, RemoteError>, context: ChannelHandlerContext) {
+        isBusy = true
+        defer { isBusy = false }
         timeouts.removeValue(forKey: requestID)?.cancel()
         perform(session.parkedAnswered(requestID: requestID, outcome), context: context)
         flushIfNeeded(context: context)
@@ -299,6 +310,8 @@ final class SessionHandler: ChannelInboundHandler {
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         awaitingPong = false
         guard !closing else { return }
+        isBusy = true
+        defer { isBusy = false }
         var incoming = unwrapInboundIn(data)
         if received.readableBytes == 0 {
             received = incoming

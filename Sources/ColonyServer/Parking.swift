@@ -1,8 +1,9 @@
 import ColonyWire
 
 /// Where the answer of a parked call goes: its session's connection. Objects call it from
-/// whatever thread made the call ready; it must only enqueue, never write inline, so a
-/// session always records a call as parked before the call's answer reaches it.
+/// whatever thread made the call ready. It may answer inline only on the session's own thread
+/// while that session's code is not on the stack; otherwise it enqueues. Either way a session
+/// has recorded a call as parked before the call's answer reaches it.
 public protocol AnswerOutlet: AnyObject, Sendable {
     /// Answers request `requestID`. References inside a successful value are handed over to
     /// the receiving session (the object retained them for it).
