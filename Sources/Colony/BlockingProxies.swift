@@ -146,12 +146,7 @@ public final class LockProxy: Proxy, Locking, AsyncLocking, Codable, @unchecked 
     public func locked() async throws -> Bool { try await handle.run(LockCall.locked()) }
     public func locked() throws -> Bool { try handle.runBlocking(LockCall.locked()) }
 
-    public func isOwnedByCurrentThread() throws -> Bool {
-        try handle.runBlocking(ObjectCall<Bool>("is_owned", [.integer(LockOwner.current)]) { answer in
-            guard let owned = answer.boolValue else { throw WireFormatError(.malformedMessage, "is_owned answered \(answer.kindDescription)") }
-            return owned
-        })
-    }
+    public func isOwnedByCurrentThread() throws -> Bool { try handle.runBlocking(LockCall.isOwned(owner: LockOwner.current)) }
 
     /// For a local `Condition` over this lock: an RLock gives up every level.
     public func releaseForWait() throws -> Int {
@@ -159,7 +154,7 @@ public final class LockProxy: Proxy, Locking, AsyncLocking, Codable, @unchecked 
         repeat {
             try release()
             levels += 1
-        } while isReentrant ? try isOwnedByCurrentThread() : false
+        } while try isReentrant && isOwnedByCurrentThread()
         return levels
     }
 

@@ -1,3 +1,4 @@
+import Atomics
 import CMemoryMapShim
 import ColonyWire
 import Foundation
@@ -306,9 +307,13 @@ public final class ChildProcess: @unchecked Sendable {
     private static let childrenLock = Threading.Lock()
     nonisolated(unsafe) private static var children: [ChildProcess] = []
     nonisolated(unsafe) private static var exitHookInstalled = false
-    private static let counter = ManagedCounter()
+    private static let counter = ManagedAtomic<Int>(0)
 
-    private static func nextName() -> String { "\(CurrentProcess.name == "MainProcess" ? "Process" : CurrentProcess.name + ":")-\(counter.next())" }
+    /// Python's names: `Process-N` in the main process, `Process-1:N` in its child Process-1.
+    private static func nextName() -> String {
+        let number = counter.wrappingIncrementThenLoad(ordering: .relaxed)
+        return CurrentProcess.name == "MainProcess" ? "Process-\(number)" : "\(CurrentProcess.name):\(number)"
+    }
 
     private static func track(_ child: ChildProcess) {
         childrenLock.withLock {
@@ -335,13 +340,6 @@ public final class ChildProcess: @unchecked Sendable {
         for child in running where child.daemon && child.isAlive { try? child.terminate() }
         for child in running { try? child.join() }
     }
-}
-
-/// A small thread-safe counter for process names.
-final class ManagedCounter: @unchecked Sendable {
-    private let lock = Threading.Lock()
-    private var value = 0
-    func next() -> Int { lock.withLock { value += 1; return value } }
 }
 
 /// What Python's `multiprocessing.current_process()` and `parent_process()` report.

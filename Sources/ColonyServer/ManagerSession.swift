@@ -66,9 +66,6 @@ public struct ManagerSession {
     /// How many objects this session holds references to.
     public var objectCount: Int { heldReferences.count }
 
-    /// How many of its requests wait on the manager now.
-    public var parkedCount: Int { parked.count }
-
     /// Feeds one frame from the client.
     public mutating func receive(_ frame: Frame, now: UInt64) -> [SessionAction] {
         switch state {
@@ -124,11 +121,7 @@ public struct ManagerSession {
             if let call = parked[message.requestID] { context.store.release(call.object.cancel(call)) }
             return []
         case .goodbye:
-            let cancelled = RemoteError(.cancelled, "the session said goodbye while this call waited")
-            var actions = withdrawAll().map { SessionAction.send(cancelled.frame(requestID: $0)) }
-            state = .closed
-            actions += [.send(Frame(kind: .goodbye)), .close]
-            return actions
+            return closeWithGoodbye(answeringParkedWith: RemoteError(.cancelled, "the session said goodbye while this call waited"))
         case .error:
             return []
         default:
@@ -254,29 +247,26 @@ public struct ManagerSession {
     /// The manager is shutting down: parked calls are answered with ShutDown, then goodbye.
     public mutating func shutDown() -> [SessionAction] {
         guard case .open = state else { return [.close] }
-        let error = RemoteError(.shutDown, "the manager is shutting down")
-        var actions = withdrawAll().map { SessionAction.send(error.frame(requestID: $0)) }
+        return closeWithGoodbye(answeringParkedWith: RemoteError(.shutDown, "the manager is shutting down"))
+    }
+
+    /// Answers every parked call with `error`, then says goodbye and closes.
+    private mutating func closeWithGoodbye(answeringParkedWith error: RemoteError) -> [SessionAction] {
+        let answers = withdrawAll().map { SessionAction.send(error.frame(requestID: $0)) }
         state = .closed
-        actions += [.send(Frame(kind: .goodbye)), .close]
-        return actions
+        return answers + [.send(Frame(kind: .goodbye)), .close]
     }
 
     /// Takes every parked call of this session off its object and gives back what the
     /// session owned (locks, permits, barrier places). Returns the withdrawn request ids.
     private mutating func withdrawAll() -> [UInt64] {
-        for call in parked.values { touched[ObjectIdentifier(call.object)] = call.object }
+        // Every object a call is parked on is among the touched ones.
         var dropped: [UInt64] = []
         for object in touched.values { dropped += object.sessionEnded(id) }
         context.store.release(dropped)
         touched = [:]
         defer { parked = [:] }
         return parked.keys.sorted()
-    }
-
-    private mutating func adoptReferences(in value: WireValue) {
-        let ids = PythonSemantics.references(in: value)
-        context.store.retain(ids)
-        for id in ids { heldReferences[id, default: 0] += 1 }
     }
 
     /// The connection ended, cleanly or not: gives back every reference this session held,

@@ -260,6 +260,8 @@ public enum LockCall {
     }
     public static func release(owner: UInt64) -> ObjectCall<Void> { .init("release", [.integer(owner)], decode: Answer.nothing) }
     public static func locked() -> ObjectCall<Bool> { .init("locked", [], decode: Answer.bool) }
+    /// Whether `owner` of this session holds it.
+    public static func isOwned(owner: UInt64) -> ObjectCall<Bool> { .init("is_owned", [.integer(owner)], decode: Answer.bool) }
     /// Semaphores: return `n` permits.
     public static func release(owner: UInt64, permits n: Int) -> ObjectCall<Void> {
         .init("release", [.integer(owner), .integer(n)], decode: Answer.nothing)

@@ -10,7 +10,7 @@ public struct MemoryMapError: Error, Hashable, CustomStringConvertible {
     public struct Code: Hashable, Sendable, CustomStringConvertible {
         private enum Base: String, Hashable, Sendable {
             case closed, readOnly, outOfRange, cannotResize, unalignedOffset, fileTooShort, invalidArgument, system
-            case notOwner, wouldDeadlock, messageTooLarge, empty, full, timedOut, alreadyStarted, notStarted, unknownEntryPoint, wrongType
+            case notOwner, wouldDeadlock, messageTooLarge, empty, full, alreadyStarted, notStarted, unknownEntryPoint, wrongType
         }
         private let base: Base
         private init(_ base: Base) { self.base = base }
@@ -43,8 +43,6 @@ public struct MemoryMapError: Error, Hashable, CustomStringConvertible {
         public static let empty = Code(.empty)
         /// A shared queue had no room in time (queue.Full).
         public static let full = Code(.full)
-        /// A wait ran out (TimeoutError).
-        public static let timedOut = Code(.timedOut)
         /// `start()` on a process already started (AssertionError in Python).
         public static let alreadyStarted = Code(.alreadyStarted)
         /// `join()` or `terminate()` before `start()` (AssertionError in Python).
