@@ -177,8 +177,7 @@ final class ClientHandler: ChannelInboundHandler, @unchecked Sendable {
     private var flushScheduled = false
     /// Requests of this event-loop tick, written together (one TLS record, one system call).
     private var outbound = ByteBuffer()
-    /// Bytes read but not yet a whole frame.
-    private var received = ByteBuffer()
+    private var received = FrameStream()
     /// Set once this side closes: frames still buffered are ignored.
     private var stopped = false
 
@@ -209,19 +208,15 @@ final class ClientHandler: ChannelInboundHandler, @unchecked Sendable {
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        var incoming = unwrapInboundIn(data)
-        if received.readableBytes == 0 {
-            received = incoming
-        } else {
-            received.writeBuffer(&incoming)
-        }
+        guard !stopped else { return }
         do {
-            while !stopped, let frame = try received.readFrame(maxBodySize: 1 << 30) { receive(frame, context: context) }
+            try received.receive(unwrapInboundIn(data), maxBodySize: 1 << 30) { frame in
+                receive(frame, context: context)
+                return !stopped
+            }
         } catch {
             errorCaught(context: context, error: error)
-            return
         }
-        if received.readerIndex > 1 << 16 { received.discardReadBytes() }
     }
 
     private func receive(_ frame: Frame, context: ChannelHandlerContext) {

@@ -266,8 +266,7 @@ final class SessionHandler: ChannelInboundHandler {
     private let handshakeTimeout: Double
     private let logger: Logger
     private var outbound = ByteBuffer()
-    /// Bytes read but not yet a whole frame.
-    private var received = ByteBuffer()
+    private var received = FrameStream()
     private let maxFrameBody: Int
     private var awaitingPong = false
     private var closing = false
@@ -312,22 +311,15 @@ final class SessionHandler: ChannelInboundHandler {
         guard !closing else { return }
         isBusy = true
         defer { isBusy = false }
-        var incoming = unwrapInboundIn(data)
-        if received.readableBytes == 0 {
-            received = incoming
-        } else {
-            received.writeBuffer(&incoming)
-        }
         do {
             // The frame size limit is checked from the header, before the body is waited for.
-            while !closing, let frame = try received.readFrame(maxBodySize: maxFrameBody) {
+            try received.receive(unwrapInboundIn(data), maxBodySize: maxFrameBody) { frame in
                 perform(session.receive(frame, now: ManagerServer.now()), context: context)
+                return !closing
             }
         } catch {
             failFraming(error, context: context)
-            return
         }
-        if received.readerIndex > 1 << 16 { received.discardReadBytes() }
     }
 
     func channelReadComplete(context: ChannelHandlerContext) {

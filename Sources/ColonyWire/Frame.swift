@@ -198,6 +198,48 @@ extension ByteBuffer {
     }
 }
 
+/// Splits a stream of reads into frames without keeping the buffers the reads arrive in.
+///
+/// NIOSSL hands each read over as a view of one plaintext buffer it reuses; a handler that
+/// keeps that view past `channelRead` makes NIOSSL copy its whole buffer (32 KiB) on the next
+/// read. This keeps only an unfinished frame's bytes, copied into storage of its own.
+public struct FrameStream {
+    private var unfinished: ByteBuffer?
+
+    public init() {}
+
+    /// Calls `handle` with each whole frame of `incoming` (after any bytes held from earlier
+    /// reads) until it returns false; keeps the bytes of an unfinished frame for the next read.
+    /// Frames' bodies are views of `incoming`: `handle` copies what it wants to keep.
+    public mutating func receive(
+        _ incoming: ByteBuffer, maxBodySize: Int, _ handle: (Frame) throws -> Bool
+    ) throws {
+        var buffer: ByteBuffer
+        let ownsStorage: Bool
+        if var held = unfinished.take() {
+            held.writeImmutableBuffer(incoming)
+            (buffer, ownsStorage) = (held, true)
+        } else {
+            (buffer, ownsStorage) = (incoming, false)
+        }
+        while let frame = try buffer.readFrame(maxBodySize: maxBodySize) {
+            guard try handle(frame) else { return }
+        }
+        guard buffer.readableBytes > 0 else { return }
+        if ownsStorage {
+            buffer.discardReadBytes()
+            unfinished = buffer
+        } else {
+            var held = ByteBufferAllocator().buffer(capacity: max(buffer.readableBytes, 1024))
+            held.writeBuffer(&buffer)
+            unfinished = held
+        }
+    }
+
+    /// Bytes held of a frame not yet whole.
+    public var heldBytes: Int { unfinished?.readableBytes ?? 0 }
+}
+
 /// Splits byte streams into frames for a SwiftNIO pipeline; usable without any channel.
 public struct FrameDecoder: NIOSingleStepByteToMessageDecoder {
     public typealias InboundOut = Frame

@@ -154,3 +154,55 @@ import Testing
         #expect(Set(done) == [a, b])
     }
 }
+
+@Suite struct FrameStreamTests {
+    private func stream(of frames: [Frame]) -> ByteBuffer {
+        var bytes = ByteBuffer()
+        for frame in frames { bytes.writeFrame(frame) }
+        return bytes
+    }
+
+    private let frames = (1...5).map { Frame(kind: .request, requestID: UInt64($0), body: ByteBuffer(bytes: Array(repeating: UInt8($0), count: 40 * $0))) }
+
+    @Test func framesSplitAtEveryByteArriveWholeAndInOrder() throws {
+        let whole = stream(of: frames)
+        for cut in [1, 7, 16, 17, 53, whole.readableBytes - 1] {
+            var reader = FrameStream()
+            var seen: [Frame] = []
+            var rest = whole
+            while rest.readableBytes > 0 {
+                let piece = rest.readSlice(length: min(cut, rest.readableBytes))!
+                try reader.receive(piece, maxBodySize: 1024) { seen.append($0); return true }
+            }
+            #expect(seen == frames, "reads of \(cut) bytes")
+            #expect(reader.heldBytes == 0)
+        }
+    }
+
+    @Test func anUnfinishedFrameWaitsForItsLastBytes() throws {
+        var whole = stream(of: frames)
+        let first = whole.readSlice(length: whole.readableBytes - 10)!
+        var reader = FrameStream()
+        var count = 0
+        try reader.receive(first, maxBodySize: 1024) { _ in count += 1; return true }
+        #expect(count == 4)
+        #expect(reader.heldBytes == Frame.headerSize + 200 - 10)
+        try reader.receive(whole, maxBodySize: 1024) { frame in
+            #expect(frame == frames[4])
+            count += 1
+            return true
+        }
+        #expect(count == 5)
+    }
+
+    @Test func stopsWhenTheHandlerSaysSoAndRejectsOversizedFrames() throws {
+        var reader = FrameStream()
+        var count = 0
+        try reader.receive(stream(of: frames), maxBodySize: 1024) { _ in count += 1; return count < 2 }
+        #expect(count == 2)
+        var oversized = FrameStream()
+        #expect(throws: FrameError.self) {
+            try oversized.receive(stream(of: frames), maxBodySize: 100) { _ in true }
+        }
+    }
+}
