@@ -91,6 +91,8 @@ let package = Package(
             dependencies: [
                 "Colony", "CMemoryMapShim",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
             ]
         ),
         // The chapter's example programs, written with Colony; tests run them and check their output.

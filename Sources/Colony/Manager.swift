@@ -25,7 +25,8 @@ public final class Manager: @unchecked Sendable {
     /// is `.stateDirectory`. `serverName` is the name the manager's certificate must carry.
     public static func connect(
         host: String = "127.0.0.1", port: Int, authKey: [UInt8]? = nil, trust: ManagerTrust,
-        clientCertificate: ClientCertificate? = nil, serverName: String = "localhost", timeoutSeconds: Double = 10
+        clientCertificate: ClientCertificate? = nil, serverName: String = "localhost", timeoutSeconds: Double = 10,
+        eventLoopGroup: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton
     ) async throws -> Manager {
         var key = authKey
         var tls: TLSConfiguration?
@@ -41,11 +42,11 @@ public final class Manager: @unchecked Sendable {
         guard let key else {
             throw ConnectionError("no authkey: pass authKey, or trust a state directory that holds one")
         }
-        // All connections of a process share NIO's singleton event loops (one thread per
-        // core): a thread per connection would mostly add context switches.
+        // By default all connections of a process share NIO's singleton event loops (one
+        // thread per core): a thread per connection would mostly add context switches.
         let connection = try await ManagerConnection.open(
             host: host, port: port, authKey: key, tls: tls, serverName: serverName,
-            group: MultiThreadedEventLoopGroup.singleton, timeoutSeconds: timeoutSeconds)
+            group: eventLoopGroup, timeoutSeconds: timeoutSeconds)
         let address = ManagerAddress(
             host: host, port: port, authKey: key, trust: trust, clientCertificate: clientCertificate, serverName: serverName,
             timeoutSeconds: timeoutSeconds)

@@ -2,6 +2,8 @@ import ArgumentParser
 import Colony
 import Foundation
 import Glibc
+import NIOCore
+import NIOPosix
 
 /// `colony-bench manager`: the numbers users compare managers on.
 struct ManagerBench: AsyncParsableCommand {
@@ -33,6 +35,9 @@ struct ManagerBench: AsyncParsableCommand {
     @Option(help: "Event loop threads for the manager it starts.")
     var serverThreads = 1
 
+    @Option(help: "Event loop threads shared by the client connections (0: one per core, NIO's singleton).")
+    var clientThreads = 1
+
     @Flag(help: "Also run the raw ping-pong floor, redis-benchmark over TLS and CPython's SyncManager in this run.")
     var compare = false
 
@@ -46,6 +51,7 @@ struct ManagerBench: AsyncParsableCommand {
             throw ValidationError("--workload must be one of \(ManagerBench.workloads.joined(separator: ", "))")
         }
         guard clients >= 1, clients <= 1000 else { throw ValidationError("--clients must be 1...1000") }
+        guard clientThreads >= 0, clientThreads <= 64 else { throw ValidationError("--client-threads must be 0...64") }
         guard seconds > 0, seconds <= 600 else { throw ValidationError("--seconds must be in (0, 600]") }
         if connect != nil && stateDir == nil && !plaintext { throw ValidationError("--connect needs --state-dir (or --plaintext)") }
     }
@@ -65,8 +71,11 @@ struct ManagerBench: AsyncParsableCommand {
         let key = try AuthKey.bytes(fromFile: directory + "/authkey")
         let trust: ManagerTrust = plaintext ? .insecurePlaintext : .stateDirectory(path: directory)
 
+        let group: any EventLoopGroup = clientThreads == 0 ? MultiThreadedEventLoopGroup.singleton : MultiThreadedEventLoopGroup(numberOfThreads: clientThreads)
         var managers: [Manager] = []
-        for _ in 0..<clients { managers.append(try await Manager.connect(host: host, port: port, authKey: key, trust: trust)) }
+        for _ in 0..<clients {
+            managers.append(try await Manager.connect(host: host, port: port, authKey: key, trust: trust, eventLoopGroup: group))
+        }
         let cpuBefore = server?.cpuSeconds() ?? 0
         let clientCPUBefore = processCPUSeconds(getpid())
         let result = try await ClientLoad.run(workload: workload, managers: managers, seconds: seconds, contended: contended)
@@ -76,7 +85,7 @@ struct ManagerBench: AsyncParsableCommand {
 
         var report: [String: Any] = [
             "benchmark": "manager", "workload": workload, "clients": clients, "tls": !plaintext, "seconds": seconds,
-            "server_threads": serverThreads, "unit": ClientLoad.unit(workload),
+            "server_threads": serverThreads, "client_threads": clientThreads, "unit": ClientLoad.unit(workload),
             "ops_per_s": result.opsPerSecond, "p50_us": result.percentile(0.5), "p99_us": result.percentile(0.99),
         ]
         if server != nil { report["server_cpu_us_per_op"] = (cpuAfter - cpuBefore) * 1e6 / Double(max(result.operations, 1)) }
@@ -172,9 +181,9 @@ enum ClientLoad {
         var operations = 0
         var latencies: [Double] = []
 
-        mutating func timed(_ count: Int, _ body: () async throws -> Void) async rethrows {
-            let begin = DispatchTime.now().uptimeNanoseconds
-            try await body()
+        /// Records `count` operations that began at `begin` (a mutating method that awaited
+        /// the operations would hold an exclusive access across every suspension).
+        mutating func record(_ count: Int, since begin: UInt64) {
             let micros = Double(DispatchTime.now().uptimeNanoseconds - begin) / 1e3
             if latencies.count < 200_000 { latencies.append(micros / Double(count)) }
             operations += count
@@ -186,7 +195,11 @@ enum ClientLoad {
     /// Returns (operations, sampled latencies in µs).
     static func drive(_ workload: String, _ manager: Manager, _ index: Int, _ deadline: Date, contended: Bool) async throws -> (Int, [Double]) {
         var recorder = Recorder()
-        func timed(_ count: Int, _ body: () async throws -> Void) async rethrows { try await recorder.timed(count, body) }
+        func timed(_ count: Int, _ body: () async throws -> Void) async rethrows {
+            let begin = DispatchTime.now().uptimeNanoseconds
+            try await body()
+            recorder.record(count, since: begin)
+        }
         switch workload {
         case "dict_set_get":
             let d = try await manager.dict("bench-dict", String.self, Int.self)
@@ -286,7 +299,11 @@ extension ClientLoad {
 
     static func pairSide(_ workload: String, _ manager: Manager, pair: Int, producing: Bool, deadline: Date) async throws -> (Int, [Double]) {
         var recorder = Recorder()
-        func timed(_ count: Int, _ body: () async throws -> Void) async rethrows { try await recorder.timed(count, body) }
+        func timed(_ count: Int, _ body: () async throws -> Void) async rethrows {
+            let begin = DispatchTime.now().uptimeNanoseconds
+            try await body()
+            recorder.record(count, since: begin)
+        }
         switch workload {
         case "event_ping_pong":
             // Round trips: the producer sets ping and waits for pong; the consumer answers.
