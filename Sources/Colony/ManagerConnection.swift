@@ -209,8 +209,12 @@ final class ClientHandler: ChannelInboundHandler, @unchecked Sendable {
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         guard !stopped else { return }
+        // Out of `self` while frames are handled: no long access that nested ones must search.
+        var stream = FrameStream()
+        swap(&stream, &received)
+        defer { received = stream }
         do {
-            try received.receive(unwrapInboundIn(data), maxBodySize: 1 << 30) { frame in
+            try stream.receive(unwrapInboundIn(data), maxBodySize: 1 << 30) { frame in
                 receive(frame, context: context)
                 return !stopped
             }

@@ -311,9 +311,14 @@ final class SessionHandler: ChannelInboundHandler {
         guard !closing else { return }
         isBusy = true
         defer { isBusy = false }
+        // Taken out of `self` while frames are handled, so that handling them does not run
+        // inside a long access to this property (each nested access would cost a search).
+        var stream = FrameStream()
+        swap(&stream, &received)
+        defer { received = stream }
         do {
             // The frame size limit is checked from the header, before the body is waited for.
-            try received.receive(unwrapInboundIn(data), maxBodySize: maxFrameBody) { frame in
+            try stream.receive(unwrapInboundIn(data), maxBodySize: maxFrameBody) { frame in
                 perform(session.receive(frame, now: ManagerServer.now()), context: context)
                 return !closing
             }
