@@ -279,15 +279,7 @@ final class ClientHandler: ChannelInboundHandler, @unchecked Sendable {
             return
         }
         pending[id] = promise
-        let value = request.wireValue
-        let start = outbound.writerIndex
-        outbound.writeFrame(kind: .request, requestID: id, value: value)
-        if outbound.writerIndex - start - Frame.headerSize > maxFrameBody {
-            // Too big for one frame: chunk it instead.
-            outbound.moveWriterIndex(to: start)
-            let message = Message(kind: .request, requestID: id, body: value.encoded())
-            for frame in message.frames(maxBodySize: maxFrameBody) { outbound.writeFrame(frame) }
-        }
+        outbound.writeMessage(kind: .request, requestID: id, value: request.wireValue, maxFrameBody: maxFrameBody)
         // Gather the requests of this event-loop tick into one write and one flush.
         if !flushScheduled {
             flushScheduled = true

@@ -350,6 +350,8 @@ final class SessionHandler: ChannelInboundHandler {
             switch action {
             case .send(let frame):
                 outbound.writeFrame(frame)
+            case .answer(let requestID, let result):
+                outbound.writeAnswer(requestID: requestID, result, maxFrameBody: maxFrameBody)
             case .close:
                 closing = true
                 flushIfNeeded(context: context)
@@ -404,7 +406,8 @@ final class SessionHandler: ChannelInboundHandler {
         logger.notice("closing session after an error", metadata: ["session": "\(record.id)", "error": "\(error)"])
         if let frameError = error as? FrameError, !closing {
             let code: ErrorCode = frameError.code == .tooLarge ? .tooLarge : .badRequest
-            writeNow([RemoteError(code, frameError.message).frame(requestID: frameError.requestID)], context: context)
+            outbound.writeAnswer(requestID: frameError.requestID, .failure(RemoteError(code, frameError.message)), maxFrameBody: maxFrameBody)
+            flushIfNeeded(context: context)
         }
         closing = true
         context.close(promise: nil)

@@ -11,12 +11,28 @@ public protocol ManagerContext: AnyObject, Sendable {
 public enum SessionAction: Sendable, Equatable {
     /// Write this frame (flushed together with the others produced by the same input).
     case send(Frame)
+    /// Write the answer to a request: a response (chunked if large) or an error frame,
+    /// encoded straight into the outgoing bytes.
+    case answer(requestID: UInt64, Result<WireValue, RemoteError>)
     /// Wait, then write these frames and close (a failed handshake).
     case failAfter(delayNanoseconds: UInt64, frames: [Frame])
     /// Close the connection after writing what was sent.
     case close
     /// Call `expire(requestID:)` after this long (a parked call's timeout).
     case scheduleTimeout(requestID: UInt64, afterNanoseconds: UInt64)
+}
+
+extension ByteBuffer {
+    /// Appends the frames of an `.answer` action: a response or an error, chunked when its
+    /// body is over `maxFrameBody` bytes (as SPEC.md 2.3 requires of every message).
+    mutating func writeAnswer(requestID: UInt64, _ result: Result<WireValue, RemoteError>, maxFrameBody: Int) {
+        switch result {
+        case .success(let value):
+            writeMessage(kind: .response, requestID: requestID, value: value, maxFrameBody: maxFrameBody)
+        case .failure(let error):
+            writeMessage(kind: .error, requestID: requestID, value: error.wireValue, maxFrameBody: maxFrameBody)
+        }
+    }
 }
 
 /// One client connection's protocol logic, with no I/O: frames and time in, actions out.
@@ -106,7 +122,7 @@ public struct ManagerSession {
             guard let complete = try assembler.receive(frame) else { return [] }
             message = complete
         } catch {
-            return [.send(RemoteError(.tooLarge, "\(error)").frame(requestID: frame.requestID)), .close]
+            return [.answer(requestID: frame.requestID, .failure(RemoteError(.tooLarge, "\(error)"))), .close]
         }
         switch message.kind {
         case .request:
@@ -125,7 +141,7 @@ public struct ManagerSession {
         case .error:
             return []
         default:
-            return [.send(RemoteError(.unsupported, "this manager does not accept \(message.kind) frames from a client").frame(requestID: message.requestID))]
+            return [.answer(requestID: message.requestID, .failure(RemoteError(.unsupported, "this manager does not accept \(message.kind) frames from a client")))]
         }
     }
 
@@ -153,21 +169,11 @@ public struct ManagerSession {
         }
         switch outcome {
         case .answered(let result):
-            return frames(for: result, requestID: message.requestID)
+            return [.answer(requestID: message.requestID, result)]
         case .parked(let timeout?):
             return [.scheduleTimeout(requestID: message.requestID, afterNanoseconds: UInt64(min(timeout, 1e9) * 1e9))]
         case .parked(nil):
             return []
-        }
-    }
-
-    private func frames(for result: Result<WireValue, RemoteError>, requestID: UInt64) -> [SessionAction] {
-        switch result {
-        case .success(let value):
-            let response = Message(kind: .response, requestID: requestID, body: value.encoded())
-            return response.frames(maxBodySize: maxFrameBody).map(SessionAction.send)
-        case .failure(let error):
-            return [.send(error.frame(requestID: requestID))]
         }
     }
 
@@ -235,7 +241,7 @@ public struct ManagerSession {
             return []
         }
         for id in references { heldReferences[id, default: 0] += 1 }
-        return frames(for: outcome, requestID: requestID)
+        return [.answer(requestID: requestID, outcome)]
     }
 
     /// A parked call's timeout passed.
@@ -252,7 +258,7 @@ public struct ManagerSession {
 
     /// Answers every parked call with `error`, then says goodbye and closes.
     private mutating func closeWithGoodbye(answeringParkedWith error: RemoteError) -> [SessionAction] {
-        let answers = withdrawAll().map { SessionAction.send(error.frame(requestID: $0)) }
+        let answers = withdrawAll().map { SessionAction.answer(requestID: $0, .failure(error)) }
         state = .closed
         return answers + [.send(Frame(kind: .goodbye)), .close]
     }

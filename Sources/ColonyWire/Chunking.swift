@@ -38,6 +38,21 @@ public struct Message: Hashable, Sendable {
     }
 }
 
+extension ByteBuffer {
+    /// Appends a message whose body is `value`, encoded in place (no buffer of its own), or,
+    /// when the body is over `maxFrameBody` bytes, its chunks.
+    public mutating func writeMessage(kind: FrameKind, requestID: UInt64, value: WireValue, maxFrameBody: Int) {
+        let start = writerIndex
+        writeFrame(kind: kind, requestID: requestID, value: value)
+        guard writerIndex - start - Frame.headerSize > maxFrameBody else { return }
+        let body = getSlice(at: start + Frame.headerSize, length: writerIndex - start - Frame.headerSize)!
+        moveWriterIndex(to: start)
+        for frame in Message(kind: kind, requestID: requestID, body: body).frames(maxBodySize: maxFrameBody) {
+            writeFrame(frame)
+        }
+    }
+}
+
 /// Reassembles chunked messages from frames, for one connection. Chunks of different
 /// requests may interleave; chunks of one message arrive in order.
 ///

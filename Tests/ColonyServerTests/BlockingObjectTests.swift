@@ -57,6 +57,8 @@ final class TestClient {
                 case .error: answers[message.requestID] = .failure(try RemoteError(wireValue: message.value()))
                 default: break
                 }
+            case .answer(let requestID, let result):
+                answers[requestID] = result
             case .scheduleTimeout(let requestID, _):
                 timeouts.insert(requestID)
             default:

@@ -28,16 +28,44 @@ final class TestContext: ManagerContext, @unchecked Sendable {
         return session
     }
 
+    /// The frames the NIO shell writes for `actions` (frame bodies at most 64 bytes).
+    func written(_ actions: [SessionAction]) throws -> [Frame] {
+        var bytes = ByteBuffer()
+        for action in actions {
+            switch action {
+            case .send(let frame): bytes.writeFrame(frame)
+            case .answer(let requestID, let result): bytes.writeAnswer(requestID: requestID, result, maxFrameBody: 64)
+            default: break
+            }
+        }
+        var frames: [Frame] = []
+        while let frame = try bytes.readFrame(maxBodySize: 64) { frames.append(frame) }
+        #expect(bytes.readableBytes == 0)
+        return frames
+    }
+
+    /// The first whole message among the frames written for `actions`.
+    func firstMessage(_ actions: [SessionAction]) throws -> Message? {
+        var assembler = MessageAssembler()
+        for frame in try written(actions) {
+            if let message = try assembler.receive(frame) { return message }
+        }
+        return nil
+    }
+
     /// Sends a request; returns the reassembled answer frames' message.
-    func request(_ session: inout ManagerSession, _ request: Request, id: UInt64) throws -> Message {
+    func request(_ session: inout ManagerSession, _ request: Request, id: UInt64, frameCount: Int? = nil) throws -> Message {
         var assembler = MessageAssembler()
         let body = request.wireValue.encoded()
         var answer: Message?
+        var answerFrames = 0
         for frame in Message(kind: .request, requestID: id, body: body).frames(maxBodySize: 64) {
-            for action in session.receive(frame, now: 2) {
-                if case .send(let reply) = action, let message = try assembler.receive(reply) { answer = message }
+            for reply in try written(session.receive(frame, now: 2)) {
+                answerFrames += 1
+                if let message = try assembler.receive(reply) { answer = message }
             }
         }
+        if let frameCount { #expect(answerFrames == frameCount) }
         return try #require(answer)
     }
 
@@ -51,6 +79,8 @@ final class TestContext: ManagerContext, @unchecked Sendable {
         _ = try request(&session, .call(object: reference.id, method: "extend", arguments: [.array(big)]), id: 8)
         let copy = try request(&session, .call(object: reference.id, method: "copy", arguments: []), id: 9)
         #expect(try copy.value() == .array(big))
+        let bigBody = WireValue.array(big).encoded().readableBytes
+        _ = try request(&session, .call(object: reference.id, method: "copy", arguments: []), id: 11, frameCount: (bigBody + 63) / 64)
         let error = try request(&session, .call(object: reference.id, method: "getitem", arguments: [1000]), id: 10)
         #expect(error.kind == .error)
         #expect(try RemoteError(wireValue: error.value()).code == .indexError)
@@ -60,7 +90,7 @@ final class TestContext: ManagerContext, @unchecked Sendable {
         let context = TestContext()
         var session = try openSession(context)
         let garbage = Frame(kind: .request, requestID: 3, body: ByteBuffer(bytes: [0xc1]))
-        guard case .send(let reply) = session.receive(garbage, now: 2).first else {
+        guard let reply = try firstMessage(session.receive(garbage, now: 2)) else {
             Issue.record("no answer to garbage")
             return
         }
@@ -72,7 +102,7 @@ final class TestContext: ManagerContext, @unchecked Sendable {
         let context = TestContext()
         var session = try openSession(context)
         #expect(session.receive(Frame(kind: .ping, requestID: 5), now: 2) == [.send(Frame(kind: .pong, requestID: 5))])
-        if case .send(let reply) = session.receive(Frame(kind: .taskResult, requestID: 6, value: [:]), now: 2).first {
+        if let reply = try firstMessage(session.receive(Frame(kind: .taskResult, requestID: 6, value: [:]), now: 2)) {
             #expect(try RemoteError(wireValue: reply.value()).code == .unsupported)
         } else {
             Issue.record("no answer to an unexpected frame")
