@@ -266,7 +266,7 @@ final class ProxyHandle: @unchecked Sendable {
     }
 
     deinit {
-        if manager.connection.isOpen { _ = manager.connection.send(.release(object: reference.id)) }
+        if manager.connection.isOpen { manager.connection.sendIgnoringAnswer(.release(object: reference.id)) }
     }
 
     func run<Response>(_ call: ObjectCall<Response>) async throws -> Response {

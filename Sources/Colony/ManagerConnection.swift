@@ -89,21 +89,30 @@ final class ManagerConnection: @unchecked Sendable {
         }
     }
 
-    /// Sends one request; the future completes with its answer or fails with the mapped error.
-    func send(_ request: Request) -> EventLoopFuture<WireValue> {
-        send(request, id: nextRequestID.loadThenWrappingIncrement(ordering: .relaxed))
-    }
-
-    private func send(_ request: Request, id: UInt64) -> EventLoopFuture<WireValue> {
-        let promise = channel.eventLoop.makePromise(of: WireValue.self)
+    /// Hands a request to the event loop (at once when already on it); `answer` gets its
+    /// answer or the mapped error.
+    private func send(_ request: Request, id: UInt64, answer: AnswerWaiter) {
         let handler = self.handler
         let maxFrame = session.maxFrameBody
         if channel.eventLoop.inEventLoop {
-            handler.send(request, id: id, promise: promise, maxFrameBody: maxFrame)
+            handler.send(request, id: id, answer: answer, maxFrameBody: maxFrame)
         } else {
-            channel.eventLoop.execute { handler.send(request, id: id, promise: promise, maxFrameBody: maxFrame) }
+            channel.eventLoop.execute { handler.send(request, id: id, answer: answer, maxFrameBody: maxFrame) }
         }
-        return promise.futureResult
+    }
+
+    /// Sends a request whose answer nobody waits for (a proxy's release in its deinit).
+    func sendIgnoringAnswer(_ request: Request) {
+        send(request, id: nextID(), answer: .ignored)
+    }
+
+    private func nextID() -> UInt64 { nextRequestID.loadThenWrappingIncrement(ordering: .relaxed) }
+
+    /// Sends one request and suspends until its answer (no promise, future or extra hop).
+    private func send(_ request: Request, id: UInt64) async throws -> WireValue {
+        try await withUnsafeThrowingContinuation { continuation in
+            send(request, id: id, answer: .continuation(continuation))
+        }
     }
 
     /// Sends many requests in one event-loop task and one flush; the future completes when
@@ -116,7 +125,7 @@ final class ManagerConnection: @unchecked Sendable {
         let maxFrame = session.maxFrameBody
         loop.execute {
             for (offset, request) in requests.enumerated() {
-                handler.send(request, id: first + UInt64(offset), promise: promises[offset], maxFrameBody: maxFrame)
+                handler.send(request, id: first + UInt64(offset), answer: .promise(promises[offset]), maxFrameBody: maxFrame)
             }
         }
         return EventLoopFuture.whenAllComplete(promises.map(\.futureResult), on: loop)
@@ -124,18 +133,18 @@ final class ManagerConnection: @unchecked Sendable {
 
     func call(_ request: Request) async throws -> WireValue {
         try checkOpen()
-        return try await send(request).get()
+        return try await send(request, id: nextID())
     }
 
     /// A call that may wait on the manager (a blocking method): cancelling the calling task
     /// sends a cancel frame, and the manager answers the parked call with Cancelled.
     func callCancellable(_ request: Request) async throws -> WireValue {
         try checkOpen()
-        let id = nextRequestID.loadThenWrappingIncrement(ordering: .relaxed)
+        let id = nextID()
         let handler = self.handler
         let loop = channel.eventLoop
         return try await withTaskCancellationHandler {
-            try await send(request, id: id).get()
+            try await send(request, id: id)
         } onCancel: {
             loop.execute { handler.cancel(id) }
         }
@@ -144,7 +153,9 @@ final class ManagerConnection: @unchecked Sendable {
     /// Blocks the calling thread; never call it on an event loop or from Swift concurrency.
     func callBlocking(_ request: Request) throws -> WireValue {
         try checkOpen()
-        return try send(request).wait()
+        let promise = channel.eventLoop.makePromise(of: WireValue.self)
+        send(request, id: nextID(), answer: .promise(promise))
+        return try promise.futureResult.wait()
     }
 
     private func checkOpen() throws {
@@ -163,6 +174,22 @@ final class ManagerConnection: @unchecked Sendable {
     var isOpen: Bool { !closed.load(ordering: .relaxed) }
 }
 
+/// Who waits for one answer: a suspended task, a promise (blocking calls, pipelines), or
+/// nobody.
+enum AnswerWaiter {
+    case continuation(UnsafeContinuation<WireValue, any Error>)
+    case promise(EventLoopPromise<WireValue>)
+    case ignored
+
+    func resume(with result: Result<WireValue, any Error>) {
+        switch self {
+        case .continuation(let continuation): continuation.resume(with: result)
+        case .promise(let promise): promise.completeWith(result)
+        case .ignored: break
+        }
+    }
+}
+
 /// The NIO side of a client connection: handshake, then request/answer matching.
 final class ClientHandler: ChannelInboundHandler, @unchecked Sendable {
     typealias InboundIn = ByteBuffer
@@ -171,7 +198,7 @@ final class ClientHandler: ChannelInboundHandler, @unchecked Sendable {
     let established: EventLoopPromise<NegotiatedSession>
     private var handshake: ClientHandshake
     private var isOpen = false
-    private var pending: [UInt64: EventLoopPromise<WireValue>] = [:]
+    private var pending: [UInt64: AnswerWaiter] = [:]
     private var assembler = MessageAssembler()
     private var context: ChannelHandlerContext?
     private var flushScheduled = false
@@ -249,16 +276,12 @@ final class ClientHandler: ChannelInboundHandler, @unchecked Sendable {
         }
         switch message.kind {
         case .response:
-            guard let promise = pending.removeValue(forKey: message.requestID) else { return }
-            do {
-                promise.succeed(try message.value())
-            } catch {
-                promise.fail(ConnectionError("the manager's answer is not a valid value: \(error)"))
-            }
+            guard let waiter = pending.removeValue(forKey: message.requestID) else { return }
+            waiter.resume(with: Result { try message.value() }.mapError { ConnectionError("the manager's answer is not a valid value: \($0)") })
         case .error:
             let error = (try? RemoteError(wireValue: message.value())) ?? RemoteError(.internalError, "malformed error frame")
-            if let promise = pending.removeValue(forKey: message.requestID) {
-                promise.fail(error.localError)
+            if let waiter = pending.removeValue(forKey: message.requestID) {
+                waiter.resume(with: .failure(error.localError))
             } else if message.requestID == 0 {
                 failAll(ConnectionError("the manager reported \(error)"))
             }
@@ -272,13 +295,13 @@ final class ClientHandler: ChannelInboundHandler, @unchecked Sendable {
         }
     }
 
-    /// On the event loop: registers the answer's promise and writes the request.
-    func send(_ request: Request, id: UInt64, promise: EventLoopPromise<WireValue>, maxFrameBody: Int) {
+    /// On the event loop: registers who waits for the answer and writes the request.
+    func send(_ request: Request, id: UInt64, answer: AnswerWaiter, maxFrameBody: Int) {
         guard let context, isOpen else {
-            promise.fail(ConnectionError("the connection to the manager is closed; reconnect with Manager.connect"))
+            answer.resume(with: .failure(ConnectionError("the connection to the manager is closed; reconnect with Manager.connect")))
             return
         }
-        pending[id] = promise
+        pending[id] = answer
         outbound.writeMessage(kind: .request, requestID: id, value: request.wireValue, maxFrameBody: maxFrameBody)
         // Gather the requests of this event-loop tick into one write and one flush.
         if !flushScheduled {
@@ -310,7 +333,7 @@ final class ClientHandler: ChannelInboundHandler, @unchecked Sendable {
     private func failAll(_ error: any Error) {
         let waiting = pending
         pending = [:]
-        for promise in waiting.values { promise.fail(error) }
+        for waiter in waiting.values { waiter.resume(with: .failure(error)) }
     }
 
     func channelInactive(context: ChannelHandlerContext) {
