@@ -204,6 +204,8 @@ final class ClientHandler: ChannelInboundHandler, @unchecked Sendable {
     private var flushScheduled = false
     /// Requests of this event-loop tick, written together (one TLS record, one system call).
     private var outbound = ByteBuffer()
+    /// The previous write's buffer, reused for the next one.
+    private var spareOutbound: ByteBuffer?
     private var received = FrameStream()
     /// Set once this side closes: frames still buffered are ignored.
     private var stopped = false
@@ -229,9 +231,12 @@ final class ClientHandler: ChannelInboundHandler, @unchecked Sendable {
 
     private func flushOutbound(context: ChannelHandlerContext) {
         guard outbound.readableBytes > 0 else { return }
-        let gathered = outbound
-        outbound = context.channel.allocator.buffer(capacity: 0)
+        var gathered = spareOutbound.take() ?? context.channel.allocator.buffer(capacity: 1024)
+        swap(&gathered, &outbound)
         context.writeAndFlush(wrapOutboundOut(gathered), promise: nil)
+        // Usually written (or encrypted) by now and so ours again; `clear` copies if not.
+        gathered.clear()
+        spareOutbound = gathered
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {

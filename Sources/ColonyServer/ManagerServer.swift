@@ -266,6 +266,8 @@ final class SessionHandler: ChannelInboundHandler {
     private let handshakeTimeout: Double
     private let logger: Logger
     private var outbound = ByteBuffer()
+    /// The previous write's buffer, reused for the next one.
+    private var spareOutbound: ByteBuffer?
     private var received = FrameStream()
     private let maxFrameBody: Int
     private var awaitingPong = false
@@ -334,9 +336,13 @@ final class SessionHandler: ChannelInboundHandler {
 
     private func flushIfNeeded(context: ChannelHandlerContext) {
         guard outbound.readableBytes > 0 else { return }
-        let gathered = outbound
-        outbound = context.channel.allocator.buffer(capacity: 0)
+        var gathered = spareOutbound.take() ?? context.channel.allocator.buffer(capacity: 1024)
+        swap(&gathered, &outbound)
         context.writeAndFlush(wrapOutboundOut(gathered), promise: nil)
+        // TLS has encrypted the bytes (or the socket taken them) by now, so the buffer is
+        // usually ours again; `clear` copies only if it is still held.
+        gathered.clear()
+        spareOutbound = gathered
     }
 
     /// Writes `frames` now (outside a read burst, or before closing).
