@@ -159,7 +159,7 @@ public final class Manager: @unchecked Sendable {
     /// each answer or error in order. Unlike `batch`, each is a separate request.
     public func pipeline(_ requests: [Request]) async throws -> [Result<WireValue, any Error>] {
         guard isConnected else { throw ConnectionError("the connection to the manager is closed; reconnect with Manager.connect") }
-        return try await connection.sendAll(requests).get()
+        return await connection.sendAll(requests)
     }
 
     /// Runs several calls in one round trip (none may block). Each element is the answer or

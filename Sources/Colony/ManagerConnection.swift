@@ -115,20 +115,23 @@ final class ManagerConnection: @unchecked Sendable {
         }
     }
 
-    /// Sends many requests in one event-loop task and one flush; the future completes when
-    /// every answer is in, with each answer or error in order.
-    func sendAll(_ requests: [Request]) -> EventLoopFuture<[Result<WireValue, any Error>]> {
+    /// Sends many requests in one event-loop task and one flush; returns when every answer is
+    /// in, with each answer or error in order.
+    func sendAll(_ requests: [Request]) async -> [Result<WireValue, any Error>] {
+        guard !requests.isEmpty else { return [] }
         let first = nextRequestID.loadThenWrappingIncrement(by: UInt64(requests.count), ordering: .relaxed)
         let loop = channel.eventLoop
-        let promises = requests.map { _ in loop.makePromise(of: WireValue.self) }
         let handler = self.handler
         let maxFrame = session.maxFrameBody
-        loop.execute {
-            for (offset, request) in requests.enumerated() {
-                handler.send(request, id: first + UInt64(offset), answer: .promise(promises[offset]), maxFrameBody: maxFrame)
+        return await withUnsafeContinuation { continuation in
+            let answers = PipelineAnswers(count: requests.count, continuation: continuation)
+            let sendEach = {
+                for (offset, request) in requests.enumerated() {
+                    handler.send(request, id: first + UInt64(offset), answer: .pipelined(answers, offset), maxFrameBody: maxFrame)
+                }
             }
+            if loop.inEventLoop { sendEach() } else { loop.execute(sendEach) }
         }
-        return EventLoopFuture.whenAllComplete(promises.map(\.futureResult), on: loop)
     }
 
     func call(_ request: Request) async throws -> WireValue {
@@ -179,14 +182,37 @@ final class ManagerConnection: @unchecked Sendable {
 enum AnswerWaiter {
     case continuation(UnsafeContinuation<WireValue, any Error>)
     case promise(EventLoopPromise<WireValue>)
+    /// One answer of a pipeline, with its place in it.
+    case pipelined(PipelineAnswers, Int)
     case ignored
 
     func resume(with result: Result<WireValue, any Error>) {
         switch self {
         case .continuation(let continuation): continuation.resume(with: result)
         case .promise(let promise): promise.completeWith(result)
+        case .pipelined(let answers, let index): answers.record(result, at: index)
         case .ignored: break
         }
+    }
+}
+
+/// The answers of one pipeline, gathered on the connection's event loop; the waiting task
+/// resumes when the last one is in.
+final class PipelineAnswers: @unchecked Sendable {
+    private var results: [Result<WireValue, any Error>]
+    private var remaining: Int
+    private let continuation: UnsafeContinuation<[Result<WireValue, any Error>], Never>
+
+    init(count: Int, continuation: UnsafeContinuation<[Result<WireValue, any Error>], Never>) {
+        results = Array(repeating: .success(.null), count: count)
+        remaining = count
+        self.continuation = continuation
+    }
+
+    func record(_ result: Result<WireValue, any Error>, at index: Int) {
+        results[index] = result
+        remaining -= 1
+        if remaining == 0 { continuation.resume(returning: results) }
     }
 }
 
