@@ -89,7 +89,7 @@ let package = Package(
         .executableTarget(
             name: "colony-bench",
             dependencies: [
-                "Colony", "CMemoryMapShim",
+                "Colony", "ColonyServer", "ColonyWire", "CMemoryMapShim",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
