@@ -77,6 +77,10 @@ public struct MessageAssembler: Sendable {
 
     /// Feeds one frame; returns the message it completes, if any.
     public mutating func receive(_ frame: Frame) throws -> Message? {
+        if partial.isEmpty && !frame.flags.contains(.more) {
+            // The usual case, a whole message in one frame: no table lookup.
+            return Message(kind: frame.kind, requestID: frame.requestID, body: frame.body)
+        }
         let key = Key(kind: frame.kind, requestID: frame.requestID)
         guard var buffer = partial.removeValue(forKey: key) else {
             if !frame.flags.contains(.more) {

@@ -146,11 +146,8 @@ extension ByteBuffer {
     @discardableResult
     public mutating func writeFrame(_ frame: Frame) -> Int {
         precondition(frame.body.readableBytes <= Int(UInt32.max), "frame bodies are at most 4 GiB; chunk larger messages")
-        var written = writeInteger(UInt32(frame.body.readableBytes))
-        written += writeInteger(frame.kind.rawValue)
-        written += writeInteger(frame.flags.rawValue)
-        written += writeInteger(UInt16(0))
-        written += writeInteger(frame.requestID)
+        var written = writeMultipleIntegers(
+            UInt32(frame.body.readableBytes), frame.kind.rawValue, frame.flags.rawValue, UInt16(0), frame.requestID)
         var body = frame.body
         written += writeBuffer(&body)
         return written
@@ -160,11 +157,8 @@ extension ByteBuffer {
     @discardableResult
     public mutating func writeFrame(kind: FrameKind, flags: FrameFlags = [], requestID: UInt64, value: WireValue) -> Int {
         let start = writerIndex
-        writeInteger(UInt32(0))  // length, patched below
-        writeInteger(kind.rawValue)
-        writeInteger(flags.rawValue)
-        writeInteger(UInt16(0))
-        writeInteger(requestID)
+        // The length is patched in below.
+        writeMultipleIntegers(UInt32(0), kind.rawValue, flags.rawValue, UInt16(0), requestID)
         let bodyLength = writeWireValue(value)
         setInteger(UInt32(bodyLength), at: start)
         return writerIndex - start
@@ -174,12 +168,11 @@ extension ByteBuffer {
     /// The header is checked, including the size limit, before any body byte is awaited.
     public mutating func readFrame(maxBodySize: Int) throws -> Frame? {
         guard readableBytes >= Frame.headerSize else { return nil }
-        let start = readerIndex
-        let length = Int(getInteger(at: start, as: UInt32.self)!)
-        let kind = FrameKind(rawValue: getInteger(at: start + 4, as: UInt8.self)!)
-        let flags = FrameFlags(rawValue: getInteger(at: start + 5, as: UInt8.self)!)
-        let reserved = getInteger(at: start + 6, as: UInt16.self)!
-        let requestID = getInteger(at: start + 8, as: UInt64.self)!
+        let (rawLength, rawKind, rawFlags, reserved, requestID) = getMultipleIntegers(
+            at: readerIndex, as: (UInt32, UInt8, UInt8, UInt16, UInt64).self)!
+        let length = Int(rawLength)
+        let kind = FrameKind(rawValue: rawKind)
+        let flags = FrameFlags(rawValue: rawFlags)
         guard length <= maxBodySize else {
             throw FrameError(
                 .tooLarge, "a \(kind) frame announces \(length) body bytes; the limit is \(maxBodySize)",

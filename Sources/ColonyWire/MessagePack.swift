@@ -67,27 +67,40 @@ extension ByteBuffer {
     /// Returns the number of bytes written.
     @discardableResult
     public mutating func writeWireValue(_ value: WireValue) -> Int {
-        // Encode into scratch memory with one capacity check per field, then copy once.
-        var writer = MessagePackWriter(capacity: Swift.max(256, writableBytes))
+        // Encode straight into the buffer's free space, with one capacity check per field. A
+        // value that outgrows that space moves to scratch memory and is copied in once.
+        var spilled: MessagePackWriter?
+        let written = writeWithUnsafeMutableBytes(minimumWritableBytes: 256) { space in
+            var writer = MessagePackWriter(borrowing: space)
+            writer.write(value)
+            guard writer.ownsMemory else { return writer.offset }
+            spilled = writer
+            return 0
+        }
+        guard var writer = spilled else { return written }
         defer { writer.deallocate() }
-        writer.write(value)
         return writeBytes(UnsafeRawBufferPointer(start: writer.base, count: writer.offset))
     }
 }
 
-/// Writes MessagePack into scratch memory that grows as needed; the owner calls
-/// `deallocate()`.
+/// Writes MessagePack into memory it is lent; when that is full it moves what it wrote to
+/// memory of its own, which grows as needed and which the owner frees with `deallocate()`.
 struct MessagePackWriter {
     private(set) var base: UnsafeMutableRawPointer
     private var capacity: Int
     private(set) var offset = 0
+    /// Whether `base` was allocated here (after the lent memory ran out).
+    private(set) var ownsMemory = false
 
-    init(capacity: Int) {
-        self.capacity = capacity
-        base = .allocate(byteCount: capacity, alignment: 8)
+    init(borrowing memory: UnsafeMutableRawBufferPointer) {
+        base = memory.baseAddress!
+        capacity = memory.count
     }
 
-    func deallocate() { base.deallocate() }
+    mutating func deallocate() {
+        if ownsMemory { base.deallocate() }
+        ownsMemory = false
+    }
 
     @inline(__always) private mutating func reserve(_ count: Int) {
         if offset + count > capacity { grow(to: offset + count) }
@@ -97,9 +110,10 @@ struct MessagePackWriter {
         let newCapacity = Swift.max(needed, capacity * 2)
         let newBase = UnsafeMutableRawPointer.allocate(byteCount: newCapacity, alignment: 8)
         newBase.copyMemory(from: base, byteCount: offset)
-        base.deallocate()
+        if ownsMemory { base.deallocate() }
         base = newBase
         capacity = newCapacity
+        ownsMemory = true
     }
 
     @inline(__always) private mutating func byte(_ value: UInt8) {

@@ -67,6 +67,22 @@ import Testing
         }
     }
 
+    @Test func valuesOfEverySizeAppendAfterWhatABufferHolds() throws {
+        // Small values are written in the buffer's free space; larger ones outgrow it and are
+        // copied in from scratch memory. Either way the bytes equal the canonical encoding.
+        for length in [0, 10, 200, 255, 256, 300, 5_000, 70_000] {
+            let value = WireValue.array([.string(String(repeating: "x", count: length)), .int(-1), [1, 2]])
+            for capacity in [0, 16, 1_024] {
+                var buffer = ByteBufferAllocator().buffer(capacity: capacity)
+                buffer.writeString("head")
+                let written = buffer.writeWireValue(value)
+                #expect(buffer.readString(length: 4) == "head")
+                #expect(written == buffer.readableBytes)
+                #expect(try WireValue(messagePack: buffer.readableBytesView) == value, "length \(length), capacity \(capacity)")
+            }
+        }
+    }
+
     @Test func incompleteInputLeavesTheBufferUntouched() throws {
         let value: WireValue = ["key": [1, 2, "three", .bytes([1, 2, 3])]]
         let full = value.encoded()
