@@ -156,12 +156,11 @@ extension ByteBuffer {
     /// Appends a frame whose body is `value`, encoding it in place (no intermediate buffer).
     @discardableResult
     public mutating func writeFrame(kind: FrameKind, flags: FrameFlags = [], requestID: UInt64, value: WireValue) -> Int {
-        let start = writerIndex
-        // The length is patched in below.
-        writeMultipleIntegers(UInt32(0), kind.rawValue, flags.rawValue, UInt16(0), requestID)
-        let bodyLength = writeWireValue(value)
-        setInteger(UInt32(bodyLength), at: start)
-        return writerIndex - start
+        writeEncoded { writer in
+            writer.frameHeader(kind: kind, flags: flags, requestID: requestID)
+            writer.write(value)
+            writer.patchFrameLength(headerAt: 0)
+        }
     }
 
     /// Reads one frame if a whole one is buffered; returns nil (consuming nothing) if not.

@@ -67,12 +67,16 @@ extension ByteBuffer {
     /// Returns the number of bytes written.
     @discardableResult
     public mutating func writeWireValue(_ value: WireValue) -> Int {
-        // Encode straight into the buffer's free space, with one capacity check per field. A
-        // value that outgrows that space moves to scratch memory and is copied in once.
+        writeEncoded { $0.write(value) }
+    }
+
+    /// Runs `encode` straight on the buffer's free space, with one capacity check per field;
+    /// output that outgrows that space moves to scratch memory and is copied in once.
+    mutating func writeEncoded(_ encode: (inout MessagePackWriter) -> Void) -> Int {
         var spilled: MessagePackWriter?
         let written = writeWithUnsafeMutableBytes(minimumWritableBytes: 256) { space in
             var writer = MessagePackWriter(borrowing: space)
-            writer.write(value)
+            encode(&writer)
             guard writer.ownsMemory else { return writer.offset }
             spilled = writer
             return 0
@@ -100,6 +104,21 @@ struct MessagePackWriter {
     mutating func deallocate() {
         if ownsMemory { base.deallocate() }
         ownsMemory = false
+    }
+
+    /// A frame header (SPEC.md 2.1) whose body length `patchFrameLength` fills in later.
+    mutating func frameHeader(kind: FrameKind, flags: FrameFlags, requestID: UInt64) {
+        reserve(Frame.headerSize)
+        big(UInt32(0))
+        byte(kind.rawValue)
+        byte(flags.rawValue)
+        big(UInt16(0))
+        big(requestID)
+    }
+
+    /// Sets the length of the frame whose header starts at `start` to the bytes after it.
+    mutating func patchFrameLength(headerAt start: Int) {
+        base.storeBytes(of: UInt32(offset - start - Frame.headerSize).bigEndian, toByteOffset: start, as: UInt32.self)
     }
 
     @inline(__always) private mutating func reserve(_ count: Int) {
