@@ -159,8 +159,7 @@ public struct ManagerSession {
                 .limitExceeded, "this session already has \(parked.count) requests waiting on the manager (max_in_flight); wait for some to finish")))
         } else {
             do {
-                let value = try message.value()
-                outcome = execute(try Request(wireValue: value), requestID: message.requestID)
+                outcome = execute(try Request(body: message.body), requestID: message.requestID)
             } catch let error as RemoteError {
                 outcome = .answered(.failure(error))
             } catch {

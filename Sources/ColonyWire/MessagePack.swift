@@ -432,3 +432,22 @@ struct MessagePackReader {
         }
     }
 }
+
+extension MessagePackReader {
+    /// `["call", object id, method, [arguments]]`, the request nearly every frame carries,
+    /// read field by field (no four-element array or operation string is built). Nil for any
+    /// other bytes, including malformed ones, which the general decoder then reads and reports.
+    static func call(in raw: UnsafeRawBufferPointer, limits: WireLimits) -> Request? {
+        // fixarray of 4, then fixstr "call".
+        guard raw.count > 6, raw[0] == 0x94, raw[1] == 0xa4, raw[2] == 0x63, raw[3] == 0x61, raw[4] == 0x6c, raw[5] == 0x6c
+        else { return nil }
+        var reader = MessagePackReader(bytes: raw.bindMemory(to: UInt8.self), limits: limits)
+        reader.offset = 6
+        guard let object = (try? reader.readValue(depth: 1))?.uint64Value,
+            case .string(let method)? = try? reader.readValue(depth: 1),
+            case .array(let arguments)? = try? reader.readValue(depth: 1),
+            reader.offset == raw.count
+        else { return nil }
+        return .call(object: object, method: method, arguments: arguments)
+    }
+}

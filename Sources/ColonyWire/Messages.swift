@@ -159,6 +159,16 @@ public enum Request: Hashable, Sendable {
 
     /// Parses a request body; anything malformed is a `RemoteError` with code `.badRequest`
     /// (or `.unsupported` for an unknown operation or object type), ready to send back.
+    /// Reads a request frame's body: the same result, or error, as decoding the value and
+    /// calling `init(wireValue:)`, with a shortcut for the common `call`.
+    public init(body: ByteBuffer, limits: WireLimits = .default) throws {
+        if let call = body.withUnsafeReadableBytes({ MessagePackReader.call(in: $0, limits: limits) }) {
+            self = call
+            return
+        }
+        try self.init(wireValue: try Frame(kind: .request, requestID: 0, body: body).value(limits: limits))
+    }
+
     public init(wireValue: WireValue) throws(RemoteError) {
         guard case .array(let fields) = wireValue, let operation = fields.first?.stringValue else {
             throw RemoteError(.badRequest, "a request must be an array starting with the operation name")

@@ -86,7 +86,27 @@ import Testing
         for request in requests {
             let decoded = try WireValue(messagePack: request.wireValue.encoded().readableBytesView)
             #expect(try Request(wireValue: decoded) == request)
+            #expect(try Request(body: request.wireValue.encoded()) == request)
         }
+    }
+
+    @Test func readingABodyGivesWhatDecodingItGives() throws {
+        // The shortcut for calls must agree with the general path, errors included.
+        let bodies: [WireValue] = [
+            ["call", 7, "getitem", ["key"]], ["call", 7, "append", [["nested", [1, 2.5]], nil]],
+            ["call", -1, "len", []], ["call", 1, "len"], ["call", 1, 2, []], ["call", 1, "len", "x"],
+            ["call", 1, "len", [], "extra"], ["call"], ["cal", 1, "len", []], ["status"],
+        ]
+        for body in bodies {
+            func outcome(_ read: () throws -> Request) -> String {
+                do { return "\(try read())" } catch { return "error: \(error)" }
+            }
+            #expect(outcome { try Request(wireValue: body) } == outcome { try Request(body: body.encoded()) }, "\(body)")
+        }
+        let call: WireValue = ["call", 1, "len", []]
+        var trailing = call.encoded()
+        trailing.writeInteger(UInt8(0xc0))
+        #expect(throws: WireFormatError.self) { try Request(body: trailing) }
     }
 
     @Test func malformedRequestsAreBadRequestsReadyToSend() {
