@@ -333,7 +333,7 @@ final class ClientHandler: ChannelInboundHandler, @unchecked Sendable {
             return
         }
         pending[id] = answer
-        outbound.writeMessage(kind: .request, requestID: id, value: request.wireValue, maxFrameBody: maxFrameBody)
+        outbound.writeRequest(request, requestID: id, maxFrameBody: maxFrameBody)
         // Gather the requests of this event-loop tick into one write and one flush.
         if !flushScheduled {
             flushScheduled = true

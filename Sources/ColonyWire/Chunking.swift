@@ -44,6 +44,23 @@ extension ByteBuffer {
     public mutating func writeMessage(kind: FrameKind, requestID: UInt64, value: WireValue, maxFrameBody: Int) {
         let start = writerIndex
         writeFrame(kind: kind, requestID: requestID, value: value)
+        chunkIfNeeded(kind: kind, requestID: requestID, from: start, maxFrameBody: maxFrameBody)
+    }
+
+    /// Appends a request message (chunked when its body is over `maxFrameBody` bytes); a call
+    /// is encoded from its fields.
+    public mutating func writeRequest(_ request: Request, requestID: UInt64, maxFrameBody: Int) {
+        let start = writerIndex
+        writeEncoded { writer in
+            writer.frameHeader(kind: .request, flags: [], requestID: requestID)
+            writer.write(request)
+            writer.patchFrameLength(headerAt: 0)
+        }
+        chunkIfNeeded(kind: .request, requestID: requestID, from: start, maxFrameBody: maxFrameBody)
+    }
+
+    /// Splits the single frame written from `start` into chunks if its body is too large.
+    private mutating func chunkIfNeeded(kind: FrameKind, requestID: UInt64, from start: Int, maxFrameBody: Int) {
         guard writerIndex - start - Frame.headerSize > maxFrameBody else { return }
         let body = getSlice(at: start + Frame.headerSize, length: writerIndex - start - Frame.headerSize)!
         moveWriterIndex(to: start)

@@ -174,10 +174,7 @@ struct MessagePackWriter {
             header(data.count, fix: 0, fixLimit: -1, eight: 0xc4, sixteen: 0xc5, thirtyTwo: 0xc6)
             data.withUnsafeBytes { bytes($0) }
         case .array(let elements):
-            header(elements.count, fix: 0x90, fixLimit: 15, eight: nil, sixteen: 0xdc, thirtyTwo: 0xdd)
-            elements.withUnsafeBufferPointer { elements in
-                for index in elements.indices { write(elements[index]) }
-            }
+            write(array: elements)
         case .map(let pairs):
             header(pairs.count, fix: 0x80, fixLimit: 15, eight: nil, sixteen: 0xde, thirtyTwo: 0xdf)
             pairs.withUnsafeBufferPointer { pairs in
@@ -192,6 +189,26 @@ struct MessagePackWriter {
             byte(UInt8(bitPattern: WireExtension.objectRef))
             big(UInt64(reference.type.rawValue) << 56 | reference.id)
         }
+    }
+
+    mutating func write(array elements: [WireValue]) {
+        header(elements.count, fix: 0x90, fixLimit: 15, eight: nil, sixteen: 0xdc, thirtyTwo: 0xdd)
+        elements.withUnsafeBufferPointer { elements in
+            for index in elements.indices { write(elements[index]) }
+        }
+    }
+
+    /// A request's body; a `call` is written from its fields, with no array built for it.
+    mutating func write(_ request: Request) {
+        guard case .call(let object, let method, let arguments) = request else {
+            write(request.wireValue)
+            return
+        }
+        byte(0x94)
+        write(.string("call"))
+        write(.integer(object))
+        write(.string(method))
+        write(array: arguments)
     }
 
     private mutating func unsigned(_ number: UInt64) {

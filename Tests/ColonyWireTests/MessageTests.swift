@@ -90,6 +90,23 @@ import Testing
         }
     }
 
+    @Test func writingARequestGivesTheBytesOfItsValue() {
+        let long = WireValue.string(String(repeating: "v", count: 3_000))
+        let requests: [Request] = [
+            .call(object: 5, method: "setitem", arguments: ["k", 1]), .call(object: 1 << 40, method: "extend", arguments: [[long, long]]),
+            .call(object: 0, method: "len", arguments: []), .release(object: 5), .status,
+        ]
+        for request in requests {
+            for maxFrameBody in [64, 1 << 20] {
+                var direct = ByteBuffer()
+                direct.writeRequest(request, requestID: 9, maxFrameBody: maxFrameBody)
+                var general = ByteBuffer()
+                general.writeMessage(kind: .request, requestID: 9, value: request.wireValue, maxFrameBody: maxFrameBody)
+                #expect(direct == general, "\(request) in frames of \(maxFrameBody)")
+            }
+        }
+    }
+
     @Test func readingABodyGivesWhatDecodingItGives() throws {
         // The shortcut for calls must agree with the general path, errors included.
         let bodies: [WireValue] = [
