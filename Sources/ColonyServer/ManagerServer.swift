@@ -318,10 +318,11 @@ final class SessionHandler: ChannelInboundHandler {
         var stream = FrameStream()
         swap(&stream, &received)
         defer { received = stream }
+        let now = ManagerServer.now()
         do {
             // The frame size limit is checked from the header, before the body is waited for.
             try stream.receive(unwrapInboundIn(data), maxBodySize: maxFrameBody) { frame in
-                perform(session.receive(frame, now: ManagerServer.now()), context: context)
+                perform(session.receive(frame, now: now), context: context)
                 return !closing
             }
         } catch {
