@@ -3,7 +3,8 @@ import NIOCore
 
 // One harness, three targets, chosen by the input's first byte:
 //   0: the MessagePack value decoder (and the canonical round trip of what it accepts),
-//   1: the frame decoder and message assembler with a small size limit,
+//   1: the frame decoder and message assembler with a small size limit, and requests read
+//      from the messages (the manager's shortcut against the general decoder),
 //   2: the manager's side of the handshake, fed frames cut from the input.
 // Any crash, hang, or allocation beyond libFuzzer's -malloc_limit_mb is a finding.
 
@@ -36,13 +37,26 @@ func fuzzFrames(_ input: ByteBuffer) {
     var assembler = MessageAssembler(maxMessageSize: 2048, maxBufferedBytes: 4096)
     while let frame = try? decoder.decode(buffer: &buffer) {
         guard let message = try? assembler.receive(frame) else { continue }
-        if message.kind == .request, let value = try? message.value() {
-            _ = try? Request(wireValue: value)
-        }
+        if message.kind == .request { checkRequest(message.body) }
         if message.kind == .error, let value = try? message.value() {
             _ = try? RemoteError(wireValue: value)
         }
     }
+}
+
+/// The manager reads calls through a shortcut: it must agree with decoding the value, and a
+/// client's direct encoding of what it read must equal the general one.
+func checkRequest(_ body: ByteBuffer) {
+    let general = (try? Frame(kind: .request, requestID: 1, body: body).value()).flatMap { try? Request(wireValue: $0) }
+    let read = try? Request(body: body)
+    // Compared as bytes: NaN arguments are not equal to themselves.
+    precondition(general?.wireValue.encoded() == read?.wireValue.encoded(), "Request(body:) disagrees with the general path")
+    guard let read else { return }
+    var direct = ByteBuffer()
+    direct.writeRequest(read, requestID: 1, maxFrameBody: 64)
+    var viaValue = ByteBuffer()
+    viaValue.writeMessage(kind: .request, requestID: 1, value: read.wireValue, maxFrameBody: 64)
+    precondition(direct == viaValue, "a request's direct encoding differs from its value's")
 }
 
 let fuzzConfiguration = HandshakeConfiguration(
