@@ -195,14 +195,20 @@ final class SessionRecord: @unchecked Sendable {
         self.peer = peer
     }
 
-    func update(_ session: ManagerSession) {
+    /// Records the counters after a read (no copy of the session: a read burst may be one
+    /// request).
+    func update(requests: UInt64, objects: Int) {
         lock.withLock {
-            if let negotiated = session.negotiated {
-                role = negotiated.role
-                agent = negotiated.peerAgent
-            }
-            requests = session.requestsServed
-            objects = session.objectCount
+            self.requests = requests
+            self.objects = objects
+        }
+    }
+
+    /// Records who the peer said it is, once the handshake succeeded.
+    func established(_ negotiated: NegotiatedSession) {
+        lock.withLock {
+            role = negotiated.role
+            agent = negotiated.peerAgent
         }
     }
 
@@ -269,6 +275,8 @@ final class SessionHandler: ChannelInboundHandler {
     /// The previous write's buffer, reused for the next one.
     private var spareOutbound: ByteBuffer?
     private var received = FrameStream()
+    /// Whether the record has the peer's role and agent from the handshake.
+    private var recordedPeer = false
     private let maxFrameBody: Int
     private var awaitingPong = false
     private var closing = false
@@ -332,7 +340,11 @@ final class SessionHandler: ChannelInboundHandler {
 
     func channelReadComplete(context: ChannelHandlerContext) {
         flushIfNeeded(context: context)
-        record.update(session)
+        if !recordedPeer, let negotiated = session.negotiated {
+            record.established(negotiated)
+            recordedPeer = true
+        }
+        record.update(requests: session.requestsServed, objects: session.objectCount)
     }
 
     private func flushIfNeeded(context: ChannelHandlerContext) {
