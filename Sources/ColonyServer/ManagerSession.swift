@@ -25,7 +25,7 @@ public enum SessionAction: Sendable, Equatable {
 extension ByteBuffer {
     /// Appends the frames of an `.answer` action: a response or an error, chunked when its
     /// body is over `maxFrameBody` bytes (as SPEC.md 2.3 requires of every message).
-    mutating func writeAnswer(requestID: UInt64, _ result: Result<WireValue, RemoteError>, maxFrameBody: Int) {
+    public mutating func writeAnswer(requestID: UInt64, _ result: Result<WireValue, RemoteError>, maxFrameBody: Int) {
         switch result {
         case .success(let value):
             writeMessage(kind: .response, requestID: requestID, value: value, maxFrameBody: maxFrameBody)

@@ -66,7 +66,7 @@ struct SessionBench: ParsableCommand {
                 try stream.receive(requests, maxBodySize: Frame.defaultMaxBodySize) { frame in
                     for action in session.receive(frame, now: 3) {
                         if case .answer(let id, let result) = action {
-                            answers.writeAnswerForBenchmark(requestID: id, result)
+                            answers.writeAnswer(requestID: id, result, maxFrameBody: Frame.defaultMaxBodySize)
                         }
                     }
                     served += 1
@@ -80,14 +80,5 @@ struct SessionBench: ParsableCommand {
             "benchmark": "session", "workload": "dict_set_get", "requests": served, "seconds": elapsed,
             "ops_per_s": Double(served) / elapsed, "us_per_request": elapsed * 1e6 / Double(served),
         ]))
-    }
-}
-
-extension ByteBuffer {
-    fileprivate mutating func writeAnswerForBenchmark(requestID: UInt64, _ result: Result<WireValue, RemoteError>) {
-        switch result {
-        case .success(let value): writeMessage(kind: .response, requestID: requestID, value: value, maxFrameBody: Frame.defaultMaxBodySize)
-        case .failure(let error): writeMessage(kind: .error, requestID: requestID, value: error.wireValue, maxFrameBody: Frame.defaultMaxBodySize)
-        }
     }
 }
