@@ -97,19 +97,32 @@ func unknownMethod(_ type: ObjectType, _ method: String) -> RemoteError {
 final class SharedDict: SharedObject, @unchecked Sendable {
     let type = ObjectType.dict
     private let lock = Lock()
-    // Guarded by lock. Entries keep insertion order; removed ones leave a hole (nil) that a
-    // compaction clears once holes outnumber entries.
-    private var entries: [WirePair?] = []
-    private var positions: [WireValue: Int] = [:]
-    private var generation: UInt64 = 0
+    private var state = DictState()  // guarded by lock
 
     init(items: [WirePair], changes: inout ReferenceChanges) {
-        for pair in items { store(pair.key, pair.value, &changes) }
+        for pair in items { state.store(pair.key, pair.value, &changes) }
     }
 
-    var size: Int { lock.withLock { positions.count } }
+    var size: Int { lock.withLock { state.positions.count } }
 
-    private func store(_ key: WireValue, _ value: WireValue, _ changes: inout ReferenceChanges) {
+    func call(_ method: String, _ values: [WireValue], _ changes: inout ReferenceChanges) throws(RemoteError) -> WireValue {
+        try lock.withLock { () throws(RemoteError) -> WireValue in try state.call(method, values, &changes) }
+    }
+
+    func removeAll() -> [UInt64] {
+        lock.withLock { state.removeAll() }
+    }
+}
+
+/// A dict's contents. One value, so that a call changes it through a single access.
+/// Entries keep insertion order; removed ones leave a hole (nil) that a compaction clears
+/// once holes outnumber entries.
+private struct DictState {
+    var entries: [WirePair?] = []
+    var positions: [WireValue: Int] = [:]
+    var generation: UInt64 = 0
+
+    mutating func store(_ key: WireValue, _ value: WireValue, _ changes: inout ReferenceChanges) {
         let key = PythonSemantics.dictKey(key)
         changes.adopt(value)
         if let position = positions[key] {
@@ -122,7 +135,7 @@ final class SharedDict: SharedObject, @unchecked Sendable {
         }
     }
 
-    private func remove(_ key: WireValue, _ changes: inout ReferenceChanges) -> WireValue? {
+    mutating func remove(_ key: WireValue, _ changes: inout ReferenceChanges) -> WireValue? {
         guard let position = positions.removeValue(forKey: PythonSemantics.dictKey(key)) else { return nil }
         let pair = entries[position]!
         entries[position] = nil
@@ -132,109 +145,107 @@ final class SharedDict: SharedObject, @unchecked Sendable {
         return pair.value
     }
 
-    private func compact() {
+    private mutating func compact() {
         entries = entries.compactMap { $0 }.map { Optional($0) }
         positions.removeAll(keepingCapacity: true)
         for (index, pair) in entries.enumerated() { positions[pair!.key] = index }
         generation += 1
     }
 
-    private var livePairs: [WirePair] { entries.compactMap { $0 } }
+    var livePairs: [WirePair] { entries.compactMap { $0 } }
 
     private func keyError(_ key: WireValue) -> RemoteError {
         RemoteError(.keyError, "KeyError: \(key)", detail: key)
     }
 
-    func call(_ method: String, _ values: [WireValue], _ changes: inout ReferenceChanges) throws(RemoteError) -> WireValue {
-        try lock.withLock { () throws(RemoteError) -> WireValue in
-            switch method {
-            case "getitem":
-                let arguments = try Arguments(method, values, count: 1...1)
-                guard let position = positions[PythonSemantics.dictKey(arguments[0])] else { throw keyError(arguments[0]) }
-                return entries[position]!.value
-            case "setitem":
-                let arguments = try Arguments(method, values, count: 2...2)
-                store(arguments[0], arguments[1], &changes)
-                return .null
-            case "delitem":
-                let arguments = try Arguments(method, values, count: 1...1)
-                guard remove(arguments[0], &changes) != nil else { throw keyError(arguments[0]) }
-                return .null
-            case "contains":
-                let arguments = try Arguments(method, values, count: 1...1)
-                return .bool(positions[PythonSemantics.dictKey(arguments[0])] != nil)
-            case "len":
-                _ = try Arguments(method, values, count: 0...0)
-                return .integer(positions.count)
-            case "keys":
-                _ = try Arguments(method, values, count: 0...0)
-                return .array(livePairs.map(\.key))
-            case "values":
-                _ = try Arguments(method, values, count: 0...0)
-                return .array(livePairs.map(\.value))
-            case "items":
-                _ = try Arguments(method, values, count: 0...0)
-                return .array(livePairs.map { [$0.key, $0.value] })
-            case "get":
-                let arguments = try Arguments(method, values, count: 1...2)
-                guard let position = positions[PythonSemantics.dictKey(arguments[0])] else { return arguments.optional(1) ?? .null }
-                return entries[position]!.value
-            case "pop":
-                let arguments = try Arguments(method, values, count: 1...2)
-                if let value = remove(arguments[0], &changes) { return value }
-                guard let fallback = arguments.optional(1) else { throw keyError(arguments[0]) }
-                return fallback
-            case "popitem":
-                _ = try Arguments(method, values, count: 0...0)
-                guard let last = entries.lastIndex(where: { $0 != nil }) else {
-                    throw RemoteError(.keyError, "KeyError: 'popitem(): dictionary is empty'")
-                }
-                let pair = entries[last]!
-                _ = remove(pair.key, &changes)
-                return [pair.key, pair.value]
-            case "setdefault":
-                let arguments = try Arguments(method, values, count: 1...2)
-                if let position = positions[PythonSemantics.dictKey(arguments[0])] { return entries[position]!.value }
-                let fallback = arguments.optional(1) ?? .null
-                store(arguments[0], fallback, &changes)
-                return fallback
-            case "update":
-                let arguments = try Arguments(method, values, count: 1...1)
-                guard let pairs = arguments[0].mapValue else {
-                    throw RemoteError(.wrongType, "update() needs a map, not \(arguments[0].kindDescription)")
-                }
-                for pair in pairs { store(pair.key, pair.value, &changes) }
-                return .null
-            case "clear":
-                _ = try Arguments(method, values, count: 0...0)
-                for pair in livePairs {
-                    changes.drop(pair.key)
-                    changes.drop(pair.value)
-                }
-                entries = []
-                positions = [:]
-                generation += 1
-                return .null
-            case "copy":
-                _ = try Arguments(method, values, count: 0...0)
-                return .map(livePairs)
-            case "page":
-                return try page(Arguments(method, values, count: 2...2))
-            case "incr":
-                let arguments = try Arguments(method, values, count: 2...3)
-                let current = positions[PythonSemantics.dictKey(arguments[0])].map { entries[$0]!.value } ?? (arguments.optional(2) ?? 0)
-                let updated = try PythonSemantics.add(current, arguments[1])
-                store(arguments[0], updated, &changes)
-                return updated
-            case "cas":
-                let arguments = try Arguments(method, values, count: 3...3)
-                let current = positions[PythonSemantics.dictKey(arguments[0])].map { entries[$0]!.value }
-                let matches = arguments[1] == .null ? current == nil : current.map { PythonSemantics.equal($0, arguments[1]) } ?? false
-                if matches { store(arguments[0], arguments[2], &changes) }
-                return .bool(matches)
-            default:
-                throw unknownMethod(type, method)
+    mutating func call(_ method: String, _ values: [WireValue], _ changes: inout ReferenceChanges) throws(RemoteError) -> WireValue {
+        switch method {
+        case "getitem":
+            let arguments = try Arguments(method, values, count: 1...1)
+            guard let position = positions[PythonSemantics.dictKey(arguments[0])] else { throw keyError(arguments[0]) }
+            return entries[position]!.value
+        case "setitem":
+            let arguments = try Arguments(method, values, count: 2...2)
+            store(arguments[0], arguments[1], &changes)
+            return .null
+        case "delitem":
+            let arguments = try Arguments(method, values, count: 1...1)
+            guard remove(arguments[0], &changes) != nil else { throw keyError(arguments[0]) }
+            return .null
+        case "contains":
+            let arguments = try Arguments(method, values, count: 1...1)
+            return .bool(positions[PythonSemantics.dictKey(arguments[0])] != nil)
+        case "len":
+            _ = try Arguments(method, values, count: 0...0)
+            return .integer(positions.count)
+        case "keys":
+            _ = try Arguments(method, values, count: 0...0)
+            return .array(livePairs.map(\.key))
+        case "values":
+            _ = try Arguments(method, values, count: 0...0)
+            return .array(livePairs.map(\.value))
+        case "items":
+            _ = try Arguments(method, values, count: 0...0)
+            return .array(livePairs.map { [$0.key, $0.value] })
+        case "get":
+            let arguments = try Arguments(method, values, count: 1...2)
+            guard let position = positions[PythonSemantics.dictKey(arguments[0])] else { return arguments.optional(1) ?? .null }
+            return entries[position]!.value
+        case "pop":
+            let arguments = try Arguments(method, values, count: 1...2)
+            if let value = remove(arguments[0], &changes) { return value }
+            guard let fallback = arguments.optional(1) else { throw keyError(arguments[0]) }
+            return fallback
+        case "popitem":
+            _ = try Arguments(method, values, count: 0...0)
+            guard let last = entries.lastIndex(where: { $0 != nil }) else {
+                throw RemoteError(.keyError, "KeyError: 'popitem(): dictionary is empty'")
             }
+            let pair = entries[last]!
+            _ = remove(pair.key, &changes)
+            return [pair.key, pair.value]
+        case "setdefault":
+            let arguments = try Arguments(method, values, count: 1...2)
+            if let position = positions[PythonSemantics.dictKey(arguments[0])] { return entries[position]!.value }
+            let fallback = arguments.optional(1) ?? .null
+            store(arguments[0], fallback, &changes)
+            return fallback
+        case "update":
+            let arguments = try Arguments(method, values, count: 1...1)
+            guard let pairs = arguments[0].mapValue else {
+                throw RemoteError(.wrongType, "update() needs a map, not \(arguments[0].kindDescription)")
+            }
+            for pair in pairs { store(pair.key, pair.value, &changes) }
+            return .null
+        case "clear":
+            _ = try Arguments(method, values, count: 0...0)
+            for pair in livePairs {
+                changes.drop(pair.key)
+                changes.drop(pair.value)
+            }
+            entries = []
+            positions = [:]
+            generation += 1
+            return .null
+        case "copy":
+            _ = try Arguments(method, values, count: 0...0)
+            return .map(livePairs)
+        case "page":
+            return try page(Arguments(method, values, count: 2...2))
+        case "incr":
+            let arguments = try Arguments(method, values, count: 2...3)
+            let current = positions[PythonSemantics.dictKey(arguments[0])].map { entries[$0]!.value } ?? (arguments.optional(2) ?? 0)
+            let updated = try PythonSemantics.add(current, arguments[1])
+            store(arguments[0], updated, &changes)
+            return updated
+        case "cas":
+            let arguments = try Arguments(method, values, count: 3...3)
+            let current = positions[PythonSemantics.dictKey(arguments[0])].map { entries[$0]!.value }
+            let matches = arguments[1] == .null ? current == nil : current.map { PythonSemantics.equal($0, arguments[1]) } ?? false
+            if matches { store(arguments[0], arguments[2], &changes) }
+            return .bool(matches)
+        default:
+            throw unknownMethod(.dict, method)
         }
     }
 
@@ -259,17 +270,15 @@ final class SharedDict: SharedObject, @unchecked Sendable {
         return [next, .array(items)]
     }
 
-    func removeAll() -> [UInt64] {
-        lock.withLock {
-            var changes = ReferenceChanges()
-            for pair in livePairs {
-                changes.drop(pair.key)
-                changes.drop(pair.value)
-            }
-            entries = []
-            positions = [:]
-            return changes.dropped
+    mutating func removeAll() -> [UInt64] {
+        var changes = ReferenceChanges()
+        for pair in livePairs {
+            changes.drop(pair.key)
+            changes.drop(pair.value)
         }
+        entries = []
+        positions = [:]
+        return changes.dropped
     }
 }
 
