@@ -111,7 +111,10 @@ let package = Package(
         ),
         .testTarget(name: "ExamplesTests", dependencies: ["colony-examples"]),
         // Start the real `colony` executable on ephemeral loopback ports.
-        .testTarget(name: "ColonyIntegrationTests", dependencies: ["Colony", "colony", "colony-examples"]),
+        .testTarget(
+            name: "ColonyIntegrationTests",
+            dependencies: ["Colony", "colony", "colony-examples", .product(name: "NIOPosix", package: "swift-nio")]
+        ),
     ],
     swiftLanguageModes: [.v6]
 )

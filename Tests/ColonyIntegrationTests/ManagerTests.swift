@@ -1,5 +1,6 @@
 import Colony
 import Foundation
+import NIOPosix
 import Testing
 
 @Suite(.serialized) struct ManagerIntegrationTests {
@@ -192,6 +193,52 @@ import Testing
         }
         #expect(total == 50 * 49 / 2)
         await manager.close()
+    }
+
+    @Test func pipelinesAnswerInOrderOnAnEventLoopGroupOfTheirOwn() async throws {
+        let server = try ManagerProcess()
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let manager = try await Manager.connect(port: server.port, trust: .stateDirectory(path: server.stateDirectory), eventLoopGroup: group)
+        let d = try await manager.dict(nil, String.self, Int.self)
+        let id = d.reference.id
+        var requests: [Request] = []
+        for i in 0..<500 {
+            requests.append(DictCall.setItem(.string("k\(i)"), .integer(i)).request(object: id))
+            requests.append(DictCall.getItem(.string(i % 2 == 0 ? "k\(i)" : "missing")).request(object: id))
+        }
+        let results = try await manager.pipeline(requests)
+        #expect(results.count == 1_000)
+        for i in 0..<500 {
+            #expect(try results[2 * i].get() == .null)
+            switch results[2 * i + 1] {
+            case .success(let value): #expect(i % 2 == 0 && value == .integer(i), "answer \(2 * i + 1)")
+            case .failure(let error): #expect(i % 2 == 1 && (error as? RemoteError)?.code == .keyError, "answer \(2 * i + 1)")
+            }
+        }
+        #expect(try await manager.pipeline([]).isEmpty)
+        // From a task on the connection's own event loop, the requests are written at once.
+        let onLoop = try await withTaskExecutorPreference(manager.executor) { try await manager.pipeline(Array(requests[0..<4])) }
+        #expect(try onLoop[1].get() == 0)
+        if case .failure(let error) = onLoop[3] { #expect((error as? RemoteError)?.code == .keyError) } else { Issue.record("expected a KeyError") }
+        await manager.close()
+        try await group.shutdownGracefully()
+    }
+
+    @Test func aPipelineInFlightWhenTheManagerDiesEndsWithConnectionErrors() async throws {
+        let server = try ManagerProcess()
+        let manager = try await server.connect()
+        let id = try await manager.dict(nil, String.self, Int.self).reference.id
+        let requests = (0..<50_000).map { DictCall.setItem(.string("k\($0 % 100)"), .integer($0)).request(object: id) }
+        async let answers = manager.pipeline(requests)
+        try await Task.sleep(nanoseconds: 2_000_000)
+        kill(server.process.processIdentifier, SIGKILL)
+        let results = try await answers
+        // Every request has an outcome: answered before the kill, or a ConnectionError.
+        #expect(results.count == requests.count)
+        for result in results {
+            if case .failure(let error) = result { #expect(error is ConnectionError, "\(error)") }
+        }
+        await #expect(throws: ConnectionError.self) { try await manager.status() }
     }
 
     @Test func batchesRunInOneRoundTrip() async throws {
