@@ -201,7 +201,8 @@ public struct FrameStream {
     public init() {}
 
     /// Calls `handle` with each whole frame of `incoming` (after any bytes held from earlier
-    /// reads) until it returns false; keeps the bytes of an unfinished frame for the next read.
+    /// reads) and keeps the bytes of an unfinished frame for the next read. When `handle`
+    /// returns false (its connection is closing), the rest of the bytes are dropped.
     /// Frames' bodies are views of `incoming`: `handle` copies what it wants to keep.
     public mutating func receive(
         _ incoming: ByteBuffer, maxBodySize: Int, _ handle: (Frame) throws -> Bool
