@@ -67,8 +67,14 @@ private final class EncodingNode {
         return node.value
     }
 
+    /// Values encoded without a node: the wire's own types, and the common scalars (each as
+    /// its single-value container would encode it, with no encoder built).
     static func specialValue<T: Encodable>(_ value: T) -> WireValue? {
         switch value {
+        case let text as String: .string(text)
+        case let number as Int: .integer(number)
+        case let flag as Bool: .bool(flag)
+        case let number as Double: .double(number)
         case let wire as WireValue: wire
         case let reference as ObjectRef: .objectRef(reference)
         case let bytes as [UInt8]: .bytes(bytes)
@@ -284,6 +290,15 @@ private struct DecodingState {
     let userInfo: [CodingUserInfoKey: any Sendable]
 
     func decode<T: Decodable>(_ type: T.Type) throws -> T {
+        // The common scalars when the value is already of their kind (anything else takes
+        // the general path, with its conversions and errors).
+        switch value {
+        case .string(let text) where type == String.self: return text as! T
+        case .int(let number) where type == Int.self: return Int(number) as! T
+        case .bool(let flag) where type == Bool.self: return flag as! T
+        case .double(let number) where type == Double.self: return number as! T
+        default: break
+        }
         if type == WireValue.self { return value as! T }
         if type == ObjectRef.self {
             guard case .objectRef(let reference) = value else { throw mismatch(type) }

@@ -54,6 +54,27 @@ import Testing
         #expect(try WireValueDecoder().decode(WireValue.self, from: ["a": 1]) == ["a": 1])
     }
 
+    @Test func scalarsEncodeAndDecodeAlikeAtTheTopAndInsideContainers() throws {
+        // The top level takes a shortcut for scalars; it must agree with the containers' path.
+        struct Box<T: Codable & Equatable>: Codable, Equatable { var value: T }
+        func check<T: Codable & Equatable>(_ value: T) throws {
+            let top = try WireValueEncoder().encode(value)
+            #expect(try WireValueEncoder().encode(Box(value: value)) == ["value": top])
+            #expect(try WireValueEncoder().encode([value]) == [top])
+            #expect(try WireValueDecoder().decode(T.self, from: top) == value)
+            #expect(try WireValueDecoder().decode(Box<T>.self, from: ["value": top]) == Box(value: value))
+        }
+        try check("text")
+        try check(-7)
+        try check(Int.max)
+        try check(true)
+        try check(2.5)
+        try check(Optional("maybe"))
+        #expect(try WireValueDecoder().decode(Int.self, from: 2.0) == 2)
+        #expect(throws: DecodingError.self) { try WireValueDecoder().decode(String.self, from: 5) }
+        #expect(throws: DecodingError.self) { try WireValueDecoder().decode(Bool.self, from: 1) }
+    }
+
     @Test func mismatchesAreDecodingErrorsWithThePath() throws {
         #expect(throws: DecodingError.self) { try WireValueDecoder().decode(Int.self, from: "five") }
         #expect(throws: DecodingError.self) { try WireValueDecoder().decode(UInt8.self, from: 300) }
