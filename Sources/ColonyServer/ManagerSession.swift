@@ -54,7 +54,6 @@ public struct ManagerSession {
     private var parked: [UInt64: ParkedCall] = [:]
     /// Blocking objects this session called: on its end they release what it owned.
     private var touched: [ObjectIdentifier: any BlockingObject] = [:]
-    private let maxFrameBody: Int
     private let maxInFlight: Int
     /// Requests answered and frames received, for `status`.
     public private(set) var requestsServed: UInt64 = 0
@@ -66,7 +65,6 @@ public struct ManagerSession {
         self.id = id
         self.outlet = outlet
         self.context = context
-        self.maxFrameBody = maxFrameBody
         self.maxInFlight = maxInFlight
         assembler = MessageAssembler(maxMessageSize: maxMessageSize, maxBufferedBytes: maxMessageSize)
         state = .handshaking(
