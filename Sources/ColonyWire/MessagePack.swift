@@ -108,7 +108,6 @@ struct MessagePackWriter {
 
     /// A frame header (SPEC.md 2.1) whose body length `patchFrameLength` fills in later.
     mutating func frameHeader(kind: FrameKind, flags: FrameFlags, requestID: UInt64) {
-        reserve(Frame.headerSize)
         big(UInt32(0))
         byte(kind.rawValue)
         byte(flags.rawValue)
