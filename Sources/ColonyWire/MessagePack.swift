@@ -72,6 +72,7 @@ extension ByteBuffer {
 
     /// Runs `encode` straight on the buffer's free space, with one capacity check per field;
     /// output that outgrows that space moves to scratch memory and is copied in once.
+    @discardableResult
     mutating func writeEncoded(_ encode: (inout MessagePackWriter) -> Void) -> Int {
         var spilled: MessagePackWriter?
         let written = writeWithUnsafeMutableBytes(minimumWritableBytes: 256) { space in

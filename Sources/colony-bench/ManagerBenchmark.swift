@@ -177,13 +177,14 @@ enum ClientLoad {
     }
 
     /// Counts operations and samples their latency (µs per operation).
-    struct Recorder {
-        var operations = 0
-        var latencies: [Double] = []
+    /// A class, so that timing an operation holds no exclusive access across its awaits.
+    final class Recorder {
+        private var operations = 0
+        private var latencies: [Double] = []
 
-        /// Records `count` operations that began at `begin` (a mutating method that awaited
-        /// the operations would hold an exclusive access across every suspension).
-        mutating func record(_ count: Int, since begin: UInt64) {
+        func timed(_ count: Int, _ body: () async throws -> Void) async rethrows {
+            let begin = DispatchTime.now().uptimeNanoseconds
+            try await body()
             let micros = Double(DispatchTime.now().uptimeNanoseconds - begin) / 1e3
             if latencies.count < 200_000 { latencies.append(micros / Double(count)) }
             operations += count
@@ -194,12 +195,8 @@ enum ClientLoad {
 
     /// Returns (operations, sampled latencies in µs).
     static func drive(_ workload: String, _ manager: Manager, _ index: Int, _ deadline: Date, contended: Bool) async throws -> (Int, [Double]) {
-        var recorder = Recorder()
-        func timed(_ count: Int, _ body: () async throws -> Void) async rethrows {
-            let begin = DispatchTime.now().uptimeNanoseconds
-            try await body()
-            recorder.record(count, since: begin)
-        }
+        let recorder = Recorder()
+        func timed(_ count: Int, _ body: () async throws -> Void) async rethrows { try await recorder.timed(count, body) }
         switch workload {
         case "dict_set_get":
             let d = try await manager.dict("bench-dict", String.self, Int.self)
@@ -298,12 +295,8 @@ extension ClientLoad {
     }
 
     static func pairSide(_ workload: String, _ manager: Manager, pair: Int, producing: Bool, deadline: Date) async throws -> (Int, [Double]) {
-        var recorder = Recorder()
-        func timed(_ count: Int, _ body: () async throws -> Void) async rethrows {
-            let begin = DispatchTime.now().uptimeNanoseconds
-            try await body()
-            recorder.record(count, since: begin)
-        }
+        let recorder = Recorder()
+        func timed(_ count: Int, _ body: () async throws -> Void) async rethrows { try await recorder.timed(count, body) }
         switch workload {
         case "event_ping_pong":
             // Round trips: the producer sets ping and waits for pong; the consumer answers.
