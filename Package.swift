@@ -23,7 +23,7 @@ let package = Package(
     ],
     targets: [
         // Only what Swift cannot call directly: futex(2), mremap(2), pidfd_open(2), prctl(2)
-        // (variadic in C).
+        // (variadic in C), epoll(7) (not in Swift's Glibc module).
         .target(name: "CMemoryMapShim"),
         // The local thread core: threads, locks, conditions, events, semaphores, timers,
         // barriers, thread-locals, queues, executors and futures.
@@ -52,11 +52,21 @@ let package = Package(
                 .product(name: "Crypto", package: "swift-crypto"),
             ]
         ),
+        // What the client and the manager share on top of NIO: busy polling of their
+        // connections.
+        .target(
+            name: "ColonyTransport",
+            dependencies: [
+                "CMemoryMapShim",
+                .product(name: "Atomics", package: "swift-atomics"),
+                .product(name: "NIOCore", package: "swift-nio"),
+            ]
+        ),
         // The manager: object store, sessions, and the NIO listener around them.
         .target(
             name: "ColonyServer",
             dependencies: [
-                "ColonyWire", "Threading",
+                "ColonyWire", "ColonyTransport", "Threading",
                 .product(name: "Atomics", package: "swift-atomics"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
@@ -71,7 +81,7 @@ let package = Package(
         .target(
             name: "Colony",
             dependencies: [
-                "Threading", "ColonyWire", "MemoryMap", "CMemoryMapShim",
+                "Threading", "ColonyWire", "ColonyTransport", "MemoryMap", "CMemoryMapShim",
                 .product(name: "Atomics", package: "swift-atomics"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
@@ -99,6 +109,14 @@ let package = Package(
         .executableTarget(name: "colony-examples", dependencies: ["Colony"]),
         .testTarget(name: "ThreadingTests", dependencies: ["Threading"]),
         .testTarget(name: "MemoryMapTests", dependencies: ["MemoryMap", "Threading", "ColonyWire"]),
+        .testTarget(
+            name: "ColonyTransportTests",
+            dependencies: [
+                "ColonyTransport",
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOEmbedded", package: "swift-nio"),
+            ]
+        ),
         .testTarget(name: "ColonyServerTests", dependencies: ["ColonyServer", "ColonyWire"]),
         .testTarget(
             name: "ColonyWireTests",

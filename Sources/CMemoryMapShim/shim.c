@@ -5,6 +5,7 @@
 #include <limits.h>
 #include <linux/futex.h>
 #include <pthread.h>
+#include <sys/epoll.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/syscall.h>
@@ -130,4 +131,16 @@ int colony_futex_wait_shared(uint32_t *word, uint32_t expected, uint64_t deadlin
 int colony_futex_wake_shared(uint32_t *word, int count) {
     long rc = syscall(SYS_futex, word, FUTEX_WAKE, count, NULL, NULL, 0);
     return rc < 0 ? 0 : (int)rc;
+}
+
+int colony_epoll_create(void) { return epoll_create1(EPOLL_CLOEXEC); }
+
+int colony_epoll_watch_readable(int epfd, int fd) {
+    struct epoll_event event = {.events = EPOLLIN, .data = {.fd = fd}};
+    return epoll_ctl(epfd, EPOLL_CTL_ADD, fd, &event);
+}
+
+int colony_epoll_ready_now(int epfd) {
+    struct epoll_event event;
+    return epoll_wait(epfd, &event, 1, 0);
 }

@@ -1,4 +1,5 @@
 import Atomics
+import ColonyTransport
 import ColonyWire
 import NIOCore
 import NIOPosix
@@ -37,21 +38,24 @@ public struct ClientCertificate: Sendable {
 final class ManagerConnection: @unchecked Sendable {
     let channel: any Channel
     let session: NegotiatedSession
+    /// Work for the event loop goes through it, so that a busy poll there stops for it.
+    let poller: BusyPoller
     private let handler: ClientHandler
     private let nextRequestID = ManagedAtomic<UInt64>(1)
     // Set once the connection is closed or lost; then no call touches the event loop, which
     // may already be shut down.
     private let closed = ManagedAtomic<Bool>(false)
 
-    private init(channel: any Channel, session: NegotiatedSession, handler: ClientHandler) {
+    private init(channel: any Channel, session: NegotiatedSession, poller: BusyPoller, handler: ClientHandler) {
         self.channel = channel
         self.session = session
+        self.poller = poller
         self.handler = handler
     }
 
     static func open(
         host: String, port: Int, authKey: [UInt8], tls: TLSConfiguration?, serverName: String?,
-        group: any EventLoopGroup, timeoutSeconds: Double
+        group: any EventLoopGroup, timeoutSeconds: Double, busyPollNanoseconds: UInt64
     ) async throws -> ManagerConnection {
         let sslContext = try tls.map { try NIOSSLContext(configuration: $0) }
         let handshake = HandshakeConfiguration(
@@ -59,7 +63,8 @@ final class ManagerConnection: @unchecked Sendable {
         // The handler exists before the channel, so a connection the manager closes at once
         // still reports why through `established`.
         let eventLoop = group.next()
-        let handler = ClientHandler(handshake: handshake, eventLoop: eventLoop)
+        let poller = BusyPoller.shared(by: eventLoop)
+        let handler = ClientHandler(handshake: handshake, poller: poller, busyPollNanoseconds: busyPollNanoseconds)
         let bootstrap = ClientBootstrap(group: eventLoop)
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
             .connectTimeout(.nanoseconds(Int64(timeoutSeconds * 1e9)))
@@ -80,7 +85,7 @@ final class ManagerConnection: @unchecked Sendable {
         }
         do {
             let session = try await handler.established.futureResult.get()
-            let connection = ManagerConnection(channel: channel, session: session, handler: handler)
+            let connection = ManagerConnection(channel: channel, session: session, poller: poller, handler: handler)
             channel.closeFuture.whenComplete { _ in connection.closed.store(true, ordering: .relaxed) }
             return connection
         } catch {
@@ -97,7 +102,7 @@ final class ManagerConnection: @unchecked Sendable {
         if channel.eventLoop.inEventLoop {
             handler.send(request, id: id, answer: answer, maxFrameBody: maxFrame)
         } else {
-            channel.eventLoop.execute { handler.send(request, id: id, answer: answer, maxFrameBody: maxFrame) }
+            poller.execute { handler.send(request, id: id, answer: answer, maxFrameBody: maxFrame) }
         }
     }
 
@@ -125,12 +130,12 @@ final class ManagerConnection: @unchecked Sendable {
         let maxFrame = session.maxFrameBody
         return await withUnsafeContinuation { continuation in
             let answers = PipelineAnswers(count: requests.count, continuation: continuation)
-            let sendEach = {
+            let sendEach: @Sendable () -> Void = {
                 for (offset, request) in requests.enumerated() {
                     handler.send(request, id: first + UInt64(offset), answer: .pipelined(answers, offset), maxFrameBody: maxFrame)
                 }
             }
-            if loop.inEventLoop { sendEach() } else { loop.execute(sendEach) }
+            if loop.inEventLoop { sendEach() } else { poller.execute(sendEach) }
         }
     }
 
@@ -145,11 +150,11 @@ final class ManagerConnection: @unchecked Sendable {
         try checkOpen()
         let id = nextID()
         let handler = self.handler
-        let loop = channel.eventLoop
+        let poller = self.poller
         return try await withTaskCancellationHandler {
             try await send(request, id: id)
         } onCancel: {
-            loop.execute { handler.cancel(id) }
+            poller.execute { handler.cancel(id) }
         }
     }
 
@@ -170,7 +175,7 @@ final class ManagerConnection: @unchecked Sendable {
     func close() async {
         guard closed.compareExchange(expected: false, desired: true, ordering: .relaxed).exchanged else { return }
         let handler = self.handler
-        channel.eventLoop.execute { handler.sayGoodbye() }
+        poller.execute { handler.sayGoodbye() }
         _ = try? await channel.closeFuture.get()
     }
 
@@ -235,16 +240,24 @@ final class ClientHandler: ChannelInboundHandler, @unchecked Sendable {
     private var received = FrameStream()
     /// Set once this side closes: frames still buffered are ignored.
     private var stopped = false
+    private let poller: BusyPoller
+    private let busyPollNanoseconds: UInt64
+    private var isWatched = false
+    /// Whether this read burst handed answers to waiting tasks, which are likely to send again.
+    private var answeredInThisRead = false
 
-    init(handshake: HandshakeConfiguration, eventLoop: any EventLoop) {
+    init(handshake: HandshakeConfiguration, poller: BusyPoller, busyPollNanoseconds: UInt64) {
         self.handshake = ClientHandshake(configuration: handshake)
-        established = eventLoop.makePromise()
+        self.poller = poller
+        self.busyPollNanoseconds = busyPollNanoseconds
+        established = poller.eventLoop.makePromise()
     }
 
     static func now() -> UInt64 { UInt64(NIODeadline.now().uptimeNanoseconds) }
 
     func channelActive(context: ChannelHandlerContext) {
         self.context = context
+        isWatched = poller.watch(context.channel)
         writeNow([handshake.start(now: ClientHandler.now())], context: context)
         context.fireChannelActive()
     }
@@ -263,6 +276,14 @@ final class ClientHandler: ChannelInboundHandler, @unchecked Sendable {
         // Usually written (or encrypted) by now and so ours again; `clear` copies if not.
         gathered.clear()
         spareOutbound = gathered
+        if isOpen && !pending.isEmpty { poller.pollSoon(budget: busyPollNanoseconds) }
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        // The tasks just resumed usually send their next request at once.
+        if answeredInThisRead || !pending.isEmpty { poller.pollSoon(budget: busyPollNanoseconds) }
+        answeredInThisRead = false
+        context.fireChannelReadComplete()
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -308,10 +329,12 @@ final class ClientHandler: ChannelInboundHandler, @unchecked Sendable {
         switch message.kind {
         case .response:
             guard let waiter = pending.removeValue(forKey: message.requestID) else { return }
+            answeredInThisRead = true
             waiter.resume(with: Result { try message.value() }.mapError { ConnectionError("the manager's answer is not a valid value: \($0)") })
         case .error:
             let error = (try? RemoteError(wireValue: message.value())) ?? RemoteError(.internalError, "malformed error frame")
             if let waiter = pending.removeValue(forKey: message.requestID) {
+                answeredInThisRead = true
                 waiter.resume(with: .failure(error.localError))
             } else if message.requestID == 0 {
                 failAll(ConnectionError("the manager reported \(error)"))
@@ -328,7 +351,7 @@ final class ClientHandler: ChannelInboundHandler, @unchecked Sendable {
 
     /// On the event loop: registers who waits for the answer and writes the request.
     func send(_ request: Request, id: UInt64, answer: AnswerWaiter, maxFrameBody: Int) {
-        guard let context, isOpen else {
+        guard context != nil, isOpen else {
             answer.resume(with: .failure(ConnectionError("the connection to the manager is closed; reconnect with Manager.connect")))
             return
         }
@@ -337,7 +360,7 @@ final class ClientHandler: ChannelInboundHandler, @unchecked Sendable {
         // Gather the requests of this event-loop tick into one write and one flush.
         if !flushScheduled {
             flushScheduled = true
-            context.eventLoop.execute { [self] in
+            poller.execute { [self] in
                 flushScheduled = false
                 if let context = self.context { flushOutbound(context: context) }
             }
@@ -371,6 +394,10 @@ final class ClientHandler: ChannelInboundHandler, @unchecked Sendable {
         established.fail(ConnectionError("the manager closed the connection during the handshake (wrong authkey, or not a Colony manager)"))
         failAll(ConnectionError("the connection to the manager was lost; reconnect with Manager.connect (named objects are still there)"))
         self.context = nil
+        if isWatched {
+            poller.unwatch()
+            isWatched = false
+        }
         context.fireChannelInactive()
     }
 

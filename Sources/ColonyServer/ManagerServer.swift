@@ -1,4 +1,5 @@
 import Atomics
+import ColonyTransport
 import ColonyWire
 import Foundation
 import Logging
@@ -29,6 +30,9 @@ public struct ManagerConfiguration: Sendable {
     public var eventLoopThreads: Int = System.coreCount
     public var handshakeTimeoutSeconds: Double = 5
     public var keepaliveIntervalSeconds: Double = 10
+    /// How long an event loop keeps polling its sessions after answering, before it sleeps
+    /// (see `BusyPoller`); 0 turns it off.
+    public var busyPollMicroseconds: Int = 50
     public var authFailureDelaySeconds: Double = 0.5
     public var logger = Logger(label: "colony.manager")
 
@@ -127,14 +131,16 @@ public final class ManagerServer: ManagerContext, @unchecked Sendable {
         }
         try operations.addHandler(
             IdleStateHandler(readTimeout: .nanoseconds(Int64(configuration.keepaliveIntervalSeconds * 1e9))))
-        let outlet = ChannelOutlet(eventLoop: channel.eventLoop, store: store)
+        let poller = BusyPoller.shared(by: channel.eventLoop)
+        let outlet = ChannelOutlet(poller: poller, store: store)
         let session = ManagerSession(
             id: id, context: self, handshake: handshake, maxFrameBody: configuration.maxFrameBody,
             maxMessageSize: configuration.maxMessageSize, maxInFlight: configuration.maxInFlight, outlet: outlet,
             now: ManagerServer.now())
         try operations.addHandler(
             SessionHandler(
-                session: session, record: record, outlet: outlet, maxFrameBody: configuration.maxFrameBody,
+                session: session, record: record, outlet: outlet, poller: poller,
+                busyPollNanoseconds: UInt64(max(0, configuration.busyPollMicroseconds)) * 1000, maxFrameBody: configuration.maxFrameBody,
                 handshakeTimeout: configuration.handshakeTimeoutSeconds, logger: configuration.logger))
     }
 
@@ -228,13 +234,13 @@ struct ManagerShuttingDown {}
 /// Brings the answers of parked calls to their session's event loop. Objects call `deliver`
 /// from any thread; the answer is always enqueued, never written inline.
 final class ChannelOutlet: AnswerOutlet, @unchecked Sendable {
-    private let eventLoop: any EventLoop
+    private let poller: BusyPoller
     private let store: ObjectStore
-    // Touched only on eventLoop; nil once the channel is gone.
+    // Touched only on the event loop; nil once the channel is gone.
     private var target: (handler: SessionHandler, context: ChannelHandlerContext)?
 
-    init(eventLoop: any EventLoop, store: ObjectStore) {
-        self.eventLoop = eventLoop
+    init(poller: BusyPoller, store: ObjectStore) {
+        self.poller = poller
         self.store = store
     }
 
@@ -244,11 +250,11 @@ final class ChannelOutlet: AnswerOutlet, @unchecked Sendable {
     func deliver(requestID: UInt64, _ outcome: Result<WireValue, RemoteError>) {
         // On this session's own thread, with its handler not on the stack, answer at once
         // (a lock hand-off between sessions of one event loop skips a task); else enqueue.
-        if eventLoop.inEventLoop, let target, !target.handler.isBusy {
+        if poller.eventLoop.inEventLoop, let target, !target.handler.isBusy {
             target.handler.answerParked(requestID: requestID, outcome, context: target.context)
             return
         }
-        eventLoop.execute { [self] in
+        poller.execute { [self] in
             if let target {
                 target.handler.answerParked(requestID: requestID, outcome, context: target.context)
             } else if case .success(let value) = outcome, value.mayContainReferences {
@@ -281,14 +287,19 @@ final class SessionHandler: ChannelInboundHandler {
     private var awaitingPong = false
     private var closing = false
     private var timeouts: [UInt64: Scheduled<Void>] = [:]
+    private let poller: BusyPoller
+    private let busyPollNanoseconds: UInt64
+    private var isWatched = false
 
     init(
-        session: ManagerSession, record: SessionRecord, outlet: ChannelOutlet, maxFrameBody: Int, handshakeTimeout: Double,
-        logger: Logger
+        session: ManagerSession, record: SessionRecord, outlet: ChannelOutlet, poller: BusyPoller, busyPollNanoseconds: UInt64,
+        maxFrameBody: Int, handshakeTimeout: Double, logger: Logger
     ) {
         self.session = session
         self.record = record
         self.outlet = outlet
+        self.poller = poller
+        self.busyPollNanoseconds = busyPollNanoseconds
         self.maxFrameBody = maxFrameBody
         self.handshakeTimeout = handshakeTimeout
         self.logger = logger
@@ -304,6 +315,12 @@ final class SessionHandler: ChannelInboundHandler {
         timeouts.removeValue(forKey: requestID)?.cancel()
         perform(session.parkedAnswered(requestID: requestID, outcome), context: context)
         flushIfNeeded(context: context)
+        poller.pollSoon(budget: busyPollNanoseconds)
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        isWatched = poller.watch(context.channel)
+        context.fireChannelActive()
     }
 
     func handlerAdded(context: ChannelHandlerContext) {
@@ -340,6 +357,8 @@ final class SessionHandler: ChannelInboundHandler {
 
     func channelReadComplete(context: ChannelHandlerContext) {
         flushIfNeeded(context: context)
+        // The client usually sends its next request as soon as it has these answers.
+        poller.pollSoon(budget: busyPollNanoseconds)
         if !recordedPeer, let negotiated = session.negotiated {
             record.established(negotiated)
             recordedPeer = true
@@ -438,6 +457,10 @@ final class SessionHandler: ChannelInboundHandler {
         timeouts = [:]
         session.end()
         outlet.detach()
+        if isWatched {
+            poller.unwatch()
+            isWatched = false
+        }
         context.fireChannelInactive()
     }
 }

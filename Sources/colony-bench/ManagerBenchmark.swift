@@ -38,11 +38,14 @@ struct ManagerBench: AsyncParsableCommand {
     @Option(help: "Event loop threads shared by the client connections (0: one per core, NIO's singleton).")
     var clientThreads = 1
 
+    @Option(help: "Microseconds the manager it starts and the clients busy-poll before sleeping (0: off).")
+    var busyPollUs = 50
+
     @Flag(help: "Also run the raw ping-pong floor, redis-benchmark over TLS and CPython's SyncManager in this run.")
     var compare = false
 
     static let workloads = [
-        "dict_set_get", "list_append_pop", "value_increment", "pipeline", "queue_put_get", "queue_batch", "lock_acquire_release",
+        "dict_set_get", "list_append_pop", "value_increment", "pipeline", "batch", "queue_put_get", "queue_batch", "lock_acquire_release",
         "event_ping_pong",
     ]
 
@@ -52,6 +55,7 @@ struct ManagerBench: AsyncParsableCommand {
         }
         guard clients >= 1, clients <= 1000 else { throw ValidationError("--clients must be 1...1000") }
         guard clientThreads >= 0, clientThreads <= 64 else { throw ValidationError("--client-threads must be 0...64") }
+        guard (0...1_000_000).contains(busyPollUs) else { throw ValidationError("--busy-poll-us must be 0...1000000") }
         guard seconds > 0, seconds <= 600 else { throw ValidationError("--seconds must be in (0, 600]") }
         if connect != nil && stateDir == nil && !plaintext { throw ValidationError("--connect needs --state-dir (or --plaintext)") }
     }
@@ -64,7 +68,7 @@ struct ManagerBench: AsyncParsableCommand {
             guard parts.count == 2, let parsed = Int(parts[1]) else { throw ValidationError("--connect takes HOST:PORT") }
             (server, host, port, directory) = (nil, String(parts[0]), parsed, stateDir ?? "")
         } else {
-            let spawned = try SpawnedManager(plaintext: plaintext, threads: serverThreads)
+            let spawned = try SpawnedManager(plaintext: plaintext, threads: serverThreads, busyPollMicroseconds: busyPollUs)
             (server, host, port, directory) = (spawned, "127.0.0.1", spawned.port, spawned.stateDirectory)
         }
         defer { server?.stop() }
@@ -74,7 +78,9 @@ struct ManagerBench: AsyncParsableCommand {
         let group: any EventLoopGroup = clientThreads == 0 ? MultiThreadedEventLoopGroup.singleton : MultiThreadedEventLoopGroup(numberOfThreads: clientThreads)
         var managers: [Manager] = []
         for _ in 0..<clients {
-            managers.append(try await Manager.connect(host: host, port: port, authKey: key, trust: trust, eventLoopGroup: group))
+            managers.append(
+                try await Manager.connect(
+                    host: host, port: port, authKey: key, trust: trust, eventLoopGroup: group, busyPoll: .microseconds(busyPollUs)))
         }
         let cpuBefore = server?.cpuSeconds() ?? 0
         let clientCPUBefore = processCPUSeconds(getpid())
@@ -85,7 +91,7 @@ struct ManagerBench: AsyncParsableCommand {
 
         var report: [String: Any] = [
             "benchmark": "manager", "workload": workload, "clients": clients, "tls": !plaintext, "seconds": seconds,
-            "server_threads": serverThreads, "client_threads": clientThreads, "unit": ClientLoad.unit(workload),
+            "server_threads": serverThreads, "client_threads": clientThreads, "busy_poll_us": busyPollUs, "unit": ClientLoad.unit(workload),
             "ops_per_s": result.opsPerSecond, "p50_us": result.percentile(0.5), "p99_us": result.percentile(0.99),
         ]
         if server != nil { report["server_cpu_us_per_op"] = (cpuAfter - cpuBefore) * 1e6 / Double(max(result.operations, 1)) }
@@ -262,6 +268,9 @@ enum ClientLoad {
                 i % 2 == 0 ? DictCall.setItem(.string("p\(index)-\(i)"), .integer(i)).request(object: d.reference.id)
                     : DictCall.getItem(.string("p\(index)-\(i - 1)")).request(object: d.reference.id)
             }
+            if workload == "batch" {
+                while Date() < deadline { try await timed(100) { _ = try await manager.batch(requests) } }
+            }
             while Date() < deadline {
                 try await timed(100) { _ = try await manager.pipeline(requests) }
             }
@@ -344,7 +353,7 @@ final class SpawnedManager {
     let stateDirectory: String
     let port: Int
 
-    init(plaintext: Bool, threads: Int) throws {
+    init(plaintext: Bool, threads: Int, busyPollMicroseconds: Int) throws {
         let executable = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("colony")
         guard FileManager.default.isExecutableFile(atPath: executable.path) else {
             throw ValidationError("\(executable.path) is missing: build it too (swift build -c release)")
@@ -353,7 +362,7 @@ final class SpawnedManager {
         let portFile = stateDirectory + "/port"
         process.executableURL = executable
         process.arguments = ["manager", "--port", "0", "--state-dir", stateDirectory, "--port-file", portFile,
-                             "--event-loop-threads", String(threads), "--log-level", "warning"] + (plaintext ? ["--insecure-plaintext"] : [])
+                             "--event-loop-threads", String(threads), "--busy-poll-us", String(busyPollMicroseconds), "--log-level", "warning"] + (plaintext ? ["--insecure-plaintext"] : [])
         process.standardOutput = FileHandle.nullDevice
         try process.run()
         var found: Int?

@@ -97,6 +97,9 @@ struct ManagerCommand: AsyncParsableCommand {
     @Option(help: "Seconds without traffic before a session is pinged; twice that without an answer ends it.")
     var keepalive = 10.0
 
+    @Option(help: "Microseconds an event loop keeps polling for the next request after answering, before it sleeps (0: never). Trades CPU for latency; backs off when requests are far apart.")
+    var busyPollUs = 50
+
     @Option(help: "Seconds a new connection has to complete the authkey handshake.")
     var handshakeTimeout = 5.0
 
@@ -114,6 +117,7 @@ struct ManagerCommand: AsyncParsableCommand {
         guard maxFrame >= 1024 else { throw ValidationError("--max-frame must be at least 1024 bytes") }
         guard eventLoopThreads >= 1 else { throw ValidationError("--event-loop-threads must be at least 1") }
         guard keepalive > 0 else { throw ValidationError("--keepalive must be positive") }
+        guard (0...1_000_000).contains(busyPollUs) else { throw ValidationError("--busy-poll-us must be 0...1000000, got \(busyPollUs)") }
         guard handshakeTimeout > 0, handshakeTimeout <= 600 else { throw ValidationError("--handshake-timeout must be in (0, 600]") }
         guard (certificate == nil) == (privateKey == nil) else {
             throw ValidationError("--certificate and --private-key go together")
@@ -145,6 +149,7 @@ struct ManagerCommand: AsyncParsableCommand {
         configuration.maxObjects = maxObjects
         configuration.eventLoopThreads = eventLoopThreads
         configuration.keepaliveIntervalSeconds = keepalive
+        configuration.busyPollMicroseconds = busyPollUs
         configuration.handshakeTimeoutSeconds = handshakeTimeout
         configuration.logger = logger
 

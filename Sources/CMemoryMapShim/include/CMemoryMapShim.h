@@ -36,6 +36,17 @@ int colony_memfd_create(const char *name);
 /// when the kernel has no pidfds.
 int colony_pidfd_open(int pid);
 
+/// epoll_create1(EPOLL_CLOEXEC): a new epoll set, or -1 and errno. (Swift's Glibc module
+/// does not carry <sys/epoll.h>.)
+int colony_epoll_create(void);
+
+/// Adds `fd` to the epoll set `epfd`, level-triggered, for readability. 0, or -1 and errno.
+int colony_epoll_watch_readable(int epfd, int fd);
+
+/// epoll_wait(2) without waiting: how many watched descriptors are ready now (at most one is
+/// reported), or -1 and errno.
+int colony_epoll_ready_now(int epfd);
+
 /// prctl(PR_SET_PDEATHSIG, signal): this process gets `signal` when its parent thread exits.
 int colony_set_parent_death_signal(int signal);
 

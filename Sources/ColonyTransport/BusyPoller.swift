@@ -1,0 +1,182 @@
+import Atomics
+import CMemoryMapShim
+import Glibc
+import NIOCore
+import Synchronization
+
+/// Busy polling: after an event-loop thread has sent requests (client) or answers (manager),
+/// it keeps polling its connections for a short while instead of going to sleep in epoll.
+///
+/// Why: where idle CPUs halt (most virtual machines), waking a sleeping thread costs more than
+/// the loopback round trip itself, and a request pays that wake on both ends. A thread that is
+/// still polling when the reply lands needs no wake. Linux makes the same trade inside the
+/// kernel (`SO_BUSY_POLL`), but only for network cards with NAPI, never for loopback.
+///
+/// The price is CPU: up to one `budget` after each burst of work. A poller that keeps running
+/// out its budget backs off (`BusyPollBackoff`), so waiting for a slow peer or a remote manager
+/// costs little.
+///
+/// One poller serves one event loop. It watches every Colony connection of that loop in an
+/// epoll set of its own and stops as soon as one of them is readable, or as soon as work is
+/// handed to the loop through `execute`. Other work on the loop (tasks enqueued without this
+/// poller, timers) waits at most one budget.
+public final class BusyPoller: @unchecked Sendable {
+    public let eventLoop: any EventLoop
+    private let epollDescriptor: CInt
+    /// Work enqueued on the loop through `execute` that has not started yet.
+    private let handedOver = ManagedAtomic<Int>(0)
+    // Touched only on the event loop.
+    private var watched = 0
+    private var pollQueued = false
+    private var queuedBudget: UInt64 = 0
+    private var backoff = BusyPollBackoff()
+
+    /// Without an epoll set (creating one failed) the poller watches nothing and never polls.
+    private init(eventLoop: any EventLoop) {
+        self.eventLoop = eventLoop
+        epollDescriptor = colony_epoll_create()
+    }
+
+    deinit { if epollDescriptor >= 0 { close(epollDescriptor) } }
+
+    private struct WeakPoller {
+        weak var poller: BusyPoller?
+    }
+
+    private static let pollers = Mutex<[ObjectIdentifier: WeakPoller]>([:])
+
+    /// The poller of `eventLoop`, made on first use. Every holder keeps it alive; it closes its
+    /// epoll set when the last one lets go.
+    public static func shared(by eventLoop: any EventLoop) -> BusyPoller {
+        pollers.withLock { pollers in
+            let key = ObjectIdentifier(eventLoop)
+            // The poller holds its loop, so a live entry cannot belong to another loop that
+            // reused the address.
+            if let existing = pollers[key]?.poller { return existing }
+            pollers = pollers.filter { $0.value.poller != nil }
+            let made = BusyPoller(eventLoop: eventLoop)
+            pollers[key] = WeakPoller(poller: made)
+            return made
+        }
+    }
+
+    /// On the event loop, once the channel is active: adds its socket to the watched set.
+    /// Returns false if the socket cannot be found (the channel is then simply not watched).
+    @discardableResult
+    public func watch(_ channel: any Channel) -> Bool {
+        eventLoop.preconditionInEventLoop()
+        guard epollDescriptor >= 0, let descriptor = BusyPoller.socketDescriptor(of: channel) else { return false }
+        guard colony_epoll_watch_readable(epollDescriptor, descriptor) == 0 else { return false }
+        watched += 1
+        return true
+    }
+
+    /// On the event loop, when a watched channel has gone inactive. The kernel has already
+    /// dropped its socket from the set when NIO closed it.
+    public func unwatch() {
+        eventLoop.preconditionInEventLoop()
+        watched -= 1
+    }
+
+    /// Runs `work` on the event loop; a poll in progress there stops for it.
+    public func execute(_ work: @escaping @Sendable () -> Void) {
+        handedOver.wrappingIncrement(ordering: .relaxed)
+        eventLoop.execute { [self] in
+            handedOver.wrappingDecrement(ordering: .relaxed)
+            work()
+        }
+    }
+
+    /// On the event loop: polls for up to `budget` nanoseconds once the tasks queued now have
+    /// run, unless the back-off says to skip this time. Several calls before then make one poll
+    /// with the largest budget.
+    public func pollSoon(budget: UInt64) {
+        guard budget > 0, watched > 0 else { return }
+        queuedBudget = max(queuedBudget, budget)
+        guard !pollQueued, backoff.shouldPoll() else { return }
+        pollQueued = true
+        eventLoop.execute { [self] in poll() }
+    }
+
+    /// The back-off's state, for tests (on the event loop).
+    var backoffState: BusyPollBackoff { backoff }
+
+    private func poll() {
+        pollQueued = false
+        let budget = queuedBudget
+        queuedBudget = 0
+        // Work waiting behind this task: the loop is not idle.
+        guard handedOver.load(ordering: .relaxed) == 0 else { return }
+        let deadline = colony_monotonic_ns() + budget
+        while true {
+            if colony_epoll_ready_now(epollDescriptor) > 0 || handedOver.load(ordering: .relaxed) > 0 {
+                backoff.record(hit: true)
+                return
+            }
+            if colony_monotonic_ns() >= deadline {
+                backoff.record(hit: false)
+                return
+            }
+            // Lets the peer run first if it shares this CPU.
+            sched_yield()
+        }
+    }
+
+    /// The descriptor of a NIO socket channel. NIO does not expose it, but names it in the
+    /// channel's description ("fd=12"); the number is trusted only if that socket's two ends
+    /// are the channel's.
+    public static func socketDescriptor(of channel: any Channel) -> CInt? {
+        let description = String(describing: channel)
+        guard let marker = description.firstRange(of: "fd=") else { return nil }
+        guard let descriptor = CInt(description[marker.upperBound...].prefix(while: \.isNumber)),
+            let local = channel.localAddress?.port, let remote = channel.remoteAddress?.port,
+            port(of: descriptor, getsockname) == local, port(of: descriptor, getpeername) == remote
+        else { return nil }
+        return descriptor
+    }
+
+    private static func port(
+        of descriptor: CInt, _ name: (CInt, UnsafeMutablePointer<sockaddr>, UnsafeMutablePointer<socklen_t>) -> CInt
+    ) -> Int? {
+        var storage = sockaddr_storage()
+        var length = socklen_t(MemoryLayout<sockaddr_storage>.size)
+        let found = withUnsafeMutablePointer(to: &storage) { pointer in
+            pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { name(descriptor, $0, &length) == 0 }
+        }
+        guard found else { return nil }
+        // sin_port and sin6_port sit at the same place, right after the family.
+        guard [AF_INET, AF_INET6].contains(CInt(storage.ss_family)) else { return nil }
+        return withUnsafeBytes(of: storage) { Int(UInt16(bigEndian: $0.load(fromByteOffset: 2, as: UInt16.self))) }
+    }
+}
+
+/// When a busy poller polls: always while its polls end in a reply; after a poll that ran out
+/// its budget it skips the next 1, then 3, 7 ... up to 63 chances, so a slow or distant peer
+/// costs at most one budget in 64 replies.
+public struct BusyPollBackoff: Sendable, Equatable {
+    public static let maximumMisses = 6
+    /// Polls in a row that ran out their budget (capped).
+    public private(set) var misses = 0
+    /// Chances still to skip before polling again.
+    public private(set) var skipping = 0
+
+    public init() {}
+
+    /// Whether to poll at this chance (counts a skipped one).
+    public mutating func shouldPoll() -> Bool {
+        guard skipping == 0 else {
+            skipping -= 1
+            return false
+        }
+        return true
+    }
+
+    public mutating func record(hit: Bool) {
+        if hit {
+            misses = 0
+        } else {
+            misses = min(misses + 1, BusyPollBackoff.maximumMisses)
+            skipping = (1 << misses) - 1
+        }
+    }
+}
