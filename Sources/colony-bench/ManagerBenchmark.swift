@@ -102,6 +102,7 @@ struct ManagerBench: AsyncParsableCommand {
         if compare {
             var references: [String: Any] = [:]
             references["raw_tcp_ping_pong_round_trips_per_s"] = PingPongFloor.measure(seconds: min(seconds, 2))
+            references["raw_tcp_ping_pong_busy_poll_round_trips_per_s"] = PingPongFloor.measure(seconds: min(seconds, 2), busyPolling: true)
             if ["dict_set_get", "pipeline"].contains(workload) {
                 references["redis"] = RedisReference.measure(clients: clients, seconds: seconds, pipeline: workload == "pipeline" ? 100 : 1)
             }
@@ -125,6 +126,9 @@ struct ManagerBench: AsyncParsableCommand {
         var ratios: [String: Double] = [:]
         if let floor = references["raw_tcp_ping_pong_round_trips_per_s"] as? Double, floor > 0 {
             ratios["vs_raw_ping_pong"] = ours / floor
+        }
+        if let floor = references["raw_tcp_ping_pong_busy_poll_round_trips_per_s"] as? Double, floor > 0 {
+            ratios["vs_raw_ping_pong_busy_poll"] = ours / floor
         }
         if let redis = references["redis"] as? [String: Any], let ops = redis["ops_per_s"] as? Double, ops > 0 {
             ratios["vs_redis_tls"] = ours / ops

@@ -457,3 +457,72 @@ func rawExchange(port: Int, send bytes: [UInt8]) throws -> [UInt8] {
         await manager.close()
     }
 }
+
+/// Busy polling is a speed policy: answers must be the same with it on, off, or mixed on one
+/// event loop, and a long budget must never hold up a connection that has work.
+@Suite(.serialized, .timeLimit(.minutes(1))) struct BusyPollingTests {
+    @Test func callsWorkWithBusyPollingOffOnBothEnds() async throws {
+        let server = try ManagerProcess(extraArguments: ["--busy-poll-us", "0"])
+        let manager = try await Manager.connect(port: server.port, trust: .stateDirectory(path: server.stateDirectory), busyPoll: .zero)
+        let d = try await manager.dict(nil, String.self, Int.self)
+        for i in 0..<20 { try await d.set("k", i) }
+        #expect(try await d.get("k") == 19)
+        await manager.close()
+    }
+
+    @Test func connectionsWithDifferentBudgetsShareAnEventLoop() async throws {
+        let server = try ManagerProcess()
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        // A one-second budget next to connections that do not poll: were a poll not to stop
+        // when a neighbour's answer or a task arrives, each call would take a second and the
+        // suite would run out its time limit.
+        var managers: [Manager] = []
+        for budget: Duration in [.zero, .seconds(1), .microseconds(50), .seconds(1)] {
+            managers.append(
+                try await Manager.connect(
+                    port: server.port, trust: .stateDirectory(path: server.stateDirectory), eventLoopGroup: group, busyPoll: budget))
+        }
+        let counter = try await managers[0].dict("busy-poll-counter", String.self, Int.self)
+        try await withThrowingTaskGroup(of: Void.self) { tasks in
+            for (index, manager) in managers.enumerated() {
+                let d = try await manager.dict("busy-poll-counter", String.self, Int.self)
+                // Half the clients run on the connection's event loop, half on the global pool.
+                if index % 2 == 0 {
+                    tasks.addTask(executorPreference: manager.executor) { for _ in 0..<100 { _ = try await d.increment("n", by: 1) } }
+                } else {
+                    tasks.addTask { for _ in 0..<100 { _ = try await d.increment("n", by: 1) } }
+                }
+            }
+            try await tasks.waitForAll()
+        }
+        #expect(try await counter.get("n") == 400)
+        // A parked call answered later (another session's put) reaches a polling connection.
+        let queue = try await managers[1].queue("busy-poll-queue", Int.self)
+        async let got = queue.get(timeout: 10)
+        try await Task.sleep(nanoseconds: 20_000_000)
+        try await managers[2].queue("busy-poll-queue", Int.self).put(7)
+        #expect(try await got == 7)
+        for manager in managers { await manager.close() }
+        try await group.shutdownGracefully()
+    }
+
+    @Test func aBudgetOutOfRangeIsRefused() async throws {
+        let server = try ManagerProcess()
+        await #expect(throws: ConnectionError.self) {
+            _ = try await Manager.connect(port: server.port, trust: .stateDirectory(path: server.stateDirectory), busyPoll: .seconds(-1))
+        }
+        await #expect(throws: ConnectionError.self) {
+            _ = try await Manager.connect(port: server.port, trust: .stateDirectory(path: server.stateDirectory), busyPoll: .seconds(2))
+        }
+        let process = Process()
+        process.executableURL = buildDirectory.appendingPathComponent("colony")
+        process.arguments = ["manager", "--busy-poll-us", "-1", "--port", "0"]
+        let errors = Pipe()
+        process.standardOutput = FileHandle.nullDevice
+        process.standardError = errors
+        try process.run()
+        process.waitUntilExit()
+        #expect(process.terminationStatus != 0)
+        #expect(String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self).contains("--busy-poll-us"))
+    }
+}
