@@ -41,6 +41,9 @@ struct ManagerBench: AsyncParsableCommand {
     @Option(help: "Microseconds the manager it starts and the clients busy-poll before sleeping (0: off).")
     var busyPollUs = 50
 
+    @Flag(help: "Run each client's task on Swift's global executor, not on its connection's event loop.")
+    var globalExecutor = false
+
     @Flag(help: "Also run the raw ping-pong floor, redis-benchmark over TLS and CPython's SyncManager in this run.")
     var compare = false
 
@@ -84,14 +87,15 @@ struct ManagerBench: AsyncParsableCommand {
         }
         let cpuBefore = server?.cpuSeconds() ?? 0
         let clientCPUBefore = processCPUSeconds(getpid())
-        let result = try await ClientLoad.run(workload: workload, managers: managers, seconds: seconds, contended: contended)
+        let result = try await ClientLoad.run(
+            workload: workload, managers: managers, seconds: seconds, contended: contended, onEventLoops: !globalExecutor)
         let clientCPUAfter = processCPUSeconds(getpid())
         let cpuAfter = server?.cpuSeconds() ?? 0
         for manager in managers { await manager.close() }
 
         var report: [String: Any] = [
             "benchmark": "manager", "workload": workload, "clients": clients, "tls": !plaintext, "seconds": seconds,
-            "server_threads": serverThreads, "client_threads": clientThreads, "busy_poll_us": busyPollUs, "unit": ClientLoad.unit(workload),
+            "server_threads": serverThreads, "client_threads": clientThreads, "busy_poll_us": busyPollUs, "client_tasks_on": globalExecutor ? "global executor" : "event loop", "unit": ClientLoad.unit(workload),
             "ops_per_s": result.opsPerSecond, "p50_us": result.percentile(0.5), "p99_us": result.percentile(0.99),
         ]
         if server != nil { report["server_cpu_us_per_op"] = (cpuAfter - cpuBefore) * 1e6 / Double(max(result.operations, 1)) }
@@ -161,10 +165,10 @@ enum ClientLoad {
         }
     }
 
-    static func run(workload: String, managers: [Manager], seconds: Double, contended: Bool) async throws -> Result {
+    static func run(workload: String, managers: [Manager], seconds: Double, contended: Bool, onEventLoops: Bool) async throws -> Result {
         switch workload {
         case "queue_put_get", "queue_batch", "event_ping_pong":
-            if managers.count >= 2 { return try await pairs(workload, managers: managers, seconds: seconds) }
+            if managers.count >= 2 { return try await pairs(workload, managers: managers, seconds: seconds, onEventLoops: onEventLoops) }
         default:
             break
         }
@@ -173,7 +177,7 @@ enum ClientLoad {
         let perClient = try await withThrowingTaskGroup(of: (Int, [Double]).self) { group in
             for (index, manager) in managers.enumerated() {
                 // Each client's task runs on its connection's event loop: no thread hand-offs.
-                group.addTask(executorPreference: manager.executor) {
+                group.addTask(executorPreference: onEventLoops ? manager.executor : globalConcurrentExecutor) {
                     try await drive(workload, manager, index, deadline, contended: contended)
                 }
             }
@@ -286,7 +290,7 @@ enum ClientLoad {
 extension ClientLoad {
     /// Producer/consumer workloads with at least two connections: the first half produce
     /// (put, set), the second half consume (get, wait), each on its own connection.
-    static func pairs(_ workload: String, managers: [Manager], seconds: Double) async throws -> Result {
+    static func pairs(_ workload: String, managers: [Manager], seconds: Double, onEventLoops: Bool) async throws -> Result {
         let start = Date()
         let deadline = start.addingTimeInterval(seconds)
         let half = managers.count / 2
@@ -294,7 +298,7 @@ extension ClientLoad {
             for (index, manager) in managers.prefix(2 * half).enumerated() {
                 let pair = index % half
                 let producing = index < half
-                group.addTask(executorPreference: manager.executor) {
+                group.addTask(executorPreference: onEventLoops ? manager.executor : globalConcurrentExecutor) {
                     try await pairSide(workload, manager, pair: pair, producing: producing, deadline: deadline)
                 }
             }
