@@ -32,7 +32,7 @@ public final class Manager: @unchecked Sendable {
     public static func connect(
         host: String = "127.0.0.1", port: Int, authKey: [UInt8]? = nil, trust: ManagerTrust,
         clientCertificate: ClientCertificate? = nil, serverName: String = "localhost", timeoutSeconds: Double = 10,
-        eventLoopGroup: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton, busyPoll: Duration = .microseconds(50)
+        eventLoopGroup: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton, busyPoll: Duration = .microseconds(200)
     ) async throws -> Manager {
         guard busyPoll >= .zero, busyPoll <= .seconds(1) else {
             throw ConnectionError("busyPoll must be between zero and one second, not \(busyPoll)")

@@ -32,7 +32,7 @@ public struct ManagerConfiguration: Sendable {
     public var keepaliveIntervalSeconds: Double = 10
     /// How long an event loop keeps polling its sessions after answering, before it sleeps
     /// (see `BusyPoller`); 0 turns it off.
-    public var busyPollMicroseconds: Int = 50
+    public var busyPollMicroseconds: Int = 200
     public var authFailureDelaySeconds: Double = 0.5
     public var logger = Logger(label: "colony.manager")
 

@@ -39,7 +39,7 @@ struct ManagerBench: AsyncParsableCommand {
     var clientThreads = 1
 
     @Option(help: "Microseconds the manager it starts and the clients busy-poll before sleeping (0: off).")
-    var busyPollUs = 50
+    var busyPollUs = 200
 
     @Flag(help: "Run each client's task on Swift's global executor, not on its connection's event loop.")
     var globalExecutor = false

@@ -98,7 +98,7 @@ struct ManagerCommand: AsyncParsableCommand {
     var keepalive = 10.0
 
     @Option(help: "Microseconds an event loop keeps polling for the next request after answering, before it sleeps (0: never). Trades CPU for latency; backs off when requests are far apart.")
-    var busyPollUs = 50
+    var busyPollUs = 200
 
     @Option(help: "Seconds a new connection has to complete the authkey handshake.")
     var handshakeTimeout = 5.0
