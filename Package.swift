@@ -113,6 +113,7 @@ let package = Package(
             name: "ColonyTransportTests",
             dependencies: [
                 "ColonyTransport",
+                .product(name: "Atomics", package: "swift-atomics"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOEmbedded", package: "swift-nio"),
             ]

@@ -1,3 +1,4 @@
+import Atomics
 import Glibc
 import NIOCore
 import NIOEmbedded
@@ -142,8 +143,14 @@ private struct LoopbackPair {
         let poller = BusyPoller.shared(by: pair.client.eventLoop)
         #expect(try await onLoop(poller) { poller.watch(pair.client) })
         let handedOver = pair.client.eventLoop.makePromise(of: Void.self)
-        // A poll with a long budget; work handed over from this thread must stop it.
-        try await onLoop(poller) { poller.pollSoon(budget: BusyPollerTests.longerThanTheTimeLimit) }
+        // A poll with a long budget; work handed over from this thread must stop it. Nothing
+        // here waits on the loop before the hand-over: that wait would queue behind the poll.
+        let pollQueued = ManagedAtomic(false)
+        pair.client.eventLoop.execute {
+            poller.pollSoon(budget: BusyPollerTests.longerThanTheTimeLimit)
+            pollQueued.store(true, ordering: .releasing)
+        }
+        while !pollQueued.load(ordering: .acquiring) { sched_yield() }
         poller.execute { handedOver.succeed() }
         try await handedOver.futureResult.get()
         #expect(try await onLoop(poller) { poller.backoffState.misses } == 0)
