@@ -26,9 +26,10 @@ public final class Manager: @unchecked Sendable {
     /// is `.stateDirectory`. `serverName` is the name the manager's certificate must carry.
     ///
     /// `busyPoll` is how long the connection's event-loop thread keeps polling for answers
-    /// before it sleeps (see `BusyPoller`): a nearby manager's answer then needs no thread
-    /// wake-up, which on virtual machines makes calls several times faster, for at most that
-    /// much CPU per wait. A poll that keeps timing out backs off by itself. `.zero` turns it off.
+    /// before it sleeps (README, "Busy polling"): a nearby manager's answer then needs no
+    /// thread wake-up, which on virtual machines makes calls several times faster, for at most
+    /// that much CPU per wait. A poll that keeps timing out backs off by itself. `.zero` turns
+    /// it off; at most one second.
     public static func connect(
         host: String = "127.0.0.1", port: Int, authKey: [UInt8]? = nil, trust: ManagerTrust,
         clientCertificate: ClientCertificate? = nil, serverName: String = "localhost", timeoutSeconds: Double = 10,
@@ -53,14 +54,12 @@ public final class Manager: @unchecked Sendable {
         }
         // By default all connections of a process share NIO's singleton event loops (one
         // thread per core): a thread per connection would mostly add context switches.
-        let (seconds, attoseconds) = busyPoll.components
-        let busyPollNanoseconds = UInt64(seconds) * 1_000_000_000 + UInt64(attoseconds / 1_000_000_000)
-        let connection = try await ManagerConnection.open(
-            host: host, port: port, authKey: key, tls: tls, serverName: serverName,
-            group: eventLoopGroup, timeoutSeconds: timeoutSeconds, busyPollNanoseconds: busyPollNanoseconds)
         let address = ManagerAddress(
             host: host, port: port, authKey: key, trust: trust, clientCertificate: clientCertificate, serverName: serverName,
             timeoutSeconds: timeoutSeconds, busyPoll: busyPoll)
+        let connection = try await ManagerConnection.open(
+            host: host, port: port, authKey: key, tls: tls, serverName: serverName,
+            group: eventLoopGroup, timeoutSeconds: timeoutSeconds, busyPollNanoseconds: address.busyPollNanoseconds)
         return Manager(connection: connection, address: address)
     }
 
@@ -202,7 +201,7 @@ struct ManagerAddress: Codable, Hashable, Sendable {
     var clientKeyPath: String?
     var serverName: String
     var timeoutSeconds: Double
-    var busyPollNanoseconds: Int64
+    var busyPollNanoseconds: UInt64
 
     init(
         host: String, port: Int, authKey: [UInt8], trust: ManagerTrust, clientCertificate: ClientCertificate?, serverName: String,
@@ -220,7 +219,8 @@ struct ManagerAddress: Codable, Hashable, Sendable {
         clientKeyPath = clientCertificate?.privateKeyPath
         self.serverName = serverName
         self.timeoutSeconds = timeoutSeconds
-        busyPollNanoseconds = Int64(busyPoll.components.seconds) * 1_000_000_000 + busyPoll.components.attoseconds / 1_000_000_000
+        // Checked to lie in 0...1 s by `connect`.
+        busyPollNanoseconds = UInt64(busyPoll.components.seconds) * 1_000_000_000 + UInt64(busyPoll.components.attoseconds / 1_000_000_000)
     }
 
     var trust: ManagerTrust {
@@ -251,7 +251,7 @@ extension Manager {
                         try await Manager.connect(
                             host: address.host, port: address.port, authKey: address.authKey, trust: address.trust,
                             clientCertificate: certificate, serverName: address.serverName, timeoutSeconds: address.timeoutSeconds,
-                            busyPoll: .nanoseconds(address.busyPollNanoseconds)))
+                            busyPoll: .nanoseconds(Int64(address.busyPollNanoseconds))))
                 } catch {
                     try? result.setException(error)
                 }

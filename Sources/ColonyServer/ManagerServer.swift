@@ -63,6 +63,8 @@ public final class ManagerServer: ManagerContext, @unchecked Sendable {
     private var sessions: [UInt64: SessionRecord] = [:]
     private var counters: [String: UInt64] = [:]
     private var isDraining = false
+    /// The busy pollers of the event loops that have had sessions.
+    private var pollers: [ObjectIdentifier: BusyPoller] = [:]
 
     public init(configuration: ManagerConfiguration) throws {
         self.configuration = configuration
@@ -132,6 +134,7 @@ public final class ManagerServer: ManagerContext, @unchecked Sendable {
         try operations.addHandler(
             IdleStateHandler(readTimeout: .nanoseconds(Int64(configuration.keepaliveIntervalSeconds * 1e9))))
         let poller = BusyPoller.shared(by: channel.eventLoop)
+        lock.withLock { pollers[ObjectIdentifier(poller)] = poller }
         let outlet = ChannelOutlet(poller: poller, store: store)
         let session = ManagerSession(
             id: id, context: self, handshake: handshake, maxFrameBody: configuration.maxFrameBody,
@@ -172,7 +175,12 @@ public final class ManagerServer: ManagerContext, @unchecked Sendable {
     public var sessionCount: Int { lock.withLock { sessions.count } }
 
     public func statusReport() -> WireValue {
-        let (records, counters) = lock.withLock { (Array(sessions.values), self.counters) }
+        let (records, recorded, pollers) = lock.withLock { (Array(sessions.values), self.counters, Array(self.pollers.values)) }
+        var counters = recorded
+        let polling = pollers.map(\.statistics)
+        counters["busy_polls_ended_by_work"] = polling.reduce(0) { $0 + $1.endedByWork }
+        counters["busy_polls_timed_out"] = polling.reduce(0) { $0 + $1.timedOut }
+        counters["busy_poll_chances_skipped"] = polling.reduce(0) { $0 + $1.skipped }
         return [
             "version": .string(colonyReleaseVersion),
             "uptime": .double(Date().timeIntervalSince(started)),

@@ -25,6 +25,9 @@ public final class BusyPoller: @unchecked Sendable {
     private let epollDescriptor: CInt
     /// Work enqueued on the loop through `execute` that has not started yet.
     private let handedOver = ManagedAtomic<Int>(0)
+    private let pollsEndedByWork = ManagedAtomic<UInt64>(0)
+    private let pollsTimedOut = ManagedAtomic<UInt64>(0)
+    private let chancesSkipped = ManagedAtomic<UInt64>(0)
     // Touched only on the event loop.
     private var watched = 0
     private var pollQueued = false
@@ -93,9 +96,33 @@ public final class BusyPoller: @unchecked Sendable {
     public func pollSoon(budget: UInt64) {
         guard budget > 0, watched > 0 else { return }
         queuedBudget = max(queuedBudget, budget)
-        guard !pollQueued, backoff.shouldPoll() else { return }
+        guard !pollQueued else { return }
+        guard backoff.shouldPoll() else {
+            chancesSkipped.wrappingIncrement(ordering: .relaxed)
+            return
+        }
         pollQueued = true
         eventLoop.execute { [self] in poll() }
+    }
+
+    /// What the poller has done so far (from any thread).
+    public struct Statistics: Sendable, Equatable {
+        /// Polls that ended because a watched connection had bytes or work was handed over.
+        public var endedByWork: UInt64 = 0
+        /// Polls that ran out their budget, after which the thread slept.
+        public var timedOut: UInt64 = 0
+        /// Chances to poll that the back-off skipped.
+        public var skipped: UInt64 = 0
+
+        public init() {}
+    }
+
+    public var statistics: Statistics {
+        var statistics = Statistics()
+        statistics.endedByWork = pollsEndedByWork.load(ordering: .relaxed)
+        statistics.timedOut = pollsTimedOut.load(ordering: .relaxed)
+        statistics.skipped = chancesSkipped.load(ordering: .relaxed)
+        return statistics
     }
 
     /// The back-off's state, for tests (on the event loop).
@@ -111,10 +138,12 @@ public final class BusyPoller: @unchecked Sendable {
         while true {
             if colony_epoll_ready_now(epollDescriptor) > 0 || handedOver.load(ordering: .relaxed) > 0 {
                 backoff.record(hit: true)
+                pollsEndedByWork.wrappingIncrement(ordering: .relaxed)
                 return
             }
             if colony_monotonic_ns() >= deadline {
                 backoff.record(hit: false)
+                pollsTimedOut.wrappingIncrement(ordering: .relaxed)
                 return
             }
             // Lets the peer run first if it shares this CPU.

@@ -467,6 +467,23 @@ func rawExchange(port: Int, send bytes: [UInt8]) throws -> [UInt8] {
         let d = try await manager.dict(nil, String.self, Int.self)
         for i in 0..<20 { try await d.set("k", i) }
         #expect(try await d.get("k") == 19)
+        #expect(try await BusyPollingTests.pollsCounted(by: manager) == 0)
+        await manager.close()
+    }
+
+    /// The manager's busy polls so far, whatever ended them, as `colony status` counts them.
+    static func pollsCounted(by manager: Manager) async throws -> Int64 {
+        let counters = try await manager.status()["counters"]
+        let names = ["busy_polls_ended_by_work", "busy_polls_timed_out", "busy_poll_chances_skipped"]
+        return try names.reduce(0) { total, name in try total + #require(counters?[name]?.int64Value) }
+    }
+
+    @Test func theManagerPollsByDefaultAndCountsItsPolls() async throws {
+        let server = try ManagerProcess()
+        let manager = try await server.connect()
+        let d = try await manager.dict(nil, String.self, Int.self)
+        for i in 0..<20 { try await d.set("k", i) }
+        #expect(try await BusyPollingTests.pollsCounted(by: manager) > 0)
         await manager.close()
     }
 

@@ -122,6 +122,11 @@ private struct LoopbackPair {
         try await onLoop(poller) { poller.pollSoon(budget: 1_000_000) }
         #expect(try await onLoop(poller) { poller.backoffState.misses } == 1)
         #expect(try await onLoop(poller) { poller.backoffState.skipping } == 1)
+        try await onLoop(poller) { poller.pollSoon(budget: BusyPollerTests.longerThanTheTimeLimit) }
+        var expected = BusyPoller.Statistics()
+        expected.timedOut = 1
+        expected.skipped = 1
+        #expect(poller.statistics == expected)
         try await onLoop(poller) { poller.unwatch() }
         try await pair.close()
     }
@@ -134,6 +139,7 @@ private struct LoopbackPair {
         try await pair.accepted.writeAndFlush(ByteBuffer(string: "answer"))
         try await onLoop(poller) { poller.pollSoon(budget: BusyPollerTests.longerThanTheTimeLimit) }
         #expect(try await onLoop(poller) { poller.backoffState.misses } == 0)
+        #expect(poller.statistics.endedByWork == 1)
         try await onLoop(poller) { poller.unwatch() }
         try await pair.close()
     }
