@@ -114,54 +114,55 @@ private struct LoopbackPair {
         try await poller.eventLoop.submit(body).get()
     }
 
-    @Test func aPollThatRunsOutItsBudgetBacksOff() async throws {
+    /// Runs `body` with a loopback pair whose client end its event loop's poller watches.
+    private func withWatchedClient(_ body: (LoopbackPair, BusyPoller) async throws -> Void) async throws {
         let pair = try await LoopbackPair.make()
         let poller = BusyPoller.shared(by: pair.client.eventLoop)
         #expect(try await onLoop(poller) { poller.watch(pair.client) })
-        // Nothing arrives: the poll runs out its millisecond, and the next chance is skipped.
-        try await onLoop(poller) { poller.pollSoon(budget: 1_000_000) }
-        #expect(try await onLoop(poller) { poller.backoffState.misses } == 1)
-        #expect(try await onLoop(poller) { poller.backoffState.skipping } == 1)
-        try await onLoop(poller) { poller.pollSoon(budget: BusyPollerTests.longerThanTheTimeLimit) }
-        var expected = BusyPoller.Statistics()
-        expected.timedOut = 1
-        expected.skipped = 1
-        #expect(poller.statistics == expected)
+        try await body(pair, poller)
         try await onLoop(poller) { poller.unwatch() }
         try await pair.close()
+    }
+
+    @Test func aPollThatRunsOutItsBudgetBacksOff() async throws {
+        try await withWatchedClient { _, poller in
+            // Nothing arrives: the poll runs out its millisecond, and the next chance is skipped.
+            try await onLoop(poller) { poller.pollSoon(budget: 1_000_000) }
+            #expect(try await onLoop(poller) { poller.backoffState.misses } == 1)
+            #expect(try await onLoop(poller) { poller.backoffState.skipping } == 1)
+            try await onLoop(poller) { poller.pollSoon(budget: BusyPollerTests.longerThanTheTimeLimit) }
+            var expected = BusyPoller.Statistics()
+            expected.timedOut = 1
+            expected.skipped = 1
+            #expect(poller.statistics == expected)
+        }
     }
 
     @Test func aReadableSocketEndsThePoll() async throws {
-        let pair = try await LoopbackPair.make()
-        let poller = BusyPoller.shared(by: pair.client.eventLoop)
-        #expect(try await onLoop(poller) { poller.watch(pair.client) })
-        // The peer's bytes are there: a poll with a long budget ends at once, counted as a reply.
-        try await pair.accepted.writeAndFlush(ByteBuffer(string: "answer"))
-        try await onLoop(poller) { poller.pollSoon(budget: BusyPollerTests.longerThanTheTimeLimit) }
-        #expect(try await onLoop(poller) { poller.backoffState.misses } == 0)
-        #expect(poller.statistics.endedByWork == 1)
-        try await onLoop(poller) { poller.unwatch() }
-        try await pair.close()
+        try await withWatchedClient { pair, poller in
+            // The peer's bytes are there: a poll with a long budget ends at once, counted as a reply.
+            try await pair.accepted.writeAndFlush(ByteBuffer(string: "answer"))
+            try await onLoop(poller) { poller.pollSoon(budget: BusyPollerTests.longerThanTheTimeLimit) }
+            #expect(try await onLoop(poller) { poller.backoffState.misses } == 0)
+            #expect(poller.statistics.endedByWork == 1)
+        }
     }
 
     @Test func workHandedOverEndsThePoll() async throws {
-        let pair = try await LoopbackPair.make()
-        let poller = BusyPoller.shared(by: pair.client.eventLoop)
-        #expect(try await onLoop(poller) { poller.watch(pair.client) })
-        let handedOver = pair.client.eventLoop.makePromise(of: Void.self)
-        // A poll with a long budget; work handed over from this thread must stop it. Nothing
-        // here waits on the loop before the hand-over: that wait would queue behind the poll.
-        let pollQueued = ManagedAtomic(false)
-        pair.client.eventLoop.execute {
-            poller.pollSoon(budget: BusyPollerTests.longerThanTheTimeLimit)
-            pollQueued.store(true, ordering: .releasing)
+        try await withWatchedClient { pair, poller in
+            let handedOver = pair.client.eventLoop.makePromise(of: Void.self)
+            // A poll with a long budget; work handed over from this thread must stop it. Nothing
+            // here waits on the loop before the hand-over: that wait would queue behind the poll.
+            let pollQueued = ManagedAtomic(false)
+            pair.client.eventLoop.execute {
+                poller.pollSoon(budget: BusyPollerTests.longerThanTheTimeLimit)
+                pollQueued.store(true, ordering: .releasing)
+            }
+            while !pollQueued.load(ordering: .acquiring) { sched_yield() }
+            poller.execute { handedOver.succeed() }
+            try await handedOver.futureResult.get()
+            #expect(try await onLoop(poller) { poller.backoffState.misses } == 0)
         }
-        while !pollQueued.load(ordering: .acquiring) { sched_yield() }
-        poller.execute { handedOver.succeed() }
-        try await handedOver.futureResult.get()
-        #expect(try await onLoop(poller) { poller.backoffState.misses } == 0)
-        try await onLoop(poller) { poller.unwatch() }
-        try await pair.close()
     }
 
     @Test func aPollerWithNothingWatchedNeverPolls() async throws {
