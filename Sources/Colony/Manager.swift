@@ -22,6 +22,11 @@ public final class Manager: @unchecked Sendable {
         self.address = address
     }
 
+    /// The event loops that connections use unless `connect` is given others: Colony's own,
+    /// one thread per core, made on first use and never shut down. Not NIO's singleton, so
+    /// that a busy poll never holds up other libraries' work on those loops.
+    public static let defaultEventLoopGroup = MultiThreadedEventLoopGroup(numberOfThreads: System.coreCount)
+
     /// Connects and authenticates. `authKey` defaults to the state directory's when `trust`
     /// is `.stateDirectory`. `serverName` is the name the manager's certificate must carry.
     ///
@@ -33,7 +38,7 @@ public final class Manager: @unchecked Sendable {
     public static func connect(
         host: String = "127.0.0.1", port: Int, authKey: [UInt8]? = nil, trust: ManagerTrust,
         clientCertificate: ClientCertificate? = nil, serverName: String = "localhost", timeoutSeconds: Double = 10,
-        eventLoopGroup: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton, busyPoll: Duration = .microseconds(200)
+        eventLoopGroup: any EventLoopGroup = Manager.defaultEventLoopGroup, busyPoll: Duration = .microseconds(200)
     ) async throws -> Manager {
         guard busyPoll >= .zero, busyPoll <= .seconds(1) else {
             throw ConnectionError("busyPoll must be between zero and one second, not \(busyPoll)")
@@ -52,8 +57,8 @@ public final class Manager: @unchecked Sendable {
         guard let key else {
             throw ConnectionError("no authkey: pass authKey, or trust a state directory that holds one")
         }
-        // By default all connections of a process share NIO's singleton event loops (one
-        // thread per core): a thread per connection would mostly add context switches.
+        // By default all connections of a process share Colony's event loops (one thread per
+        // core): a thread per connection would mostly add context switches.
         let address = ManagerAddress(
             host: host, port: port, authKey: key, trust: trust, clientCertificate: clientCertificate, serverName: serverName,
             timeoutSeconds: timeoutSeconds, busyPoll: busyPoll)

@@ -35,7 +35,7 @@ struct ManagerBench: AsyncParsableCommand {
     @Option(help: "Event loop threads for the manager it starts.")
     var serverThreads = 1
 
-    @Option(help: "Event loop threads shared by the client connections (0: one per core, NIO's singleton).")
+    @Option(help: "Event loop threads shared by the client connections (0: Colony's default group, one per core).")
     var clientThreads = 1
 
     @Option(help: "Microseconds the manager it starts and the clients busy-poll before sleeping (0: off).")
@@ -78,7 +78,7 @@ struct ManagerBench: AsyncParsableCommand {
         let key = try AuthKey.bytes(fromFile: directory + "/authkey")
         let trust: ManagerTrust = plaintext ? .insecurePlaintext : .stateDirectory(path: directory)
 
-        let group: any EventLoopGroup = clientThreads == 0 ? MultiThreadedEventLoopGroup.singleton : MultiThreadedEventLoopGroup(numberOfThreads: clientThreads)
+        let group: any EventLoopGroup = clientThreads == 0 ? Manager.defaultEventLoopGroup : MultiThreadedEventLoopGroup(numberOfThreads: clientThreads)
         var managers: [Manager] = []
         for _ in 0..<clients {
             managers.append(
