@@ -59,6 +59,7 @@ let package = Package(
             dependencies: [
                 "CMemoryMapShim",
                 .product(name: "Atomics", package: "swift-atomics"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "NIOCore", package: "swift-nio"),
             ]
         ),

@@ -1,8 +1,8 @@
 import Atomics
 import CMemoryMapShim
 import Glibc
+import NIOConcurrencyHelpers
 import NIOCore
-import Synchronization
 
 /// Busy polling: after an event-loop thread has sent requests (client) or answers (manager),
 /// it keeps polling its connections for a short while instead of going to sleep in epoll.
@@ -46,12 +46,14 @@ public final class BusyPoller: @unchecked Sendable {
         weak var poller: BusyPoller?
     }
 
-    private static let pollers = Mutex<[ObjectIdentifier: WeakPoller]>([:])
+    // A pthread mutex: ThreadSanitizer sees through it (not through the standard library's
+    // futex-based `Mutex`, which it reported as a race).
+    private static let pollers = NIOLockedValueBox<[ObjectIdentifier: WeakPoller]>([:])
 
     /// The poller of `eventLoop`, made on first use. Every holder keeps it alive; it closes its
     /// epoll set when the last one lets go.
     public static func shared(by eventLoop: any EventLoop) -> BusyPoller {
-        pollers.withLock { pollers in
+        pollers.withLockedValue { pollers in
             let key = ObjectIdentifier(eventLoop)
             // The poller holds its loop, so a live entry cannot belong to another loop that
             // reused the address.
