@@ -159,8 +159,13 @@ final class ManagerConnection: @unchecked Sendable {
     }
 
     /// Blocks the calling thread; never call it on an event loop or from Swift concurrency.
+    /// (It sleeps at once: a thread spinning here measured slower, as it takes a CPU from the
+    /// event loop that is polling for its answer.)
     func callBlocking(_ request: Request) throws -> WireValue {
         try checkOpen()
+        guard !channel.eventLoop.inEventLoop else {
+            throw ConnectionError("a blocking call on the connection's own event loop would wait forever; use the async method there")
+        }
         let promise = channel.eventLoop.makePromise(of: WireValue.self)
         send(request, id: nextID(), answer: .promise(promise))
         return try promise.futureResult.wait()
@@ -182,8 +187,8 @@ final class ManagerConnection: @unchecked Sendable {
     var isOpen: Bool { !closed.load(ordering: .relaxed) }
 }
 
-/// Who waits for one answer: a suspended task, a promise (blocking calls, pipelines), or
-/// nobody.
+/// Who waits for one answer: a suspended task, a promise (blocking calls), one place in a
+/// pipeline, or nobody.
 enum AnswerWaiter {
     case continuation(UnsafeContinuation<WireValue, any Error>)
     case promise(EventLoopPromise<WireValue>)

@@ -44,6 +44,9 @@ struct ManagerBench: AsyncParsableCommand {
     @Flag(help: "Run each client's task on Swift's global executor, not on its connection's event loop.")
     var globalExecutor = false
 
+    @Flag(help: "dict_set_get only: each client is a plain thread calling the blocking face (as Python code does).")
+    var blockingFace = false
+
     @Flag(help: "Also run the raw ping-pong floor, redis-benchmark over TLS and CPython's SyncManager in this run.")
     var compare = false
 
@@ -60,6 +63,7 @@ struct ManagerBench: AsyncParsableCommand {
         guard clientThreads >= 0, clientThreads <= 64 else { throw ValidationError("--client-threads must be 0...64") }
         guard (0...1_000_000).contains(busyPollUs) else { throw ValidationError("--busy-poll-us must be 0...1000000") }
         guard seconds > 0, seconds <= 600 else { throw ValidationError("--seconds must be in (0, 600]") }
+        if blockingFace && workload != "dict_set_get" { throw ValidationError("--blocking-face goes with --workload dict_set_get") }
         if connect != nil && stateDir == nil && !plaintext { throw ValidationError("--connect needs --state-dir (or --plaintext)") }
     }
 
@@ -87,15 +91,18 @@ struct ManagerBench: AsyncParsableCommand {
         }
         let cpuBefore = server?.cpuSeconds() ?? 0
         let clientCPUBefore = processCPUSeconds(getpid())
-        let result = try await ClientLoad.run(
-            workload: workload, managers: managers, seconds: seconds, contended: contended, onEventLoops: !globalExecutor)
+        let result =
+            blockingFace
+            ? try await ClientLoad.blockingDictSetGet(managers: managers, seconds: seconds)
+            : try await ClientLoad.run(
+                workload: workload, managers: managers, seconds: seconds, contended: contended, onEventLoops: !globalExecutor)
         let clientCPUAfter = processCPUSeconds(getpid())
         let cpuAfter = server?.cpuSeconds() ?? 0
         for manager in managers { await manager.close() }
 
         var report: [String: Any] = [
             "benchmark": "manager", "workload": workload, "clients": clients, "tls": !plaintext, "seconds": seconds,
-            "server_threads": serverThreads, "client_threads": clientThreads, "busy_poll_us": busyPollUs, "client_tasks_on": globalExecutor ? "global executor" : "event loop", "unit": ClientLoad.unit(workload),
+            "server_threads": serverThreads, "client_threads": clientThreads, "busy_poll_us": busyPollUs, "client_tasks_on": blockingFace ? "threads (blocking face)" : globalExecutor ? "global executor" : "event loop", "unit": ClientLoad.unit(workload),
             "ops_per_s": result.opsPerSecond, "p50_us": result.percentile(0.5), "p99_us": result.percentile(0.99),
         ]
         if server != nil { report["server_cpu_us_per_op"] = (cpuAfter - cpuBefore) * 1e6 / Double(max(result.operations, 1)) }
@@ -288,6 +295,42 @@ enum ClientLoad {
 }
 
 extension ClientLoad {
+    /// dict set/get from plain threads through the blocking face, one thread per connection.
+    static func blockingDictSetGet(managers: [Manager], seconds: Double) async throws -> Result {
+        var dicts: [DictProxy<String, Int>] = []
+        for manager in managers { dicts.append(try await manager.dict("bench-dict", String.self, Int.self)) }
+        let start = Date()
+        let deadline = start.addingTimeInterval(seconds)
+        let results = Threading.Lock()
+        nonisolated(unsafe) var perClient: [(Int, [Double])] = []
+        let threads = dicts.enumerated().map { index, d in
+            Colony.Thread(name: "bench-client-\(index)") {
+                var latencies: [Double] = []
+                var operations = 0
+                let key = "client-\(index)"
+                var i = 0
+                func timed(_ body: () throws -> Void) rethrows {
+                    let begin = DispatchTime.now().uptimeNanoseconds
+                    try body()
+                    if latencies.count < 200_000 { latencies.append(Double(DispatchTime.now().uptimeNanoseconds - begin) / 1e3) }
+                    operations += 1
+                }
+                while Date() < deadline {
+                    try timed { try d.set(key, i) }
+                    try timed { _ = try d.get(key) }
+                    i += 1
+                }
+                results.withLock { perClient.append((operations, latencies)) }
+            }
+        }
+        for thread in threads { try thread.start() }
+        for thread in threads { _ = try thread.join(timeout: seconds + 30) }
+        let elapsed = Date().timeIntervalSince(start)
+        let all = results.withLock { perClient }
+        let operations = all.reduce(0) { $0 + $1.0 }
+        return Result(operations: operations, opsPerSecond: Double(operations) / elapsed, latencies: all.flatMap(\.1))
+    }
+
     /// Producer/consumer workloads with at least two connections: the first half produce
     /// (put, set), the second half consume (get, wait), each on its own connection.
     static func pairs(_ workload: String, managers: [Manager], seconds: Double, onEventLoops: Bool) async throws -> Result {

@@ -192,6 +192,13 @@ import Testing
             return try await d.get("n")
         }
         #expect(total == 50 * 49 / 2)
+        // A blocking call made on the connection's own event-loop thread could never get its
+        // answer: it is refused with an error instead of hanging.
+        let blockingGet: @Sendable () throws -> Int = { try d.get("n") }
+        _ = await withTaskExecutorPreference(manager.executor) {
+            #expect(throws: ConnectionError.self) { try blockingGet() }
+        }
+        #expect(try blockingGet() == 50 * 49 / 2)
         await manager.close()
     }
 
