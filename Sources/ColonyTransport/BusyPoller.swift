@@ -97,13 +97,16 @@ public final class BusyPoller: @unchecked Sendable {
     /// with the largest budget.
     public func pollSoon(budget: UInt64) {
         guard budget > 0, watched > 0 else { return }
-        queuedBudget = max(queuedBudget, budget)
-        guard !pollQueued else { return }
+        guard !pollQueued else {
+            queuedBudget = max(queuedBudget, budget)
+            return
+        }
         guard backoff.shouldPoll() else {
             chancesSkipped.wrappingIncrement(ordering: .relaxed)
             return
         }
         pollQueued = true
+        queuedBudget = budget
         eventLoop.execute { [self] in poll() }
     }
 
@@ -133,7 +136,6 @@ public final class BusyPoller: @unchecked Sendable {
     private func poll() {
         pollQueued = false
         let budget = queuedBudget
-        queuedBudget = 0
         // Work waiting behind this task: the loop is not idle.
         guard handedOver.load(ordering: .relaxed) == 0 else { return }
         let deadline = colony_monotonic_ns() + budget
