@@ -231,6 +231,33 @@ import Testing
         try await group.shutdownGracefully()
     }
 
+    @Test func pipelinesAndSingleCallsInterleaveOnOneConnection() async throws {
+        let server = try ManagerProcess()
+        let manager = try await server.connect()
+        let d = try await manager.dict(nil, String.self, Int.self)
+        let id = d.reference.id
+        // Several pipelines and single calls from many tasks at once, on one connection: each
+        // answer must reach the request that asked for it.
+        try await withThrowingTaskGroup(of: Void.self) { tasks in
+            for task in 0..<8 {
+                tasks.addTask {
+                    for round in 0..<20 {
+                        let keys = (0..<25).map { "t\(task)-r\(round)-\($0)" }
+                        let sets = keys.enumerated().map { DictCall.setItem(.string($1), .integer($0)).request(object: id) }
+                        _ = try await manager.pipeline(sets)
+                        let gets = keys.map { DictCall.getItem(.string($0)).request(object: id) }
+                        let answers = try await manager.pipeline(gets)
+                        #expect(try answers.map { try $0.get() } == (0..<25).map { WireValue.integer($0) })
+                        #expect(try await d.get(keys[round % 25]) == round % 25)
+                    }
+                }
+            }
+            try await tasks.waitForAll()
+        }
+        #expect(try await d.count() == 8 * 20 * 25)
+        await manager.close()
+    }
+
     @Test func aPipelineInFlightWhenTheManagerDiesEndsWithConnectionErrors() async throws {
         let server = try ManagerProcess()
         let manager = try await server.connect()
