@@ -5,6 +5,7 @@
 #include <limits.h>
 #include <linux/futex.h>
 #include <pthread.h>
+#include <sched.h>
 #include <sys/epoll.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
@@ -143,4 +144,10 @@ int colony_epoll_watch_readable(int epfd, int fd) {
 int colony_epoll_ready_now(int epfd) {
     struct epoll_event event;
     return epoll_wait(epfd, &event, 1, 0);
+}
+
+int colony_cpus_in_affinity(void) {
+    cpu_set_t set;
+    if (sched_getaffinity(0, sizeof(set), &set) != 0) return 0;
+    return CPU_COUNT(&set);
 }

@@ -13,13 +13,17 @@ final class ManagerProcess: @unchecked Sendable {
     let port: Int
     private let output = Pipe()
 
-    init(extraArguments: [String] = []) throws {
+    /// `launcher` runs the manager through another command (such as `taskset -c 0`).
+    init(extraArguments: [String] = [], launcher: [String] = []) throws {
         stateDirectory = NSTemporaryDirectory() + "colony-test-\(UUID().uuidString)"
         try FileManager.default.createDirectory(atPath: stateDirectory, withIntermediateDirectories: true)
         let portFile = stateDirectory + "/port"
-        process.executableURL = buildDirectory.appendingPathComponent("colony")
-        process.arguments = ["manager", "--port", "0", "--state-dir", stateDirectory, "--port-file", portFile,
-                             "--event-loop-threads", "2", "--log-level", "warning"] + extraArguments
+        let colony = buildDirectory.appendingPathComponent("colony")
+        process.executableURL = launcher.first.map { URL(fileURLWithPath: $0) } ?? colony
+        process.arguments = launcher.dropFirst() + (launcher.isEmpty ? [] : [colony.path]) + [
+            "manager", "--port", "0", "--state-dir", stateDirectory, "--port-file", portFile,
+            "--event-loop-threads", "2", "--log-level", "warning",
+        ] + extraArguments
         process.standardOutput = output
         process.standardError = output
         try process.run()

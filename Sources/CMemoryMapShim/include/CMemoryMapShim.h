@@ -47,6 +47,10 @@ int colony_epoll_watch_readable(int epfd, int fd);
 /// reported), or -1 and errno.
 int colony_epoll_ready_now(int epfd);
 
+/// How many CPUs this thread may run on (sched_getaffinity(2), as `taskset` sets it); 0 when
+/// the kernel does not say.
+int colony_cpus_in_affinity(void);
+
 /// prctl(PR_SET_PDEATHSIG, signal): this process gets `signal` when its parent thread exits.
 int colony_set_parent_death_signal(int signal);
 
