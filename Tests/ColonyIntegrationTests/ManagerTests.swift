@@ -526,9 +526,10 @@ func rawExchange(port: Int, send bytes: [UInt8]) throws -> [UInt8] {
     @Test func connectionsWithDifferentBudgetsShareAnEventLoop() async throws {
         let server = try ManagerProcess()
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
-        // A one-second budget next to connections that do not poll: were a poll not to stop
-        // when a neighbour's answer or a task arrives, each call would take a second and the
-        // suite would run out its time limit.
+        // One-second budgets next to connections that do not poll, on one event loop: every
+        // answer must still reach its caller. (That a poll stops for a readable socket or for
+        // handed-over work is pinned down in ColonyTransportTests; here a poll that did not
+        // stop would make calls slow, not wrong.)
         var managers: [Manager] = []
         for budget: Duration in [.zero, .seconds(1), .microseconds(50), .seconds(1)] {
             managers.append(
