@@ -2,6 +2,8 @@
 #include "CMemoryMapShim.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
 #include <limits.h>
 #include <linux/futex.h>
 #include <pthread.h>
@@ -150,4 +152,18 @@ int colony_cpus_in_affinity(void) {
     cpu_set_t set;
     if (sched_getaffinity(0, sizeof(set), &set) != 0) return 0;
     return CPU_COUNT(&set);
+}
+
+int64_t colony_thread_cpu_wait_ns(void) {
+    // "time on CPU, time waiting on a run queue, time slices", in nanoseconds.
+    int fd = open("/proc/thread-self/schedstat", O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return -1;
+    char text[128];
+    ssize_t count = read(fd, text, sizeof(text) - 1);
+    close(fd);
+    if (count <= 0) return -1;
+    text[count] = 0;
+    unsigned long long running = 0, waiting = 0;
+    if (sscanf(text, "%llu %llu", &running, &waiting) != 2) return -1;
+    return (int64_t)waiting;
 }

@@ -181,6 +181,7 @@ public final class ManagerServer: ManagerContext, @unchecked Sendable {
         counters["busy_polls_ended_by_work"] = polling.reduce(0) { $0 + $1.endedByWork }
         counters["busy_polls_timed_out"] = polling.reduce(0) { $0 + $1.timedOut }
         counters["busy_poll_chances_skipped"] = polling.reduce(0) { $0 + $1.skipped }
+        counters["busy_poll_chances_skipped_while_crowded"] = polling.reduce(0) { $0 + $1.skippedWhileCrowded }
         return [
             "version": .string(colonyReleaseVersion),
             "uptime": .double(Date().timeIntervalSince(started)),

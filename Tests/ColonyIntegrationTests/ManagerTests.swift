@@ -508,7 +508,9 @@ func rawExchange(port: Int, send bytes: [UInt8]) throws -> [UInt8] {
     /// The manager's busy polls so far, whatever ended them, as `colony status` counts them.
     static func pollsCounted(by manager: Manager) async throws -> Int64 {
         let counters = try await manager.status()["counters"]
-        let names = ["busy_polls_ended_by_work", "busy_polls_timed_out", "busy_poll_chances_skipped"]
+        let names = [
+            "busy_polls_ended_by_work", "busy_polls_timed_out", "busy_poll_chances_skipped", "busy_poll_chances_skipped_while_crowded",
+        ]
         return try names.reduce(0) { total, name in try total + #require(counters?[name]?.int64Value) }
     }
 

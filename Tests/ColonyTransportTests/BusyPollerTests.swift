@@ -45,6 +45,40 @@ import Testing
     }
 }
 
+@Suite struct CPUContentionTests {
+    let ms: UInt64 = 1_000_000
+
+    @Test func crowdedWhenTheThreadWaitedMoreThanAnEighthOfTheWindow() {
+        var contention = CPUContention()
+        #expect(contention.isDue(at: 0))
+        contention.record(at: 0, waited: 500 * ms)
+        #expect(!contention.isCrowded)  // one sample says nothing yet
+        #expect(!contention.isDue(at: 9 * ms))
+        #expect(contention.isDue(at: 10 * ms))
+        contention.record(at: 10 * ms, waited: 500 * ms + ms)  // waited 10%
+        #expect(!contention.isCrowded)
+        contention.record(at: 20 * ms, waited: 501 * ms + 2 * ms)  // waited 20%
+        #expect(contention.isCrowded)
+        contention.record(at: 30 * ms, waited: 503 * ms)  // did not wait
+        #expect(!contention.isCrowded)
+    }
+
+    @Test func neverCrowdedWhereTheKernelDoesNotSay() {
+        var contention = CPUContention()
+        contention.record(at: 0, waited: 0)
+        contention.record(at: 10 * ms, waited: 5 * ms)
+        #expect(contention.isCrowded)
+        contention.record(at: 20 * ms, waited: nil)
+        #expect(!contention.isCrowded)
+        #expect(contention.isDue(at: 20 * ms))
+    }
+
+    @Test func thisThreadsWaitIsReadable() {
+        // Linux keeps it in /proc/thread-self/schedstat; nil would turn the rule off.
+        #expect(colonyThreadCPUWait() != nil)
+    }
+}
+
 /// A connected loopback pair on one event loop: the accepted side and the connecting side.
 private struct LoopbackPair {
     let group: MultiThreadedEventLoopGroup

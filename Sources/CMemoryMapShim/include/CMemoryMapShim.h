@@ -51,6 +51,10 @@ int colony_epoll_ready_now(int epfd);
 /// the kernel does not say.
 int colony_cpus_in_affinity(void);
 
+/// Nanoseconds the calling thread has spent runnable but waiting for a CPU, from
+/// /proc/thread-self/schedstat; -1 where the kernel does not keep it.
+int64_t colony_thread_cpu_wait_ns(void);
+
 /// prctl(PR_SET_PDEATHSIG, signal): this process gets `signal` when its parent thread exits.
 int colony_set_parent_death_signal(int signal);
 
