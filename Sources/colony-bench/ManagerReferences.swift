@@ -164,7 +164,7 @@ enum CPythonManagerReference {
     }
 
     static let script = #"""
-import json, queue, sys, threading, time
+import json, os, queue, sys, threading, time
 from multiprocessing import Process, Queue
 from multiprocessing.managers import SyncManager, DictProxy, AcquirerProxy, BaseProxy
 
@@ -183,6 +183,13 @@ BenchManager.register("bench_lock", callable=lambda: shared_lock, proxytype=Acqu
 BenchManager.register("bench_queue", callable=queue_named)
 
 def client(address, authkey, index, results):
+    # A client that fails says so, so that the driver does not wait for it.
+    try:
+        run_client(address, authkey, index, results)
+    except Exception as error:
+        results.put(f"client {index}: {type(error).__name__}: {error}")
+
+def run_client(address, authkey, index, results):
     manager = BenchManager(address=address, authkey=authkey)
     manager.connect()
     ops = 0
@@ -234,13 +241,30 @@ if __name__ == "__main__":
     manager = BenchManager(address=("127.0.0.1", 0), authkey=b"colony-bench")
     manager.start()
     results = Queue()
-    processes = [Process(target=client, args=(manager.address, b"colony-bench", i, results)) for i in range(clients)]
+    processes = [Process(target=client, args=(manager.address, b"colony-bench", i, results), daemon=True) for i in range(clients)]
     for p in processes:
         p.start()
-    for _ in processes:
-        results.get(timeout=60)
-    start = time.perf_counter()
-    total = sum(results.get(timeout=seconds + 60) for _ in processes)
+
+    def collect(within):
+        # One report from every client, all within `within` seconds.
+        deadline, values = time.monotonic() + within, []
+        while len(values) < clients:
+            value = results.get(timeout=max(0.1, deadline - time.monotonic()))
+            if isinstance(value, str):
+                raise RuntimeError(value)
+            values.append(value)
+        return values
+
+    try:
+        collect(60)
+        start = time.perf_counter()
+        total = sum(collect(seconds + 60))
+    except (queue.Empty, RuntimeError) as error:
+        for p in processes:
+            p.kill()
+        print(f"a CPython client did not report: {error or 'timed out'}", file=sys.stderr)
+        manager.shutdown()
+        os._exit(1)
     elapsed = time.perf_counter() - start
     for p in processes:
         p.join()
