@@ -206,6 +206,17 @@ enum ClientLoad {
         func timed(_ count: Int, _ body: () async throws -> Void) async rethrows {
             let begin = DispatchTime.now().uptimeNanoseconds
             try await body()
+            record(count, since: begin)
+        }
+
+        /// The same for code on a plain thread.
+        func timedBlocking(_ count: Int, _ body: () throws -> Void) rethrows {
+            let begin = DispatchTime.now().uptimeNanoseconds
+            try body()
+            record(count, since: begin)
+        }
+
+        private func record(_ count: Int, since begin: UInt64) {
             let micros = Double(DispatchTime.now().uptimeNanoseconds - begin) / 1e3
             if latencies.count < 200_000 { latencies.append(micros / Double(count)) }
             operations += count
@@ -283,11 +294,12 @@ enum ClientLoad {
                 i % 2 == 0 ? DictCall.setItem(.string("p\(index)-\(i)"), .integer(i)).request(object: d.reference.id)
                     : DictCall.getItem(.string("p\(index)-\(i - 1)")).request(object: d.reference.id)
             }
-            if workload == "batch" {
-                while Date() < deadline { try await timed(100) { _ = try await manager.batch(requests) } }
-            }
             while Date() < deadline {
-                try await timed(100) { _ = try await manager.pipeline(requests) }
+                if workload == "batch" {
+                    try await timed(100) { _ = try await manager.batch(requests) }
+                } else {
+                    try await timed(100) { _ = try await manager.pipeline(requests) }
+                }
             }
         }
         return recorder.result
@@ -305,22 +317,15 @@ extension ClientLoad {
         nonisolated(unsafe) var perClient: [(Int, [Double])] = []
         let threads = dicts.enumerated().map { index, d in
             Colony.Thread(name: "bench-client-\(index)") {
-                var latencies: [Double] = []
-                var operations = 0
+                let recorder = Recorder()
                 let key = "client-\(index)"
                 var i = 0
-                func timed(_ body: () throws -> Void) rethrows {
-                    let begin = DispatchTime.now().uptimeNanoseconds
-                    try body()
-                    if latencies.count < 200_000 { latencies.append(Double(DispatchTime.now().uptimeNanoseconds - begin) / 1e3) }
-                    operations += 1
-                }
                 while Date() < deadline {
-                    try timed { try d.set(key, i) }
-                    try timed { _ = try d.get(key) }
+                    try recorder.timedBlocking(1) { try d.set(key, i) }
+                    try recorder.timedBlocking(1) { _ = try d.get(key) }
                     i += 1
                 }
-                results.withLock { perClient.append((operations, latencies)) }
+                results.withLock { perClient.append(recorder.result) }
             }
         }
         for thread in threads { try thread.start() }
