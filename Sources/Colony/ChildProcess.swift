@@ -188,20 +188,23 @@ public final class ChildProcess: @unchecked Sendable {
     }
 
     private static func spawn(payload: [UInt8]) throws -> pid_t {
-        var pipeEnds: [Int32] = [0, 0]
-        guard pipe(&pipeEnds) == 0 else { throw MemoryMapError.system("pipe") }
-        for end in pipeEnds { _ = fcntl(end, F_SETFD, FD_CLOEXEC) }
-        let childDescriptor: Int32 = 3
-        if pipeEnds[0] == childDescriptor {  // dup2 onto itself would keep close-on-exec
-            let moved = fcntl(pipeEnds[0], F_DUPFD_CLOEXEC, 10)
-            Glibc.close(pipeEnds[0])
-            pipeEnds[0] = moved
+        // A socket pair rather than a pipe: `send` with MSG_NOSIGNAL reports a child that died
+        // before reading its payload as EPIPE instead of killing this process with SIGPIPE.
+        var payloadEnds: [Int32] = [0, 0]
+        guard socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0, &payloadEnds) == 0 else {
+            throw MemoryMapError.system("socketpair")
         }
-        defer { Glibc.close(pipeEnds[1]) }
+        let childDescriptor: Int32 = 3
+        if payloadEnds[0] == childDescriptor {  // dup2 onto itself would keep close-on-exec
+            let moved = fcntl(payloadEnds[0], F_DUPFD_CLOEXEC, 10)
+            Glibc.close(payloadEnds[0])
+            payloadEnds[0] = moved
+        }
+        defer { Glibc.close(payloadEnds[1]) }
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)
         defer { posix_spawn_file_actions_destroy(&actions) }
-        posix_spawn_file_actions_adddup2(&actions, pipeEnds[0], childDescriptor)
+        posix_spawn_file_actions_adddup2(&actions, payloadEnds[0], childDescriptor)
         var attributes = posix_spawnattr_t()
         posix_spawnattr_init(&attributes)
         defer { posix_spawnattr_destroy(&attributes) }
@@ -226,14 +229,20 @@ public final class ChildProcess: @unchecked Sendable {
         }
         var child: pid_t = 0
         let rc = posix_spawn(&child, executable, &actions, &attributes, argv, envp)
-        Glibc.close(pipeEnds[0])
+        Glibc.close(payloadEnds[0])
         guard rc == 0 else { throw MemoryMapError(.system, "posix_spawn failed (errno \(rc))", errno: rc) }
+        sendPayload(payload, to: payloadEnds[1])
+        return child
+    }
+
+    /// Writes a child's payload. A child that exits before reading it all (killed at once,
+    /// say) leaves the rest unsent: its exit status tells the story, and this process lives.
+    static func sendPayload(_ payload: [UInt8], to descriptor: Int32) {
         var written = 0
         while written < payload.count {
-            let count = payload[written...].withUnsafeBytes { Glibc.write(pipeEnds[1], $0.baseAddress, $0.count) }
-            if count > 0 { written += count } else if errno != EINTR { break }
+            let count = payload[written...].withUnsafeBytes { Glibc.send(descriptor, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+            if count > 0 { written += count } else if errno != EINTR { return }
         }
-        return child
     }
 
     /// Collects the child's status if it has ended (or waits for it with `block`).

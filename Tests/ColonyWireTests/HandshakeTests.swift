@@ -92,11 +92,6 @@ import Testing
         #expect(delay > 0)
     }
 
-    @Test func pythonReferenceProducesTheSameHandshake() throws {
-        let result = try runPythonReference(["check-handshake", repositoryRoot.appendingPathComponent("Protocol/vectors/handshake.json").path])
-        #expect(result.status == 0, "\(result.output)")
-    }
-
     @Test func noCommonVersionIsRejectedWithTheServersVersions() throws {
         let (client, server, _) = try run(clientKey: key, serverKey: key, clientVersions: [2], serverVersions: [1])
         guard case .failed(let failure, let frames, _) = server else {
