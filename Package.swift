@@ -52,6 +52,9 @@ let package = Package(
                 .product(name: "Crypto", package: "swift-crypto"),
             ]
         ),
+        // The pool's scheduler as a pure state machine: jobs, chunks, workers, attempts,
+        // result order. No I/O; the manager hosts it for remote worker nodes.
+        .target(name: "ColonyPool", dependencies: ["ColonyWire"]),
         // What the client and the manager share on top of NIO: busy polling of their
         // connections.
         .target(
@@ -67,7 +70,7 @@ let package = Package(
         .target(
             name: "ColonyServer",
             dependencies: [
-                "ColonyWire", "ColonyTransport", "Threading",
+                "ColonyWire", "ColonyTransport", "ColonyPool", "Threading",
                 .product(name: "Atomics", package: "swift-atomics"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
@@ -120,6 +123,7 @@ let package = Package(
             ]
         ),
         .testTarget(name: "ColonyServerTests", dependencies: ["ColonyServer", "ColonyWire"]),
+        .testTarget(name: "ColonyPoolTests", dependencies: ["ColonyPool", "ColonyWire"]),
         .testTarget(
             name: "ColonyWireTests",
             dependencies: [

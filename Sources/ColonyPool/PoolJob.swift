@@ -1,0 +1,144 @@
+import ColonyWire
+
+/// One job's calls and outcomes. Calls are numbered from 0 in input order; the ones
+/// already handed to the client are dropped from the front, so a long streamed `imap` holds
+/// only what is queued, running or not yet taken.
+struct Job {
+    let id: PoolJobID
+    let client: PoolClientID
+    let task: String
+    let ordered: Bool
+    let chunksize: Int
+    var inputComplete: Bool
+    /// Whether its finish was counted for its client.
+    var counted = false
+    /// Calls not taken yet (and those after them), from call number `base` on.
+    private var base = 0
+    private var slots: [Slot] = []
+    private(set) var received = 0
+    /// The first call not yet put in any chunk.
+    private var nextUnchunked = 0
+    /// Chunks to run again (their worker was lost, or a call before them failed): they go
+    /// before new chunks.
+    var retries = FIFO<Chunk>()
+    /// Ordered: the next call to hand out. Unordered: no call before it is left to hand out.
+    private var nextToDeliver = 0
+    /// Unordered: finished calls not yet handed out, in completion order.
+    private var ready = FIFO<Int>()
+    private(set) var completed = 0
+    private(set) var delivered = 0
+    private(set) var failed = 0
+    var running: Set<PoolAssignmentID> = []
+
+    private enum Slot {
+        /// Queued or running: the argument list is kept for a retry.
+        case waiting(WireValue)
+        case done(PoolOutcome)
+        case delivered
+    }
+
+    init(id: PoolJobID, client: PoolClientID, task: String, ordered: Bool, chunksize: Int, calls: [WireValue], inputComplete: Bool) {
+        self.id = id
+        self.client = client
+        self.task = task
+        self.ordered = ordered
+        self.chunksize = chunksize
+        self.inputComplete = inputComplete
+        append(calls)
+    }
+
+    mutating func append(_ calls: [WireValue]) {
+        slots.reserveCapacity(slots.count + calls.count)
+        for call in calls { slots.append(.waiting(call)) }
+        received += calls.count
+    }
+
+    var isFinished: Bool { inputComplete && completed == received }
+
+    /// Whether a chunk can be handed out now. A streamed job waits for a full chunk until its
+    /// input is complete.
+    var hasQueued: Bool {
+        let fresh = received - nextUnchunked
+        return !retries.isEmpty || fresh >= chunksize || (inputComplete && fresh > 0)
+    }
+
+    var queuedCount: Int { retries.elements.reduce(received - nextUnchunked) { $0 + $1.count } }
+
+    mutating func nextChunk() -> Chunk {
+        if let retry = retries.popFirst() { return retry }
+        let count = min(chunksize, received - nextUnchunked)
+        defer { nextUnchunked += count }
+        return Chunk(start: nextUnchunked, count: count, attempt: 1)
+    }
+
+    func arguments(_ chunk: Chunk) -> [WireValue] {
+        slots[(chunk.start - base)..<(chunk.start - base + chunk.count)].map { slot in
+            if case .waiting(let arguments) = slot { return arguments }
+            return .null
+        }
+    }
+
+    func isWaiting(_ index: Int) -> Bool {
+        guard index >= base, index - base < slots.count, case .waiting = slots[index - base] else { return false }
+        return true
+    }
+
+    /// Records a call's outcome; false if it already had one (a cancelled call's late result).
+    mutating func record(_ index: Int, _ outcome: PoolOutcome) -> Bool {
+        guard isWaiting(index) else { return false }
+        slots[index - base] = .done(outcome)
+        completed += 1
+        if case .failure = outcome { failed += 1 }
+        if !ordered { ready.append(index) }
+        return true
+    }
+
+    /// Every call without an outcome yet (queued or running).
+    func undoneIndices() -> [Int] {
+        slots.indices.filter { if case .waiting = slots[$0] { true } else { false } }.map { $0 + base }
+    }
+
+    /// Calls waiting in the queue (not running).
+    func queuedIndices() -> [Int] {
+        retries.elements.flatMap { $0.start..<($0.start + $0.count) } + Array(nextUnchunked..<received)
+    }
+
+    mutating func dropQueued() {
+        retries = FIFO()
+        nextUnchunked = received
+    }
+
+    var hasReady: Bool {
+        if !ordered { return !ready.isEmpty }
+        guard nextToDeliver < received, case .done = slots[nextToDeliver - base] else { return false }
+        return true
+    }
+
+    /// Hands out up to `limit` outcomes: the next in input order (ordered), or in completion
+    /// order (unordered).
+    mutating func takeReady(limit: Int) -> [PoolOutcome] {
+        var outcomes: [PoolOutcome] = []
+        if ordered {
+            while outcomes.count < limit, nextToDeliver < received, case .done(let outcome) = slots[nextToDeliver - base] {
+                outcomes.append(outcome)
+                slots[nextToDeliver - base] = .delivered
+                nextToDeliver += 1
+            }
+        } else {
+            while outcomes.count < limit, let index = ready.popFirst() {
+                guard case .done(let outcome) = slots[index - base] else { continue }
+                outcomes.append(outcome)
+                slots[index - base] = .delivered
+            }
+            while nextToDeliver < received, case .delivered = slots[nextToDeliver - base] { nextToDeliver += 1 }
+        }
+        delivered += outcomes.count
+        // Drop the handed-out front once it is most of the storage.
+        let handedOut = nextToDeliver - base
+        if handedOut > 1024, handedOut * 2 > slots.count {
+            slots.removeFirst(handedOut)
+            base = nextToDeliver
+        }
+        return outcomes
+    }
+}

@@ -1,0 +1,587 @@
+import ColonyWire
+
+/// One call's outcome: its result value, or the error its caller gets (TaskFailed,
+/// WorkerLost, NoSuchTask, Cancelled).
+public typealias PoolOutcome = Result<WireValue, RemoteError>
+
+/// What the scheduler's host must do after an input.
+public enum PoolAction: Equatable, Sendable {
+    /// Send `calls` (argument lists) of `task` to `worker` as assignment `assignment`.
+    case assign(worker: PoolWorkerID, assignment: PoolAssignmentID, task: String, calls: [WireValue], attempt: Int)
+    /// Tell `worker` to stop running `assignment` (its job was cancelled or terminated); the
+    /// worker still answers it, and that answer frees its place.
+    case abort(worker: PoolWorkerID, assignment: PoolAssignmentID)
+    /// `job` has new results to take, or has finished: wake whoever waits on it.
+    case resultsReady(PoolJobID)
+    /// Every job of `client` has finished: wake its `join`.
+    case clientIdle(PoolClientID)
+    /// `worker` was silent past its heartbeat deadline and now counts as lost: close its
+    /// connection.
+    case disconnect(worker: PoolWorkerID, reason: String)
+}
+
+/// Limits and intervals of one pool.
+public struct PoolSettings: Sendable, Equatable {
+    /// How many times a call is run before its worker's death fails it with WorkerLost.
+    public var maxAttempts: Int
+    /// Workers send a heartbeat this often; three silent intervals lose the worker.
+    public var heartbeatInterval: Duration
+    /// The chunk size for `map` when the caller gives none (nil: Python's automatic size).
+    public var chunksize: Int?
+
+    public init(maxAttempts: Int = 3, heartbeatInterval: Duration = .seconds(5), chunksize: Int? = nil) {
+        self.maxAttempts = maxAttempts
+        self.heartbeatInterval = heartbeatInterval
+        self.chunksize = chunksize
+    }
+
+    static func nanoseconds(_ duration: Duration) -> UInt64 {
+        let (seconds, attoseconds) = duration.components
+        return UInt64(max(0, seconds)) * 1_000_000_000 + UInt64(max(0, attoseconds) / 1_000_000_000)
+    }
+}
+
+/// The pool's scheduling as a pure state machine: jobs and their calls, workers with
+/// capacity, chunks assigned as capacity frees (pull-based), attempts, re-assignment of a
+/// lost worker's calls, results in input order (map, imap) or completion order
+/// (imap_unordered), cancel, close/join/terminate per client. Inputs return `PoolAction`s;
+/// time is passed in. The manager hosts it for remote worker nodes; nothing here does I/O.
+///
+/// Fairness: jobs with queued calls take turns, one chunk each, so a small apply waits for
+/// at most one chunk per other job, not behind a million-call map.
+public struct PoolScheduler {
+    public let settings: PoolSettings
+
+    private var jobs: [PoolJobID: Job] = [:]
+    private var workers: [PoolWorkerID: Worker] = [:]
+    private var assignments: [PoolAssignmentID: Assignment] = [:]
+    private var clients: [PoolClientID: Client] = [:]
+    /// Jobs with calls to hand out, in turn order; `inTurn` mirrors its membership.
+    private var turns = FIFO<PoolJobID>()
+    private var inTurn: Set<PoolJobID> = []
+    /// Jobs that no free worker can run (task not registered there); back in turn when a
+    /// place frees or a worker joins.
+    private var blocked: [PoolJobID] = []
+    /// One entry per free place of a worker; entries of workers that left or drain are
+    /// skipped when met.
+    private var freePlaces = FIFO<PoolWorkerID>()
+    private var nextJob: UInt64 = 1
+    private var nextAssignment: UInt64 = 1
+    /// Totals since the pool started, for `status`.
+    public private(set) var counters = PoolCounters()
+
+    public init(settings: PoolSettings = PoolSettings()) {
+        precondition(settings.maxAttempts >= 1, "a pool must allow at least one attempt per call")
+        self.settings = settings
+    }
+
+    // MARK: Workers
+
+    /// A worker node joined with `capacity` places (how many chunks it holds at once),
+    /// `processes` running them, and the tasks it registered.
+    /// `heartbeatInterval` is the worker's own (the pool's setting when nil).
+    public mutating func workerJoined(
+        _ id: PoolWorkerID, node: String, pid: Int, capacity: Int, processes: Int, tasks: Set<String>, heartbeatInterval: Duration? = nil,
+        now: UInt64
+    ) -> [PoolAction] {
+        precondition(capacity >= 1, "a worker's capacity is checked before it joins")
+        precondition(workers[id] == nil, "\(id) joined twice")
+        let interval = heartbeatInterval ?? settings.heartbeatInterval
+        workers[id] = Worker(
+            id: id, node: node, pid: pid, capacity: capacity, processes: max(1, processes), tasks: tasks,
+            silenceLimit: PoolSettings.nanoseconds(interval) * 3, lastHeard: now)
+        for _ in 0..<capacity { freePlaces.append(id) }
+        unblockAll()
+        var actions: [PoolAction] = []
+        dispatch(into: &actions)
+        return actions
+    }
+
+    /// Any frame from the worker: it is alive.
+    public mutating func heard(from id: PoolWorkerID, now: UInt64) {
+        workers[id]?.lastHeard = now
+    }
+
+    /// The worker announced it is leaving: it gets no new assignments and finishes the
+    /// ones it has.
+    public mutating func workerDraining(_ id: PoolWorkerID) {
+        workers[id]?.draining = true
+    }
+
+    /// The worker's connection ended, or it was found silent: each call it was running goes
+    /// back to the queue with one more attempt (split into single calls, so that one call
+    /// that kills its workers cannot take the rest of its chunk down with it), or fails with
+    /// WorkerLost when it has had all its attempts.
+    public mutating func workerLeft(_ id: PoolWorkerID) -> [PoolAction] {
+        guard let worker = workers.removeValue(forKey: id) else { return [] }
+        var actions: [PoolAction] = []
+        for assignmentID in worker.assignments.sorted(by: { $0.rawValue < $1.rawValue }) {
+            guard let assignment = assignments.removeValue(forKey: assignmentID) else { continue }
+            counters.lostAssignments += 1
+            requeue(assignment, from: 0, blamedOffsets: 0..<assignment.count, node: worker.node, into: &actions)
+        }
+        failTasksNoWorkerRuns(into: &actions)
+        dispatch(into: &actions)
+        return actions
+    }
+
+    /// Checks heartbeat deadlines: a worker silent for three intervals is lost.
+    public mutating func tick(now: UInt64) -> [PoolAction] {
+        let silent = workers.values.filter { now > $0.lastHeard && now - $0.lastHeard > $0.silenceLimit }.map(\.id)
+        var actions: [PoolAction] = []
+        for id in silent.sorted(by: { $0.rawValue < $1.rawValue }) {
+            let seconds = Double(workers[id]!.silenceLimit) / 3e9
+            actions.append(.disconnect(worker: id, reason: "no heartbeat for three intervals (\(seconds) s each)"))
+            actions += workerLeft(id)
+        }
+        return actions
+    }
+
+    // MARK: Clients
+
+    /// Python's `apply_async` / `map_async` / `imap`: a job running `task` once per argument
+    /// list in `calls`. `moreInput` keeps the job open for `feed` (streamed input).
+    /// `chunksize` nil picks Python's automatic size for a complete input, 1 for a streamed
+    /// one (as `imap`'s default).
+    public mutating func submit(
+        client: PoolClientID, task: String, calls: [WireValue], chunksize: Int?, ordered: Bool, moreInput: Bool = false
+    ) throws(RemoteError) -> (PoolJobID, [PoolAction]) {
+        if clients[client]?.closed == true {
+            throw RemoteError(.valueError, "Pool not running: this client closed or terminated the pool")
+        }
+        if let chunksize, chunksize < 1 {
+            throw RemoteError(.valueError, "chunksize must be at least 1, not \(chunksize)")
+        }
+        if !workers.isEmpty, !workers.values.contains(where: { $0.tasks.contains(task) }) {
+            throw RemoteError(.noSuchTask, noWorkerRuns(task))
+        }
+        let id = PoolJobID(nextJob)
+        nextJob += 1
+        let size = chunksize ?? settings.chunksize ?? (moreInput ? 1 : automaticChunksize(calls: calls.count))
+        jobs[id] = Job(id: id, client: client, task: task, ordered: ordered, chunksize: size, calls: calls, inputComplete: !moreInput)
+        clients[client, default: Client()].unfinished += 1
+        counters.submittedCalls += calls.count
+        var actions: [PoolAction] = []
+        finishIfDone(id, into: &actions)
+        enterTurn(id)
+        dispatch(into: &actions)
+        return (id, actions)
+    }
+
+    /// More input for a job submitted with `moreInput`; `last` ends it.
+    public mutating func feed(_ id: PoolJobID, calls: [WireValue], last: Bool) throws(RemoteError) -> [PoolAction] {
+        guard var job = jobs[id] else { throw RemoteError(.valueError, "\(id) does not exist (finished and taken, or cancelled)") }
+        guard !job.inputComplete else { throw RemoteError(.valueError, "\(id) already has all its input") }
+        job.append(calls)
+        job.inputComplete = last
+        jobs[id] = job
+        counters.submittedCalls += calls.count
+        var actions: [PoolAction] = []
+        finishIfDone(id, into: &actions)
+        enterTurn(id)
+        dispatch(into: &actions)
+        return actions
+    }
+
+    /// Python's `Future.cancel` / `AsyncResult` cancel: calls not finished yet end with
+    /// Cancelled; running ones are aborted. Returns false if the job had already finished.
+    public mutating func cancel(_ id: PoolJobID) -> (cancelled: Bool, actions: [PoolAction]) {
+        guard var job = jobs[id], !job.isFinished else { return (false, []) }
+        var actions: [PoolAction] = []
+        let cancelled = RemoteError(.cancelled, "the call was cancelled (cancel or terminate) before it finished")
+        for index in job.undoneIndices() { _ = job.record(index, .failure(cancelled)) }
+        job.inputComplete = true
+        job.dropQueued()
+        for assignmentID in job.running.sorted(by: { $0.rawValue < $1.rawValue }) {
+            if let assignment = assignments[assignmentID] { actions.append(.abort(worker: assignment.worker, assignment: assignmentID)) }
+        }
+        counters.cancelledJobs += 1
+        jobs[id] = job
+        actions.append(.resultsReady(id))
+        finishIfDone(id, into: &actions)
+        return (true, actions)
+    }
+
+    /// Python's `Pool.close`: this client submits no more.
+    public mutating func close(client: PoolClientID) -> [PoolAction] {
+        clients[client, default: Client()].closed = true
+        return clients[client]!.unfinished == 0 ? [.clientIdle(client)] : []
+    }
+
+    /// Python's `Pool.terminate`: closes, and cancels every unfinished job of this client.
+    public mutating func terminate(client: PoolClientID) -> [PoolAction] {
+        var actions = close(client: client)
+        for id in jobs.keys.sorted() where jobs[id]!.client == client {
+            actions += cancel(id).actions
+        }
+        return actions
+    }
+
+    /// Whether every job of `client` has finished (what `join` waits for).
+    public func isIdle(_ client: PoolClientID) -> Bool { (clients[client]?.unfinished ?? 0) == 0 }
+
+    /// Whether `client` closed its pool (`join` before `close` is an error, as in Python).
+    public func isClosed(_ client: PoolClientID) -> Bool { clients[client]?.closed ?? false }
+
+    /// The client went away (its connection closed): its queued work is dropped, running
+    /// calls are aborted, and its results are freed. Python loses such results too, but
+    /// keeps running the work; here nobody waits for it, so it stops.
+    public mutating func clientGone(_ client: PoolClientID) -> [PoolAction] {
+        var actions: [PoolAction] = []
+        for id in jobs.keys.sorted() where jobs[id]!.client == client {
+            actions += cancel(id).actions.filter { if case .abort = $0 { true } else { false } }
+            jobs[id] = nil
+        }
+        clients[client] = nil
+        return actions
+    }
+
+    // MARK: Results from workers
+
+    /// Every call of `assignment` succeeded, with `results` in call order.
+    public mutating func completed(_ assignmentID: PoolAssignmentID, by worker: PoolWorkerID, results: [WireValue])
+        throws(RemoteError) -> [PoolAction]
+    {
+        let assignment = try take(assignmentID, from: worker)
+        var actions: [PoolAction] = []
+        guard results.count == assignment.count else {
+            requeue(assignment, from: 0, blamedOffsets: 0..<assignment.count, node: nodeName(worker), into: &actions)
+            dispatch(into: &actions)
+            throw RemoteError(.badRequest, "\(assignmentID) had \(assignment.count) calls, but its result holds \(results.count) values")
+        }
+        record(assignment, results: results, into: &actions)
+        dispatch(into: &actions)
+        return actions
+    }
+
+    /// Call `index` of `assignment` threw `error` (the task's own error: not retried); the
+    /// calls before it gave `results`, the calls after it go back to the queue.
+    public mutating func failed(
+        _ assignmentID: PoolAssignmentID, by worker: PoolWorkerID, index: Int, results: [WireValue], error: RemoteError
+    ) throws(RemoteError) -> [PoolAction] {
+        let assignment = try take(assignmentID, from: worker)
+        var actions: [PoolAction] = []
+        guard index >= 0, index < assignment.count, results.count == index else {
+            requeue(assignment, from: 0, blamedOffsets: 0..<assignment.count, node: nodeName(worker), into: &actions)
+            dispatch(into: &actions)
+            throw RemoteError(.badRequest, "a failure report for \(assignmentID) (\(assignment.count) calls) needs 0 ≤ index < count and index results")
+        }
+        record(assignment, results: results, into: &actions)
+        if var job = jobs[assignment.job], job.record(assignment.start + index, .failure(error)) {
+            counters.failedCalls += 1
+            jobs[assignment.job] = job
+            actions.append(.resultsReady(job.id))
+            finishIfDone(job.id, into: &actions)
+        }
+        requeue(assignment, from: index + 1, blamedOffsets: 0..<0, node: "", into: &actions)
+        dispatch(into: &actions)
+        return actions
+    }
+
+    /// The process running call `index` of `assignment` died (or was stopped by an abort):
+    /// the calls before it gave `results`; call `index` is retried with one more attempt (or
+    /// fails with WorkerLost), the calls after it are queued again as they were.
+    public mutating func lost(_ assignmentID: PoolAssignmentID, by worker: PoolWorkerID, index: Int, results: [WireValue])
+        throws(RemoteError) -> [PoolAction]
+    {
+        let assignment = try take(assignmentID, from: worker)
+        var actions: [PoolAction] = []
+        let index = min(max(0, index), assignment.count - 1)
+        let finished = Array(results.prefix(index))
+        record(assignment, results: finished, into: &actions)
+        requeue(assignment, from: finished.count, blamedOffsets: index..<(index + 1), node: nodeName(worker), into: &actions)
+        dispatch(into: &actions)
+        return actions
+    }
+
+    // MARK: Taking results
+
+    /// Up to `limit` outcomes that are ready to hand to the client: the next ones in input
+    /// order for an ordered job, any finished ones for an unordered job. `finished` is true
+    /// once every outcome has been taken; the job is then forgotten.
+    public mutating func take(_ id: PoolJobID, limit: Int = .max) throws(RemoteError) -> (outcomes: [PoolOutcome], finished: Bool) {
+        guard var job = jobs[id] else { throw RemoteError(.valueError, "\(id) does not exist (its results were taken, or it was cancelled)") }
+        let outcomes = job.takeReady(limit: limit)
+        let finished = job.isFinished && job.delivered == job.received
+        if finished { jobs[id] = nil } else { jobs[id] = job }
+        return (outcomes, finished)
+    }
+
+    /// Whether `take` would return something now (or report the job finished).
+    public func hasReady(_ id: PoolJobID) -> Bool {
+        guard let job = jobs[id] else { return true }
+        return job.hasReady || (job.isFinished && job.delivered == job.received)
+    }
+
+    /// Whether every call of the job has its outcome (Python's `ready()`).
+    public func isFinished(_ id: PoolJobID) -> Bool { jobs[id]?.isFinished ?? true }
+
+    /// Whether the job exists (submitted and not yet taken in full).
+    public func exists(_ id: PoolJobID) -> Bool { jobs[id] != nil }
+
+    /// Whether every call finished without error (Python's `successful()`); nil while running.
+    public func isSuccessful(_ id: PoolJobID) -> Bool? {
+        guard let job = jobs[id] else { return nil }
+        return job.isFinished ? job.failed == 0 : nil
+    }
+
+    /// Calls finished so far, and how many there are once the input is complete.
+    public func progress(_ id: PoolJobID) -> (completed: Int, total: Int?)? {
+        guard let job = jobs[id] else { return nil }
+        return (job.completed, job.inputComplete ? job.received : nil)
+    }
+
+    /// The client that submitted the job.
+    public func owner(of id: PoolJobID) -> PoolClientID? { jobs[id]?.client }
+
+    // MARK: Status
+
+    /// One row per worker, for `status`.
+    public var workerRows: [PoolWorkerRow] {
+        workers.values.sorted { $0.id.rawValue < $1.id.rawValue }.map {
+            PoolWorkerRow(
+                id: $0.id, node: $0.node, pid: $0.pid, processes: $0.processes, capacity: $0.capacity, busy: $0.assignments.count,
+                tasks: $0.tasks.sorted(), draining: $0.draining, completedCalls: $0.completedCalls)
+        }
+    }
+
+    /// Calls waiting for a worker, calls being run, and jobs not yet taken in full.
+    public var load: (queued: Int, running: Int, jobs: Int) {
+        var queued = 0
+        for job in jobs.values { queued += job.queuedCount }
+        let running = assignments.values.reduce(0) { $0 + $1.count }
+        return (queued, running, jobs.count)
+    }
+
+    public var workerCount: Int { workers.count }
+
+    // MARK: Internals
+
+    private func automaticChunksize(calls: Int) -> Int {
+        // Python's Pool.map: chunksize, extra = divmod(len(iterable), len(self._pool) * 4).
+        let processes = max(1, workers.values.reduce(0) { $0 + ($1.draining ? 0 : $1.processes) })
+        let (size, extra) = calls.quotientAndRemainder(dividingBy: processes * 4)
+        return max(1, size + (extra > 0 ? 1 : 0))
+    }
+
+    private func noWorkerRuns(_ task: String) -> String {
+        "no worker in this pool registered a task named '\(task)'; register it in the worker program (TaskRegistry.register) or start a worker that has it"
+    }
+
+    private func nodeName(_ worker: PoolWorkerID) -> String { workers[worker]?.node ?? "?" }
+
+    private mutating func take(_ assignmentID: PoolAssignmentID, from worker: PoolWorkerID) throws(RemoteError) -> Assignment {
+        guard let assignment = assignments[assignmentID], assignment.worker == worker else {
+            throw RemoteError(.badRequest, "\(worker) does not hold \(assignmentID); results for it are ignored")
+        }
+        assignments[assignmentID] = nil
+        jobs[assignment.job]?.running.remove(assignmentID)
+        if var holder = workers[worker] {
+            holder.assignments.remove(assignmentID)
+            holder.completedCalls += assignment.count
+            workers[worker] = holder
+            if !holder.draining {
+                freePlaces.append(worker)
+                unblockAll()
+            }
+        }
+        return assignment
+    }
+
+    /// Records the first `results.count` calls of `assignment` as succeeded.
+    private mutating func record(_ assignment: Assignment, results: [WireValue], into actions: inout [PoolAction]) {
+        guard !results.isEmpty, var job = jobs[assignment.job] else { return }
+        var recorded = false
+        for (offset, value) in results.enumerated() where job.record(assignment.start + offset, .success(value)) {
+            recorded = true
+        }
+        jobs[assignment.job] = job
+        guard recorded else { return }
+        counters.completedCalls += results.count
+        actions.append(.resultsReady(job.id))
+        finishIfDone(job.id, into: &actions)
+    }
+
+    /// Puts the calls of `assignment` from `offset` on back in the queue. Calls at
+    /// `blamedOffsets` were running when their worker died: one more attempt each, as single
+    /// calls, or WorkerLost past the limit. The rest keep their attempt and stay one chunk.
+    private mutating func requeue(
+        _ assignment: Assignment, from offset: Int, blamedOffsets: Range<Int>, node: String, into actions: inout [PoolAction]
+    ) {
+        guard offset < assignment.count, var job = jobs[assignment.job] else { return }
+        var failedNow = false
+        // Unblamed calls stay together in runs of consecutive calls.
+        var unblamed: Range<Int>?
+        func closeRun() {
+            if let run = unblamed { job.retries.append(Chunk(start: run.lowerBound, count: run.count, attempt: assignment.attempt)) }
+            unblamed = nil
+        }
+        for position in offset..<assignment.count {
+            let index = assignment.start + position
+            guard job.isWaiting(index) else { continue }
+            if blamedOffsets.contains(position) {
+                closeRun()
+                let attempt = assignment.attempt + 1
+                if attempt > settings.maxAttempts {
+                    let error = RemoteError(
+                        .workerLost,
+                        "the worker running this call of '\(job.task)' was lost on all \(settings.maxAttempts) attempts (last on node \(node))",
+                        detail: ["task": .string(job.task), "attempts": .integer(settings.maxAttempts), "node": .string(node)])
+                    _ = job.record(index, .failure(error))
+                    counters.failedCalls += 1
+                    failedNow = true
+                } else {
+                    job.retries.append(Chunk(start: index, count: 1, attempt: attempt))
+                    counters.retriedCalls += 1
+                }
+            } else {
+                unblamed = (unblamed?.lowerBound ?? index)..<(index + 1)
+            }
+        }
+        closeRun()
+        jobs[assignment.job] = job
+        if failedNow {
+            actions.append(.resultsReady(job.id))
+            finishIfDone(job.id, into: &actions)
+        }
+        enterTurn(job.id)
+    }
+
+    /// Jobs whose task no remaining worker registered fail their queued calls, once some
+    /// worker is connected (with none, they wait for one to join).
+    private mutating func failTasksNoWorkerRuns(into actions: inout [PoolAction]) {
+        guard !workers.isEmpty else { return }
+        let known = workers.values.reduce(into: Set<String>()) { $0.formUnion($1.tasks) }
+        for id in jobs.keys.sorted() where !known.contains(jobs[id]!.task) && jobs[id]!.hasQueued {
+            var job = jobs[id]!
+            let error = RemoteError(.noSuchTask, noWorkerRuns(job.task))
+            for index in job.queuedIndices() where job.record(index, .failure(error)) { counters.failedCalls += 1 }
+            job.dropQueued()
+            jobs[id] = job
+            actions.append(.resultsReady(id))
+            finishIfDone(id, into: &actions)
+        }
+    }
+
+    private mutating func finishIfDone(_ id: PoolJobID, into actions: inout [PoolAction]) {
+        guard var job = jobs[id], job.isFinished, !job.counted else { return }
+        job.counted = true
+        jobs[id] = job
+        if !actions.contains(.resultsReady(id)) { actions.append(.resultsReady(id)) }
+        guard var client = clients[job.client] else { return }
+        client.unfinished -= 1
+        clients[job.client] = client
+        if client.unfinished == 0 && client.closed { actions.append(.clientIdle(job.client)) }
+    }
+
+    private mutating func enterTurn(_ id: PoolJobID) {
+        guard jobs[id]?.hasQueued == true, !inTurn.contains(id) else { return }
+        inTurn.insert(id)
+        turns.append(id)
+    }
+
+    private mutating func unblockAll() {
+        guard !blocked.isEmpty else { return }
+        for id in blocked { enterTurn(id) }
+        blocked = []
+    }
+
+    /// Hands chunks to free places until either runs out, jobs taking turns.
+    private mutating func dispatch(into actions: inout [PoolAction]) {
+        while !freePlaces.isEmpty, let id = turns.popFirst() {
+            inTurn.remove(id)
+            guard var job = jobs[id], job.hasQueued else { continue }
+            guard let worker = takePlace(for: job.task) else {
+                blocked.append(id)
+                continue
+            }
+            let chunk = job.nextChunk()
+            let assignmentID = PoolAssignmentID(nextAssignment)
+            nextAssignment += 1
+            assignments[assignmentID] = Assignment(job: id, worker: worker, start: chunk.start, count: chunk.count, attempt: chunk.attempt)
+            job.running.insert(assignmentID)
+            workers[worker]!.assignments.insert(assignmentID)
+            let calls = job.arguments(chunk)
+            jobs[id] = job
+            counters.assignments += 1
+            actions.append(.assign(worker: worker, assignment: assignmentID, task: job.task, calls: calls, attempt: chunk.attempt))
+            enterTurn(id)
+        }
+    }
+
+    /// A free place on a worker that registered `task`, or nil.
+    private mutating func takePlace(for task: String) -> PoolWorkerID? {
+        while let id = freePlaces.first, !isUsable(id) { _ = freePlaces.popFirst() }
+        guard let first = freePlaces.first else { return nil }
+        if workers[first]!.tasks.contains(task) { return freePlaces.popFirst() }
+        let workers = self.workers
+        return freePlaces.removeFirst { id in
+            guard let worker = workers[id] else { return false }
+            return !worker.draining && worker.assignments.count < worker.capacity && worker.tasks.contains(task)
+        }
+    }
+
+    private func isUsable(_ id: PoolWorkerID) -> Bool {
+        guard let worker = workers[id] else { return false }
+        return !worker.draining && worker.assignments.count < worker.capacity
+    }
+}
+
+/// Totals since the pool started.
+public struct PoolCounters: Sendable, Equatable {
+    public var submittedCalls = 0
+    public var completedCalls = 0
+    public var failedCalls = 0
+    public var retriedCalls = 0
+    public var assignments = 0
+    public var lostAssignments = 0
+    public var cancelledJobs = 0
+}
+
+/// A worker as `status` shows it.
+public struct PoolWorkerRow: Sendable, Equatable {
+    public var id: PoolWorkerID
+    public var node: String
+    public var pid: Int
+    public var processes: Int
+    public var capacity: Int
+    public var busy: Int
+    public var tasks: [String]
+    public var draining: Bool
+    public var completedCalls: Int
+}
+
+/// A run of consecutive calls of one job, at one attempt.
+struct Chunk: Equatable {
+    var start: Int
+    var count: Int
+    var attempt: Int
+}
+
+struct Assignment {
+    let job: PoolJobID
+    let worker: PoolWorkerID
+    let start: Int
+    let count: Int
+    let attempt: Int
+}
+
+struct Worker {
+    let id: PoolWorkerID
+    let node: String
+    let pid: Int
+    let capacity: Int
+    let processes: Int
+    let tasks: Set<String>
+    /// Silence longer than this (three heartbeat intervals) loses the worker.
+    let silenceLimit: UInt64
+    var lastHeard: UInt64
+    var assignments: Set<PoolAssignmentID> = []
+    var draining = false
+    var completedCalls = 0
+}
+
+struct Client {
+    var closed = false
+    var unfinished = 0
+}
