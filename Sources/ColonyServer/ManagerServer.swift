@@ -60,6 +60,7 @@ public final class ManagerServer: ManagerContext, @unchecked Sendable {
     private let lock = Lock()
     // Guarded by lock.
     private var serverChannel: (any Channel)?
+    private var poolTicks: RepeatedTask?
     private var sessions: [UInt64: SessionRecord] = [:]
     private var counters: [String: UInt64] = [:]
     private var isDraining = false
@@ -101,7 +102,16 @@ public final class ManagerServer: ManagerContext, @unchecked Sendable {
                 channel.eventLoop.makeCompletedFuture { try self.setUp(channel) }
             }
         let channel = try await bootstrap.bind(host: configuration.host, port: configuration.port).get()
-        lock.withLock { serverChannel = channel }
+        // Pools lose workers whose heartbeats stopped; once a second is often enough for
+        // deadlines of three intervals.
+        let store = self.store
+        let ticks = group.next().scheduleRepeatedTask(initialDelay: .seconds(1), delay: .seconds(1)) { _ in
+            store.tickPools(now: ManagerServer.now())
+        }
+        lock.withLock {
+            serverChannel = channel
+            poolTicks = ticks
+        }
         configuration.logger.info("listening", metadata: ["address": "\(channel.localAddress!)"])
         return channel.localAddress!
     }
@@ -154,6 +164,8 @@ public final class ManagerServer: ManagerContext, @unchecked Sendable {
     public func shutdown(gracePeriod: Double = 5) async {
         let (listener, open): ((any Channel)?, [SessionRecord]) = lock.withLock {
             isDraining = true
+            poolTicks?.cancel()
+            poolTicks = nil
             defer { serverChannel = nil }
             return (serverChannel, Array(sessions.values))
         }
@@ -186,6 +198,7 @@ public final class ManagerServer: ManagerContext, @unchecked Sendable {
             "version": .string(colonyReleaseVersion),
             "uptime": .double(Date().timeIntervalSince(started)),
             "objects": store.describeObjects(),
+            "pools": store.describePools(),
             "sessions": .array(records.sorted { $0.id < $1.id }.map(\.wireValue)),
             "counters": .map(counters.sorted { $0.key < $1.key }.map { WirePair(.string($0.key), .integer($0.value)) }),
         ]
@@ -242,11 +255,11 @@ struct ManagerShuttingDown {}
 
 /// Brings the answers of parked calls to their session's event loop. Objects call `deliver`
 /// from any thread; the answer is always enqueued, never written inline.
-final class ChannelOutlet: AnswerOutlet, @unchecked Sendable {
-    private let poller: BusyPoller
+final class ChannelOutlet: AnswerOutlet, WorkerOutlet, @unchecked Sendable {
+    fileprivate let poller: BusyPoller
     private let store: ObjectStore
     // Touched only on the event loop; nil once the channel is gone.
-    private var target: (handler: SessionHandler, context: ChannelHandlerContext)?
+    fileprivate var target: (handler: SessionHandler, context: ChannelHandlerContext)?
 
     init(poller: BusyPoller, store: ObjectStore) {
         self.poller = poller
@@ -269,6 +282,26 @@ final class ChannelOutlet: AnswerOutlet, @unchecked Sendable {
             } else if case .success(let value) = outcome, value.mayContainReferences {
                 store.release(PythonSemantics.references(in: value))  // nobody left to hand them to
             }
+        }
+    }
+}
+
+extension ChannelOutlet {
+    func send(kind: FrameKind, requestID: UInt64, value: WireValue) {
+        // On the worker's own thread (a result just came in on it), the frame joins the
+        // answers of this read and leaves with them; else it is enqueued.
+        if poller.eventLoop.inEventLoop, let target {
+            target.handler.writeMessage(kind: kind, requestID: requestID, value: value, context: target.context)
+            return
+        }
+        poller.execute { [self] in
+            if let target { target.handler.writeMessage(kind: kind, requestID: requestID, value: value, context: target.context) }
+        }
+    }
+
+    func disconnect(reason: String) {
+        poller.execute { [self] in
+            if let target { target.handler.disconnect(reason: reason, context: target.context) }
         }
     }
 }
@@ -325,6 +358,23 @@ final class SessionHandler: ChannelInboundHandler {
         perform(session.parkedAnswered(requestID: requestID, outcome), context: context)
         flushIfNeeded(context: context)
         poller.pollSoon(budget: busyPollNanoseconds)
+    }
+
+    /// A message from the pool to this worker: written with this read's answers when the
+    /// handler is mid-read, at once otherwise.
+    func writeMessage(kind: FrameKind, requestID: UInt64, value: WireValue, context: ChannelHandlerContext) {
+        guard !closing else { return }
+        outbound.writeMessage(kind: kind, requestID: requestID, value: value, maxFrameBody: maxFrameBody)
+        if !isBusy { flushIfNeeded(context: context) }
+    }
+
+    /// The pool found this worker silent: close without waiting for it.
+    func disconnect(reason: String, context: ChannelHandlerContext) {
+        guard !closing else { return }
+        logger.notice("closing a worker session", metadata: ["session": "\(record.id)", "reason": "\(reason)"])
+        closing = true
+        session.end()
+        context.close(promise: nil)
     }
 
     func channelActive(context: ChannelHandlerContext) {

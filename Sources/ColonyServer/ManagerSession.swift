@@ -55,6 +55,8 @@ public struct ManagerSession {
     /// Blocking objects this session called: on its end they release what it owned.
     private var touched: [ObjectIdentifier: any BlockingObject] = [:]
     private let maxInFlight: Int
+    /// For a worker node's session, after its worker-hello: the pool it joined.
+    private var joinedPool: SharedPool?
     /// Requests answered and frames received, for `status`.
     public private(set) var requestsServed: UInt64 = 0
 
@@ -90,7 +92,7 @@ public struct ManagerSession {
             state = .handshaking(handshake)
             return apply(step)
         case .open:
-            return receiveOpen(frame)
+            return receiveOpen(frame, now: now)
         }
     }
 
@@ -114,7 +116,7 @@ public struct ManagerSession {
         }
     }
 
-    private mutating func receiveOpen(_ frame: Frame) -> [SessionAction] {
+    private mutating func receiveOpen(_ frame: Frame, now: UInt64) -> [SessionAction] {
         let message: Message
         do {
             guard let complete = try assembler.receive(frame) else { return [] }
@@ -138,8 +140,50 @@ public struct ManagerSession {
             return closeWithGoodbye(answeringParkedWith: RemoteError(.cancelled, "the session said goodbye while this call waited"))
         case .error:
             return []
+        case .workerHello:
+            return joinPool(message, now: now)
+        case .taskResult, .taskFailure, .heartbeat, .drain:
+            guard let joinedPool else {
+                return [.answer(requestID: message.requestID, .failure(RemoteError(.unsupported, "send worker-hello before \(message.kind) frames")))]
+            }
+            do {
+                try joinedPool.workerFrame(session: id, message, now: now)
+                return []
+            } catch let error as RemoteError {
+                return [.answer(requestID: message.requestID, .failure(error))]
+            } catch {
+                return [.answer(requestID: message.requestID, .failure(RemoteError(.badRequest, "a malformed \(message.kind) frame: \(error)")))]
+            }
         default:
             return [.answer(requestID: message.requestID, .failure(RemoteError(.unsupported, "this manager does not accept \(message.kind) frames from a client")))]
+        }
+    }
+
+    /// A worker node's first frame: it joins the named pool (created if needed). A bad hello
+    /// is answered with an error and the connection closes.
+    private mutating func joinPool(_ message: Message, now: UInt64) -> [SessionAction] {
+        func refuse(_ error: RemoteError) -> [SessionAction] { [.answer(requestID: message.requestID, .failure(error)), .close] }
+        guard negotiated?.role == "worker" else {
+            return [.answer(requestID: message.requestID, .failure(RemoteError(.unsupported, "only a session that said role \"worker\" in its hello may join a pool")))]
+        }
+        guard joinedPool == nil else {
+            return [.answer(requestID: message.requestID, .failure(RemoteError(.unsupported, "this worker already joined a pool")))]
+        }
+        guard let outlet = outlet as? any WorkerOutlet else { return refuse(RemoteError(.unsupported, "this manager cannot serve worker nodes")) }
+        do {
+            let hello = try WorkerHello(wireValue: message.value())
+            let reference = try context.store.create(type: .pool, name: hello.pool, options: .null)
+            heldReferences[reference.id, default: 0] += 1
+            guard let pool = context.store.object(reference.id) as? SharedPool else {
+                return refuse(RemoteError(.internalError, "pool '\(hello.pool)' vanished"))
+            }
+            try pool.workerJoined(session: id, outlet: outlet, hello: hello, now: now)
+            joinedPool = pool
+            return []
+        } catch let error as RemoteError {
+            return refuse(error)
+        } catch {
+            return refuse(RemoteError(.badRequest, "a malformed worker-hello: \(error)"))
         }
     }
 
@@ -275,6 +319,8 @@ public struct ManagerSession {
     /// The connection ended, cleanly or not: gives back every reference this session held,
     /// so anonymous objects only it used are freed.
     public mutating func end() {
+        joinedPool?.workerLeft(session: id)
+        joinedPool = nil
         _ = withdrawAll()
         state = .closed
         var ids: [UInt64] = []

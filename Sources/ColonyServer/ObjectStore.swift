@@ -186,6 +186,28 @@ public final class ObjectStore: @unchecked Sendable {
         release(changes.dropped)
     }
 
+    /// Every pool object, with its id and name.
+    func pools() -> [(id: UInt64, name: String?, pool: SharedPool)] {
+        var found: [(id: UInt64, name: String?, pool: SharedPool)] = []
+        for shard in shards {
+            let entries = shard.lock.withLock { shard.entries }
+            for (id, entry) in entries {
+                if let pool = entry.object as? SharedPool { found.append((id, entry.name, pool)) }
+            }
+        }
+        return found.sorted { $0.id < $1.id }
+    }
+
+    /// Periodic: each pool loses the workers silent past their heartbeat deadline.
+    public func tickPools(now: UInt64) {
+        for (_, _, pool) in pools() { pool.tick(now: now) }
+    }
+
+    /// What `status` reports about pools: workers, queued, running, done, failed, retried.
+    public func describePools() -> WireValue {
+        .array(pools().map { $0.pool.describe(id: $0.id, name: $0.name) })
+    }
+
     /// What `status` reports about objects: `[{id, type, name, size, refs}]`.
     public func describeObjects() -> WireValue {
         var rows: [(UInt64, WireValue)] = []
@@ -277,6 +299,8 @@ enum ObjectFactory {
             let timeout = try timeoutArgument(options["timeout"], "Barrier")
             let hasAction = options["action"]?.boolValue ?? false
             return try SharedBarrier(parties: parties, timeout: timeout, hasAction: hasAction)
+        case .pool:
+            return try SharedPool.make(options: options)
         default:
             throw RemoteError(.unsupported, "\(type) objects are not served by this manager yet")
         }

@@ -322,3 +322,71 @@ public enum BarrierCall {
     public static func nWaiting() -> ObjectCall<Int> { .init("n_waiting", [], decode: Answer.int) }
     public static func broken() -> ObjectCall<Bool> { .init("broken", [], decode: Answer.bool) }
 }
+
+/// What a pool's `next` answers: the outcomes ready now, in the job's order.
+public struct PoolBatch: Sendable {
+    /// Each call's value, or the error its caller gets.
+    public var outcomes: [Result<WireValue, RemoteError>]
+    /// Every outcome has now been taken; the job is gone from the manager.
+    public var finished: Bool
+    /// Calls finished so far, and how many there are once the input is complete.
+    public var completed: Int
+    public var total: Int?
+}
+
+/// The typed calls of a pool (Python `multiprocessing.Pool`); one per `PoolMethod`.
+public enum PoolCall {
+    public static func submit(task: String, arguments: [WireValue]) -> ObjectCall<UInt64> {
+        .init(PoolMethod.submit.rawValue, [.string(task), .array(arguments)], decode: Answer.uint)
+    }
+    /// `calls` are argument lists; `more` keeps the input open for `feed`.
+    public static func map(task: String, calls: [WireValue], chunksize: Int?, ordered: Bool, more: Bool) -> ObjectCall<UInt64> {
+        .init(
+            PoolMethod.map.rawValue, [.string(task), .array(calls), chunksize.map { .integer($0) } ?? .null, .bool(ordered), .bool(more)],
+            decode: Answer.uint)
+    }
+    public static func feed(job: UInt64, calls: [WireValue], last: Bool) -> ObjectCall<Void> {
+        .init(PoolMethod.feed.rawValue, [.integer(job), .array(calls), .bool(last)], decode: Answer.nothing)
+    }
+    public static func result(job: UInt64, timeout: Double? = nil) -> ObjectCall<WireValue> {
+        .init(PoolMethod.result.rawValue, [.integer(job), wireTimeout(timeout)], decode: Answer.value)
+    }
+    public static func next(job: UInt64, max: Int? = nil, timeout: Double? = nil) -> ObjectCall<PoolBatch> {
+        .init(PoolMethod.next.rawValue, [.integer(job), max.map { .integer($0) } ?? .null, wireTimeout(timeout)], decode: Answer.poolBatch)
+    }
+    public static func wait(job: UInt64, timeout: Double? = nil) -> ObjectCall<Bool> {
+        .init(PoolMethod.wait.rawValue, [.integer(job), wireTimeout(timeout)], decode: Answer.bool)
+    }
+    public static func ready(job: UInt64) -> ObjectCall<Bool> { .init(PoolMethod.ready.rawValue, [.integer(job)], decode: Answer.bool) }
+    public static func successful(job: UInt64) -> ObjectCall<Bool> { .init(PoolMethod.successful.rawValue, [.integer(job)], decode: Answer.bool) }
+    public static func progress(job: UInt64) -> ObjectCall<(completed: Int, total: Int?)> {
+        .init(PoolMethod.progress.rawValue, [.integer(job)], decode: Answer.progress)
+    }
+    public static func cancel(job: UInt64) -> ObjectCall<Bool> { .init(PoolMethod.cancel.rawValue, [.integer(job)], decode: Answer.bool) }
+    public static func close() -> ObjectCall<Void> { .init(PoolMethod.close.rawValue, [], decode: Answer.nothing) }
+    public static func terminate() -> ObjectCall<Void> { .init(PoolMethod.terminate.rawValue, [], decode: Answer.nothing) }
+    public static func join(timeout: Double? = nil) -> ObjectCall<Bool> { .init(PoolMethod.join.rawValue, [wireTimeout(timeout)], decode: Answer.bool) }
+    public static func workers() -> ObjectCall<[WireValue]> { .init(PoolMethod.workers.rawValue, [], decode: Answer.array) }
+}
+
+extension Answer {
+    @Sendable static func poolBatch(_ answer: WireValue) throws -> PoolBatch {
+        guard let fields = answer.arrayValue, fields.count == 4, let finished = fields[0].boolValue, let items = fields[1].arrayValue,
+            let completed = fields[2].int64Value.flatMap(Int.init(exactly:))
+        else { throw malformed("[finished, [outcome], completed, total]", answer) }
+        let outcomes = try items.map { item -> Result<WireValue, RemoteError> in
+            switch try BatchOutcome(wireValue: item) {
+            case .success(let value): .success(value)
+            case .failure(let error): .failure(error)
+            }
+        }
+        return PoolBatch(outcomes: outcomes, finished: finished, completed: completed, total: fields[3].int64Value.flatMap(Int.init(exactly:)))
+    }
+
+    @Sendable static func progress(_ answer: WireValue) throws -> (completed: Int, total: Int?) {
+        guard let fields = answer.arrayValue, fields.count == 2, let completed = fields[0].int64Value.flatMap(Int.init(exactly:)) else {
+            throw malformed("[completed, total]", answer)
+        }
+        return (completed, fields[1].int64Value.flatMap(Int.init(exactly:)))
+    }
+}

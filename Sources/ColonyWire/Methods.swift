@@ -162,16 +162,24 @@ public enum MethodCatalog {
     ]
 
     static let pool: [MethodSpec] = [
-        m(.pool, "submit", "task, [arg]", "task id", "p.apply_async(f, args)"),
-        m(.pool, "map", "task, [[arg]], chunksize, ordered", "job id", "p.map_async / imap / imap_unordered"),
-        m(.pool, "result", "task id, timeout", "value; TaskFailed, Timeout", blocking: true, "r.get(timeout)"),
-        m(.pool, "next", "job id, timeout", "[done, value]; TaskFailed, Timeout", blocking: true, "next(imap iterator)"),
-        m(.pool, "wait", "task or job id, timeout", "bool", blocking: true, "r.wait(timeout)"),
-        m(.pool, "ready", "task or job id", "bool", "r.ready()"),
-        m(.pool, "cancel", "task or job id", "bool", "f.cancel()"),
+        m(.pool, "submit", "task, [arg]", "job id", "p.apply_async(f, args)"),
+        m(.pool, "map", "task, [[arg]], chunksize, ordered, more", "job id", "p.map_async / imap / imap_unordered"),
+        m(.pool, "feed", "job id, [[arg]], last", "nil", "(imap: the next window of the iterable)"),
+        m(.pool, "result", "job id, timeout", "value; TaskFailed, WorkerLost, NoSuchTask, Timeout", blocking: true, "r.get(timeout)"),
+        m(.pool, "next", "job id, max, timeout", "[finished, [outcome], completed, total]; Timeout", blocking: true, "next(imap iterator)"),
+        m(.pool, "wait", "job id, timeout", "bool", blocking: true, "r.wait(timeout)"),
+        m(.pool, "ready", "job id", "bool", "r.ready()"),
+        m(.pool, "successful", "job id", "bool; ValueError while running", "r.successful()"),
+        m(.pool, "progress", "job id", "[completed, total or nil]", "(imap progress)"),
+        m(.pool, "cancel", "job id", "bool", "f.cancel()"),
         m(.pool, "close", "", "nil", "p.close()"),
         m(.pool, "terminate", "", "nil", "p.terminate()"),
-        m(.pool, "join", "timeout", "bool", blocking: true, "p.join()"),
-        m(.pool, "workers", "", "[{node, capacity, busy, tasks}]", "(pool status)"),
+        m(.pool, "join", "timeout", "bool; ValueError before close", blocking: true, "p.join()"),
+        m(.pool, "workers", "", "[{node, pid, processes, capacity, busy, tasks, draining, done}]", "(pool status)"),
     ]
+}
+
+/// The methods of a pool object (SPEC.md 6.3), one case per `MethodCatalog.pool` row.
+public enum PoolMethod: String, CaseIterable, Sendable {
+    case submit, map, feed, result, next, wait, ready, successful, progress, cancel, close, terminate, join, workers
 }

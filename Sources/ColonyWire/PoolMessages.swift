@@ -25,24 +25,43 @@ private func field<T>(_ map: WireValue, _ key: String, _ kind: FrameKind, _ conv
     return converted
 }
 
-/// Worker → manager, first frame after the handshake: who the node is, how many tasks it
-/// runs at once, and which named task functions it registered.
+/// Worker → manager, first frame after the handshake: who the node is, which pool it joins,
+/// how many assignments it holds at once, how many processes run them, which named task
+/// functions it registered, and how often it sends heartbeats.
 public struct WorkerHello: PoolMessage {
     public static let kind = FrameKind.workerHello
     public var node: String
     public var capacity: Int
     public var tasks: [String]
     public var pid: Int
+    /// The named pool to join ("default" when absent).
+    public var pool: String
+    /// Processes (or threads) running the assignments; Python's automatic chunk size counts
+    /// these. Defaults to `capacity`.
+    public var processes: Int
+    /// Seconds between heartbeats; three silent intervals lose the worker. Default 5.
+    public var heartbeatSeconds: Double
 
-    public init(node: String, capacity: Int, tasks: [String], pid: Int) {
+    public static let defaultPool = "default"
+
+    public init(
+        node: String, capacity: Int, tasks: [String], pid: Int, pool: String = WorkerHello.defaultPool, processes: Int? = nil,
+        heartbeatSeconds: Double = 5
+    ) {
         self.node = node
         self.capacity = capacity
         self.tasks = tasks
         self.pid = pid
+        self.pool = pool
+        self.processes = processes ?? capacity
+        self.heartbeatSeconds = heartbeatSeconds
     }
 
     public var wireValue: WireValue {
-        ["node": .string(node), "capacity": .integer(capacity), "tasks": .array(tasks.map(WireValue.string)), "pid": .integer(pid)]
+        [
+            "node": .string(node), "capacity": .integer(capacity), "tasks": .array(tasks.map(WireValue.string)), "pid": .integer(pid),
+            "pool": .string(pool), "processes": .integer(processes), "heartbeat": .double(heartbeatSeconds),
+        ]
     }
 
     public init(wireValue: WireValue) throws {
@@ -55,6 +74,11 @@ public struct WorkerHello: PoolMessage {
             }
         }
         pid = try field(wireValue, "pid", Self.kind) { $0.int64Value.flatMap(Int.init(exactly:)) }
+        pool = wireValue["pool"] == nil ? Self.defaultPool : try field(wireValue, "pool", Self.kind, \.stringValue)
+        processes = wireValue["processes"] == nil
+            ? capacity : try field(wireValue, "processes", Self.kind) { $0.int64Value.flatMap(Int.init(exactly:)).flatMap { $0 > 0 ? $0 : nil } }
+        heartbeatSeconds = wireValue["heartbeat"] == nil
+            ? 5 : try field(wireValue, "heartbeat", Self.kind) { $0.doubleValue.flatMap { $0 > 0 && $0 <= 3600 ? $0 : nil } }
     }
 }
 
@@ -72,8 +96,11 @@ public struct TaskAssignment: PoolMessage {
         self.attempt = attempt
     }
 
-    public var wireValue: WireValue {
-        ["task": .string(task), "calls": .array(calls.map(WireValue.array)), "attempt": .integer(attempt)]
+    public var wireValue: WireValue { Self.body(task: task, calls: calls.map(WireValue.array), attempt: attempt) }
+
+    /// The body for calls already held as argument-list values (as the scheduler holds them).
+    public static func body(task: String, calls: [WireValue], attempt: Int) -> WireValue {
+        ["task": .string(task), "calls": .array(calls), "attempt": .integer(attempt)]
     }
 
     public init(wireValue: WireValue) throws {
@@ -102,9 +129,10 @@ public struct TaskResult: PoolMessage {
     }
 }
 
-/// Worker → manager: call `index` of an assignment threw. `results` holds the results of the
-/// calls before it; the calls after it were not run. The error is the task's own (not a lost
-/// worker), so the manager does not retry it.
+/// Worker → manager: call `index` of an assignment threw, or (`lost`) the process running it
+/// died or was stopped. `results` holds the results of the calls before it; the calls after
+/// it were not run. A thrown error is the task's own, so the manager does not retry that call;
+/// a lost one runs again with one more attempt.
 public struct TaskFailure: PoolMessage {
     public static let kind = FrameKind.taskFailure
     public var index: Int
@@ -112,16 +140,21 @@ public struct TaskFailure: PoolMessage {
     /// The Swift type of the error, for the caller's message.
     public var errorType: String
     public var message: String
+    /// The process running call `index` died (or was stopped): not the task's own error.
+    public var lost: Bool
 
-    public init(index: Int, results: [WireValue], errorType: String, message: String) {
+    public init(index: Int, results: [WireValue], errorType: String, message: String, lost: Bool = false) {
         self.index = index
         self.results = results
         self.errorType = errorType
         self.message = message
+        self.lost = lost
     }
 
     public var wireValue: WireValue {
-        ["index": .integer(index), "results": .array(results), "type": .string(errorType), "message": .string(message)]
+        var map: WireValue = ["index": .integer(index), "results": .array(results), "type": .string(errorType), "message": .string(message)]
+        if lost { map = .map((map.mapValue ?? []) + [WirePair("lost", true)]) }
+        return map
     }
 
     public init(wireValue: WireValue) throws {
@@ -129,6 +162,7 @@ public struct TaskFailure: PoolMessage {
         results = try field(wireValue, "results", Self.kind, \.arrayValue)
         errorType = try field(wireValue, "type", Self.kind, \.stringValue)
         message = try field(wireValue, "message", Self.kind, \.stringValue)
+        lost = wireValue["lost"]?.boolValue ?? false
     }
 }
 

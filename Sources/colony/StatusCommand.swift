@@ -33,6 +33,18 @@ struct StatusCommand: AsyncParsableCommand {
         printTable(
             ["ID", "ROLE", "PEER", "AGENT", "REQUESTS", "OBJECTS"],
             sessions.map { row in ["id", "role", "peer", "agent", "requests", "objects"].map { row[$0]?.plainText ?? "" } })
+        for pool in status["pools"]?.arrayValue ?? [] {
+            let name = pool["name"]?.stringValue ?? "#\(pool["id"]?.plainText ?? "?")"
+            let figures = ["queued", "running", "done", "failed", "retried"].map { "\($0) \(pool[$0]?.plainText ?? "0")" }
+            print("\npool \(name): " + figures.joined(separator: ", "))
+            let workers = pool["workers"]?.arrayValue ?? []
+            printTable(
+                ["NODE", "PID", "PROCESSES", "BUSY", "CAPACITY", "DONE", "TASKS"],
+                workers.map { row in
+                    ["node", "pid", "processes", "busy", "capacity", "done"].map { row[$0]?.plainText ?? "" }
+                        + [(row["tasks"]?.arrayValue ?? []).map(\.plainText).joined(separator: ",") + (row["draining"]?.boolValue == true ? " (draining)" : "")]
+                })
+        }
         print("\ncounters")
         for pair in status["counters"]?.mapValue ?? [] {
             print("  \(pair.key.plainText): \(pair.value.plainText)")

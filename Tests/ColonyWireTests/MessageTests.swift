@@ -246,6 +246,27 @@ import Testing
         #expect(try Drain(frame: drain.frame()) == drain)
     }
 
+    @Test func poolMethodHasOneCaseForEveryCatalogRow() {
+        let rows = MethodCatalog.all.filter { $0.type == .pool }
+        #expect(Set(rows.map(\.name)) == Set(PoolMethod.allCases.map(\.rawValue)))
+        #expect(rows.count == PoolMethod.allCases.count)
+    }
+
+    @Test func optionalPoolFieldsHaveDefaultsAndRoundTrip() throws {
+        let old = try WorkerHello(wireValue: ["node": "n", "capacity": 3, "tasks": ["echo"], "pid": 1])
+        #expect(old.pool == "default")
+        #expect(old.processes == 3)
+        #expect(old.heartbeatSeconds == 5)
+        let hello = WorkerHello(node: "n", capacity: 8, tasks: [], pid: 1, pool: "gpu", processes: 4, heartbeatSeconds: 0.5)
+        #expect(try WorkerHello(frame: hello.frame()) == hello)
+        let lost = TaskFailure(index: 0, results: [], errorType: "WorkerProcessDied", message: "signal 9", lost: true)
+        #expect(try TaskFailure(frame: lost.frame(requestID: 3)) == lost)
+        #expect(try TaskFailure(wireValue: ["index": 0, "results": [], "type": "E", "message": "m"]).lost == false)
+        #expect(throws: WireFormatError.self) {
+            try WorkerHello(wireValue: ["node": "n", "capacity": 1, "tasks": [], "pid": 1, "heartbeat": -1])
+        }
+    }
+
     @Test func malformedPoolMessagesAreRejected() {
         #expect(throws: WireFormatError.self) { try WorkerHello(frame: Heartbeat(busy: 0, capacity: 1).frame()) }
         #expect(throws: WireFormatError.self) { try WorkerHello(wireValue: ["node": "n", "capacity": 0, "tasks": [], "pid": 1]) }

@@ -1,0 +1,442 @@
+import ColonyWire
+import Threading
+
+/// A named pool task with typed arguments and result, declared once in code that the client
+/// and the worker program both import: `let square = PoolTask<Int, Int>("square")`. The worker
+/// registers the body (`registry.register(square) { $0 * $0 }`); the client calls
+/// `pool.map(square, 1...100)`. No code travels: both sides know the task by its name.
+public struct PoolTask<Arguments: Codable & Sendable, Output: Codable & Sendable>: Hashable, Sendable {
+    public let name: String
+    public init(_ name: String) { self.name = name }
+}
+
+/// A pool call that did not produce a result (Python re-raises the task's exception; Colony
+/// says which kind of failure it was).
+public struct PoolError: Error, Hashable, Sendable, CustomStringConvertible {
+    public struct Code: Hashable, Sendable, CustomStringConvertible {
+        private enum Kind: Hashable, Sendable { case taskFailed, workerLost, noSuchTask }
+        private let kind: Kind
+        /// The task threw; `errorType` and `message` say what.
+        public static let taskFailed = Code(kind: .taskFailed)
+        /// Every worker that ran the call died (`max_attempts` times): the call itself may be
+        /// what kills them.
+        public static let workerLost = Code(kind: .workerLost)
+        /// No worker of the pool registered a task of that name.
+        public static let noSuchTask = Code(kind: .noSuchTask)
+        public var description: String {
+            switch kind {
+            case .taskFailed: "TaskFailed"
+            case .workerLost: "WorkerLost"
+            case .noSuchTask: "NoSuchTask"
+            }
+        }
+    }
+
+    public let code: Code
+    /// The task's name.
+    public let task: String
+    public let message: String
+    /// For `taskFailed`: the Swift type of the error the task threw.
+    public let errorType: String?
+    /// The worker node the call last ran on, when known.
+    public let node: String?
+
+    public var description: String { "\(code) in task '\(task)': \(message)" }
+
+    /// The error a caller gets for a pool call that failed on the manager: PoolError for the
+    /// pool's own codes, TimeoutError and CancelledError as local futures throw them.
+    static func from(_ error: RemoteError, task: String) -> any Error {
+        let detail = error.detail
+        switch error.code {
+        case .taskFailed:
+            return PoolError(
+                code: .taskFailed, task: task, message: detail["message"]?.stringValue ?? error.message,
+                errorType: detail["type"]?.stringValue, node: detail["node"]?.stringValue)
+        case .workerLost:
+            return PoolError(code: .workerLost, task: task, message: error.message, errorType: nil, node: detail["node"]?.stringValue)
+        case .noSuchTask:
+            return PoolError(code: .noSuchTask, task: task, message: error.message, errorType: nil, node: nil)
+        default:
+            return error.localError
+        }
+    }
+}
+
+/// A worker node of a pool, as `Pool.workers()` shows it.
+public struct PoolWorkerInfo: Hashable, Sendable {
+    public var node: String
+    public var pid: Int
+    public var processes: Int
+    /// Assignments it holds at once, and holds now.
+    public var capacity: Int
+    public var busy: Int
+    public var tasks: [String]
+    public var draining: Bool
+    /// Calls it has finished.
+    public var done: Int
+}
+
+extension Manager {
+    /// Python `multiprocessing.Pool()`, spread over the worker nodes that join the manager's
+    /// pool `name` (`colony worker --pool NAME`; "default" when neither side names one).
+    /// `chunksize` and `maxAttempts` apply when this call creates the pool.
+    public func pool(_ name: String = "default", chunksize: Int? = nil, maxAttempts: Int? = nil) async throws -> Pool {
+        let options: WireValue = [
+            "chunksize": chunksize.map { .integer($0) } ?? .null, "max_attempts": maxAttempts.map { .integer($0) } ?? .null,
+        ]
+        return Pool(handle: try await make(.pool, name, options))
+    }
+}
+
+/// Python's `multiprocessing.Pool`, on a manager's worker nodes. Every method has an async
+/// form and a blocking twin for plain threads. `close`, `join` and `terminate` act on the
+/// jobs of this connection (a named pool is shared by many clients).
+///
+/// Unlike Python's Pool, a worker that dies does not hang the pool: its calls run again on
+/// another worker (up to the pool's `max_attempts`, then `PoolError.workerLost` for that call
+/// only), and the results of a client that crashed are dropped, not left to leak.
+public struct Pool: Proxy {
+    let handle: ProxyHandle
+    public var reference: ObjectRef { handle.reference }
+
+    // MARK: apply
+
+    /// Python `pool.apply(f, args)`: runs one call and returns its result.
+    public func apply<A, R>(_ task: PoolTask<A, R>, _ arguments: A) async throws -> R {
+        try await applyAsync(task, arguments).get()
+    }
+    public func apply<A, R>(_ task: PoolTask<A, R>, _ arguments: A) throws -> R {
+        try applyAsync(task, arguments).get()
+    }
+
+    /// Python `pool.apply_async(f, args, callback=, error_callback=)`. The callbacks run on
+    /// a background task when the result arrives.
+    public func applyAsync<A, R>(
+        _ task: PoolTask<A, R>, _ arguments: A, callback: (@Sendable (R) -> Void)? = nil,
+        errorCallback: (@Sendable (any Error) -> Void)? = nil
+    ) async throws -> AsyncResult<R> {
+        let job = try await handle.run(PoolCall.submit(task: task.name, arguments: [wire(arguments)]))
+        return AsyncResult(pool: self, job: job, task: task.name, kind: .single, callback: callback, errorCallback: errorCallback)
+    }
+    public func applyAsync<A, R>(
+        _ task: PoolTask<A, R>, _ arguments: A, callback: (@Sendable (R) -> Void)? = nil,
+        errorCallback: (@Sendable (any Error) -> Void)? = nil
+    ) throws -> AsyncResult<R> {
+        let job = try handle.runBlocking(PoolCall.submit(task: task.name, arguments: [wire(arguments)]))
+        return AsyncResult(pool: self, job: job, task: task.name, kind: .single, callback: callback, errorCallback: errorCallback)
+    }
+
+    // MARK: map
+
+    /// Python `pool.map(f, iterable, chunksize)`: every result, in input order; throws the
+    /// first call's error. `chunksize` nil is Python's automatic size.
+    public func map<A, R>(_ task: PoolTask<A, R>, _ items: some Sequence<A>, chunksize: Int? = nil) async throws -> [R] {
+        try await mapAsync(task, items, chunksize: chunksize).get()
+    }
+    public func map<A, R>(_ task: PoolTask<A, R>, _ items: some Sequence<A>, chunksize: Int? = nil) throws -> [R] {
+        try mapAsync(task, items, chunksize: chunksize).get()
+    }
+
+    /// Python `pool.map_async(f, iterable, chunksize, callback, error_callback)`.
+    public func mapAsync<A, R>(
+        _ task: PoolTask<A, R>, _ items: some Sequence<A>, chunksize: Int? = nil, callback: (@Sendable ([R]) -> Void)? = nil,
+        errorCallback: (@Sendable (any Error) -> Void)? = nil
+    ) async throws -> AsyncResult<[R]> {
+        let call = PoolCall.map(task: task.name, calls: try items.map { .array([try wire($0)]) }, chunksize: chunksize, ordered: true, more: false)
+        return AsyncResult(pool: self, job: try await handle.run(call), task: task.name, kind: .list, callback: callback, errorCallback: errorCallback)
+    }
+    public func mapAsync<A, R>(
+        _ task: PoolTask<A, R>, _ items: some Sequence<A>, chunksize: Int? = nil, callback: (@Sendable ([R]) -> Void)? = nil,
+        errorCallback: (@Sendable (any Error) -> Void)? = nil
+    ) throws -> AsyncResult<[R]> {
+        let call = PoolCall.map(task: task.name, calls: try items.map { .array([try wire($0)]) }, chunksize: chunksize, ordered: true, more: false)
+        return AsyncResult(pool: self, job: try handle.runBlocking(call), task: task.name, kind: .list, callback: callback, errorCallback: errorCallback)
+    }
+
+    /// Python `pool.starmap(f, [(a, b), ...])`: each item is a positional argument list. The
+    /// task's `Arguments` decodes from the list as an array (an array type, or a `Codable`
+    /// struct that reads an unkeyed container); a one-element list also decodes from its element.
+    public func starmap<A, R>(_ task: PoolTask<A, R>, _ argumentLists: some Sequence<[any Encodable & Sendable]>, chunksize: Int? = nil)
+        async throws -> [R]
+    {
+        try await starmapAsync(task, argumentLists, chunksize: chunksize).get()
+    }
+    public func starmap<A, R>(_ task: PoolTask<A, R>, _ argumentLists: some Sequence<[any Encodable & Sendable]>, chunksize: Int? = nil)
+        throws -> [R]
+    {
+        try starmapAsync(task, argumentLists, chunksize: chunksize).get()
+    }
+
+    /// Python `pool.starmap_async(f, iterable, chunksize, callback, error_callback)`.
+    public func starmapAsync<A, R>(
+        _ task: PoolTask<A, R>, _ argumentLists: some Sequence<[any Encodable & Sendable]>, chunksize: Int? = nil,
+        callback: (@Sendable ([R]) -> Void)? = nil, errorCallback: (@Sendable (any Error) -> Void)? = nil
+    ) async throws -> AsyncResult<[R]> {
+        let call = PoolCall.map(task: task.name, calls: try Pool.argumentLists(argumentLists), chunksize: chunksize, ordered: true, more: false)
+        return AsyncResult(pool: self, job: try await handle.run(call), task: task.name, kind: .list, callback: callback, errorCallback: errorCallback)
+    }
+    public func starmapAsync<A, R>(
+        _ task: PoolTask<A, R>, _ argumentLists: some Sequence<[any Encodable & Sendable]>, chunksize: Int? = nil,
+        callback: (@Sendable ([R]) -> Void)? = nil, errorCallback: (@Sendable (any Error) -> Void)? = nil
+    ) throws -> AsyncResult<[R]> {
+        let call = PoolCall.map(task: task.name, calls: try Pool.argumentLists(argumentLists), chunksize: chunksize, ordered: true, more: false)
+        return AsyncResult(pool: self, job: try handle.runBlocking(call), task: task.name, kind: .list, callback: callback, errorCallback: errorCallback)
+    }
+
+    private static func argumentLists(_ lists: some Sequence<[any Encodable & Sendable]>) throws -> [WireValue] {
+        try lists.map { list in .array(try list.map { try WireValueEncoder().encode($0) }) }
+    }
+
+    // MARK: imap
+
+    /// Python `pool.imap(f, iterable, chunksize=1)`: results in input order as they come.
+    /// The input is read lazily and sent in windows, so neither side holds all of a long
+    /// iterable. Iterate with `for try await` or, on a plain thread, `next(timeout:)`.
+    public func imap<A, R>(_ task: PoolTask<A, R>, _ items: some Sequence<A> & Sendable, chunksize: Int = 1) throws -> PoolIterator<R> {
+        try PoolIterator(pool: self, task: task.name, items: items.lazy.map { try wire($0) }, chunksize: chunksize, ordered: true)
+    }
+
+    /// Python `pool.imap_unordered(f, iterable, chunksize=1)`: results in the order calls finish.
+    public func imapUnordered<A, R>(_ task: PoolTask<A, R>, _ items: some Sequence<A> & Sendable, chunksize: Int = 1) throws
+        -> PoolIterator<R>
+    {
+        try PoolIterator(pool: self, task: task.name, items: items.lazy.map { try wire($0) }, chunksize: chunksize, ordered: false)
+    }
+
+    // MARK: Lifetime
+
+    /// Python `pool.close()`: this connection submits no more work to the pool.
+    public func close() async throws { try await handle.run(PoolCall.close()) }
+    public func close() throws { try handle.runBlocking(PoolCall.close()) }
+
+    /// Python `pool.terminate()`: closes, and stops this connection's unfinished calls
+    /// (running ones are stopped on their workers; their results are `CancelledError`).
+    public func terminate() async throws { try await handle.run(PoolCall.terminate()) }
+    public func terminate() throws { try handle.runBlocking(PoolCall.terminate()) }
+
+    /// Python `pool.join()`: waits until every call this connection submitted has finished.
+    /// Call `close()` or `terminate()` first. Returns false if `timeout` passed first.
+    @discardableResult
+    public func join(timeout: Double? = nil) async throws -> Bool { try await handle.wait(PoolCall.join(timeout: timeout)) }
+    @discardableResult
+    public func join(timeout: Double? = nil) throws -> Bool { try handle.runBlocking(PoolCall.join(timeout: timeout)) }
+
+    /// The worker nodes serving the pool now.
+    public func workers() async throws -> [PoolWorkerInfo] { try await handle.run(PoolCall.workers()).map(Pool.workerInfo) }
+    public func workers() throws -> [PoolWorkerInfo] { try handle.runBlocking(PoolCall.workers()).map(Pool.workerInfo) }
+
+    static func workerInfo(_ row: WireValue) -> PoolWorkerInfo {
+        func int(_ key: String) -> Int { row[key]?.int64Value.flatMap(Int.init(exactly:)) ?? 0 }
+        return PoolWorkerInfo(
+            node: row["node"]?.stringValue ?? "?", pid: int("pid"), processes: int("processes"), capacity: int("capacity"),
+            busy: int("busy"), tasks: (row["tasks"]?.arrayValue ?? []).compactMap(\.stringValue), draining: row["draining"]?.boolValue ?? false,
+            done: int("done"))
+    }
+
+    func decode<R: Decodable>(_ type: R.Type, _ outcome: Result<WireValue, RemoteError>, task: String) throws -> R {
+        switch outcome {
+        case .success(let value): return try handle.decode(R.self, value)
+        case .failure(let error): throw PoolError.from(error, task: task)
+        }
+    }
+}
+
+/// Python's `AsyncResult` (what `applyAsync` and `mapAsync` return). The result is fetched
+/// once, in the background, as soon as the call is submitted: the manager sends it when it is
+/// ready, and every `get` after that answers locally.
+public final class AsyncResult<Value: Decodable & Sendable>: @unchecked Sendable {
+    enum Kind {
+        /// One call (`submit`): its outcome.
+        case single
+        /// A map: every outcome in order, or the first error.
+        case list
+    }
+
+    private let pool: Pool
+    private let job: UInt64
+    private let future = Future<Value>()
+
+    init(
+        pool: Pool, job: UInt64, task: String, kind: Kind, callback: (@Sendable (Value) -> Void)?,
+        errorCallback: (@Sendable (any Error) -> Void)?
+    ) {
+        self.pool = pool
+        self.job = job
+        if callback != nil || errorCallback != nil {
+            future.addDoneCallback { future in
+                do { callback?(try future.result(timeout: 0)) } catch { errorCallback?(error) }
+            }
+        }
+        let future = self.future
+        Task {
+            do {
+                try future.setResult(try await AsyncResult.fetch(pool: pool, job: job, task: task, kind: kind))
+            } catch {
+                try? future.setException(error)
+            }
+        }
+    }
+
+    private static func fetch(pool: Pool, job: UInt64, task: String, kind: Kind) async throws -> Value {
+        switch kind {
+        case .single:
+            let answer: Result<WireValue, RemoteError>
+            do {
+                answer = .success(try await pool.handle.manager.connection.call(PoolCall.result(job: job).request(object: pool.reference.id)))
+            } catch let error as RemoteError {
+                answer = .failure(error)
+            }
+            return try pool.decode(Value.self, answer, task: task)
+        case .list:
+            var outcomes: [Result<WireValue, RemoteError>] = []
+            while true {
+                let batch = try await pool.handle.run(PoolCall.next(job: job))
+                outcomes += batch.outcomes
+                if batch.finished { break }
+            }
+            for outcome in outcomes {
+                if case .failure(let error) = outcome { throw PoolError.from(error, task: task) }
+            }
+            return try pool.decode(Value.self, .success(.array(outcomes.map { (try? $0.get()) ?? .null })), task: task)
+        }
+    }
+
+    /// Python `r.get(timeout)`: the result, or the call's error; `TimeoutError` if it is not
+    /// ready within `timeout` seconds (the call goes on; get it later).
+    public func get(timeout: Double? = nil) async throws -> Value {
+        if let timeout {
+            return try await withThrowingTaskGroup(of: Value?.self) { group in
+                let future = self.future
+                group.addTask { try await future.value }
+                group.addTask {
+                    try? await Task.sleep(for: .seconds(max(0, timeout)))
+                    return nil
+                }
+                defer { group.cancelAll() }
+                guard let first = try await group.next(), let value = first else { throw TimeoutError() }
+                return value
+            }
+        }
+        return try await future.value
+    }
+    public func get(timeout: Double? = nil) throws -> Value { try future.result(timeout: timeout) }
+
+    /// Python `r.wait(timeout)`: waits until the result is ready (true) or the timeout passes.
+    @discardableResult
+    public func wait(timeout: Double? = nil) async -> Bool {
+        (try? await get(timeout: timeout)) != nil || future.isDone
+    }
+    @discardableResult
+    public func wait(timeout: Double? = nil) -> Bool {
+        _ = try? future.exception(timeout: timeout)
+        return future.isDone
+    }
+
+    /// Python `r.ready()`.
+    public var isReady: Bool { future.isDone }
+
+    /// Python `r.successful()`: whether the call finished without error; while it runs,
+    /// `ThreadingError` `.invalidArgument` (Python's ValueError).
+    public func successful() throws -> Bool {
+        guard future.isDone else { throw ThreadingError(.invalidArgument, "the result is not ready; wait for it first (Python raises ValueError)") }
+        return (try? future.exception(timeout: 0)) == nil
+    }
+
+    /// Beyond Python: cancels the call on the manager if it has not finished (queued calls
+    /// are dropped, running ones stopped). Returns whether it was cancelled.
+    public func cancel() async throws -> Bool { try await pool.handle.run(PoolCall.cancel(job: job)) }
+}
+
+/// The iterator `imap` and `imapUnordered` return (Python's `IMapIterator`): results as they
+/// come, a call's error thrown at its place (iteration may go on after it), and `progress`.
+/// Use it from one task or thread at a time.
+public final class PoolIterator<Element: Codable & Sendable>: AsyncSequence, AsyncIteratorProtocol, @unchecked Sendable {
+    private let pool: Pool
+    private let task: String
+    private let job: UInt64
+    private var input: AnyIterator<WireValue>
+    private var inputDone = false
+    private var sent = 0
+    private var received = 0
+    private var finished = false
+    private var buffer: [Result<WireValue, RemoteError>] = []
+    private var bufferIndex = 0
+    private let window: Int
+    /// Calls finished so far, and the number of calls once the input has been read to its end.
+    public private(set) var progress: (completed: Int, total: Int?) = (0, nil)
+
+    init(pool: Pool, task: String, items: some Sequence<WireValue>, chunksize: Int, ordered: Bool) throws {
+        guard chunksize >= 1 else { throw ThreadingError(.invalidArgument, "chunksize must be at least 1, not \(chunksize)") }
+        self.pool = pool
+        self.task = task
+        var iterator = items.makeIterator()
+        input = AnyIterator { iterator.next() }
+        // Enough calls in flight to keep every worker busy; the manager holds no more.
+        window = Swift.max(1024, chunksize * 256)
+        let first = Self.read(&input, count: window)
+        inputDone = first.count < window
+        sent = first.count
+        job = try pool.handle.runBlocking(
+            PoolCall.map(task: task, calls: first.map { .array([$0]) }, chunksize: chunksize, ordered: ordered, more: !inputDone))
+    }
+
+    private static func read(_ input: inout AnyIterator<WireValue>, count: Int) -> [WireValue] {
+        var values: [WireValue] = []
+        while values.count < count, let value = input.next() { values.append(value) }
+        return values
+    }
+
+    public func makeAsyncIterator() -> PoolIterator<Element> { self }
+
+    /// The next window of input, once half the last one has come back.
+    private func refill() -> ObjectCall<Void>? {
+        guard !inputDone, sent - received <= window / 2 else { return nil }
+        let more = Self.read(&input, count: window / 2)
+        inputDone = more.count < window / 2
+        sent += more.count
+        return PoolCall.feed(job: job, calls: more.map { .array([$0]) }, last: inputDone)
+    }
+
+    private func take(_ batch: PoolBatch) {
+        buffer = batch.outcomes
+        bufferIndex = 0
+        received += batch.outcomes.count
+        finished = batch.finished
+        progress = (batch.completed, batch.total)
+    }
+
+    private func pop() throws -> Element? {
+        guard bufferIndex < buffer.count else { return nil }
+        let outcome = buffer[bufferIndex]
+        bufferIndex += 1
+        return try pool.decode(Element.self, outcome, task: task)
+    }
+
+    /// The next result in async code; nil at the end.
+    public func next() async throws -> Element? {
+        while true {
+            if bufferIndex < buffer.count { return try pop() }
+            if finished { return nil }
+            if let feed = refill() { try await pool.handle.run(feed) }
+            take(try await pool.handle.wait(PoolCall.next(job: job)))
+        }
+    }
+
+    /// Python `it.next(timeout)` on a plain thread: the next result, nil at the end;
+    /// `TimeoutError` if none arrives within `timeout` seconds.
+    public func next(timeout: Double? = nil) throws -> Element? {
+        while true {
+            if bufferIndex < buffer.count { return try pop() }
+            if finished { return nil }
+            if let feed = refill() { try pool.handle.runBlocking(feed) }
+            take(try pool.handle.runBlocking(PoolCall.next(job: job, timeout: timeout)))
+        }
+    }
+
+    /// Every remaining result, in the iterator's order (throws the first error).
+    public func collect() async throws -> [Element] {
+        var results: [Element] = []
+        while let element = try await next() { results.append(element) }
+        return results
+    }
+}

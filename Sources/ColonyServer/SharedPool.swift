@@ -1,0 +1,470 @@
+import ColonyPool
+import ColonyWire
+import Threading
+
+/// Where frames for a worker node go: its session's connection. Pools call it from any
+/// thread; it never writes inline while the caller holds a lock of the pool.
+public protocol WorkerOutlet: AnyObject, Sendable {
+    /// Sends one message (chunked if large) to the worker.
+    func send(kind: FrameKind, requestID: UInt64, value: WireValue)
+    /// Closes the worker's connection (it was found silent).
+    func disconnect(reason: String)
+}
+
+/// A pool object (SPEC.md 6.1 type 17): the manager's host for one `PoolScheduler`. Client
+/// sessions submit jobs and park on their results; worker sessions join, take assignments
+/// and report. Every input runs under the pool's lock; the frames and answers it produces
+/// leave after the lock is released.
+final class SharedPool: BlockingObject, @unchecked Sendable {
+    let type = ObjectType.pool
+    private let lock = Lock()
+    // Guarded by lock.
+    private var scheduler: PoolScheduler
+    private var outlets: [PoolWorkerID: any WorkerOutlet] = [:]
+    private var jobWaiters: [PoolJobID: [JobWaiter]] = [:]
+    private var joinWaiters: [PoolClientID: [ParkedCall]] = [:]
+
+    /// The largest capacity a worker may announce: more places than any node can fill.
+    static let maxCapacity = 65_536
+
+    private enum WaitKind {
+        /// `result`: the one outcome of a submitted call.
+        case result
+        /// `next`: up to this many outcomes.
+        case next(Int)
+        /// `wait`: the job finished (true) or the timeout passed (false).
+        case finished
+    }
+
+    private struct JobWaiter {
+        let call: ParkedCall
+        let kind: WaitKind
+    }
+
+    /// What leaves the pool after its lock is released.
+    private struct Effects {
+        var frames: [(any WorkerOutlet, FrameKind, UInt64, WireValue)] = []
+        var answers: [(ParkedCall, Result<WireValue, RemoteError>)] = []
+        var disconnects: [(any WorkerOutlet, String)] = []
+
+        func deliver() {
+            for (outlet, kind, id, value) in frames { outlet.send(kind: kind, requestID: id, value: value) }
+            for (call, outcome) in answers {
+                switch outcome {
+                case .success(let value): call.answer(value)
+                case .failure(let error): call.fail(error)
+                }
+            }
+            for (outlet, reason) in disconnects { outlet.disconnect(reason: reason) }
+        }
+    }
+
+    init(settings: PoolSettings) {
+        scheduler = PoolScheduler(settings: settings)
+    }
+
+    /// `new` options: `{"chunksize": n, "max_attempts": n}` (SPEC.md 6.1).
+    static func make(options: WireValue) throws(RemoteError) -> SharedPool {
+        var settings = PoolSettings()
+        if let chunksize = try PythonSemantics.optionalInt(options["chunksize"], "chunksize") {
+            guard chunksize >= 1 else { throw RemoteError(.valueError, "a pool's chunksize must be at least 1") }
+            settings.chunksize = chunksize
+        }
+        if let attempts = try PythonSemantics.optionalInt(options["max_attempts"], "max_attempts") {
+            guard (1...100).contains(attempts) else { throw RemoteError(.valueError, "max_attempts must be between 1 and 100") }
+            settings.maxAttempts = attempts
+        }
+        return SharedPool(settings: settings)
+    }
+
+    var size: Int { lock.withLock { scheduler.load.queued } }
+    var waiting: Int { lock.withLock { jobWaiters.values.reduce(0) { $0 + $1.count } + joinWaiters.values.reduce(0) { $0 + $1.count } } }
+
+    // MARK: Client methods
+
+    func call(_ method: String, _ values: [WireValue], _ context: CallContext, _ changes: inout ReferenceChanges) throws(RemoteError)
+        -> CallResult
+    {
+        guard let poolMethod = PoolMethod(rawValue: method) else { throw unknownMethod(type, method) }
+        var effects = Effects()
+        defer { effects.deliver() }
+        let client = PoolClientID(context.session)
+        return try lock.withLock { () throws(RemoteError) -> CallResult in
+            switch poolMethod {
+            case .submit:
+                let arguments = try Arguments(method, values, count: 2...2)
+                let task = try taskName(arguments.values[0])
+                let call = try argumentList(arguments.values[1], method)
+                let (job, actions) = try scheduler.submit(client: client, task: task, calls: [call], chunksize: 1, ordered: true)
+                perform(actions, into: &effects)
+                return .answer(.integer(job.rawValue))
+            case .map:
+                let arguments = try Arguments(method, values, count: 2...5)
+                let task = try taskName(arguments.values[0])
+                let calls = try callList(arguments.values[1], method)
+                let chunksize = try PythonSemantics.optionalInt(arguments.optional(2), "chunksize")
+                let ordered = arguments.optional(3)?.boolValue ?? true
+                let more = arguments.optional(4)?.boolValue ?? false
+                let (job, actions) = try scheduler.submit(
+                    client: client, task: task, calls: calls, chunksize: chunksize, ordered: ordered, moreInput: more)
+                perform(actions, into: &effects)
+                return .answer(.integer(job.rawValue))
+            case .feed:
+                let arguments = try Arguments(method, values, count: 3...3)
+                let job = try ownJob(arguments.values[0], client)
+                let calls = try callList(arguments.values[1], method)
+                perform(try scheduler.feed(job, calls: calls, last: arguments.values[2].boolValue ?? true), into: &effects)
+                return .answer(.null)
+            case .result:
+                let arguments = try Arguments(method, values, count: 1...2)
+                let job = try ownJob(arguments.values[0], client)
+                let timeout = try timeoutArgument(arguments.optional(1), method)
+                if scheduler.hasReady(job) { return .answer(try takeOne(job).get()) }
+                return try park(job, .result, timeout: timeout, context)
+            case .next:
+                let arguments = try Arguments(method, values, count: 1...3)
+                let job = try ownJob(arguments.values[0], client)
+                let limit = try PythonSemantics.optionalInt(arguments.optional(1), "max") ?? Int.max
+                guard limit >= 1 else { throw RemoteError(.valueError, "next(): max must be at least 1") }
+                let timeout = try timeoutArgument(arguments.optional(2), method)
+                if scheduler.hasReady(job) { return .answer(try takeSome(job, limit: limit)) }
+                return try park(job, .next(limit), timeout: timeout, context)
+            case .wait:
+                let arguments = try Arguments(method, values, count: 1...2)
+                let job = try ownJob(arguments.values[0], client)
+                let timeout = try timeoutArgument(arguments.optional(1), method)
+                if scheduler.isFinished(job) { return .answer(true) }
+                if timeout == 0 { return .answer(false) }
+                return try park(job, .finished, timeout: timeout, context)
+            case .ready:
+                let arguments = try Arguments(method, values, count: 1...1)
+                return .answer(.bool(scheduler.isFinished(try ownJob(arguments.values[0], client))))
+            case .successful:
+                let arguments = try Arguments(method, values, count: 1...1)
+                guard let successful = scheduler.isSuccessful(try ownJob(arguments.values[0], client)) else {
+                    throw RemoteError(.valueError, "the result is not ready; wait for it first (Python raises ValueError too)")
+                }
+                return .answer(.bool(successful))
+            case .progress:
+                let arguments = try Arguments(method, values, count: 1...1)
+                let job = try ownJob(arguments.values[0], client)
+                let (completed, total) = scheduler.progress(job) ?? (0, nil)
+                return .answer([.integer(completed), total.map { .integer($0) } ?? .null])
+            case .cancel:
+                let arguments = try Arguments(method, values, count: 1...1)
+                let (cancelled, actions) = scheduler.cancel(try ownJob(arguments.values[0], client))
+                perform(actions, into: &effects)
+                return .answer(.bool(cancelled))
+            case .close:
+                _ = try Arguments(method, values, count: 0...0)
+                perform(scheduler.close(client: client), into: &effects)
+                return .answer(.null)
+            case .terminate:
+                _ = try Arguments(method, values, count: 0...0)
+                perform(scheduler.terminate(client: client), into: &effects)
+                return .answer(.null)
+            case .join:
+                let arguments = try Arguments(method, values, count: 0...1)
+                let timeout = try timeoutArgument(arguments.optional(0), method)
+                guard scheduler.isClosed(client) else {
+                    throw RemoteError(.valueError, "Pool is still running: call close() or terminate() before join(), as in Python")
+                }
+                if scheduler.isIdle(client) { return .answer(true) }
+                if timeout == 0 { return .answer(false) }
+                let parked = try context.park(on: self, method)
+                joinWaiters[client, default: []].append(parked)
+                return .parked(parked, timeout: timeout)
+            case .workers:
+                _ = try Arguments(method, values, count: 0...0)
+                return .answer(.array(scheduler.workerRows.map(\.wireValue)))
+            }
+        }
+    }
+
+    private func taskName(_ value: WireValue) throws(RemoteError) -> String {
+        guard let name = value.stringValue, !name.isEmpty else {
+            throw RemoteError(.wrongType, "a task is named by a non-empty string, not \(value.kindDescription)")
+        }
+        return name
+    }
+
+    private func argumentList(_ value: WireValue, _ method: String) throws(RemoteError) -> WireValue {
+        guard case .array = value else {
+            throw RemoteError(.wrongType, "\(method)(): a call's arguments are an array (a positional argument list), not \(value.kindDescription)")
+        }
+        return value
+    }
+
+    private func callList(_ value: WireValue, _ method: String) throws(RemoteError) -> [WireValue] {
+        guard let calls = value.arrayValue else {
+            throw RemoteError(.wrongType, "\(method)(): calls are an array of argument lists, not \(value.kindDescription)")
+        }
+        for call in calls { _ = try argumentList(call, method) }
+        return calls
+    }
+
+    /// A job id argument that names a job of this client.
+    private func ownJob(_ value: WireValue, _ client: PoolClientID) throws(RemoteError) -> PoolJobID {
+        guard let raw = value.uint64Value else { throw RemoteError(.wrongType, "a job id is an unsigned integer, not \(value.kindDescription)") }
+        let job = PoolJobID(raw)
+        guard let owner = scheduler.owner(of: job) else {
+            throw RemoteError(.valueError, "\(job) does not exist: its results were already taken, or it was never submitted")
+        }
+        guard owner == client else { throw RemoteError(.valueError, "\(job) belongs to another client session") }
+        return job
+    }
+
+    private func takeOne(_ job: PoolJobID) throws(RemoteError) -> Result<WireValue, RemoteError> {
+        let (outcomes, _) = try scheduler.take(job, limit: 1)
+        return outcomes.first ?? .failure(RemoteError(.internalError, "\(job) finished without an outcome"))
+    }
+
+    /// `next`'s answer: `[finished, [[true, value] or [false, error]], completed, total or nil]`.
+    private func takeSome(_ job: PoolJobID, limit: Int) throws(RemoteError) -> WireValue {
+        let progress = scheduler.progress(job)
+        let (outcomes, finished) = try scheduler.take(job, limit: limit)
+        let completed = progress?.completed ?? 0
+        let total: WireValue = progress?.total.map { .integer($0) } ?? .null
+        let items = outcomes.map { outcome -> WireValue in
+            switch outcome {
+            case .success(let value): BatchOutcome.success(value).wireValue
+            case .failure(let error): BatchOutcome.failure(error).wireValue
+            }
+        }
+        return [.bool(finished), .array(items), .integer(completed), total]
+    }
+
+    private func park(_ job: PoolJobID, _ kind: WaitKind, timeout: Double?, _ context: CallContext) throws(RemoteError) -> CallResult {
+        if timeout == 0 { throw RemoteError(.timeout, "\(job) has no result yet (timeout 0)") }
+        let parked = try context.park(on: self, "result")
+        jobWaiters[job, default: []].append(JobWaiter(call: parked, kind: kind))
+        return .parked(parked, timeout: timeout)
+    }
+
+    /// Carries out the scheduler's actions: frames to workers, answers to waiting clients.
+    private func perform(_ actions: [PoolAction], into effects: inout Effects) {
+        for action in actions {
+            switch action {
+            case .assign(let worker, let assignment, let task, let calls, let attempt):
+                guard let outlet = outlets[worker] else { continue }
+                effects.frames.append((outlet, .taskAssign, assignment.rawValue, TaskAssignment.body(task: task, calls: calls, attempt: attempt)))
+            case .abort(let worker, let assignment):
+                guard let outlet = outlets[worker] else { continue }
+                effects.frames.append((outlet, .cancel, assignment.rawValue, .null))
+            case .resultsReady(let job):
+                wake(job, into: &effects)
+            case .clientIdle(let client):
+                for call in joinWaiters.removeValue(forKey: client) ?? [] { effects.answers.append((call, .success(true))) }
+            case .disconnect(let worker, let reason):
+                if let outlet = outlets.removeValue(forKey: worker) { effects.disconnects.append((outlet, reason)) }
+            }
+        }
+    }
+
+    /// Answers the waiters of `job` that can be answered now.
+    private func wake(_ job: PoolJobID, into effects: inout Effects) {
+        guard var waiters = jobWaiters.removeValue(forKey: job) else { return }
+        var index = 0
+        while index < waiters.count {
+            let waiter = waiters[index]
+            var outcome: Result<WireValue, RemoteError>?
+            switch waiter.kind {
+            case .finished:
+                if scheduler.isFinished(job) { outcome = .success(true) }
+            case .result:
+                if scheduler.hasReady(job) {
+                    do { outcome = try takeOne(job) } catch { outcome = .failure(error) }
+                }
+            case .next(let limit):
+                if scheduler.hasReady(job) {
+                    do { outcome = .success(try takeSome(job, limit: limit)) } catch { outcome = .failure(error) }
+                }
+            }
+            if let outcome {
+                effects.answers.append((waiter.call, outcome))
+                waiters.remove(at: index)
+            } else {
+                index += 1
+            }
+        }
+        if !waiters.isEmpty { jobWaiters[job] = waiters }
+    }
+
+    // MARK: Parked calls
+
+    func cancel(_ call: ParkedCall) -> [UInt64] {
+        if lock.withLock({ removeWaiter(call) }) { call.fail(RemoteError(.cancelled, "the wait was cancelled")) }
+        return []
+    }
+
+    func expire(_ call: ParkedCall) -> [UInt64] {
+        var answer: Result<WireValue, RemoteError>?
+        lock.withLock {
+            for (job, waiters) in jobWaiters {
+                guard let index = waiters.firstIndex(where: { $0.call === call }) else { continue }
+                if case .finished = waiters[index].kind {
+                    answer = .success(false)
+                } else {
+                    answer = .failure(RemoteError(.timeout, "\(job) has no result yet; the timeout passed"))
+                }
+                jobWaiters[job]!.remove(at: index)
+                return
+            }
+            if removeWaiter(call) { answer = .success(false) }  // a join
+        }
+        switch answer {
+        case .success(let value)?: call.answer(value)
+        case .failure(let error)?: call.fail(error)
+        case nil: break
+        }
+        return []
+    }
+
+    /// Removes a parked call from wherever it waits.
+    private func removeWaiter(_ call: ParkedCall) -> Bool {
+        for (job, waiters) in jobWaiters {
+            if let index = waiters.firstIndex(where: { $0.call === call }) {
+                jobWaiters[job]!.remove(at: index)
+                return true
+            }
+        }
+        for (client, waiters) in joinWaiters {
+            if let index = waiters.firstIndex(where: { $0 === call }) {
+                joinWaiters[client]!.remove(at: index)
+                return true
+            }
+        }
+        return false
+    }
+
+    /// A client session ended: its waits go, and its queued and running work is dropped.
+    func sessionEnded(_ session: UInt64) -> [UInt64] {
+        var effects = Effects()
+        lock.withLock {
+            for job in Array(jobWaiters.keys) {
+                jobWaiters[job]!.removeAll { $0.call.session == session }
+                if jobWaiters[job]!.isEmpty { jobWaiters[job] = nil }
+            }
+            joinWaiters[PoolClientID(session)] = nil
+            perform(scheduler.clientGone(PoolClientID(session)), into: &effects)
+        }
+        effects.deliver()
+        return []
+    }
+
+    func removeAll() -> [UInt64] {
+        let (waiting, workers) = lock.withLock {
+            defer {
+                jobWaiters = [:]
+                joinWaiters = [:]
+                outlets = [:]
+            }
+            return (jobWaiters.values.flatMap { $0.map(\.call) } + joinWaiters.values.flatMap { $0 }, Array(outlets.values))
+        }
+        for call in waiting { call.fail(RemoteError(.noSuchObject, "the pool was deleted while this call waited on it")) }
+        for outlet in workers { outlet.disconnect(reason: "the pool was deleted") }
+        return []
+    }
+
+    // MARK: Worker sessions
+
+    /// A worker-hello: the node joins with its capacity and tasks.
+    func workerJoined(session: UInt64, outlet: any WorkerOutlet, hello: WorkerHello, now: UInt64) throws(RemoteError) {
+        guard hello.capacity <= SharedPool.maxCapacity, hello.processes <= SharedPool.maxCapacity else {
+            throw RemoteError(
+                .valueError, "a worker's capacity and processes must be between 1 and \(SharedPool.maxCapacity), not \(hello.capacity) and \(hello.processes)")
+        }
+        var effects = Effects()
+        lock.withLock {
+            let id = PoolWorkerID(session)
+            outlets[id] = outlet
+            let actions = scheduler.workerJoined(
+                id, node: hello.node, pid: hello.pid, capacity: hello.capacity, processes: hello.processes, tasks: Set(hello.tasks),
+                heartbeatInterval: .nanoseconds(Int64(hello.heartbeatSeconds * 1e9)), now: now)
+            perform(actions, into: &effects)
+        }
+        effects.deliver()
+    }
+
+    /// A frame from a joined worker: results, failures, heartbeats, drain.
+    func workerFrame(session: UInt64, _ message: Message, now: UInt64) throws {
+        let worker = PoolWorkerID(session)
+        let assignment = PoolAssignmentID(message.requestID)
+        var effects = Effects()
+        defer { effects.deliver() }
+        let value = try message.value()
+        try lock.withLock {
+            scheduler.heard(from: worker, now: now)
+            switch message.kind {
+            case .taskResult:
+                let result = try TaskResult(wireValue: value)
+                perform(try scheduler.completed(assignment, by: worker, results: result.results), into: &effects)
+            case .taskFailure:
+                let failure = try TaskFailure(wireValue: value)
+                if failure.lost {
+                    perform(try scheduler.lost(assignment, by: worker, index: failure.index, results: failure.results), into: &effects)
+                } else {
+                    let error = RemoteError(
+                        .taskFailed, "\(failure.errorType): \(failure.message)",
+                        detail: ["type": .string(failure.errorType), "message": .string(failure.message), "node": .string(nodeName(worker))])
+                    perform(
+                        try scheduler.failed(assignment, by: worker, index: failure.index, results: failure.results, error: error), into: &effects)
+                }
+            case .heartbeat:
+                _ = try Heartbeat(wireValue: value)
+            case .drain:
+                _ = try Drain(wireValue: value)
+                scheduler.workerDraining(worker)
+            default:
+                throw RemoteError(.unsupported, "a worker does not send \(message.kind) frames")
+            }
+        }
+    }
+
+    private func nodeName(_ worker: PoolWorkerID) -> String {
+        scheduler.workerRows.first { $0.id == worker }?.node ?? "?"
+    }
+
+    /// The worker's session ended: its running calls go back to the queue.
+    func workerLeft(session: UInt64) {
+        var effects = Effects()
+        lock.withLock {
+            outlets[PoolWorkerID(session)] = nil
+            perform(scheduler.workerLeft(PoolWorkerID(session)), into: &effects)
+        }
+        effects.deliver()
+    }
+
+    /// Periodic: workers silent past their heartbeat deadline are lost.
+    func tick(now: UInt64) {
+        var effects = Effects()
+        lock.withLock { perform(scheduler.tick(now: now), into: &effects) }
+        effects.deliver()
+    }
+
+    /// What `status` shows of this pool.
+    func describe(id: UInt64, name: String?) -> WireValue {
+        lock.withLock {
+            let load = scheduler.load
+            let counters = scheduler.counters
+            return [
+                "id": .integer(id), "name": name.map(WireValue.string) ?? .null,
+                "workers": .array(scheduler.workerRows.map(\.wireValue)),
+                "queued": .integer(load.queued), "running": .integer(load.running), "jobs": .integer(load.jobs),
+                "submitted": .integer(counters.submittedCalls), "done": .integer(counters.completedCalls),
+                "failed": .integer(counters.failedCalls), "retried": .integer(counters.retriedCalls),
+                "lost_assignments": .integer(counters.lostAssignments),
+            ]
+        }
+    }
+}
+
+extension PoolWorkerRow {
+    var wireValue: WireValue {
+        [
+            "node": .string(node), "pid": .integer(pid), "processes": .integer(processes), "capacity": .integer(capacity),
+            "busy": .integer(busy), "tasks": .array(tasks.map(WireValue.string)), "draining": .bool(draining),
+            "done": .integer(completedCalls),
+        ]
+    }
+}
