@@ -20,6 +20,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-certificates", from: "1.21.1"),
         .package(url: "https://github.com/apple/swift-asn1", from: "1.7.4"),
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/swiftlang/swift-subprocess", from: "1.0.2"),
+        .package(url: "https://github.com/apple/swift-system", from: "1.8.1"),
     ],
     targets: [
         // Only what Swift cannot call directly: futex(2), mremap(2), pidfd_open(2), prctl(2)
@@ -92,10 +94,21 @@ let package = Package(
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
             ]
         ),
+        // The worker runtime: task registry, stock tasks, a node's connection and its worker
+        // threads or processes. `colony worker` and users' own worker programs run it.
+        .target(
+            name: "ColonyWorker",
+            dependencies: [
+                "Colony", "ColonyWire", "Threading", "MemoryMap",
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "Subprocess", package: "swift-subprocess"),
+                .product(name: "SystemPackage", package: "swift-system"),
+            ]
+        ),
         .executableTarget(
             name: "colony",
             dependencies: [
-                "Colony", "ColonyServer",
+                "Colony", "ColonyServer", "ColonyWorker",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
@@ -137,7 +150,7 @@ let package = Package(
         // Start the real `colony` executable on ephemeral loopback ports.
         .testTarget(
             name: "ColonyIntegrationTests",
-            dependencies: ["Colony", "colony", "colony-examples", .product(name: "NIOPosix", package: "swift-nio")]
+            dependencies: ["Colony", "ColonyWorker", "colony", "colony-examples", .product(name: "NIOPosix", package: "swift-nio")]
         ),
     ],
     swiftLanguageModes: [.v6]

@@ -43,6 +43,22 @@ public final class Manager: @unchecked Sendable {
         guard busyPoll >= .zero, busyPoll <= .seconds(1) else {
             throw ConnectionError("busyPoll must be between zero and one second, not \(busyPoll)")
         }
+        let (key, tls) = try credentials(authKey: authKey, trust: trust, clientCertificate: clientCertificate)
+        // By default all connections of a process share Colony's event loops (one thread per
+        // core): a thread per connection would mostly add context switches.
+        let address = ManagerAddress(
+            host: host, port: port, authKey: key, trust: trust, clientCertificate: clientCertificate, serverName: serverName,
+            timeoutSeconds: timeoutSeconds, busyPoll: busyPoll)
+        let connection = try await ManagerConnection.open(
+            host: host, port: port, authKey: key, tls: tls, serverName: serverName,
+            group: eventLoopGroup, timeoutSeconds: timeoutSeconds, busyPollNanoseconds: address.busyPollNanoseconds)
+        return Manager(connection: connection, address: address)
+    }
+
+    /// The authkey and TLS configuration a connection uses, from what the caller gave.
+    static func credentials(authKey: [UInt8]?, trust: ManagerTrust, clientCertificate: ClientCertificate?) throws
+        -> (key: [UInt8], tls: TLSConfiguration?)
+    {
         var key = authKey
         var tls: TLSConfiguration?
         switch trust {
@@ -57,15 +73,7 @@ public final class Manager: @unchecked Sendable {
         guard let key else {
             throw ConnectionError("no authkey: pass authKey, or trust a state directory that holds one")
         }
-        // By default all connections of a process share Colony's event loops (one thread per
-        // core): a thread per connection would mostly add context switches.
-        let address = ManagerAddress(
-            host: host, port: port, authKey: key, trust: trust, clientCertificate: clientCertificate, serverName: serverName,
-            timeoutSeconds: timeoutSeconds, busyPoll: busyPoll)
-        let connection = try await ManagerConnection.open(
-            host: host, port: port, authKey: key, tls: tls, serverName: serverName,
-            group: eventLoopGroup, timeoutSeconds: timeoutSeconds, busyPollNanoseconds: address.busyPollNanoseconds)
-        return Manager(connection: connection, address: address)
+        return (key, tls)
     }
 
     private static func clientTLS(caPath: String, clientCertificate: ClientCertificate?) throws -> TLSConfiguration {

@@ -53,9 +53,12 @@ final class ManagerConnection: @unchecked Sendable {
         self.handler = handler
     }
 
+    /// `role` "worker" opens a worker node's session; `poolFrames` then receives what the
+    /// manager sends it unasked (assignments, cancels, drain, errors about its reports).
     static func open(
         host: String, port: Int, authKey: [UInt8], tls: TLSConfiguration?, serverName: String?,
-        group: any EventLoopGroup, timeoutSeconds: Double, busyPollNanoseconds: UInt64
+        group: any EventLoopGroup, timeoutSeconds: Double, busyPollNanoseconds: UInt64, role: String = "client",
+        poolFrames: (@Sendable (Message) -> Void)? = nil
     ) async throws -> ManagerConnection {
         let sslContext = try tls.map { try NIOSSLContext(configuration: $0) }
         let handshake = HandshakeConfiguration(
@@ -64,7 +67,8 @@ final class ManagerConnection: @unchecked Sendable {
         // still reports why through `established`.
         let eventLoop = group.next()
         let poller = BusyPoller.shared(by: eventLoop)
-        let handler = ClientHandler(handshake: handshake, poller: poller, busyPollNanoseconds: busyPollNanoseconds)
+        let handler = ClientHandler(
+            handshake: handshake, role: role, poller: poller, busyPollNanoseconds: busyPollNanoseconds, poolFrames: poolFrames)
         let bootstrap = ClientBootstrap(group: eventLoop)
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
             .connectTimeout(.nanoseconds(Int64(timeoutSeconds * 1e9)))
@@ -103,6 +107,18 @@ final class ManagerConnection: @unchecked Sendable {
             handler.send(request, id: id, answer: answer, maxFrameBody: maxFrame)
         } else {
             poller.execute { handler.send(request, id: id, answer: answer, maxFrameBody: maxFrame) }
+        }
+    }
+
+    /// Sends one message that is not a request (a worker's results, failures, heartbeats).
+    func sendMessage(kind: FrameKind, requestID: UInt64, value: WireValue) {
+        guard isOpen else { return }
+        let handler = self.handler
+        let maxFrame = session.maxFrameBody
+        if channel.eventLoop.inEventLoop {
+            handler.sendMessage(kind: kind, requestID: requestID, value: value, maxFrameBody: maxFrame)
+        } else {
+            poller.execute { handler.sendMessage(kind: kind, requestID: requestID, value: value, maxFrameBody: maxFrame) }
         }
     }
 
@@ -251,8 +267,14 @@ final class ClientHandler: ChannelInboundHandler, @unchecked Sendable {
     /// Whether this read burst handed answers to waiting tasks, which are likely to send again.
     private var answeredInThisRead = false
 
-    init(handshake: HandshakeConfiguration, poller: BusyPoller, busyPollNanoseconds: UInt64) {
-        self.handshake = ClientHandshake(configuration: handshake)
+    private let poolFrames: (@Sendable (Message) -> Void)?
+
+    init(
+        handshake: HandshakeConfiguration, role: String, poller: BusyPoller, busyPollNanoseconds: UInt64,
+        poolFrames: (@Sendable (Message) -> Void)?
+    ) {
+        self.handshake = ClientHandshake(configuration: handshake, role: role)
+        self.poolFrames = poolFrames
         self.poller = poller
         self.busyPollNanoseconds = busyPollNanoseconds
         established = poller.eventLoop.makePromise()
@@ -281,7 +303,7 @@ final class ClientHandler: ChannelInboundHandler, @unchecked Sendable {
         // Usually written (or encrypted) by now and so ours again; `clear` copies if not.
         gathered.clear()
         spareOutbound = gathered
-        if isOpen && !pending.isEmpty { poller.pollSoon(budget: busyPollNanoseconds) }
+        if isOpen && (!pending.isEmpty || poolFrames != nil) { poller.pollSoon(budget: busyPollNanoseconds) }
     }
 
     func channelReadComplete(context: ChannelHandlerContext) {
@@ -343,7 +365,11 @@ final class ClientHandler: ChannelInboundHandler, @unchecked Sendable {
                 waiter.resume(with: .failure(error.localError))
             } else if message.requestID == 0 {
                 failAll(ConnectionError("the manager reported \(error)"))
+            } else {
+                poolFrames?(message)  // about a worker's report: the worker logs it
             }
+        case .taskAssign, .cancel, .drain:
+            poolFrames?(message)
         case .ping:
             writeNow([Frame(kind: .pong, requestID: message.requestID)], context: context)
         case .goodbye:
@@ -363,12 +389,23 @@ final class ClientHandler: ChannelInboundHandler, @unchecked Sendable {
         pending[id] = answer
         outbound.writeRequest(request, requestID: id, maxFrameBody: maxFrameBody)
         // Gather the requests of this event-loop tick into one write and one flush.
-        if !flushScheduled {
-            flushScheduled = true
-            poller.execute { [self] in
-                flushScheduled = false
-                if let context = self.context { flushOutbound(context: context) }
-            }
+        scheduleFlush()
+    }
+
+    /// On the event loop: writes a message that expects no answer, flushed with this tick's
+    /// other writes.
+    func sendMessage(kind: FrameKind, requestID: UInt64, value: WireValue, maxFrameBody: Int) {
+        guard context != nil, isOpen else { return }
+        outbound.writeMessage(kind: kind, requestID: requestID, value: value, maxFrameBody: maxFrameBody)
+        scheduleFlush()
+    }
+
+    private func scheduleFlush() {
+        guard !flushScheduled else { return }
+        flushScheduled = true
+        poller.execute { [self] in
+            flushScheduled = false
+            if let context = self.context { flushOutbound(context: context) }
         }
     }
 

@@ -115,14 +115,14 @@ public struct Pool: Proxy {
         _ task: PoolTask<A, R>, _ arguments: A, callback: (@Sendable (R) -> Void)? = nil,
         errorCallback: (@Sendable (any Error) -> Void)? = nil
     ) async throws -> AsyncResult<R> {
-        let job = try await handle.run(PoolCall.submit(task: task.name, arguments: [wire(arguments)]))
+        let job = try await Pool.submitting(task.name) { try await handle.run(PoolCall.submit(task: task.name, arguments: [wire(arguments)])) }
         return AsyncResult(pool: self, job: job, task: task.name, kind: .single, callback: callback, errorCallback: errorCallback)
     }
     public func applyAsync<A, R>(
         _ task: PoolTask<A, R>, _ arguments: A, callback: (@Sendable (R) -> Void)? = nil,
         errorCallback: (@Sendable (any Error) -> Void)? = nil
     ) throws -> AsyncResult<R> {
-        let job = try handle.runBlocking(PoolCall.submit(task: task.name, arguments: [wire(arguments)]))
+        let job = try Pool.submitting(task.name) { try handle.runBlocking(PoolCall.submit(task: task.name, arguments: [wire(arguments)])) }
         return AsyncResult(pool: self, job: job, task: task.name, kind: .single, callback: callback, errorCallback: errorCallback)
     }
 
@@ -143,14 +143,14 @@ public struct Pool: Proxy {
         errorCallback: (@Sendable (any Error) -> Void)? = nil
     ) async throws -> AsyncResult<[R]> {
         let call = PoolCall.map(task: task.name, calls: try items.map { .array([try wire($0)]) }, chunksize: chunksize, ordered: true, more: false)
-        return AsyncResult(pool: self, job: try await handle.run(call), task: task.name, kind: .list, callback: callback, errorCallback: errorCallback)
+        return AsyncResult(pool: self, job: try await Pool.submitting(task.name) { try await handle.run(call) }, task: task.name, kind: .list, callback: callback, errorCallback: errorCallback)
     }
     public func mapAsync<A, R>(
         _ task: PoolTask<A, R>, _ items: some Sequence<A>, chunksize: Int? = nil, callback: (@Sendable ([R]) -> Void)? = nil,
         errorCallback: (@Sendable (any Error) -> Void)? = nil
     ) throws -> AsyncResult<[R]> {
         let call = PoolCall.map(task: task.name, calls: try items.map { .array([try wire($0)]) }, chunksize: chunksize, ordered: true, more: false)
-        return AsyncResult(pool: self, job: try handle.runBlocking(call), task: task.name, kind: .list, callback: callback, errorCallback: errorCallback)
+        return AsyncResult(pool: self, job: try Pool.submitting(task.name) { try handle.runBlocking(call) }, task: task.name, kind: .list, callback: callback, errorCallback: errorCallback)
     }
 
     /// Python `pool.starmap(f, [(a, b), ...])`: each item is a positional argument list. The
@@ -173,14 +173,14 @@ public struct Pool: Proxy {
         callback: (@Sendable ([R]) -> Void)? = nil, errorCallback: (@Sendable (any Error) -> Void)? = nil
     ) async throws -> AsyncResult<[R]> {
         let call = PoolCall.map(task: task.name, calls: try Pool.argumentLists(argumentLists), chunksize: chunksize, ordered: true, more: false)
-        return AsyncResult(pool: self, job: try await handle.run(call), task: task.name, kind: .list, callback: callback, errorCallback: errorCallback)
+        return AsyncResult(pool: self, job: try await Pool.submitting(task.name) { try await handle.run(call) }, task: task.name, kind: .list, callback: callback, errorCallback: errorCallback)
     }
     public func starmapAsync<A, R>(
         _ task: PoolTask<A, R>, _ argumentLists: some Sequence<[any Encodable & Sendable]>, chunksize: Int? = nil,
         callback: (@Sendable ([R]) -> Void)? = nil, errorCallback: (@Sendable (any Error) -> Void)? = nil
     ) throws -> AsyncResult<[R]> {
         let call = PoolCall.map(task: task.name, calls: try Pool.argumentLists(argumentLists), chunksize: chunksize, ordered: true, more: false)
-        return AsyncResult(pool: self, job: try handle.runBlocking(call), task: task.name, kind: .list, callback: callback, errorCallback: errorCallback)
+        return AsyncResult(pool: self, job: try Pool.submitting(task.name) { try handle.runBlocking(call) }, task: task.name, kind: .list, callback: callback, errorCallback: errorCallback)
     }
 
     private static func argumentLists(_ lists: some Sequence<[any Encodable & Sendable]>) throws -> [WireValue] {
@@ -231,6 +231,15 @@ public struct Pool: Proxy {
             node: row["node"]?.stringValue ?? "?", pid: int("pid"), processes: int("processes"), capacity: int("capacity"),
             busy: int("busy"), tasks: (row["tasks"]?.arrayValue ?? []).compactMap(\.stringValue), draining: row["draining"]?.boolValue ?? false,
             done: int("done"))
+    }
+
+    /// Runs a submission; the manager's refusals that concern the task (NoSuchTask) arrive as
+    /// `PoolError`, as its calls' own failures do.
+    static func submitting<T>(_ task: String, _ body: () async throws -> T) async throws -> T {
+        do { return try await body() } catch let error as RemoteError { throw PoolError.from(error, task: task) }
+    }
+    static func submitting<T>(_ task: String, _ body: () throws -> T) throws -> T {
+        do { return try body() } catch let error as RemoteError { throw PoolError.from(error, task: task) }
     }
 
     func decode<R: Decodable>(_ type: R.Type, _ outcome: Result<WireValue, RemoteError>, task: String) throws -> R {
@@ -376,8 +385,8 @@ public final class PoolIterator<Element: Codable & Sendable>: AsyncSequence, Asy
         let first = Self.read(&input, count: window)
         inputDone = first.count < window
         sent = first.count
-        job = try pool.handle.runBlocking(
-            PoolCall.map(task: task, calls: first.map { .array([$0]) }, chunksize: chunksize, ordered: ordered, more: !inputDone))
+        let call = PoolCall.map(task: task, calls: first.map { .array([$0]) }, chunksize: chunksize, ordered: ordered, more: !inputDone)
+        job = try Pool.submitting(task) { try pool.handle.runBlocking(call) }
     }
 
     private static func read(_ input: inout AnyIterator<WireValue>, count: Int) -> [WireValue] {

@@ -1,15 +1,36 @@
 import ArgumentParser
 import Colony
+import ColonyWorker
 
-/// The `colony` command line: the manager, tools for certificates and status.
+/// The `colony` command line: the manager, worker nodes, tools for certificates and status.
 @main
 struct ColonyCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "colony",
         abstract: "Python's concurrency toolbox for Swift, across machines.",
         version: colonyVersion,
-        subcommands: [ManagerCommand.self, StatusCommand.self, CertsCommand.self, Info.self]
+        subcommands: [ManagerCommand.self, WorkerCommand.self, StatusCommand.self, CertsCommand.self, Info.self]
     )
+
+    static func main() async {
+        // `colony worker`'s child processes are this program started again: they run their
+        // loop here and exit before any argument is parsed.
+        do {
+            try WorkerNode.bootstrap(registry: .stock)
+        } catch {
+            exit(withError: error)
+        }
+        do {
+            var command = try parseAsRoot()
+            if var asyncCommand = command as? any AsyncParsableCommand {
+                try await asyncCommand.run()
+            } else {
+                try command.run()
+            }
+        } catch {
+            exit(withError: error)
+        }
+    }
 }
 
 /// `colony info`: what this machine offers the local core.

@@ -35,12 +35,18 @@ struct ConnectionOptions: ParsableArguments {
     var clientKey: String?
 
     func connect() async throws -> Manager {
+        let (trust, key, certificate) = try credentials()
+        return try await Manager.connect(host: host, port: port, authKey: key, trust: trust, clientCertificate: certificate)
+    }
+
+    /// How to trust the manager, the authkey, and the client certificate if any.
+    func credentials() throws -> (ManagerTrust, [UInt8], ClientCertificate?) {
         let directory = stateDir ?? StateDirectory.defaultPath()
         let trust: ManagerTrust =
             insecurePlaintext ? .insecurePlaintext : caFile.map { .certificateAuthority(path: $0) } ?? .stateDirectory(path: directory)
         let key = try AuthKey.bytes(fromFile: authkeyFile ?? directory + "/authkey")
         let certificate = clientCertificate.map { ClientCertificate(certificatePath: $0, privateKeyPath: clientKey ?? "") }
-        return try await Manager.connect(host: host, port: port, authKey: key, trust: trust, clientCertificate: certificate)
+        return (trust, key, certificate)
     }
 }
 

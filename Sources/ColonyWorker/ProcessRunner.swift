@@ -1,0 +1,155 @@
+import Colony
+import ColonyWire
+import Foundation
+import MemoryMap
+import Threading
+
+/// What a worker child process is started with: its two queues, the counter of calls it has
+/// finished in the current assignment, and Python's `maxtasksperchild` and `initializer`.
+struct ChildSetup: Codable {
+    var input: SharedMemoryQueue
+    var output: SharedMemoryQueue
+    var progress: SharedValue<Int>
+    var maxTasks: Int?
+    var initializer: String?
+    var initializerArguments: WireValue
+}
+
+/// Runs a slot's assignments in a child process (this program started again, as
+/// `ChildProcess` does), fed through shared-memory queues. The child counts finished calls in
+/// shared memory, so when it dies the node knows which call was running: that call alone is
+/// blamed (one more attempt), the ones before it run again as they were.
+final class ProcessRunner: AssignmentRunner, @unchecked Sendable {
+    private let index: Int
+    private let options: WorkerOptions
+    private let log: @Sendable (String) -> Void
+    private let lock = Threading.Lock()
+    // Guarded by lock (abortCurrent comes from another thread).
+    private var child: ChildProcess?
+    // Used only on the slot's thread.
+    private var setup: ChildSetup?
+    private var callsRun = 0
+
+    /// The largest assignment or report a queue slot holds; larger chunks fail with a clear
+    /// error (pass a smaller chunksize).
+    static let maxMessageSize = 8 << 20
+
+    init(index: Int, options: WorkerOptions, log: @escaping @Sendable (String) -> Void) {
+        self.index = index
+        self.options = options
+        self.log = log
+    }
+
+    func prepare() throws { try startChild() }
+
+    /// A new child with new queues: nothing a dead child left half-written is read again.
+    private func startChild() throws {
+        let setup = ChildSetup(
+            input: try SharedMemoryQueue(capacity: 1, maxMessageSize: ProcessRunner.maxMessageSize),
+            output: try SharedMemoryQueue(capacity: 1, maxMessageSize: ProcessRunner.maxMessageSize),
+            progress: try SharedValue<Int>(0, lock: false), maxTasks: options.maxTasksPerChild, initializer: options.initializer,
+            initializerArguments: options.initializerArguments)
+        let process = try ChildProcess(target: WorkerNode.childEntry, arguments: setup, name: "colony-worker-\(index)", daemon: true)
+        try process.start()
+        self.setup = setup
+        callsRun = 0
+        lock.withLock { child = process }
+    }
+
+    private func replaceChild(reason: String) {
+        let old = lock.withLock { child }
+        if let old, old.isAlive { try? old.kill() }
+        try? old?.join(timeout: 5)
+        do {
+            try startChild()
+        } catch {
+            log("cannot start worker process \(index) after \(reason): \(error)")
+        }
+    }
+
+    func run(_ assignment: LocalAssignment) -> WorkerReport {
+        if lock.withLock({ child?.isAlive != true }) { replaceChild(reason: "its process ended") }
+        guard let setup, let child = lock.withLock({ child }) else {
+            return .failure(TaskFailure(index: 0, results: [], errorType: "WorkerProcessUnavailable", message: "no worker process", lost: true))
+        }
+        let message: WireValue = [.string(assignment.task), .array(assignment.calls.map(WireValue.array))]
+        do {
+            setup.progress.value = 0
+            try setup.input.put(bytes: message.encoded().readableBytesView)
+        } catch {
+            return .failure(TaskFailure(
+                index: 0, results: [], errorType: "ChunkTooLarge",
+                message: "the assignment does not fit a worker process's queue (\(ProcessRunner.maxMessageSize) bytes): pass a smaller chunksize (\(error))"))
+        }
+        while true {
+            let reply: [UInt8]?
+            do {
+                reply = try ProcessRunner.nextMessage(setup.output, timeout: 0.05)
+            } catch {
+                replaceChild(reason: "a broken queue")
+                return .failure(TaskFailure(index: 0, results: [], errorType: "WorkerProcessFailed", message: "\(error)", lost: true))
+            }
+            guard let reply else {
+                guard !child.isAlive else { continue }
+                let finished = setup.progress.value
+                let status = child.exitCode.map { $0 < 0 ? "signal \(-$0)" : "status \($0)" } ?? "unknown status"
+                replaceChild(reason: "it died")
+                return .failure(TaskFailure(
+                    index: finished, results: [], errorType: "WorkerProcessDied",
+                    message: "the worker process running this call ended (\(status))", lost: true))
+            }
+            guard let report = try? WorkerReport(wireValue: WireValue(messagePack: reply)) else {
+                replaceChild(reason: "a malformed report")
+                return .failure(TaskFailure(index: 0, results: [], errorType: "WorkerProcessFailed", message: "a malformed report", lost: true))
+            }
+            callsRun += assignment.calls.count
+            if let maximum = options.maxTasksPerChild, callsRun >= maximum {
+                try? child.join(timeout: 5)  // it exits by itself after `maximum` calls
+                replaceChild(reason: "maxtasksperchild")
+            }
+            return report
+        }
+    }
+
+    /// The next message of `queue`, or nil if none arrives within `timeout` seconds.
+    private static func nextMessage(_ queue: SharedMemoryQueue, timeout: Double) throws(MemoryMapError) -> [UInt8]? {
+        do {
+            return try queue.getBytes(timeout: timeout)
+        } catch where error.code == .empty {
+            return nil
+        }
+    }
+
+    func abortCurrent() {
+        if let child = lock.withLock({ child }) { try? child.kill() }
+    }
+
+    func shutdown() {
+        if let child = lock.withLock({ child }) {
+            try? child.kill()
+            try? child.join(timeout: 5)
+        }
+    }
+
+    /// A worker child's whole life: run the initializer, then assignments until the node
+    /// is gone or `maxtasksperchild` calls have run.
+    static func childLoop(_ setup: ChildSetup, registry: TaskRegistry) throws {
+        if let initializer = setup.initializer { try registry.initialize(initializer, setup.initializerArguments) }
+        let parent = CurrentProcess.parentPID
+        var done = 0
+        while true {
+            guard let bytes = try ProcessRunner.nextMessage(setup.input, timeout: 1) else {
+                if let parent, getppid() != parent { return }  // the node is gone
+                continue
+            }
+            let message = try WireValue(messagePack: bytes)
+            guard let fields = message.arrayValue, fields.count == 2, let task = fields[0].stringValue, let calls = fields[1].arrayValue else {
+                throw TaskError("a malformed assignment from the node")
+            }
+            let report = WorkerReport.run(task, calls.map { $0.arrayValue ?? [] }, registry: registry) { _ = setup.progress.add(1) }
+            try setup.output.put(bytes: report.wireValue.encoded().readableBytesView)
+            done += calls.count
+            if let maximum = setup.maxTasks, done >= maximum { return }
+        }
+    }
+}

@@ -1,0 +1,57 @@
+import Colony
+import Foundation
+import Testing
+
+/// A real `colony worker` node joined to `manager`. `stop()` (or deinit) terminates and reaps
+/// it; its output goes to a file in the manager's state directory.
+final class WorkerProcess: @unchecked Sendable {
+    let process = Process()
+    let logPath: String
+
+    init(manager: ManagerProcess, arguments: [String]) throws {
+        logPath = manager.stateDirectory + "/worker-\(UUID().uuidString).log"
+        FileManager.default.createFile(atPath: logPath, contents: nil)
+        let log = try FileHandle(forWritingTo: URL(fileURLWithPath: logPath))
+        process.executableURL = buildDirectory.appendingPathComponent("colony")
+        process.arguments = ["worker", "--connect", "127.0.0.1:\(manager.port)", "--state-dir", manager.stateDirectory] + arguments
+        process.standardOutput = log
+        process.standardError = log
+        try process.run()
+    }
+
+    var pid: Int32 { process.processIdentifier }
+
+    /// The process ids of its worker child processes.
+    var children: [Int32] {
+        let tasks = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/task")) ?? []
+        return tasks.flatMap { task -> [Int32] in
+            let text = (try? String(contentsOfFile: "/proc/\(pid)/task/\(task)/children", encoding: .utf8)) ?? ""
+            return text.split(separator: " ").compactMap { Int32($0) }
+        }.sorted()
+    }
+
+    var log: String { (try? String(contentsOfFile: logPath, encoding: .utf8)) ?? "" }
+
+    func signal(_ number: Int32) { Foundation.kill(pid, number) }
+
+    /// SIGTERM (a drain), then SIGKILL if it has not left within `seconds`. Returns its status.
+    @discardableResult
+    func stop(within seconds: Double = 10) -> Int32 {
+        if process.isRunning {
+            process.terminate()
+            let deadline = Date().addingTimeInterval(seconds)
+            while process.isRunning && Date() < deadline { usleep(50_000) }
+            if process.isRunning { Foundation.kill(pid, SIGKILL) }
+        }
+        process.waitUntilExit()
+        return process.terminationStatus
+    }
+
+    deinit { stop() }
+}
+
+/// Waits until the pool has `count` workers (up to 30 s: a worker builds its processes first).
+func waitForWorkers(_ pool: Pool, _ count: Int) async throws {
+    let joined = try await eventually(30) { try await pool.workers().count >= count }
+    try #require(joined, "\(count) worker node(s) did not join the pool")
+}
