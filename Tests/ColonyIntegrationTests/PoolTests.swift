@@ -114,3 +114,120 @@ let sha256Task = PoolTask<String, String>("sha256")
         worker.stop()
     }
 }
+
+@Suite(.serialized) struct PoolCrashTests {
+    @Test func killingAWorkerProcessMidMapStillGivesEveryResultOnceAndInOrder() async throws {
+        let manager = try ManagerProcess()
+        let worker = try WorkerProcess(manager: manager, arguments: ["--processes", "2"])
+        let client = try await manager.connect()
+        let pool = try await client.pool()
+        try await waitForWorkers(pool, 1)
+        let children = worker.children
+        #expect(children.count == 2, "\(worker.log)")
+        // Distinct durations, so the results show their order.
+        let inputs = (0..<60).map { 0.02 + Double($0) * 1e-6 }
+        let map = try await pool.mapAsync(sleepTask, inputs, chunksize: 3)
+        try await Task.sleep(for: .milliseconds(150))
+        if let victim = children.first { kill(victim, SIGKILL) }
+        #expect(try await map.get(timeout: 60) == inputs)
+        #expect(try await eventually { worker.children.count == 2 && worker.children != children }, "a new process replaces the dead one")
+        #expect(try await client.status()["pools"]?.arrayValue?.first?["retried"]?.int64Value ?? 0 >= 1)
+        await client.close()
+        worker.stop()
+    }
+
+    @Test func aCallThatKeepsKillingItsWorkerFailsWithWorkerLostAndTheRestComplete() async throws {
+        let manager = try ManagerProcess()
+        let worker = try WorkerProcess(manager: manager, arguments: ["--processes", "2", "--pool", "crashy"])
+        let client = try await manager.connect()
+        let pool = try await client.pool("crashy", maxAttempts: 3)
+        try await waitForWorkers(pool, 1)
+        let iterator = try pool.imap(exitTask, [0, 0, 9, 0, 0], chunksize: 2)
+        var outcomes: [Result<Int32, any Error>] = []
+        while true {
+            do {
+                guard let value = try await iterator.next() else { break }
+                outcomes.append(.success(value))
+            } catch {
+                outcomes.append(.failure(error))
+            }
+        }
+        #expect(outcomes.count == 5)
+        for (index, outcome) in outcomes.enumerated() {
+            switch (index, outcome) {
+            case (2, .failure(let error as PoolError)): #expect(error.code == .workerLost)
+            case (2, _): Issue.record("the poison call gave \(outcome)")
+            case (_, .success(let value)): #expect(value == 0)
+            case (_, .failure(let error)): Issue.record("call \(index) failed: \(error)")
+            }
+        }
+        await client.close()
+        worker.stop()
+    }
+
+    @Test func maxtasksperchildReplacesWorkerProcesses() async throws {
+        let manager = try ManagerProcess()
+        let worker = try WorkerProcess(manager: manager, arguments: ["--processes", "1", "--maxtasksperchild", "2"])
+        let client = try await manager.connect()
+        let pool = try await client.pool()
+        try await waitForWorkers(pool, 1)
+        let pids = try await pool.map(pidTask, 0..<6, chunksize: 1)
+        #expect(Set(pids).count == 3, "6 calls, 2 per process: \(pids)")
+        await client.close()
+        worker.stop()
+    }
+
+    @Test func terminateStopsRunningTasks() async throws {
+        let manager = try ManagerProcess()
+        let worker = try WorkerProcess(manager: manager, arguments: ["--processes", "1"])
+        let client = try await manager.connect()
+        let pool = try await client.pool()
+        try await waitForWorkers(pool, 1)
+        let before = worker.children
+        let long = try await pool.applyAsync(sleepTask, 60)
+        #expect(try await eventually { try await pool.workers().first?.busy == 1 })
+        try await pool.terminate()
+        await #expect(throws: CancelledError.self) { try await long.get(timeout: 20) }
+        #expect(try await pool.join(timeout: 20))
+        // The process running the call was killed and replaced; the node serves on.
+        #expect(try await eventually { worker.children.count == 1 && worker.children != before })
+        await client.close()
+        let again = try await manager.connect()
+        #expect(try await again.pool().apply(echo, 5) == 5)
+        await again.close()
+        worker.stop()
+    }
+
+    @Test func aNodeThatJoinsDuringAMapGetsWorkAndAKilledNodesCallsRunElsewhere() async throws {
+        let manager = try ManagerProcess()
+        let first = try WorkerProcess(manager: manager, arguments: ["--threads", "1", "--node", "first"])
+        let client = try await manager.connect()
+        let pool = try await client.pool()
+        try await waitForWorkers(pool, 1)
+        let map = try await pool.mapAsync(sleepTask, Array(repeating: 0.05, count: 80), chunksize: 1)
+        let second = try WorkerProcess(manager: manager, arguments: ["--threads", "2", "--node", "second"])
+        #expect(try await eventually(30) { try await pool.workers().first { $0.node == "second" }.map { $0.done > 0 } ?? false })
+        // SIGKILL the first node in the middle: its calls run again on the second.
+        first.signal(SIGKILL)
+        let results = try await map.get(timeout: 60)
+        #expect(results.count == 80)
+        await client.close()
+        second.stop()
+        first.stop()
+    }
+
+    @Test func aDrainedNodeFinishesItsCallsAndLeaves() async throws {
+        let manager = try ManagerProcess()
+        let worker = try WorkerProcess(manager: manager, arguments: ["--threads", "1"])
+        let client = try await manager.connect()
+        let pool = try await client.pool()
+        try await waitForWorkers(pool, 1)
+        let call = try await pool.applyAsync(sleepTask, 0.5)
+        #expect(try await eventually { try await pool.workers().first?.busy == 1 })
+        worker.signal(SIGTERM)
+        #expect(try await call.get(timeout: 20) == 0.5, "the drained node finished the call it held")
+        #expect(worker.stop(within: 20) == 0)
+        #expect(try await eventually { try await pool.workers().isEmpty })
+        await client.close()
+    }
+}
