@@ -100,6 +100,7 @@ let package = Package(
             name: "ColonyWorker",
             dependencies: [
                 "Colony", "ColonyWire", "Threading", "MemoryMap",
+                .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Subprocess", package: "swift-subprocess"),
                 .product(name: "SystemPackage", package: "swift-system"),
@@ -116,14 +117,14 @@ let package = Package(
         .executableTarget(
             name: "colony-bench",
             dependencies: [
-                "Colony", "ColonyServer", "ColonyWire", "CMemoryMapShim",
+                "Colony", "ColonyServer", "ColonyWire", "ColonyPool", "CMemoryMapShim",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
             ]
         ),
         // The chapter's example programs, written with Colony; tests run them and check their output.
-        .executableTarget(name: "colony-examples", dependencies: ["Colony"]),
+        .executableTarget(name: "colony-examples", dependencies: ["Colony", "ColonyWorker"]),
         .testTarget(name: "ThreadingTests", dependencies: ["Threading"]),
         .testTarget(name: "MemoryMapTests", dependencies: ["MemoryMap", "Threading", "ColonyWire"]),
         .testTarget(
@@ -135,7 +136,7 @@ let package = Package(
                 .product(name: "NIOEmbedded", package: "swift-nio"),
             ]
         ),
-        .testTarget(name: "ColonyServerTests", dependencies: ["ColonyServer", "ColonyWire"]),
+        .testTarget(name: "ColonyServerTests", dependencies: ["ColonyServer", "ColonyWire", "Threading"]),
         .testTarget(name: "ColonyPoolTests", dependencies: ["ColonyPool", "ColonyWire"]),
         .testTarget(
             name: "ColonyWireTests",

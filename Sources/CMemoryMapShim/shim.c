@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <stdio.h>
 #include <limits.h>
+#include <malloc.h>
 #include <linux/futex.h>
 #include <pthread.h>
 #include <sched.h>
@@ -166,4 +167,8 @@ int64_t colony_thread_cpu_wait_ns(void) {
     unsigned long long running = 0, waiting = 0;
     if (sscanf(text, "%llu %llu", &running, &waiting) != 2) return -1;
     return (int64_t)waiting;
+}
+
+size_t colony_heap_bytes_in_use(void) {
+    return mallinfo2().uordblks;
 }

@@ -122,6 +122,19 @@ final class ManagerConnection: @unchecked Sendable {
         }
     }
 
+    /// Sends a message whose body is already encoded (a worker process's report, passed on
+    /// as it came).
+    func sendEncoded(_ message: Message) {
+        guard isOpen else { return }
+        let handler = self.handler
+        let maxFrame = session.maxFrameBody
+        if channel.eventLoop.inEventLoop {
+            handler.sendEncoded(message, maxFrameBody: maxFrame)
+        } else {
+            poller.execute { handler.sendEncoded(message, maxFrameBody: maxFrame) }
+        }
+    }
+
     /// Sends a request whose answer nobody waits for (a proxy's release in its deinit).
     func sendIgnoringAnswer(_ request: Request) {
         send(request, id: nextID(), answer: .ignored)
@@ -365,6 +378,7 @@ final class ClientHandler: ChannelInboundHandler, @unchecked Sendable {
                 waiter.resume(with: .failure(error.localError))
             } else if message.requestID == 0 {
                 failAll(ConnectionError("the manager reported \(error)"))
+                poolFrames?(message)  // a worker's refused hello: the worker logs why
             } else {
                 poolFrames?(message)  // about a worker's report: the worker logs it
             }
@@ -397,6 +411,13 @@ final class ClientHandler: ChannelInboundHandler, @unchecked Sendable {
     func sendMessage(kind: FrameKind, requestID: UInt64, value: WireValue, maxFrameBody: Int) {
         guard context != nil, isOpen else { return }
         outbound.writeMessage(kind: kind, requestID: requestID, value: value, maxFrameBody: maxFrameBody)
+        scheduleFlush()
+    }
+
+    /// On the event loop: writes an encoded message (chunked if large).
+    func sendEncoded(_ message: Message, maxFrameBody: Int) {
+        guard context != nil, isOpen else { return }
+        for frame in message.frames(maxBodySize: maxFrameBody) { outbound.writeFrame(frame) }
         scheduleFlush()
     }
 

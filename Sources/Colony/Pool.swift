@@ -79,10 +79,14 @@ public struct PoolWorkerInfo: Hashable, Sendable {
 extension Manager {
     /// Python `multiprocessing.Pool()`, spread over the worker nodes that join the manager's
     /// pool `name` (`colony worker --pool NAME`; "default" when neither side names one).
-    /// `chunksize` and `maxAttempts` apply when this call creates the pool.
-    public func pool(_ name: String = "default", chunksize: Int? = nil, maxAttempts: Int? = nil) async throws -> Pool {
+    /// `chunksize`, `maxAttempts` and `orphanGrace` (how many seconds the jobs of a client
+    /// that crashed wait to be adopted; 60 by default) apply when this call creates the pool.
+    public func pool(_ name: String = "default", chunksize: Int? = nil, maxAttempts: Int? = nil, orphanGrace: Double? = nil) async throws
+        -> Pool
+    {
         let options: WireValue = [
             "chunksize": chunksize.map { .integer($0) } ?? .null, "max_attempts": maxAttempts.map { .integer($0) } ?? .null,
+            "orphan_grace": orphanGrace.map(WireValue.double) ?? .null,
         ]
         return Pool(handle: try await make(.pool, name, options))
     }
@@ -203,6 +207,22 @@ public struct Pool: Proxy {
         try PoolIterator(pool: self, task: task.name, items: items.lazy.map { try wire($0) }, chunksize: chunksize, ordered: false)
     }
 
+    // MARK: Adopting a crashed client's jobs
+
+    /// Beyond Python: takes over a call that a client submitted before it crashed (its
+    /// results wait on the manager for the pool's `orphanGrace`). `jobID` is the crashed
+    /// client's `AsyncResult.jobID`, saved where this program can find it.
+    public func adopt<A, R>(_ jobID: UInt64, of task: PoolTask<A, R>) async throws -> AsyncResult<R> {
+        try await Pool.submitting(task.name) { try await handle.run(PoolCall.adopt(job: jobID)) }
+        return AsyncResult(pool: self, job: jobID, task: task.name, kind: .single, callback: nil, errorCallback: nil)
+    }
+
+    /// The same for a crashed client's `mapAsync` or `starmapAsync`.
+    public func adoptMap<A, R>(_ jobID: UInt64, of task: PoolTask<A, R>) async throws -> AsyncResult<[R]> {
+        try await Pool.submitting(task.name) { try await handle.run(PoolCall.adopt(job: jobID)) }
+        return AsyncResult(pool: self, job: jobID, task: task.name, kind: .list, callback: nil, errorCallback: nil)
+    }
+
     // MARK: Lifetime
 
     /// Python `pool.close()`: this connection submits no more work to the pool.
@@ -262,7 +282,8 @@ public final class AsyncResult<Value: Decodable & Sendable>: @unchecked Sendable
     }
 
     private let pool: Pool
-    private let job: UInt64
+    /// The job's id on the manager: what `Pool.adopt` takes if this client crashes.
+    public let jobID: UInt64
     private let future = Future<Value>()
 
     init(
@@ -270,7 +291,7 @@ public final class AsyncResult<Value: Decodable & Sendable>: @unchecked Sendable
         errorCallback: (@Sendable (any Error) -> Void)?
     ) {
         self.pool = pool
-        self.job = job
+        jobID = job
         if callback != nil || errorCallback != nil {
             future.addDoneCallback { future in
                 do { callback?(try future.result(timeout: 0)) } catch { errorCallback?(error) }
@@ -353,7 +374,7 @@ public final class AsyncResult<Value: Decodable & Sendable>: @unchecked Sendable
 
     /// Beyond Python: cancels the call on the manager if it has not finished (queued calls
     /// are dropped, running ones stopped). Returns whether it was cancelled.
-    public func cancel() async throws -> Bool { try await pool.handle.run(PoolCall.cancel(job: job)) }
+    public func cancel() async throws -> Bool { try await pool.handle.run(PoolCall.cancel(job: jobID)) }
 }
 
 /// The iterator `imap` and `imapUnordered` return (Python's `IMapIterator`): results as they

@@ -31,6 +31,12 @@ public final class WorkerLink: @unchecked Sendable {
         connection.sendMessage(kind: type(of: message).kind, requestID: requestID, value: message.wireValue)
     }
 
+    /// Sends a message whose body is already encoded MessagePack (as a worker process wrote
+    /// it), without decoding it here.
+    public func send(kind: FrameKind, requestID: UInt64, body: ByteBuffer) {
+        connection.sendEncoded(Message(kind: kind, requestID: requestID, body: body))
+    }
+
     public var isConnected: Bool { connection.isOpen }
 
     /// Returns when the connection has closed, for whatever reason.

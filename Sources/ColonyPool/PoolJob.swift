@@ -5,7 +5,9 @@ import ColonyWire
 /// only what is queued, running or not yet taken.
 struct Job {
     let id: PoolJobID
-    let client: PoolClientID
+    private(set) var client: PoolClientID
+    /// Set while the job's client is lost: when the job is dropped unless adopted.
+    var orphanedUntil: UInt64?
     let task: String
     let ordered: Bool
     let chunksize: Int
@@ -45,6 +47,13 @@ struct Job {
         self.chunksize = chunksize
         self.inputComplete = inputComplete
         append(calls)
+    }
+
+    /// The same job, now owned by `client` (it adopted a lost client's job).
+    func reassigned(to client: PoolClientID) -> Job {
+        var job = self
+        job.client = client
+        return job
     }
 
     mutating func append(_ calls: [WireValue]) {

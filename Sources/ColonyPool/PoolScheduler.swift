@@ -125,8 +125,17 @@ public struct PoolScheduler {
         return actions
     }
 
-    /// Checks heartbeat deadlines: a worker silent for three intervals is lost.
+    /// Checks deadlines: a worker silent for three heartbeat intervals is lost, and the jobs
+    /// of a lost client that nobody adopted in time are dropped.
     public mutating func tick(now: UInt64) -> [PoolAction] {
+        var actions: [PoolAction] = []
+        for id in jobs.keys.sorted() {
+            if let deadline = jobs[id]!.orphanedUntil, now >= deadline { actions += drop(id) }
+        }
+        return actions + expireSilentWorkers(now: now)
+    }
+
+    private mutating func expireSilentWorkers(now: UInt64) -> [PoolAction] {
         let silent = workers.values.filter { now > $0.lastHeard && now - $0.lastHeard > $0.silenceLimit }.map(\.id)
         var actions: [PoolAction] = []
         for id in silent.sorted(by: { $0.rawValue < $1.rawValue }) {
@@ -223,17 +232,43 @@ public struct PoolScheduler {
     /// Whether `client` closed its pool (`join` before `close` is an error, as in Python).
     public func isClosed(_ client: PoolClientID) -> Bool { clients[client]?.closed ?? false }
 
-    /// The client went away (its connection closed): its queued work is dropped, running
-    /// calls are aborted, and its results are freed. Python loses such results too, but
-    /// keeps running the work; here nobody waits for it, so it stops.
+    /// The client left on purpose (it said goodbye): its queued work is dropped, its running
+    /// calls are aborted, and its results are freed, since nobody will read them.
     public mutating func clientGone(_ client: PoolClientID) -> [PoolAction] {
         var actions: [PoolAction] = []
         for id in jobs.keys.sorted() where jobs[id]!.client == client {
-            actions += cancel(id).actions.filter { if case .abort = $0 { true } else { false } }
-            jobs[id] = nil
+            actions += drop(id)
         }
         clients[client] = nil
         return actions
+    }
+
+    /// The client's connection died without a goodbye (it crashed, or the network went):
+    /// its jobs keep running and their results are kept until `deadline`, so that the client
+    /// (restarted, or another one) can `adopt` them by id. Python's Pool dies with its
+    /// process and loses them. After the deadline, `tick` drops them as `clientGone` would.
+    public mutating func clientLost(_ client: PoolClientID, keepUntil deadline: UInt64) {
+        for id in jobs.keys where jobs[id]!.client == client { jobs[id]!.orphanedUntil = deadline }
+        clients[client] = nil
+    }
+
+    /// Gives the job of a lost client to `client`, which then takes its results.
+    public mutating func adopt(_ id: PoolJobID, by client: PoolClientID) throws(RemoteError) {
+        guard var job = jobs[id] else { throw RemoteError(.valueError, "\(id) does not exist (taken, dropped, or never submitted)") }
+        guard job.orphanedUntil != nil else {
+            throw RemoteError(.valueError, "\(id) belongs to a client that is still connected; only a lost client's jobs can be adopted")
+        }
+        job.orphanedUntil = nil
+        job = job.reassigned(to: client)
+        jobs[id] = job
+        if !job.counted { clients[client, default: Client()].unfinished += 1 }
+    }
+
+    /// Cancels a job and forgets it at once.
+    private mutating func drop(_ id: PoolJobID) -> [PoolAction] {
+        let aborts = cancel(id).actions.filter { if case .abort = $0 { true } else { false } }
+        jobs[id] = nil
+        return aborts
     }
 
     // MARK: Results from workers

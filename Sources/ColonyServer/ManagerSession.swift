@@ -137,6 +137,7 @@ public struct ManagerSession {
             if let call = parked[message.requestID] { context.store.release(call.object.cancel(call)) }
             return []
         case .goodbye:
+            for object in touched.values { object.sessionSaidGoodbye(id) }
             return closeWithGoodbye(answeringParkedWith: RemoteError(.cancelled, "the session said goodbye while this call waited"))
         case .error:
             return []

@@ -77,10 +77,15 @@ protocol BlockingObject: SharedObject {
     /// Session `session` ended: remove its parked calls without answering them, and give back
     /// what it owned (locks, permits; a barrier it waited on breaks).
     func sessionEnded(_ session: UInt64) -> [UInt64]
+    /// Session `session` said goodbye: it is leaving on purpose (`sessionEnded` follows).
+    func sessionSaidGoodbye(_ session: UInt64)
 }
 
 extension BlockingObject {
     var blocking: (any BlockingObject)? { self }
+
+    /// Most objects treat a goodbye as any other end.
+    func sessionSaidGoodbye(_ session: UInt64) {}
 
     /// Every call on a blocking object goes through its session (`call(_:_:_:_:)`); the
     /// store's session-less path passes a context that may not park.

@@ -1,5 +1,6 @@
 import ColonyPool
 import ColonyWire
+import Dispatch
 import Threading
 
 /// Where frames for a worker node go: its session's connection. Pools call it from any
@@ -23,6 +24,10 @@ final class SharedPool: BlockingObject, @unchecked Sendable {
     private var outlets: [PoolWorkerID: any WorkerOutlet] = [:]
     private var jobWaiters: [PoolJobID: [JobWaiter]] = [:]
     private var joinWaiters: [PoolClientID: [ParkedCall]] = [:]
+    /// Clients that said goodbye: their jobs go with them.
+    private var leaving: Set<PoolClientID> = []
+    /// How long the jobs of a client that died stay for another to adopt.
+    private let orphanGraceNanoseconds: UInt64
 
     /// The largest capacity a worker may announce: more places than any node can fill.
     static let maxCapacity = 65_536
@@ -59,11 +64,15 @@ final class SharedPool: BlockingObject, @unchecked Sendable {
         }
     }
 
-    init(settings: PoolSettings) {
+    init(settings: PoolSettings, orphanGraceSeconds: Double = 60) {
         scheduler = PoolScheduler(settings: settings)
+        orphanGraceNanoseconds = UInt64(orphanGraceSeconds * 1e9)
     }
 
-    /// `new` options: `{"chunksize": n, "max_attempts": n}` (SPEC.md 6.1).
+    /// The clock pool deadlines are read against (the manager's).
+    static func now() -> UInt64 { UInt64(DispatchTime.now().uptimeNanoseconds) }
+
+    /// `new` options: `{"chunksize": n, "max_attempts": n, "orphan_grace": seconds}` (SPEC.md 6.1).
     static func make(options: WireValue) throws(RemoteError) -> SharedPool {
         var settings = PoolSettings()
         if let chunksize = try PythonSemantics.optionalInt(options["chunksize"], "chunksize") {
@@ -74,7 +83,14 @@ final class SharedPool: BlockingObject, @unchecked Sendable {
             guard (1...100).contains(attempts) else { throw RemoteError(.valueError, "max_attempts must be between 1 and 100") }
             settings.maxAttempts = attempts
         }
-        return SharedPool(settings: settings)
+        var grace = 60.0
+        if let seconds = options["orphan_grace"], seconds != .null {
+            guard let value = seconds.doubleValue, (0...86_400).contains(value) else {
+                throw RemoteError(.valueError, "orphan_grace must be 0 to 86400 seconds")
+            }
+            grace = value
+        }
+        return SharedPool(settings: settings, orphanGraceSeconds: grace)
     }
 
     var size: Int { lock.withLock { scheduler.load.queued } }
@@ -177,6 +193,11 @@ final class SharedPool: BlockingObject, @unchecked Sendable {
             case .workers:
                 _ = try Arguments(method, values, count: 0...0)
                 return .answer(.array(scheduler.workerRows.map(\.wireValue)))
+            case .adopt:
+                let arguments = try Arguments(method, values, count: 1...1)
+                guard let raw = arguments.values[0].uint64Value else { throw RemoteError(.wrongType, "a job id is an unsigned integer") }
+                try scheduler.adopt(PoolJobID(raw), by: client)
+                return .answer(.null)
             }
         }
     }
@@ -219,19 +240,26 @@ final class SharedPool: BlockingObject, @unchecked Sendable {
         return outcomes.first ?? .failure(RemoteError(.internalError, "\(job) finished without an outcome"))
     }
 
-    /// `next`'s answer: `[finished, [[true, value] or [false, error]], completed, total or nil]`.
+    /// `next`'s answer: `[finished, [value], completed, total or nil, [[position, error]]]`:
+    /// the values in the job's order, nil where a call failed, and the failures by position
+    /// (so a batch of successes carries no per-call wrapping).
     private func takeSome(_ job: PoolJobID, limit: Int) throws(RemoteError) -> WireValue {
         let progress = scheduler.progress(job)
         let (outcomes, finished) = try scheduler.take(job, limit: limit)
-        let completed = progress?.completed ?? 0
         let total: WireValue = progress?.total.map { .integer($0) } ?? .null
-        let items = outcomes.map { outcome -> WireValue in
+        var values: [WireValue] = []
+        values.reserveCapacity(outcomes.count)
+        var failures: [WireValue] = []
+        for (position, outcome) in outcomes.enumerated() {
             switch outcome {
-            case .success(let value): BatchOutcome.success(value).wireValue
-            case .failure(let error): BatchOutcome.failure(error).wireValue
+            case .success(let value):
+                values.append(value)
+            case .failure(let error):
+                values.append(.null)
+                failures.append([.integer(position), error.wireValue])
             }
         }
-        return [.bool(finished), .array(items), .integer(completed), total]
+        return [.bool(finished), .array(values), .integer(progress?.completed ?? 0), total, .array(failures)]
     }
 
     private func park(_ job: PoolJobID, _ kind: WaitKind, timeout: Double?, _ context: CallContext) throws(RemoteError) -> CallResult {
@@ -337,16 +365,27 @@ final class SharedPool: BlockingObject, @unchecked Sendable {
         return false
     }
 
-    /// A client session ended: its waits go, and its queued and running work is dropped.
+    func sessionSaidGoodbye(_ session: UInt64) {
+        lock.withLock { _ = leaving.insert(PoolClientID(session)) }
+    }
+
+    /// A client session ended: its waits go. After a goodbye its queued and running work is
+    /// dropped; after a crash the work goes on and its results wait `orphan_grace` seconds
+    /// for a client to adopt them.
     func sessionEnded(_ session: UInt64) -> [UInt64] {
         var effects = Effects()
+        let client = PoolClientID(session)
         lock.withLock {
             for job in Array(jobWaiters.keys) {
                 jobWaiters[job]!.removeAll { $0.call.session == session }
                 if jobWaiters[job]!.isEmpty { jobWaiters[job] = nil }
             }
-            joinWaiters[PoolClientID(session)] = nil
-            perform(scheduler.clientGone(PoolClientID(session)), into: &effects)
+            joinWaiters[client] = nil
+            if leaving.remove(client) != nil {
+                perform(scheduler.clientGone(client), into: &effects)
+            } else {
+                scheduler.clientLost(client, keepUntil: SharedPool.now() + orphanGraceNanoseconds)
+            }
         }
         effects.deliver()
         return []

@@ -367,18 +367,20 @@ public enum PoolCall {
     public static func terminate() -> ObjectCall<Void> { .init(PoolMethod.terminate.rawValue, [], decode: Answer.nothing) }
     public static func join(timeout: Double? = nil) -> ObjectCall<Bool> { .init(PoolMethod.join.rawValue, [wireTimeout(timeout)], decode: Answer.bool) }
     public static func workers() -> ObjectCall<[WireValue]> { .init(PoolMethod.workers.rawValue, [], decode: Answer.array) }
+    public static func adopt(job: UInt64) -> ObjectCall<Void> { .init(PoolMethod.adopt.rawValue, [.integer(job)], decode: Answer.nothing) }
 }
 
 extension Answer {
     @Sendable static func poolBatch(_ answer: WireValue) throws -> PoolBatch {
-        guard let fields = answer.arrayValue, fields.count == 4, let finished = fields[0].boolValue, let items = fields[1].arrayValue,
-            let completed = fields[2].int64Value.flatMap(Int.init(exactly:))
-        else { throw malformed("[finished, [outcome], completed, total]", answer) }
-        let outcomes = try items.map { item -> Result<WireValue, RemoteError> in
-            switch try BatchOutcome(wireValue: item) {
-            case .success(let value): .success(value)
-            case .failure(let error): .failure(error)
-            }
+        guard let fields = answer.arrayValue, fields.count == 5, let finished = fields[0].boolValue, let values = fields[1].arrayValue,
+            let completed = fields[2].int64Value.flatMap(Int.init(exactly:)), let failures = fields[4].arrayValue
+        else { throw malformed("[finished, [value], completed, total, [[position, error]]]", answer) }
+        var outcomes = values.map { Result<WireValue, RemoteError>.success($0) }
+        for failure in failures {
+            guard let pair = failure.arrayValue, pair.count == 2, let position = pair[0].int64Value.flatMap(Int.init(exactly:)),
+                outcomes.indices.contains(position)
+            else { throw malformed("[position, error]", failure) }
+            outcomes[position] = .failure(try RemoteError(wireValue: pair[1]))
         }
         return PoolBatch(outcomes: outcomes, finished: finished, completed: completed, total: fields[3].int64Value.flatMap(Int.init(exactly:)))
     }

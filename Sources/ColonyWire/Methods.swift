@@ -166,7 +166,7 @@ public enum MethodCatalog {
         m(.pool, "map", "task, [[arg]], chunksize, ordered, more", "job id", "p.map_async / imap / imap_unordered"),
         m(.pool, "feed", "job id, [[arg]], last", "nil", "(imap: the next window of the iterable)"),
         m(.pool, "result", "job id, timeout", "value; TaskFailed, WorkerLost, NoSuchTask, Timeout", blocking: true, "r.get(timeout)"),
-        m(.pool, "next", "job id, max, timeout", "[finished, [outcome], completed, total]; Timeout", blocking: true, "next(imap iterator)"),
+        m(.pool, "next", "job id, max, timeout", "[finished, [value], completed, total, [[position, error]]]; Timeout", blocking: true, "next(imap iterator)"),
         m(.pool, "wait", "job id, timeout", "bool", blocking: true, "r.wait(timeout)"),
         m(.pool, "ready", "job id", "bool", "r.ready()"),
         m(.pool, "successful", "job id", "bool; ValueError while running", "r.successful()"),
@@ -176,10 +176,11 @@ public enum MethodCatalog {
         m(.pool, "terminate", "", "nil", "p.terminate()"),
         m(.pool, "join", "timeout", "bool; ValueError before close", blocking: true, "p.join()"),
         m(.pool, "workers", "", "[{node, pid, processes, capacity, busy, tasks, draining, done}]", "(pool status)"),
+        m(.pool, "adopt", "job id", "nil; ValueError unless its client was lost", "(take over a crashed client's job)"),
     ]
 }
 
 /// The methods of a pool object (SPEC.md 6.3), one case per `MethodCatalog.pool` row.
 public enum PoolMethod: String, CaseIterable, Sendable {
-    case submit, map, feed, result, next, wait, ready, successful, progress, cancel, close, terminate, join, workers
+    case submit, map, feed, result, next, wait, ready, successful, progress, cancel, close, terminate, join, workers, adopt
 }

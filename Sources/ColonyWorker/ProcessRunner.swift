@@ -2,6 +2,7 @@ import Colony
 import ColonyWire
 import Foundation
 import MemoryMap
+import NIOCore
 import Threading
 
 /// What a worker child process is started with: its two queues, the counter of calls it has
@@ -72,10 +73,9 @@ final class ProcessRunner: AssignmentRunner, @unchecked Sendable {
         guard let setup, let child = lock.withLock({ child }) else {
             return .failure(TaskFailure(index: 0, results: [], errorType: "WorkerProcessUnavailable", message: "no worker process", lost: true))
         }
-        let message: WireValue = [.string(assignment.task), .array(assignment.calls.map(WireValue.array))]
         do {
             setup.progress.value = 0
-            try setup.input.put(bytes: message.encoded().readableBytesView)
+            try setup.input.put(bytes: assignment.body)
         } catch {
             return .failure(TaskFailure(
                 index: 0, results: [], errorType: "ChunkTooLarge",
@@ -98,17 +98,44 @@ final class ProcessRunner: AssignmentRunner, @unchecked Sendable {
                     index: finished, results: [], errorType: "WorkerProcessDied",
                     message: "the worker process running this call ended (\(status))", lost: true))
             }
-            guard let report = try? WorkerReport(wireValue: WireValue(messagePack: reply)) else {
+            guard let (report, calls) = ProcessRunner.report(reply) else {
                 replaceChild(reason: "a malformed report")
                 return .failure(TaskFailure(index: 0, results: [], errorType: "WorkerProcessFailed", message: "a malformed report", lost: true))
             }
-            callsRun += assignment.calls.count
+            callsRun += calls
             if let maximum = options.maxTasksPerChild, callsRun >= maximum {
                 try? child.join(timeout: 5)  // it exits by itself after `maximum` calls
                 replaceChild(reason: "maxtasksperchild")
             }
             return report
         }
+    }
+
+    /// A child's report on its queue: a kind byte (0 result, 1 failure), the number of
+    /// calls it ran (UInt32, big-endian), then the message body the node sends on as it is.
+    private static func encode(_ report: WorkerReport, calls: Int) -> ByteBuffer {
+        var buffer = ByteBuffer()
+        switch report {
+        case .result(let result):
+            buffer.writeInteger(UInt8(0))
+            buffer.writeInteger(UInt32(calls))
+            _ = buffer.writeWireValue(result.wireValue)
+        case .failure(let failure):
+            buffer.writeInteger(UInt8(1))
+            buffer.writeInteger(UInt32(calls))
+            _ = buffer.writeWireValue(failure.wireValue)
+        case .encoded(let kind, var body):
+            buffer.writeInteger(UInt8(kind == .taskResult ? 0 : 1))
+            buffer.writeInteger(UInt32(calls))
+            buffer.writeBuffer(&body)
+        }
+        return buffer
+    }
+
+    private static func report(_ bytes: [UInt8]) -> (WorkerReport, calls: Int)? {
+        var buffer = ByteBuffer(bytes: bytes)
+        guard let tag = buffer.readInteger(as: UInt8.self), tag <= 1, let calls = buffer.readInteger(as: UInt32.self) else { return nil }
+        return (.encoded(tag == 0 ? .taskResult : .taskFailure, buffer), Int(calls))
     }
 
     /// The next message of `queue`, or nil if none arrives within `timeout` seconds.
@@ -142,13 +169,13 @@ final class ProcessRunner: AssignmentRunner, @unchecked Sendable {
                 if let parent, getppid() != parent { return }  // the node is gone
                 continue
             }
-            let message = try WireValue(messagePack: bytes)
-            guard let fields = message.arrayValue, fields.count == 2, let task = fields[0].stringValue, let calls = fields[1].arrayValue else {
-                throw TaskError("a malformed assignment from the node")
+            var calls = 0
+            let report = WorkerReport.run(bytes, registry: registry) {
+                calls += 1
+                _ = setup.progress.add(1)
             }
-            let report = WorkerReport.run(task, calls.map { $0.arrayValue ?? [] }, registry: registry) { _ = setup.progress.add(1) }
-            try setup.output.put(bytes: report.wireValue.encoded().readableBytesView)
-            done += calls.count
+            try setup.output.put(bytes: encode(report, calls: calls).readableBytesView)
+            done += calls
             if let maximum = setup.maxTasks, done >= maximum { return }
         }
     }

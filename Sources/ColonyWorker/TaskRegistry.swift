@@ -72,7 +72,9 @@ extension TaskRegistry {
     /// The tasks `colony worker` ships: `echo` (returns its argument), `sleep` (seconds;
     /// returns them), `sha256` (a string; its hex digest), `fail` (throws its message), `pid`
     /// (the process id of the worker process running it), `exit` (a non-zero status ends the
-    /// worker process with it, zero returns 0: for crash drills), and `exec` (runs a command).
+    /// worker process with it, zero returns 0: for crash drills), `getenv` (a variable of the
+    /// worker process's environment) and `exec` (runs a command); and the initializer
+    /// `setenv`, which sets `{name: value}` in each worker process's environment.
     public static var stock: TaskRegistry {
         var registry = TaskRegistry()
         registry.registerRaw("echo") { arguments in arguments.count == 1 ? arguments[0] : .array(arguments) }
@@ -89,6 +91,10 @@ extension TaskRegistry {
             return 0
         }
         registry.register(PoolTask<Int, Int32>("pid")) { _ in getpid() }
+        registry.register(PoolTask<String, String?>("getenv")) { name in ProcessInfo.processInfo.environment[name] }
+        registry.registerInitializer("setenv") { (variables: [String: String]) in
+            for (name, value) in variables { setenv(name, value, 1) }
+        }
         registry.register(ExecTask.task) { request in try ExecTask.run(request) }
         return registry
     }

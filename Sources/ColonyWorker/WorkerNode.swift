@@ -2,6 +2,7 @@ import Colony
 import ColonyWire
 import Foundation
 import MemoryMap
+import NIOCore
 import Threading
 
 /// How a worker node connects and runs its tasks (`colony worker`'s options).
@@ -158,14 +159,15 @@ public final class WorkerNode: @unchecked Sendable {
         do {
             switch message.kind {
             case .taskAssign:
-                let assignment = try TaskAssignment(wireValue: message.value())
-                try work.put(.assignment(LocalAssignment(id: message.requestID, task: assignment.task, calls: assignment.calls, link: link)))
+                // Decoded by whoever runs it (a slot thread, or the worker process itself), not
+                // on the connection's event loop.
+                try work.put(.assignment(LocalAssignment(id: message.requestID, body: Array(message.body.readableBytesView), link: link)))
             case .cancel:
                 abort(message.requestID)
             case .drain:
                 drain()
             case .error:
-                log("the manager refused a report: \(try RemoteError(wireValue: message.value()))")
+                log("the manager refused: \(try RemoteError(wireValue: message.value()))")
             default:
                 break
             }
@@ -230,6 +232,7 @@ public final class WorkerNode: @unchecked Sendable {
             switch report {
             case .result(let result): assignment.link.send(result, requestID: assignment.id)
             case .failure(let failure): assignment.link.send(failure, requestID: assignment.id)
+            case .encoded(let kind, let body): assignment.link.send(kind: kind, requestID: assignment.id, body: body)
             }
         }
     }
@@ -252,26 +255,28 @@ enum WorkItem {
 
 struct LocalAssignment {
     let id: UInt64
-    let task: String
-    let calls: [[WireValue]]
+    /// The task-assign message's body, as the manager encoded it.
+    let body: [UInt8]
     let link: WorkerLink
+
+    func decoded() throws -> TaskAssignment { try TaskAssignment(wireValue: WireValue(messagePack: body)) }
 }
 
 /// What running an assignment gave.
 enum WorkerReport {
     case result(TaskResult)
     case failure(TaskFailure)
+    /// A task-result or task-failure body a worker process encoded, passed on as it is.
+    case encoded(FrameKind, ByteBuffer)
 
-    var wireValue: WireValue {
-        switch self {
-        case .result(let result): ["result", result.wireValue]
-        case .failure(let failure): ["failure", failure.wireValue]
+    /// Runs an encoded assignment (a decoding failure fails its first call).
+    static func run(_ assignment: [UInt8], registry: TaskRegistry, afterEach: () -> Void = {}) -> WorkerReport {
+        do {
+            let decoded = try TaskAssignment(wireValue: WireValue(messagePack: assignment))
+            return run(decoded.task, decoded.calls, registry: registry, afterEach: afterEach)
+        } catch {
+            return .failure(TaskFailure(index: 0, results: [], errorType: "MalformedAssignment", message: "\(error)"))
         }
-    }
-
-    init(wireValue: WireValue) throws {
-        guard let fields = wireValue.arrayValue, fields.count == 2 else { throw TaskError("a malformed report from a worker process") }
-        self = fields[0] == "result" ? .result(try TaskResult(wireValue: fields[1])) : .failure(try TaskFailure(wireValue: fields[1]))
     }
 
     /// Runs every call of an assignment in order, stopping at the first that throws.
@@ -348,7 +353,7 @@ final class ThreadRunner: AssignmentRunner, @unchecked Sendable {
     }
 
     func run(_ assignment: LocalAssignment) -> WorkerReport {
-        WorkerReport.run(assignment.task, assignment.calls, registry: registry)
+        WorkerReport.run(assignment.body, registry: registry)
     }
 
     func abortCurrent() {}

@@ -7,7 +7,7 @@ struct Bench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "colony-bench",
         abstract: "Benchmarks that print one JSON object per run; build with -c release.",
-        subcommands: [Local.self, Wire.self, ManagerBench.self, SessionBench.self, MmapBench.self]
+        subcommands: [Local.self, Wire.self, ManagerBench.self, SessionBench.self, MmapBench.self, SchedulerBench.self, PoolBench.self]
     )
 }
 

@@ -1,4 +1,5 @@
 import Colony
+import ColonyWorker
 import Glibc
 
 /// The chapter's example programs, written with Colony. `colony-examples NAME` runs one;
@@ -30,13 +31,17 @@ enum ExamplePrograms {
         ("process-crashes", "Children killed holding a lock, or in the middle of queue puts and gets", ProcessExamples.crashes),
         ("make-dict", "PORT STATE_DIR: Example 15-1, processes store f(s) in a manager's dict", ManagerExamples.makeDict),
         ("manager-hold-locks", "PORT STATE_DIR READY_FILE: take shared locks and park calls, wait to be killed", ManagerExamples.holdLocks),
+        ("pool-map", "PORT STATE_DIR: a map over colony worker's stock sha256 task", PoolExamples.map),
+        ("pool-worker", "PORT STATE_DIR [PROCESSES]: a worker program of your own, with the task square", PoolExamples.worker),
+        ("pool-squares", "PORT STATE_DIR: map square over 1...10 on pool-worker nodes", PoolExamples.squares),
+        ("pool-orphan", "PORT STATE_DIR READY_FILE: submit pool calls, save their ids, wait to be killed", PoolExamples.orphan),
     ]
 
     static func main() throws {
         // Child processes are this program started again: register their entry points, then
         // let bootstrap() run the child's target (it returns only in the original program).
         ProcessExamples.registerEntryPoints()
-        try ChildProcess.bootstrap()
+        try WorkerNode.bootstrap(registry: SquareTasks.registry)  // registers the pool's worker processes, then bootstraps
         let arguments = CommandLine.arguments.dropFirst()
         guard let name = arguments.first else {
             print("usage: colony-examples NAME\n")

@@ -216,6 +216,27 @@ let sha256Task = PoolTask<String, String>("sha256")
         first.stop()
     }
 
+    @Test func aFrozenNodeIsLostAfterThreeSilentHeartbeatsAndRejoinsWhenItWakes() async throws {
+        let manager = try ManagerProcess()
+        let frozen = try WorkerProcess(manager: manager, arguments: ["--threads", "1", "--node", "frozen", "--heartbeat", "0.3"])
+        let client = try await manager.connect()
+        let pool = try await client.pool()
+        try await waitForWorkers(pool, 1)
+        let healthy = try WorkerProcess(manager: manager, arguments: ["--threads", "1", "--node", "healthy"])
+        try await waitForWorkers(pool, 2)
+        let map = try await pool.mapAsync(sleepTask, Array(repeating: 0.1, count: 30), chunksize: 1)
+        #expect(try await eventually { try await pool.workers().first { $0.node == "frozen" }?.busy ?? 0 > 0 })
+        frozen.signal(SIGSTOP)  // alive to the kernel, silent to the manager
+        #expect(try await map.get(timeout: 60).count == 30, "the frozen node's calls ran on the healthy one")
+        #expect(try await eventually { try await !pool.workers().contains { $0.node == "frozen" } })
+        frozen.signal(SIGCONT)  // it finds its connection closed, and joins again
+        #expect(try await eventually(30) { try await pool.workers().contains { $0.node == "frozen" } }, "\(frozen.log)")
+        #expect(try await pool.map(echo, 0..<20, chunksize: 1) == Array(0..<20))
+        await client.close()
+        healthy.stop()
+        frozen.stop()
+    }
+
     @Test func aDrainedNodeFinishesItsCallsAndLeaves() async throws {
         let manager = try ManagerProcess()
         let worker = try WorkerProcess(manager: manager, arguments: ["--threads", "1"])
@@ -229,5 +250,163 @@ let sha256Task = PoolTask<String, String>("sha256")
         #expect(worker.stop(within: 20) == 0)
         #expect(try await eventually { try await pool.workers().isEmpty })
         await client.close()
+    }
+}
+
+/// Frames a test worker received from the manager.
+final class Received: @unchecked Sendable {
+    private let lock = Threading.Lock()
+    private var messages: [Message] = []
+    func add(_ message: Message) { lock.withLock { messages.append(message) } }
+    var all: [Message] { lock.withLock { messages } }
+}
+
+@Suite(.serialized) struct PoolBadInputTests {
+    @Test func nonsenseWorkerHellosAndReportsForAssignmentsNotHeldAreRefusedAndOthersCarryOn() async throws {
+        let manager = try ManagerProcess()
+        let real = try WorkerProcess(manager: manager, arguments: ["--threads", "1"])
+        let client = try await manager.connect()
+        let pool = try await client.pool()
+        try await waitForWorkers(pool, 1)
+
+        // A capacity no node can fill: an error frame, then the manager closes the connection.
+        let greedy = Received()
+        let greedyLink = try await WorkerLink.connect(port: manager.port, trust: .stateDirectory(path: manager.stateDirectory)) { greedy.add($0) }
+        greedyLink.send(WorkerHello(node: "greedy", capacity: 1 << 40, tasks: ["echo"], pid: 1))
+        #expect(try await eventually { !greedyLink.isConnected })
+        let refusal = greedy.all.first { $0.kind == .error }
+        #expect(try refusal.map { try RemoteError(wireValue: $0.value()).code } == .valueError)
+
+        // A zero capacity does not even parse.
+        let zero = Received()
+        let zeroLink = try await WorkerLink.connect(port: manager.port, trust: .stateDirectory(path: manager.stateDirectory)) { zero.add($0) }
+        zeroLink.send(Heartbeat(busy: 0, capacity: 0))  // before any hello
+        zeroLink.send(WorkerHello(node: "zero", capacity: 1, tasks: [], pid: 1))
+        #expect(try await eventually { zero.all.contains { $0.kind == .error } })
+
+        // Results for an assignment this worker never got: BadRequest with its id; the
+        // connection and the pool carry on.
+        let liar = Received()
+        let liarLink = try await WorkerLink.connect(port: manager.port, trust: .stateDirectory(path: manager.stateDirectory)) { liar.add($0) }
+        liarLink.send(WorkerHello(node: "liar", capacity: 1, tasks: ["nothing-anyone-calls"], pid: 1))
+        try await waitForWorkers(pool, 2)
+        liarLink.send(TaskResult(results: [1, 2]), requestID: 424_242)
+        liarLink.send(TaskFailure(index: 0, results: [], errorType: "E", message: "m"), requestID: 424_243)
+        #expect(try await eventually { liar.all.filter { $0.kind == .error }.count == 2 })
+        #expect(liar.all.filter { $0.kind == .error }.map(\.requestID).sorted() == [424_242, 424_243])
+        #expect(liarLink.isConnected)
+        #expect(try await pool.map(echo, 0..<50) == Array(0..<50))
+        #expect(try await pool.workers().contains { $0.node == "liar" })
+
+        await liarLink.close()
+        await zeroLink.close()
+        await client.close()
+        real.stop()
+    }
+}
+
+@Suite(.serialized) struct PoolProgramTests {
+    /// Runs `colony-examples` with arguments; returns its output.
+    func example(_ arguments: [String]) throws -> (status: Int32, output: String) {
+        let process = Process()
+        process.executableURL = buildDirectory.appendingPathComponent("colony-examples")
+        process.arguments = arguments
+        let output = Pipe()
+        process.standardOutput = output
+        process.standardError = output
+        try process.run()
+        let data = output.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        return (process.terminationStatus, String(decoding: data, as: UTF8.self))
+    }
+
+    @Test func theReadmesThreeCommandsRunAMapOnAWorkerNode() async throws {
+        let manager = try ManagerProcess()
+        let worker = try WorkerProcess(manager: manager, arguments: ["--processes", "2"])
+        let client = try await manager.connect()
+        try await waitForWorkers(try await client.pool(), 1)
+        let run = try example(["pool-map", String(manager.port), manager.stateDirectory])
+        #expect(run.status == 0)
+        #expect(run.output.contains("alpha  8ed3f6ad685b959e"), "\(run.output)")
+        await client.close()
+        worker.stop()
+    }
+
+    @Test func aWorkerProgramOfYourOwnServesItsOwnTask() async throws {
+        let manager = try ManagerProcess()
+        let node = Process()
+        node.executableURL = buildDirectory.appendingPathComponent("colony-examples")
+        node.arguments = ["pool-worker", String(manager.port), manager.stateDirectory, "2"]
+        node.standardOutput = FileHandle.nullDevice
+        node.standardError = FileHandle.nullDevice
+        try node.run()
+        defer {
+            if node.isRunning { kill(node.processIdentifier, SIGKILL) }
+            node.waitUntilExit()
+        }
+        let client = try await manager.connect()
+        try await waitForWorkers(try await client.pool(), 1)
+        let run = try example(["pool-squares", String(manager.port), manager.stateDirectory])
+        #expect(run.output.contains("[1, 4, 9, 16, 25, 36, 49, 64, 81, 100]"), "\(run.output)")
+        node.terminate()  // SIGTERM drains it
+        for _ in 0..<200 where node.isRunning { usleep(50_000) }
+        #expect(!node.isRunning)
+        await client.close()
+    }
+}
+
+@Suite(.serialized) struct PoolInitializerTests {
+    @Test func anInitializerRunsInEachWorkerProcessBeforeItsFirstTask() async throws {
+        let manager = try ManagerProcess()
+        let worker = try WorkerProcess(
+            manager: manager, arguments: ["--processes", "2", "--initializer", "setenv", "--initializer-args", #"{"GREETING": "hello"}"#])
+        let client = try await manager.connect()
+        let pool = try await client.pool()
+        try await waitForWorkers(pool, 1)
+        let values = try await pool.map(PoolTask<String, String?>("getenv"), Array(repeating: "GREETING", count: 8), chunksize: 1)
+        #expect(values == Array(repeating: "hello", count: 8), "\(worker.log)")
+        await client.close()
+        worker.stop()
+    }
+}
+
+@Suite(.serialized) struct PoolClientCrashTests {
+    @Test func theResultsOfAClientThatCrashedWaitForAnotherToAdoptThem() async throws {
+        let manager = try ManagerProcess()
+        let worker = try WorkerProcess(manager: manager, arguments: ["--processes", "2", "--pool", "orphans"])
+        let client = try await manager.connect()
+        let pool = try await client.pool("orphans", orphanGrace: 120)
+        try await waitForWorkers(pool, 1)
+        let readyFile = manager.stateDirectory + "/orphan-ids"
+        let crashing = Process()
+        crashing.executableURL = buildDirectory.appendingPathComponent("colony-examples")
+        crashing.arguments = ["pool-orphan", String(manager.port), manager.stateDirectory, readyFile]
+        crashing.standardOutput = FileHandle.nullDevice
+        try crashing.run()
+        defer {
+            if crashing.isRunning { kill(crashing.processIdentifier, SIGKILL) }
+            crashing.waitUntilExit()
+        }
+        #expect(try await eventually(30) { FileManager.default.fileExists(atPath: readyFile) })
+        let ids = try String(contentsOfFile: readyFile, encoding: .utf8).split(whereSeparator: \.isWhitespace).compactMap { UInt64($0) }
+        try #require(ids.count == 2)
+        kill(crashing.processIdentifier, SIGKILL)
+        crashing.waitUntilExit()
+
+        // Adopting a live client's job is refused; a crashed one's works once its session is
+        // gone. (Results the crashed client had already received went with it; these calls
+        // were still running when it died.)
+        let mine = try await pool.applyAsync(echo, 1)
+        await #expect(throws: RemoteError.self) { try await client.pool("orphans").adopt(mine.jobID, of: echo) }
+        var adopted: AsyncResult<Double>?
+        _ = try await eventually(10) {
+            adopted = try? await pool.adopt(ids[0], of: sleepTask)
+            return adopted != nil
+        }
+        #expect(try await adopted?.get(timeout: 30) == 1.5)
+        let map = try await pool.adoptMap(ids[1], of: sleepTask)
+        #expect(try await map.get(timeout: 30) == [1.0, 1.25])
+        await client.close()
+        worker.stop()
     }
 }

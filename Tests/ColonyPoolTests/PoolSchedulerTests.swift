@@ -272,6 +272,24 @@ func values(_ outcomes: [PoolOutcome]) -> [Int] { outcomes.map { Int((try? $0.ge
         #expect(values(try pool.takeAll(other)) == [9])
     }
 
+    @Test func aLostClientsJobsRunOnAndCanBeAdoptedUntilTheirDeadline() throws {
+        var pool = Harness()
+        pool.join(1)
+        let kept = try pool.submit([1, 2], client: 1, chunksize: 1)
+        let dropped = try pool.submit([3], client: 1, chunksize: 1)
+        pool.scheduler.clientLost(PoolClientID(1), keepUntil: 100)
+        #expect(throws: RemoteError.self) { try pool.scheduler.adopt(PoolJobID(99), by: PoolClientID(2)) }
+        try pool.scheduler.adopt(kept, by: PoolClientID(2))
+        #expect(throws: RemoteError.self) { try pool.scheduler.adopt(kept, by: PoolClientID(3)) }
+        #expect(pool.scheduler.owner(of: kept) == PoolClientID(2))
+        while let assignment = pool.held.keys.min(by: { $0.rawValue < $1.rawValue }) { try pool.complete(assignment) }
+        #expect(pool.scheduler.isFinished(dropped))
+        pool.apply(pool.scheduler.tick(now: 100))
+        #expect(!pool.scheduler.exists(dropped), "unadopted past its deadline: dropped")
+        #expect(values(try pool.takeAll(kept)) == [1, 2])
+        #expect(pool.scheduler.isIdle(PoolClientID(2)))
+    }
+
     @Test func streamedInputWaitsForAFullChunkUntilItEnds() throws {
         var pool = Harness()
         pool.join(1, capacity: 4)

@@ -1,0 +1,242 @@
+import ArgumentParser
+import CMemoryMapShim
+import Colony
+import ColonyPool
+import ColonyWire
+import Foundation
+import Glibc
+
+/// `colony-bench scheduler`: the pool's scheduler alone, with simulated workers.
+struct SchedulerBench: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "scheduler", abstract: "The pool scheduler with no I/O: assignments plus completions per second, and bytes per queued call.")
+
+    @Option(help: "Simulated workers (one place each).")
+    var workers = 1000
+
+    @Option(help: "Calls to run through the scheduler.")
+    var tasks = 1_000_000
+
+    @Option(help: "Calls per chunk.")
+    var chunksize = 1
+
+    func validate() throws {
+        guard (1...1_000_000).contains(workers) else { throw ValidationError("--workers must be 1...1000000") }
+        guard (1...100_000_000).contains(tasks) else { throw ValidationError("--tasks must be 1...100000000") }
+        guard chunksize >= 1 else { throw ValidationError("--chunksize must be at least 1") }
+    }
+
+    func run() throws {
+        let calls = (0..<tasks).map { WireValue.array([.int(Int64($0))]) }
+        // Memory held per queued call: submit everything before any worker joins.
+        var scheduler = PoolScheduler()
+        let heapBefore = colony_heap_bytes_in_use()
+        var (job, actions) = try scheduler.submit(client: PoolClientID(1), task: "echo", calls: calls, chunksize: chunksize, ordered: true)
+        let heapAfter = colony_heap_bytes_in_use()
+        let bytesPerCall = Double(Int(heapAfter) - Int(heapBefore)) / Double(tasks)
+
+        let begin = DispatchTime.now().uptimeNanoseconds
+        var pending: [(PoolAssignmentID, PoolWorkerID, Int)] = []
+        var operations = 0
+        func collect(_ actions: [PoolAction]) {
+            for case .assign(let worker, let assignment, _, let calls, _) in actions {
+                pending.append((assignment, worker, calls.count))
+                operations += 1
+            }
+        }
+        collect(actions)
+        for index in 0..<workers {
+            collect(scheduler.workerJoined(
+                PoolWorkerID(UInt64(index + 1)), node: "sim", pid: index, capacity: 1, processes: 1, tasks: ["echo"], now: 0))
+        }
+        var delivered = 0
+        var cursor = 0
+        let results = [WireValue](repeating: .int(1), count: chunksize)
+        while cursor < pending.count {
+            let (assignment, worker, count) = pending[cursor]
+            cursor += 1
+            actions = try scheduler.completed(assignment, by: worker, results: Array(results.prefix(count)))
+            operations += 1
+            collect(actions)
+            if cursor % 4096 == 0 {
+                delivered += try scheduler.take(job, limit: .max).outcomes.count
+                pending.removeFirst(cursor)
+                cursor = 0
+            }
+        }
+        let (rest, finished) = try scheduler.take(job, limit: .max)
+        delivered += rest.count
+        let seconds = Double(DispatchTime.now().uptimeNanoseconds - begin) / 1e9
+        job = PoolJobID(0)
+        guard finished, delivered == tasks else { throw ValidationError("the scheduler lost calls: \(delivered) of \(tasks) delivered") }
+        print(jsonLine([
+            "benchmark": "scheduler", "workers": workers, "tasks": tasks, "chunksize": chunksize,
+            "assignments_per_s": Double(operations) / seconds, "unit": "an assignment or a completion",
+            "calls_per_s": Double(tasks) / seconds, "bytes_per_queued_call": bytesPerCall, "seconds": seconds,
+        ]))
+    }
+}
+
+/// `colony-bench pool`: a manager and one `colony worker` on this machine, driven with the
+/// Pool API; with --compare, CPython's Pool and ProcessPoolExecutor in the same run.
+struct PoolBench: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "pool", abstract: "Pool throughput and apply latency through a manager and a worker node, optionally against CPython.")
+
+    @Option(help: "manager (the only backend for now).")
+    var backend = "manager"
+
+    @Option(help: "Worker processes.")
+    var workers = 2
+
+    @Option(help: "Tasks (echo of an integer).")
+    var tasks = 100_000
+
+    @Option(help: "apply, apply_async, map or imap_unordered.")
+    var mode = "map"
+
+    @Option(help: "Chunk size (default: Python's automatic size for map, 1 for imap_unordered).")
+    var chunksize: Int?
+
+    @Flag(help: "Run the worker node's tasks on threads instead of processes.")
+    var threads = false
+
+    @Flag(help: "Also run CPython's multiprocessing.Pool, ProcessPoolExecutor and the raw ping-pong in this run.")
+    var compare = false
+
+    static let modes = ["apply", "apply_async", "map", "imap_unordered"]
+
+    func validate() throws {
+        guard backend == "manager" else { throw ValidationError("--backend: only 'manager' is built so far") }
+        guard PoolBench.modes.contains(mode) else { throw ValidationError("--mode must be one of \(PoolBench.modes.joined(separator: ", "))") }
+        guard (1...256).contains(workers) else { throw ValidationError("--workers must be 1...256") }
+        guard (1...10_000_000).contains(tasks) else { throw ValidationError("--tasks must be 1...10000000") }
+        if let chunksize, chunksize < 1 { throw ValidationError("--chunksize must be at least 1") }
+    }
+
+    func run() async throws {
+        let server = try SpawnedManager(plaintext: false, threads: 1, busyPollMicroseconds: 200)
+        defer { server.stop() }
+        let worker = Process()
+        worker.executableURL = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("colony")
+        worker.arguments = ["worker", "--connect", "127.0.0.1:\(server.port)", "--state-dir", server.stateDirectory]
+            + (threads ? ["--threads", String(workers)] : ["--processes", String(workers)])
+        worker.standardOutput = FileHandle.nullDevice
+        worker.standardError = FileHandle.nullDevice
+        try worker.run()
+        defer {
+            kill(worker.processIdentifier, SIGKILL)
+            worker.waitUntilExit()
+        }
+        let manager = try await Manager.connect(port: server.port, trust: .stateDirectory(path: server.stateDirectory))
+        let pool = try await manager.pool()
+        let deadline = Date().addingTimeInterval(30)
+        while try await pool.workers().isEmpty {
+            guard Date() < deadline else { throw ValidationError("the worker node did not join within 30 s") }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        let echo = PoolTask<Int, Int>("echo")
+        _ = try await pool.map(echo, 0..<1000)  // warm up both ends
+
+        var latencies: [Double] = []
+        let begin = DispatchTime.now().uptimeNanoseconds
+        switch mode {
+        case "apply":
+            latencies.reserveCapacity(tasks)
+            for index in 0..<tasks {
+                let start = DispatchTime.now().uptimeNanoseconds
+                guard try await pool.apply(echo, index) == index else { throw ValidationError("a wrong result") }
+                latencies.append(Double(DispatchTime.now().uptimeNanoseconds - start) / 1000)
+            }
+        case "apply_async":
+            var results: [AsyncResult<Int>] = []
+            results.reserveCapacity(tasks)
+            for index in 0..<tasks { results.append(try await pool.applyAsync(echo, index)) }
+            for (index, result) in results.enumerated() where try await result.get() != index { throw ValidationError("a wrong result") }
+        case "map":
+            let results = try await pool.map(echo, 0..<tasks, chunksize: chunksize)
+            guard results.count == tasks, results.last == tasks - 1 else { throw ValidationError("wrong results") }
+        default:
+            var count = 0
+            for try await _ in try pool.imapUnordered(echo, 0..<tasks, chunksize: chunksize ?? 1) { count += 1 }
+            guard count == tasks else { throw ValidationError("\(count) results of \(tasks)") }
+        }
+        let seconds = Double(DispatchTime.now().uptimeNanoseconds - begin) / 1e9
+        await manager.close()
+
+        let ours = Double(tasks) / seconds
+        var report: [String: Any] = [
+            "benchmark": "pool", "backend": backend, "mode": mode, "workers": workers, "tasks": tasks, "tasks_per_s": ours,
+            "worker_kind": threads ? "threads" : "processes", "tls": true,
+        ]
+        if let chunksize { report["chunksize"] = chunksize }
+        if mode == "apply" {
+            report["p50_us"] = percentile(latencies, 0.5)
+            report["p99_us"] = percentile(latencies, 0.99)
+        }
+        if compare {
+            var references: [String: Any] = [:]
+            references["raw_tcp_ping_pong_round_trips_per_s"] = PingPongFloor.measure(seconds: 2)
+            let arguments = [mode, String(workers), String(tasks), chunksize.map(String.init) ?? "auto"]
+            switch runPythonReference(script: PoolBench.cpythonScript, arguments: arguments) {
+            case .success(let figures): references["cpython"] = figures
+            case .failure(let unavailable): references["cpython"] = ["unavailable": unavailable.reason]
+            }
+            report["compare"] = references
+            var ratios: [String: Double] = [:]
+            if let cpython = references["cpython"] as? [String: Double] {
+                if let pool = cpython["pool_tasks_per_s"], pool > 0 { ratios["vs_cpython"] = ours / pool }
+                if let executor = cpython["executor_submit_tasks_per_s"], executor > 0 { ratios["vs_cpython_executor_submit"] = ours / executor }
+                if mode == "apply", let theirs = cpython["apply_p50_us"], theirs > 0 { ratios["p50_vs_cpython"] = percentile(latencies, 0.5) / theirs }
+            }
+            if let floor = references["raw_tcp_ping_pong_round_trips_per_s"] as? Double, floor > 0 { ratios["vs_raw_ping_pong"] = ours / floor }
+            report["ratio"] = ratios
+        }
+        print(jsonLine(report))
+    }
+
+    /// CPython's Pool in the same mode with the same workers, and ProcessPoolExecutor submit.
+    static let cpythonScript = #"""
+import json, sys, time
+from multiprocessing import Pool
+from concurrent.futures import ProcessPoolExecutor
+
+def echo(x):
+    return x
+
+mode, workers, tasks, chunk = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+chunksize = None if chunk == "auto" else int(chunk)
+out = {}
+with Pool(workers) as pool:
+    pool.map(echo, range(1000))
+    start = time.perf_counter()
+    if mode == "apply":
+        latencies = []
+        for i in range(tasks):
+            t = time.perf_counter()
+            pool.apply(echo, (i,))
+            latencies.append((time.perf_counter() - t) * 1e6)
+        latencies.sort()
+        out["apply_p50_us"] = latencies[len(latencies) // 2]
+        out["apply_p99_us"] = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
+    elif mode == "apply_async":
+        results = [pool.apply_async(echo, (i,)) for i in range(tasks)]
+        for r in results:
+            r.get()
+    elif mode == "map":
+        pool.map(echo, range(tasks), chunksize)
+    else:
+        for _ in pool.imap_unordered(echo, range(tasks), chunksize or 1):
+            pass
+    out["pool_tasks_per_s"] = tasks / (time.perf_counter() - start)
+with ProcessPoolExecutor(workers) as executor:
+    list(executor.map(echo, range(1000)))
+    n = min(tasks, 20000)
+    start = time.perf_counter()
+    futures = [executor.submit(echo, i) for i in range(n)]
+    for f in futures:
+        f.result()
+    out["executor_submit_tasks_per_s"] = n / (time.perf_counter() - start)
+print(json.dumps(out))
+"""#
+}

@@ -1,0 +1,135 @@
+import ColonyWire
+import Testing
+import Threading
+
+@testable import ColonyServer
+
+/// Records what the pool sends a worker session.
+final class RecordingWorkerOutlet: AnswerOutlet, WorkerOutlet, @unchecked Sendable {
+    private let lock = Lock()
+    private var sent: [(FrameKind, UInt64, WireValue)] = []
+    private(set) var disconnected: [String] = []
+
+    func deliver(requestID: UInt64, _ outcome: Result<WireValue, RemoteError>) {}
+    func send(kind: FrameKind, requestID: UInt64, value: WireValue) { lock.withLock { sent.append((kind, requestID, value)) } }
+    func disconnect(reason: String) { lock.withLock { disconnected.append(reason) } }
+
+    func take() -> [(FrameKind, UInt64, WireValue)] {
+        lock.withLock {
+            defer { sent = [] }
+            return sent
+        }
+    }
+}
+
+/// A worker node's session driven without a socket.
+final class TestWorker {
+    var session: ManagerSession
+    let outlet = RecordingWorkerOutlet()
+    private(set) var replies: [SessionAction] = []
+
+    init(_ context: TestContext, id: UInt64) throws {
+        let configuration = HandshakeConfiguration(authKey: try AuthKey(Array(repeating: UInt8(5), count: 32)), failureDelayNanoseconds: 0)
+        session = ManagerSession(
+            id: id, context: context, handshake: configuration, maxFrameBody: 1 << 20, maxMessageSize: 1 << 20, maxInFlight: 64,
+            outlet: outlet, now: 0)
+        var client = ClientHandshake(configuration: configuration, role: "worker")
+        var toServer = [client.start(now: 0)]
+        while let frame = toServer.popLast() {
+            for action in session.receive(frame, now: 1) {
+                guard case .send(let reply) = action else { continue }
+                if case .send(let frames) = client.receive(reply, now: 1) { toServer += frames }
+            }
+        }
+    }
+
+    /// Sends one pool message; returns what the session answered directly.
+    @discardableResult
+    func send(_ message: some PoolMessage, requestID: UInt64 = 0) -> [SessionAction] {
+        let actions = session.receive(message.frame(requestID: requestID), now: 5)
+        replies += actions
+        return actions
+    }
+
+    /// The assignments sent to this worker so far: (assignment id, calls).
+    func assignments() throws -> [(UInt64, TaskAssignment)] {
+        try outlet.take().filter { $0.0 == .taskAssign }.map { ($0.1, try TaskAssignment(wireValue: $0.2)) }
+    }
+}
+
+@Suite struct PoolObjectTests {
+    @Test func aSubmittedCallReachesAWorkerAndItsResultTheWaitingClient() throws {
+        let context = TestContext()
+        let worker = try TestWorker(context, id: 1)
+        #expect(worker.send(WorkerHello(node: "n", capacity: 2, tasks: ["echo"], pid: 9)).isEmpty)
+        let client = try TestClient(context, id: 2)
+        let pool = try client.new(.pool, name: "default")
+        let job = try client.call(pool, "submit", "echo", [7])
+        let waiting = try client.send(pool, "result", job, nil)
+        #expect(try client.answer(waiting) == nil, "parked until the worker answers")
+        let (assignment, body) = try #require(try worker.assignments().first)
+        #expect(body.task == "echo")
+        #expect(body.calls == [[7]])
+        #expect(worker.send(TaskResult(results: [7]), requestID: assignment).isEmpty)
+        #expect(try client.answer(waiting) == .success(7))
+        let rows = try client.call(pool, "workers").arrayValue ?? []
+        #expect(rows.first?["node"] == "n")
+        #expect(rows.first?["done"] == 1)
+    }
+
+    @Test func nonsenseFromWorkersIsRefusedWithoutHarm() throws {
+        let context = TestContext()
+        let greedy = try TestWorker(context, id: 1)
+        let refusal = greedy.send(WorkerHello(node: "greedy", capacity: 1 << 30, tasks: [], pid: 1))
+        #expect(refusal.contains(.close))
+        let early = try TestWorker(context, id: 2)
+        guard case .answer(_, .failure(let error))? = early.send(TaskResult(results: [1]), requestID: 5).first else {
+            Issue.record("a result before any hello was accepted")
+            return
+        }
+        #expect(error.code == .unsupported)
+        early.send(WorkerHello(node: "early", capacity: 1, tasks: ["echo"], pid: 2))
+        guard case .answer(let id, .failure(let unheld))? = early.send(TaskResult(results: [1]), requestID: 77).first else {
+            Issue.record("a result for an assignment never sent was accepted")
+            return
+        }
+        #expect(id == 77)
+        #expect(unheld.code == .badRequest)
+        // A client session may not pose as a worker.
+        let client = try TestClient(context, id: 3)
+        let pool = try client.new(.pool, name: "default")
+        #expect(try client.call(pool, "submit", "echo", [1]).uint64Value != nil)
+        #expect(try early.assignments().count == 1, "the pool carries on with the worker that behaves")
+    }
+
+    @Test func jobsBelongToTheirSessionAndACrashedSessionsJobsCanBeAdopted() throws {
+        let context = TestContext()
+        let worker = try TestWorker(context, id: 1)
+        worker.send(WorkerHello(node: "n", capacity: 1, tasks: ["echo"], pid: 9))
+        let first = try TestClient(context, id: 2)
+        let pool = try first.new(.pool, name: "default")
+        let job = try first.call(pool, "submit", "echo", [1])
+        let second = try TestClient(context, id: 3)
+        _ = try second.new(.pool, name: "default")
+        #expect(try second.error(second.send(pool, "result", job, 0)) == .valueError, "another session's job")
+        #expect(try second.error(second.send(pool, "adopt", job)) == .valueError, "its session is alive")
+        first.session.end()  // no goodbye: a crash
+        _ = try second.call(pool, "adopt", job)
+        let (assignment, _) = try #require(try worker.assignments().first)
+        worker.send(TaskResult(results: [1]), requestID: assignment)
+        #expect(try second.call(pool, "result", job, nil) == 1)
+    }
+
+    @Test func aSessionThatSaysGoodbyeTakesItsQueuedWorkWithIt() throws {
+        let context = TestContext()
+        let client = try TestClient(context, id: 2)
+        let pool = try client.new(.pool, name: "default")
+        _ = try client.call(pool, "map", "echo", [[1], [2], [3]], 1, true, false)
+        #expect(try client.call(pool, "workers") == [])
+        _ = client.session.receive(Frame(kind: .goodbye), now: 3)
+        client.session.end()
+        let status = try #require(context.store.describePools().arrayValue?.first)
+        #expect(status["queued"] == 0)
+        #expect(status["jobs"] == 0)
+    }
+}
