@@ -170,5 +170,6 @@ int64_t colony_thread_cpu_wait_ns(void) {
 }
 
 size_t colony_heap_bytes_in_use(void) {
-    return mallinfo2().uordblks;
+    struct mallinfo2 info = mallinfo2();
+    return info.uordblks + info.hblkhd;  // small chunks in use, and large ones mapped on their own
 }

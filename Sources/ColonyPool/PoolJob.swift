@@ -3,12 +3,19 @@ import ColonyWire
 /// One job's calls and outcomes. Calls are numbered from 0 in input order; the ones
 /// already handed to the client are dropped from the front, so a long streamed `imap` holds
 /// only what is queued, running or not yet taken.
-struct Job {
+///
+/// A class: the scheduler changes a job in place at every result, and a struct copied out
+/// of the jobs dictionary would copy its million-call storage each time.
+final class Job {
     let id: PoolJobID
     private(set) var client: PoolClientID
     /// Set while the job's client is lost: when the job is dropped unless adopted.
     var orphanedUntil: UInt64?
     let task: String
+    /// The task name as the scheduler's small number.
+    let taskKey: Int
+    /// Each call is an argument list (`starmap`), not a single argument.
+    let starred: Bool
     let ordered: Bool
     let chunksize: Int
     var inputComplete: Bool
@@ -30,7 +37,11 @@ struct Job {
     private(set) var completed = 0
     private(set) var delivered = 0
     private(set) var failed = 0
-    var running: Set<PoolAssignmentID> = []
+    /// Whether the job is in the scheduler's turn queue.
+    var inTurn = false
+    /// The job left the scheduler (taken in full, cancelled and dropped): late results for
+    /// it are ignored.
+    var dropped = false
 
     private enum Slot {
         /// Queued or running: the argument list is kept for a retry.
@@ -39,24 +50,25 @@ struct Job {
         case delivered
     }
 
-    init(id: PoolJobID, client: PoolClientID, task: String, ordered: Bool, chunksize: Int, calls: [WireValue], inputComplete: Bool) {
+    init(
+        id: PoolJobID, client: PoolClientID, task: String, taskKey: Int, starred: Bool, ordered: Bool, chunksize: Int, calls: [WireValue],
+        inputComplete: Bool
+    ) {
         self.id = id
         self.client = client
         self.task = task
+        self.taskKey = taskKey
+        self.starred = starred
         self.ordered = ordered
         self.chunksize = chunksize
         self.inputComplete = inputComplete
         append(calls)
     }
 
-    /// The same job, now owned by `client` (it adopted a lost client's job).
-    func reassigned(to client: PoolClientID) -> Job {
-        var job = self
-        job.client = client
-        return job
-    }
+    /// The job is now owned by `client` (it adopted a lost client's job).
+    func reassign(to client: PoolClientID) { self.client = client }
 
-    mutating func append(_ calls: [WireValue]) {
+    func append(_ calls: [WireValue]) {
         slots.reserveCapacity(slots.count + calls.count)
         for call in calls { slots.append(.waiting(call)) }
         received += calls.count
@@ -73,7 +85,7 @@ struct Job {
 
     var queuedCount: Int { retries.elements.reduce(received - nextUnchunked) { $0 + $1.count } }
 
-    mutating func nextChunk() -> Chunk {
+    func nextChunk() -> Chunk {
         if let retry = retries.popFirst() { return retry }
         let count = min(chunksize, received - nextUnchunked)
         defer { nextUnchunked += count }
@@ -93,7 +105,7 @@ struct Job {
     }
 
     /// Records a call's outcome; false if it already had one (a cancelled call's late result).
-    mutating func record(_ index: Int, _ outcome: PoolOutcome) -> Bool {
+    func record(_ index: Int, _ outcome: PoolOutcome) -> Bool {
         guard isWaiting(index) else { return false }
         slots[index - base] = .done(outcome)
         completed += 1
@@ -112,7 +124,7 @@ struct Job {
         retries.elements.flatMap { $0.start..<($0.start + $0.count) } + Array(nextUnchunked..<received)
     }
 
-    mutating func dropQueued() {
+    func dropQueued() {
         retries = FIFO()
         nextUnchunked = received
     }
@@ -125,7 +137,7 @@ struct Job {
 
     /// Hands out up to `limit` outcomes: the next in input order (ordered), or in completion
     /// order (unordered).
-    mutating func takeReady(limit: Int) -> [PoolOutcome] {
+    func takeReady(limit: Int) -> [PoolOutcome] {
         var outcomes: [PoolOutcome] = []
         if ordered {
             while outcomes.count < limit, nextToDeliver < received, case .done(let outcome) = slots[nextToDeliver - base] {

@@ -6,8 +6,9 @@ public typealias PoolOutcome = Result<WireValue, RemoteError>
 
 /// What the scheduler's host must do after an input.
 public enum PoolAction: Equatable, Sendable {
-    /// Send `calls` (argument lists) of `task` to `worker` as assignment `assignment`.
-    case assign(worker: PoolWorkerID, assignment: PoolAssignmentID, task: String, calls: [WireValue], attempt: Int)
+    /// Send `calls` of `task` to `worker` as assignment `assignment`: each call its one
+    /// argument, or with `starred` its argument list.
+    case assign(worker: PoolWorkerID, assignment: PoolAssignmentID, task: String, calls: [WireValue], starred: Bool, attempt: Int)
     /// Tell `worker` to stop running `assignment` (its job was cancelled or terminated); the
     /// worker still answers it, and that answer frees its place.
     case abort(worker: PoolWorkerID, assignment: PoolAssignmentID)
@@ -52,21 +53,23 @@ public struct PoolSettings: Sendable, Equatable {
 public struct PoolScheduler {
     public let settings: PoolSettings
 
+    // Jobs and workers are objects: the hot path (an answer frees a place, the place takes
+    // the next chunk) follows references instead of looking ids up.
     private var jobs: [PoolJobID: Job] = [:]
     private var workers: [PoolWorkerID: Worker] = [:]
-    private var assignments: [PoolAssignmentID: Assignment] = [:]
+    private var assignments = AssignmentTable()
     private var clients: [PoolClientID: Client] = [:]
-    /// Jobs with calls to hand out, in turn order; `inTurn` mirrors its membership.
-    private var turns = FIFO<PoolJobID>()
-    private var inTurn: Set<PoolJobID> = []
+    /// Jobs with calls to hand out, in turn order; a job's `inTurn` says it is in here.
+    private var turns = FIFO<Job>()
     /// Jobs that no free worker can run (task not registered there); back in turn when a
     /// place frees or a worker joins.
-    private var blocked: [PoolJobID] = []
+    private var blocked: [Job] = []
     /// One entry per free place of a worker; entries of workers that left or drain are
     /// skipped when met.
-    private var freePlaces = FIFO<PoolWorkerID>()
+    private var freePlaces = FIFO<Worker>()
+    /// Task names as small numbers, so a place checks a task without hashing its name.
+    private var taskKeys: [String: Int] = [:]
     private var nextJob: UInt64 = 1
-    private var nextAssignment: UInt64 = 1
     /// Totals since the pool started, for `status`.
     public private(set) var counters = PoolCounters()
 
@@ -87,10 +90,12 @@ public struct PoolScheduler {
         precondition(capacity >= 1, "a worker's capacity is checked before it joins")
         precondition(workers[id] == nil, "\(id) joined twice")
         let interval = heartbeatInterval ?? settings.heartbeatInterval
-        workers[id] = Worker(
-            id: id, node: node, pid: pid, capacity: capacity, processes: max(1, processes), tasks: tasks,
-            silenceLimit: PoolSettings.nanoseconds(interval) * 3, lastHeard: now)
-        for _ in 0..<capacity { freePlaces.append(id) }
+        var keys: Set<Int> = []
+        for task in tasks { keys.insert(taskKey(task)) }
+        let worker = Worker(
+            id: id, node: node, pid: pid, capacity: capacity, processes: max(1, processes), tasks: tasks, taskKeys: keys, silenceLimit: PoolSettings.nanoseconds(interval) * 3, lastHeard: now)
+        workers[id] = worker
+        for _ in 0..<capacity { freePlaces.append(worker) }
         unblockAll()
         var actions: [PoolAction] = []
         dispatch(into: &actions)
@@ -114,9 +119,11 @@ public struct PoolScheduler {
     /// WorkerLost when it has had all its attempts.
     public mutating func workerLeft(_ id: PoolWorkerID) -> [PoolAction] {
         guard let worker = workers.removeValue(forKey: id) else { return [] }
+        worker.left = true
         var actions: [PoolAction] = []
-        for assignmentID in worker.assignments.sorted(by: { $0.rawValue < $1.rawValue }) {
-            guard let assignment = assignments.removeValue(forKey: assignmentID) else { continue }
+        // A worker's loss is rare: its assignments are found by a scan, not kept per worker.
+        for (assignmentID, _) in assignments.all(where: { $0.worker === worker }) {
+            guard let assignment = assignments.remove(assignmentID) else { continue }
             counters.lostAssignments += 1
             requeue(assignment, from: 0, blamedOffsets: 0..<assignment.count, node: worker.node, into: &actions)
         }
@@ -148,12 +155,13 @@ public struct PoolScheduler {
 
     // MARK: Clients
 
-    /// Python's `apply_async` / `map_async` / `imap`: a job running `task` once per argument
-    /// list in `calls`. `moreInput` keeps the job open for `feed` (streamed input).
+    /// Python's `apply_async` / `map_async` / `imap`: a job running `task` once per call in
+    /// `calls` (each its one argument, or with `starred` its argument list; the scheduler
+    /// does not look inside). `moreInput` keeps the job open for `feed` (streamed input).
     /// `chunksize` nil picks Python's automatic size for a complete input, 1 for a streamed
     /// one (as `imap`'s default).
     public mutating func submit(
-        client: PoolClientID, task: String, calls: [WireValue], chunksize: Int?, ordered: Bool, moreInput: Bool = false
+        client: PoolClientID, task: String, calls: [WireValue], starred: Bool = false, chunksize: Int?, ordered: Bool, moreInput: Bool = false
     ) throws(RemoteError) -> (PoolJobID, [PoolAction]) {
         if clients[client]?.closed == true {
             throw RemoteError(.valueError, "Pool not running: this client closed or terminated the pool")
@@ -167,27 +175,29 @@ public struct PoolScheduler {
         let id = PoolJobID(nextJob)
         nextJob += 1
         let size = chunksize ?? settings.chunksize ?? (moreInput ? 1 : automaticChunksize(calls: calls.count))
-        jobs[id] = Job(id: id, client: client, task: task, ordered: ordered, chunksize: size, calls: calls, inputComplete: !moreInput)
+        let job = Job(
+            id: id, client: client, task: task, taskKey: taskKey(task), starred: starred, ordered: ordered, chunksize: size, calls: calls,
+            inputComplete: !moreInput)
+        jobs[id] = job
         clients[client, default: Client()].unfinished += 1
         counters.submittedCalls += calls.count
         var actions: [PoolAction] = []
-        finishIfDone(id, into: &actions)
-        enterTurn(id)
+        finishIfDone(job, into: &actions)
+        enterTurn(job)
         dispatch(into: &actions)
         return (id, actions)
     }
 
     /// More input for a job submitted with `moreInput`; `last` ends it.
     public mutating func feed(_ id: PoolJobID, calls: [WireValue], last: Bool) throws(RemoteError) -> [PoolAction] {
-        guard var job = jobs[id] else { throw RemoteError(.valueError, "\(id) does not exist (finished and taken, or cancelled)") }
+        guard let job = jobs[id] else { throw RemoteError(.valueError, "\(id) does not exist (finished and taken, or cancelled)") }
         guard !job.inputComplete else { throw RemoteError(.valueError, "\(id) already has all its input") }
         job.append(calls)
         job.inputComplete = last
-        jobs[id] = job
         counters.submittedCalls += calls.count
         var actions: [PoolAction] = []
-        finishIfDone(id, into: &actions)
-        enterTurn(id)
+        finishIfDone(job, into: &actions)
+        enterTurn(job)
         dispatch(into: &actions)
         return actions
     }
@@ -195,19 +205,18 @@ public struct PoolScheduler {
     /// Python's `Future.cancel` / `AsyncResult` cancel: calls not finished yet end with
     /// Cancelled; running ones are aborted. Returns false if the job had already finished.
     public mutating func cancel(_ id: PoolJobID) -> (cancelled: Bool, actions: [PoolAction]) {
-        guard var job = jobs[id], !job.isFinished else { return (false, []) }
+        guard let job = jobs[id], !job.isFinished else { return (false, []) }
         var actions: [PoolAction] = []
         let cancelled = RemoteError(.cancelled, "the call was cancelled (cancel or terminate) before it finished")
         for index in job.undoneIndices() { _ = job.record(index, .failure(cancelled)) }
         job.inputComplete = true
         job.dropQueued()
-        for assignmentID in job.running.sorted(by: { $0.rawValue < $1.rawValue }) {
-            if let assignment = assignments[assignmentID] { actions.append(.abort(worker: assignment.worker, assignment: assignmentID)) }
+        for (assignmentID, assignment) in assignments.all(where: { $0.job === job }) {
+            actions.append(.abort(worker: assignment.worker.id, assignment: assignmentID))
         }
         counters.cancelledJobs += 1
-        jobs[id] = job
         actions.append(.resultsReady(id))
-        finishIfDone(id, into: &actions)
+        finishIfDone(job, into: &actions)
         return (true, actions)
     }
 
@@ -254,20 +263,19 @@ public struct PoolScheduler {
 
     /// Gives the job of a lost client to `client`, which then takes its results.
     public mutating func adopt(_ id: PoolJobID, by client: PoolClientID) throws(RemoteError) {
-        guard var job = jobs[id] else { throw RemoteError(.valueError, "\(id) does not exist (taken, dropped, or never submitted)") }
+        guard let job = jobs[id] else { throw RemoteError(.valueError, "\(id) does not exist (taken, dropped, or never submitted)") }
         guard job.orphanedUntil != nil else {
             throw RemoteError(.valueError, "\(id) belongs to a client that is still connected; only a lost client's jobs can be adopted")
         }
         job.orphanedUntil = nil
-        job = job.reassigned(to: client)
-        jobs[id] = job
+        job.reassign(to: client)
         if !job.counted { clients[client, default: Client()].unfinished += 1 }
     }
 
     /// Cancels a job and forgets it at once.
     private mutating func drop(_ id: PoolJobID) -> [PoolAction] {
         let aborts = cancel(id).actions.filter { if case .abort = $0 { true } else { false } }
-        jobs[id] = nil
+        jobs.removeValue(forKey: id)?.dropped = true
         return aborts
     }
 
@@ -279,6 +287,7 @@ public struct PoolScheduler {
     {
         let assignment = try take(assignmentID, from: worker)
         var actions: [PoolAction] = []
+        actions.reserveCapacity(3)
         guard results.count == assignment.count else {
             requeue(assignment, from: 0, blamedOffsets: 0..<assignment.count, node: nodeName(worker), into: &actions)
             dispatch(into: &actions)
@@ -302,11 +311,11 @@ public struct PoolScheduler {
             throw RemoteError(.badRequest, "a failure report for \(assignmentID) (\(assignment.count) calls) needs 0 ≤ index < count and index results")
         }
         record(assignment, results: results, into: &actions)
-        if var job = jobs[assignment.job], job.record(assignment.start + index, .failure(error)) {
+        let job = assignment.job
+        if !job.dropped, job.record(assignment.start + index, .failure(error)) {
             counters.failedCalls += 1
-            jobs[assignment.job] = job
             actions.append(.resultsReady(job.id))
-            finishIfDone(job.id, into: &actions)
+            finishIfDone(job, into: &actions)
         }
         requeue(assignment, from: index + 1, blamedOffsets: 0..<0, node: "", into: &actions)
         dispatch(into: &actions)
@@ -335,10 +344,10 @@ public struct PoolScheduler {
     /// order for an ordered job, any finished ones for an unordered job. `finished` is true
     /// once every outcome has been taken; the job is then forgotten.
     public mutating func take(_ id: PoolJobID, limit: Int = .max) throws(RemoteError) -> (outcomes: [PoolOutcome], finished: Bool) {
-        guard var job = jobs[id] else { throw RemoteError(.valueError, "\(id) does not exist (its results were taken, or it was cancelled)") }
+        guard let job = jobs[id] else { throw RemoteError(.valueError, "\(id) does not exist (its results were taken, or it was cancelled)") }
         let outcomes = job.takeReady(limit: limit)
         let finished = job.isFinished && job.delivered == job.received
-        if finished { jobs[id] = nil } else { jobs[id] = job }
+        if finished { jobs.removeValue(forKey: id)?.dropped = true }
         return (outcomes, finished)
     }
 
@@ -366,6 +375,9 @@ public struct PoolScheduler {
         return (job.completed, job.inputComplete ? job.received : nil)
     }
 
+    /// Whether the job's calls are argument lists.
+    public func isStarred(_ id: PoolJobID) -> Bool { jobs[id]?.starred ?? false }
+
     /// The client that submitted the job.
     public func owner(of id: PoolJobID) -> PoolClientID? { jobs[id]?.client }
 
@@ -375,7 +387,7 @@ public struct PoolScheduler {
     public var workerRows: [PoolWorkerRow] {
         workers.values.sorted { $0.id.rawValue < $1.id.rawValue }.map {
             PoolWorkerRow(
-                id: $0.id, node: $0.node, pid: $0.pid, processes: $0.processes, capacity: $0.capacity, busy: $0.assignments.count,
+                id: $0.id, node: $0.node, pid: $0.pid, processes: $0.processes, capacity: $0.capacity, busy: $0.busy,
                 tasks: $0.tasks.sorted(), draining: $0.draining, completedCalls: $0.completedCalls)
         }
     }
@@ -384,7 +396,7 @@ public struct PoolScheduler {
     public var load: (queued: Int, running: Int, jobs: Int) {
         var queued = 0
         for job in jobs.values { queued += job.queuedCount }
-        let running = assignments.values.reduce(0) { $0 + $1.count }
+        let running = assignments.all(where: { _ in true }).reduce(0) { $0 + $1.assignment.count }
         return (queued, running, jobs.count)
     }
 
@@ -405,36 +417,41 @@ public struct PoolScheduler {
 
     private func nodeName(_ worker: PoolWorkerID) -> String { workers[worker]?.node ?? "?" }
 
+    /// The small number standing for a task name.
+    private mutating func taskKey(_ task: String) -> Int {
+        if let key = taskKeys[task] { return key }
+        let key = taskKeys.count
+        taskKeys[task] = key
+        return key
+    }
+
     private mutating func take(_ assignmentID: PoolAssignmentID, from worker: PoolWorkerID) throws(RemoteError) -> Assignment {
-        guard let assignment = assignments[assignmentID], assignment.worker == worker else {
+        guard let assignment = assignments[assignmentID], assignment.worker.id == worker else {
             throw RemoteError(.badRequest, "\(worker) does not hold \(assignmentID); results for it are ignored")
         }
-        assignments[assignmentID] = nil
-        jobs[assignment.job]?.running.remove(assignmentID)
-        if var holder = workers[worker] {
-            holder.assignments.remove(assignmentID)
-            holder.completedCalls += assignment.count
-            workers[worker] = holder
-            if !holder.draining {
-                freePlaces.append(worker)
-                unblockAll()
-            }
+        _ = assignments.remove(assignmentID)
+        let holder = assignment.worker
+        holder.busy -= 1
+        holder.completedCalls += assignment.count
+        if !holder.left && !holder.draining {
+            freePlaces.append(holder)
+            unblockAll()
         }
         return assignment
     }
 
     /// Records the first `results.count` calls of `assignment` as succeeded.
     private mutating func record(_ assignment: Assignment, results: [WireValue], into actions: inout [PoolAction]) {
-        guard !results.isEmpty, var job = jobs[assignment.job] else { return }
+        let job = assignment.job
+        guard !results.isEmpty, !job.dropped else { return }
         var recorded = false
         for (offset, value) in results.enumerated() where job.record(assignment.start + offset, .success(value)) {
             recorded = true
         }
-        jobs[assignment.job] = job
         guard recorded else { return }
         counters.completedCalls += results.count
         actions.append(.resultsReady(job.id))
-        finishIfDone(job.id, into: &actions)
+        finishIfDone(job, into: &actions)
     }
 
     /// Puts the calls of `assignment` from `offset` on back in the queue. Calls at
@@ -443,7 +460,8 @@ public struct PoolScheduler {
     private mutating func requeue(
         _ assignment: Assignment, from offset: Int, blamedOffsets: Range<Int>, node: String, into actions: inout [PoolAction]
     ) {
-        guard offset < assignment.count, var job = jobs[assignment.job] else { return }
+        let job = assignment.job
+        guard offset < assignment.count, !job.dropped else { return }
         var failedNow = false
         // Unblamed calls stay together in runs of consecutive calls.
         var unblamed: Range<Int>?
@@ -474,12 +492,11 @@ public struct PoolScheduler {
             }
         }
         closeRun()
-        jobs[assignment.job] = job
         if failedNow {
             actions.append(.resultsReady(job.id))
-            finishIfDone(job.id, into: &actions)
+            finishIfDone(job, into: &actions)
         }
-        enterTurn(job.id)
+        enterTurn(job)
     }
 
     /// Jobs whose task no remaining worker registered fail their queued calls, once some
@@ -488,77 +505,64 @@ public struct PoolScheduler {
         guard !workers.isEmpty else { return }
         let known = workers.values.reduce(into: Set<String>()) { $0.formUnion($1.tasks) }
         for id in jobs.keys.sorted() where !known.contains(jobs[id]!.task) && jobs[id]!.hasQueued {
-            var job = jobs[id]!
+            let job = jobs[id]!
             let error = RemoteError(.noSuchTask, noWorkerRuns(job.task))
             for index in job.queuedIndices() where job.record(index, .failure(error)) { counters.failedCalls += 1 }
             job.dropQueued()
-            jobs[id] = job
             actions.append(.resultsReady(id))
-            finishIfDone(id, into: &actions)
+            finishIfDone(job, into: &actions)
         }
     }
 
-    private mutating func finishIfDone(_ id: PoolJobID, into actions: inout [PoolAction]) {
-        guard var job = jobs[id], job.isFinished, !job.counted else { return }
+    private mutating func finishIfDone(_ job: Job, into actions: inout [PoolAction]) {
+        guard job.isFinished, !job.counted else { return }
         job.counted = true
-        jobs[id] = job
-        if !actions.contains(.resultsReady(id)) { actions.append(.resultsReady(id)) }
-        guard var client = clients[job.client] else { return }
-        client.unfinished -= 1
-        clients[job.client] = client
-        if client.unfinished == 0 && client.closed { actions.append(.clientIdle(job.client)) }
+        if actions.last != .resultsReady(job.id) && !actions.contains(.resultsReady(job.id)) { actions.append(.resultsReady(job.id)) }
+        guard clients[job.client] != nil else { return }
+        clients[job.client]!.unfinished -= 1
+        if clients[job.client]!.unfinished == 0 && clients[job.client]!.closed { actions.append(.clientIdle(job.client)) }
     }
 
-    private mutating func enterTurn(_ id: PoolJobID) {
-        guard jobs[id]?.hasQueued == true, !inTurn.contains(id) else { return }
-        inTurn.insert(id)
-        turns.append(id)
+    private mutating func enterTurn(_ job: Job) {
+        guard !job.dropped, job.hasQueued, !job.inTurn else { return }
+        job.inTurn = true
+        turns.append(job)
     }
 
     private mutating func unblockAll() {
         guard !blocked.isEmpty else { return }
-        for id in blocked { enterTurn(id) }
+        for job in blocked { enterTurn(job) }
         blocked = []
     }
 
     /// Hands chunks to free places until either runs out, jobs taking turns.
     private mutating func dispatch(into actions: inout [PoolAction]) {
-        while !freePlaces.isEmpty, let id = turns.popFirst() {
-            inTurn.remove(id)
-            guard var job = jobs[id], job.hasQueued else { continue }
-            guard let worker = takePlace(for: job.task) else {
-                blocked.append(id)
+        while !freePlaces.isEmpty, let job = turns.popFirst() {
+            job.inTurn = false
+            guard !job.dropped, job.hasQueued else { continue }
+            guard let worker = takePlace(for: job.taskKey) else {
+                blocked.append(job)
                 continue
             }
             let chunk = job.nextChunk()
-            let assignmentID = PoolAssignmentID(nextAssignment)
-            nextAssignment += 1
-            assignments[assignmentID] = Assignment(job: id, worker: worker, start: chunk.start, count: chunk.count, attempt: chunk.attempt)
-            job.running.insert(assignmentID)
-            workers[worker]!.assignments.insert(assignmentID)
-            let calls = job.arguments(chunk)
-            jobs[id] = job
+            let assignmentID = assignments.insert(
+                Assignment(job: job, worker: worker, start: chunk.start, count: chunk.count, attempt: chunk.attempt))
+            worker.busy += 1
             counters.assignments += 1
-            actions.append(.assign(worker: worker, assignment: assignmentID, task: job.task, calls: calls, attempt: chunk.attempt))
-            enterTurn(id)
+            actions.append(
+                .assign(
+                    worker: worker.id, assignment: assignmentID, task: job.task, calls: job.arguments(chunk), starred: job.starred,
+                    attempt: chunk.attempt))
+            enterTurn(job)
         }
     }
 
-    /// A free place on a worker that registered `task`, or nil.
-    private mutating func takePlace(for task: String) -> PoolWorkerID? {
-        while let id = freePlaces.first, !isUsable(id) { _ = freePlaces.popFirst() }
+    /// A free place on a worker that registered the task, or nil.
+    private mutating func takePlace(for task: Int) -> Worker? {
+        while let worker = freePlaces.first, !worker.isUsable { _ = freePlaces.popFirst() }
         guard let first = freePlaces.first else { return nil }
-        if workers[first]!.tasks.contains(task) { return freePlaces.popFirst() }
-        let workers = self.workers
-        return freePlaces.removeFirst { id in
-            guard let worker = workers[id] else { return false }
-            return !worker.draining && worker.assignments.count < worker.capacity && worker.tasks.contains(task)
-        }
-    }
-
-    private func isUsable(_ id: PoolWorkerID) -> Bool {
-        guard let worker = workers[id] else { return false }
-        return !worker.draining && worker.assignments.count < worker.capacity
+        if first.taskKeys.contains(task) { return freePlaces.popFirst() }
+        return freePlaces.removeFirst { $0.isUsable && $0.taskKeys.contains(task) }
     }
 }
 
@@ -593,27 +597,96 @@ struct Chunk: Equatable {
     var attempt: Int
 }
 
+/// The assignments out at workers, found by id without hashing: an id is a slot number and
+/// that slot's generation, so a reused slot never answers for an old id. Memory is bounded
+/// by the most assignments out at once, however long one of them runs.
+struct AssignmentTable {
+    private var slots: [Assignment?] = []
+    private var generations: [UInt32] = []
+    private var free: [Int] = []
+
+    mutating func insert(_ assignment: Assignment) -> PoolAssignmentID {
+        let slot: Int
+        if let reused = free.popLast() {
+            slot = reused
+        } else {
+            slot = slots.count
+            slots.append(nil)
+            generations.append(0)
+        }
+        generations[slot] &+= 1
+        slots[slot] = assignment
+        return PoolAssignmentID(UInt64(slot) << 32 | UInt64(generations[slot]))
+    }
+
+    private func slot(of id: PoolAssignmentID) -> Int? {
+        let slot = Int(id.rawValue >> 32)
+        guard slot < slots.count, generations[slot] == UInt32(truncatingIfNeeded: id.rawValue), slots[slot] != nil else { return nil }
+        return slot
+    }
+
+    subscript(id: PoolAssignmentID) -> Assignment? { slot(of: id).flatMap { slots[$0] } }
+
+    mutating func remove(_ id: PoolAssignmentID) -> Assignment? {
+        guard let slot = slot(of: id) else { return nil }
+        defer {
+            slots[slot] = nil
+            free.append(slot)
+        }
+        return slots[slot]
+    }
+
+    /// The assignments that match, in slot order.
+    func all(where matches: (Assignment) -> Bool) -> [(id: PoolAssignmentID, assignment: Assignment)] {
+        slots.indices.compactMap { slot in
+            guard let assignment = slots[slot], matches(assignment) else { return nil }
+            return (PoolAssignmentID(UInt64(slot) << 32 | UInt64(generations[slot])), assignment)
+        }
+    }
+}
+
 struct Assignment {
-    let job: PoolJobID
-    let worker: PoolWorkerID
+    let job: Job
+    let worker: Worker
     let start: Int
     let count: Int
     let attempt: Int
 }
 
-struct Worker {
+final class Worker {
     let id: PoolWorkerID
     let node: String
     let pid: Int
     let capacity: Int
     let processes: Int
     let tasks: Set<String>
+    let taskKeys: Set<Int>
     /// Silence longer than this (three heartbeat intervals) loses the worker.
     let silenceLimit: UInt64
     var lastHeard: UInt64
-    var assignments: Set<PoolAssignmentID> = []
+    /// Assignments it holds now.
+    var busy = 0
     var draining = false
+    /// It left the pool: its free places still queued are skipped.
+    var left = false
     var completedCalls = 0
+
+    init(
+        id: PoolWorkerID, node: String, pid: Int, capacity: Int, processes: Int, tasks: Set<String>, taskKeys: Set<Int>,
+        silenceLimit: UInt64, lastHeard: UInt64
+    ) {
+        self.id = id
+        self.node = node
+        self.pid = pid
+        self.capacity = capacity
+        self.processes = processes
+        self.tasks = tasks
+        self.taskKeys = taskKeys
+        self.silenceLimit = silenceLimit
+        self.lastHeard = lastHeard
+    }
+
+    var isUsable: Bool { !left && !draining && busy < capacity }
 }
 
 struct Client {

@@ -30,6 +30,9 @@ public final class ObjectStore: @unchecked Sendable {
     /// The most objects this store will hold; creating more is LimitExceeded.
     public let maxObjects: Int
     private let objectCount = ManagedAtomic<Int>(0)
+    /// The pools, apart, so the once-a-second pool tick does not walk every object.
+    private let poolsLock = Lock()
+    private var poolRegistry: [UInt64: (name: String?, pool: SharedPool)] = [:]  // guarded by poolsLock
 
     public init(maxObjects: Int = 1_000_000) {
         self.maxObjects = maxObjects
@@ -71,6 +74,7 @@ public final class ObjectStore: @unchecked Sendable {
         let id = nextID.loadThenWrappingIncrement(ordering: .relaxed)
         let shard = shard(id)
         shard.lock.withLock { shard.entries[id] = Entry(object: object, name: name, references: 1) }
+        if let pool = object as? SharedPool { poolsLock.withLock { poolRegistry[id] = (name, pool) } }
         apply(changes)
         return ObjectRef(type: type, id: id)
     }
@@ -162,6 +166,7 @@ public final class ObjectStore: @unchecked Sendable {
                 return entry.object
             }
             if let freed {
+                forget(id, freed)
                 objectCount.wrappingDecrement(ordering: .relaxed)
                 pending.append(contentsOf: freed.removeAll())
             }
@@ -175,6 +180,7 @@ public final class ObjectStore: @unchecked Sendable {
         let shard = shard(id)
         let removed: (any SharedObject)? = shard.lock.withLock { shard.entries.removeValue(forKey: id)?.object }
         if let removed {
+            forget(id, removed)
             objectCount.wrappingDecrement(ordering: .relaxed)
             release(removed.removeAll())
         }
@@ -188,14 +194,11 @@ public final class ObjectStore: @unchecked Sendable {
 
     /// Every pool object, with its id and name.
     func pools() -> [(id: UInt64, name: String?, pool: SharedPool)] {
-        var found: [(id: UInt64, name: String?, pool: SharedPool)] = []
-        for shard in shards {
-            let entries = shard.lock.withLock { shard.entries }
-            for (id, entry) in entries {
-                if let pool = entry.object as? SharedPool { found.append((id, entry.name, pool)) }
-            }
-        }
-        return found.sorted { $0.id < $1.id }
+        poolsLock.withLock { poolRegistry.map { (id: $0.key, name: $0.value.name, pool: $0.value.pool) } }.sorted { $0.id < $1.id }
+    }
+
+    private func forget(_ id: UInt64, _ object: any SharedObject) {
+        if object is SharedPool { poolsLock.withLock { _ = poolRegistry.removeValue(forKey: id) } }
     }
 
     /// Periodic: each pool loses the workers silent past their heartbeat deadline.

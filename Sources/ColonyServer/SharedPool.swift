@@ -111,24 +111,25 @@ final class SharedPool: BlockingObject, @unchecked Sendable {
                 let arguments = try Arguments(method, values, count: 2...2)
                 let task = try taskName(arguments.values[0])
                 let call = try argumentList(arguments.values[1], method)
-                let (job, actions) = try scheduler.submit(client: client, task: task, calls: [call], chunksize: 1, ordered: true)
+                let (job, actions) = try scheduler.submit(client: client, task: task, calls: [call], starred: true, chunksize: 1, ordered: true)
                 perform(actions, into: &effects)
                 return .answer(.integer(job.rawValue))
             case .map:
-                let arguments = try Arguments(method, values, count: 2...5)
+                let arguments = try Arguments(method, values, count: 2...6)
                 let task = try taskName(arguments.values[0])
-                let calls = try callList(arguments.values[1], method)
+                let starred = arguments.optional(5)?.boolValue ?? false
+                let calls = try callList(arguments.values[1], method, starred: starred)
                 let chunksize = try PythonSemantics.optionalInt(arguments.optional(2), "chunksize")
                 let ordered = arguments.optional(3)?.boolValue ?? true
                 let more = arguments.optional(4)?.boolValue ?? false
                 let (job, actions) = try scheduler.submit(
-                    client: client, task: task, calls: calls, chunksize: chunksize, ordered: ordered, moreInput: more)
+                    client: client, task: task, calls: calls, starred: starred, chunksize: chunksize, ordered: ordered, moreInput: more)
                 perform(actions, into: &effects)
                 return .answer(.integer(job.rawValue))
             case .feed:
                 let arguments = try Arguments(method, values, count: 3...3)
                 let job = try ownJob(arguments.values[0], client)
-                let calls = try callList(arguments.values[1], method)
+                let calls = try callList(arguments.values[1], method, starred: scheduler.isStarred(job))
                 perform(try scheduler.feed(job, calls: calls, last: arguments.values[2].boolValue ?? true), into: &effects)
                 return .answer(.null)
             case .result:
@@ -216,11 +217,12 @@ final class SharedPool: BlockingObject, @unchecked Sendable {
         return value
     }
 
-    private func callList(_ value: WireValue, _ method: String) throws(RemoteError) -> [WireValue] {
+    /// A map's calls: single arguments, or argument lists when `starred`.
+    private func callList(_ value: WireValue, _ method: String, starred: Bool) throws(RemoteError) -> [WireValue] {
         guard let calls = value.arrayValue else {
-            throw RemoteError(.wrongType, "\(method)(): calls are an array of argument lists, not \(value.kindDescription)")
+            throw RemoteError(.wrongType, "\(method)(): calls are an array, not \(value.kindDescription)")
         }
-        for call in calls { _ = try argumentList(call, method) }
+        if starred { for call in calls { _ = try argumentList(call, method) } }
         return calls
     }
 
@@ -273,9 +275,10 @@ final class SharedPool: BlockingObject, @unchecked Sendable {
     private func perform(_ actions: [PoolAction], into effects: inout Effects) {
         for action in actions {
             switch action {
-            case .assign(let worker, let assignment, let task, let calls, let attempt):
+            case .assign(let worker, let assignment, let task, let calls, let starred, let attempt):
                 guard let outlet = outlets[worker] else { continue }
-                effects.frames.append((outlet, .taskAssign, assignment.rawValue, TaskAssignment.body(task: task, calls: calls, attempt: attempt)))
+                effects.frames.append(
+                    (outlet, .taskAssign, assignment.rawValue, TaskAssignment.body(task: task, calls: calls, starred: starred, attempt: attempt)))
             case .abort(let worker, let assignment):
                 guard let outlet = outlets[worker] else { continue }
                 effects.frames.append((outlet, .cancel, assignment.rawValue, .null))

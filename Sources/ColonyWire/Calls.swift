@@ -325,13 +325,22 @@ public enum BarrierCall {
 
 /// What a pool's `next` answers: the outcomes ready now, in the job's order.
 public struct PoolBatch: Sendable {
-    /// Each call's value, or the error its caller gets.
-    public var outcomes: [Result<WireValue, RemoteError>]
+    /// The values, nil where a call failed.
+    public var values: [WireValue]
+    /// The failed calls: their place in `values`, and the error their caller gets.
+    public var failures: [(position: Int, error: RemoteError)]
     /// Every outcome has now been taken; the job is gone from the manager.
     public var finished: Bool
     /// Calls finished so far, and how many there are once the input is complete.
     public var completed: Int
     public var total: Int?
+
+    /// Each call's value or error, in order.
+    public var outcomes: [Result<WireValue, RemoteError>] {
+        var outcomes = values.map { Result<WireValue, RemoteError>.success($0) }
+        for (position, error) in failures { outcomes[position] = .failure(error) }
+        return outcomes
+    }
 }
 
 /// The typed calls of a pool (Python `multiprocessing.Pool`); one per `PoolMethod`.
@@ -339,10 +348,14 @@ public enum PoolCall {
     public static func submit(task: String, arguments: [WireValue]) -> ObjectCall<UInt64> {
         .init(PoolMethod.submit.rawValue, [.string(task), .array(arguments)], decode: Answer.uint)
     }
-    /// `calls` are argument lists; `more` keeps the input open for `feed`.
-    public static func map(task: String, calls: [WireValue], chunksize: Int?, ordered: Bool, more: Bool) -> ObjectCall<UInt64> {
+    /// Each call is its one argument, or with `starred` its argument list; `more` keeps the
+    /// input open for `feed`.
+    public static func map(task: String, calls: [WireValue], chunksize: Int?, ordered: Bool, more: Bool, starred: Bool = false)
+        -> ObjectCall<UInt64>
+    {
         .init(
-            PoolMethod.map.rawValue, [.string(task), .array(calls), chunksize.map { .integer($0) } ?? .null, .bool(ordered), .bool(more)],
+            PoolMethod.map.rawValue,
+            [.string(task), .array(calls), chunksize.map { .integer($0) } ?? .null, .bool(ordered), .bool(more), .bool(starred)],
             decode: Answer.uint)
     }
     public static func feed(job: UInt64, calls: [WireValue], last: Bool) -> ObjectCall<Void> {
@@ -373,16 +386,16 @@ public enum PoolCall {
 extension Answer {
     @Sendable static func poolBatch(_ answer: WireValue) throws -> PoolBatch {
         guard let fields = answer.arrayValue, fields.count == 5, let finished = fields[0].boolValue, let values = fields[1].arrayValue,
-            let completed = fields[2].int64Value.flatMap(Int.init(exactly:)), let failures = fields[4].arrayValue
+            let completed = fields[2].int64Value.flatMap(Int.init(exactly:)), let failureList = fields[4].arrayValue
         else { throw malformed("[finished, [value], completed, total, [[position, error]]]", answer) }
-        var outcomes = values.map { Result<WireValue, RemoteError>.success($0) }
-        for failure in failures {
+        let failures = try failureList.map { failure -> (position: Int, error: RemoteError) in
             guard let pair = failure.arrayValue, pair.count == 2, let position = pair[0].int64Value.flatMap(Int.init(exactly:)),
-                outcomes.indices.contains(position)
+                values.indices.contains(position)
             else { throw malformed("[position, error]", failure) }
-            outcomes[position] = .failure(try RemoteError(wireValue: pair[1]))
+            return (position, try RemoteError(wireValue: pair[1]))
         }
-        return PoolBatch(outcomes: outcomes, finished: finished, completed: completed, total: fields[3].int64Value.flatMap(Int.init(exactly:)))
+        return PoolBatch(
+            values: values, failures: failures, finished: finished, completed: completed, total: fields[3].int64Value.flatMap(Int.init(exactly:)))
     }
 
     @Sendable static func progress(_ answer: WireValue) throws -> (completed: Int, total: Int?) {

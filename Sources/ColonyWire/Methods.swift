@@ -163,8 +163,8 @@ public enum MethodCatalog {
 
     static let pool: [MethodSpec] = [
         m(.pool, "submit", "task, [arg]", "job id", "p.apply_async(f, args)"),
-        m(.pool, "map", "task, [[arg]], chunksize, ordered, more", "job id", "p.map_async / imap / imap_unordered"),
-        m(.pool, "feed", "job id, [[arg]], last", "nil", "(imap: the next window of the iterable)"),
+        m(.pool, "map", "task, [call], chunksize, ordered, more, starred", "job id", "p.map_async / imap / imap_unordered"),
+        m(.pool, "feed", "job id, [call], last", "nil", "(imap: the next window of the iterable)"),
         m(.pool, "result", "job id, timeout", "value; TaskFailed, WorkerLost, NoSuchTask, Timeout", blocking: true, "r.get(timeout)"),
         m(.pool, "next", "job id, max, timeout", "[finished, [value], completed, total, [[position, error]]]; Timeout", blocking: true, "next(imap iterator)"),
         m(.pool, "wait", "job id, timeout", "bool", blocking: true, "r.wait(timeout)"),

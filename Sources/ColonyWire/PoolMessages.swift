@@ -82,37 +82,49 @@ public struct WorkerHello: PoolMessage {
     }
 }
 
-/// Manager → worker: run `task` once per argument list in `calls` (a chunk), as attempt
-/// `attempt`. The frame's request id is the assignment id that the answer repeats.
+/// Manager → worker: run `task` once per call in `calls` (a chunk), as attempt `attempt`.
+/// A call is its one argument, or with `starred` (Python's `starmap`) its argument list. The
+/// frame's request id is the assignment id that the answer repeats.
 public struct TaskAssignment: PoolMessage {
     public static let kind = FrameKind.taskAssign
     public var task: String
-    public var calls: [[WireValue]]
+    public var calls: [WireValue]
+    public var starred: Bool
     public var attempt: Int
 
-    public init(task: String, calls: [[WireValue]], attempt: Int) {
+    public init(task: String, calls: [WireValue], starred: Bool = false, attempt: Int) {
         self.task = task
         self.calls = calls
+        self.starred = starred
         self.attempt = attempt
     }
 
-    public var wireValue: WireValue { Self.body(task: task, calls: calls.map(WireValue.array), attempt: attempt) }
+    public var wireValue: WireValue { Self.body(task: task, calls: calls, starred: starred, attempt: attempt) }
 
-    /// The body for calls already held as argument-list values (as the scheduler holds them).
-    public static func body(task: String, calls: [WireValue], attempt: Int) -> WireValue {
-        ["task": .string(task), "calls": .array(calls), "attempt": .integer(attempt)]
+    public static func body(task: String, calls: [WireValue], starred: Bool, attempt: Int) -> WireValue {
+        ["task": .string(task), "calls": .array(calls), "starred": .bool(starred), "attempt": .integer(attempt)]
+    }
+
+    /// Call `index`'s arguments.
+    public func arguments(_ index: Int) -> TaskArguments {
+        starred ? .list(calls[index].arrayValue ?? [calls[index]]) : .single(calls[index])
     }
 
     public init(wireValue: WireValue) throws {
         task = try field(wireValue, "task", Self.kind, \.stringValue)
+        starred = wireValue["starred"]?.boolValue ?? true
+        let starred = self.starred
         calls = try field(wireValue, "calls", Self.kind) { value in
-            value.arrayValue.flatMap { calls in
-                let lists = calls.compactMap(\.arrayValue)
-                return lists.count == calls.count ? lists : nil
-            }
+            value.arrayValue.flatMap { calls in !starred || calls.allSatisfy({ $0.arrayValue != nil }) ? calls : nil }
         }
         attempt = try field(wireValue, "attempt", Self.kind) { $0.int64Value.flatMap(Int.init(exactly:)) }
     }
+}
+
+/// One call's positional arguments: its single argument, or an argument list (`starmap`).
+public enum TaskArguments: Sendable, Hashable {
+    case single(WireValue)
+    case list([WireValue])
 }
 
 /// Worker → manager: every call of an assignment succeeded; `results` in call order.

@@ -7,8 +7,8 @@ import Foundation
 /// client side. Build it before `WorkerNode.run`, the same way in every run of the program
 /// (worker child processes are the program started again).
 public struct TaskRegistry: Sendable {
-    /// A body takes the call's positional argument list and returns its result.
-    public typealias Body = @Sendable ([WireValue]) throws -> WireValue
+    /// A body takes the call's arguments and returns its result.
+    public typealias Body = @Sendable (TaskArguments) throws -> WireValue
 
     private(set) var bodies: [String: Body] = [:]
     private(set) var initializers: [String: @Sendable (WireValue) throws -> Void] = [:]
@@ -41,7 +41,7 @@ public struct TaskRegistry: Sendable {
 
     /// Runs one call. Unknown tasks and undecodable arguments throw `TaskError`; the task's
     /// own errors pass through.
-    public func run(_ task: String, _ arguments: [WireValue]) throws -> WireValue {
+    public func run(_ task: String, _ arguments: TaskArguments) throws -> WireValue {
         guard let body = bodies[task] else { throw TaskError("this worker has no task named '\(task)'") }
         return try body(arguments)
     }
@@ -51,11 +51,18 @@ public struct TaskRegistry: Sendable {
         try body(arguments)
     }
 
-    static func decode<A: Decodable>(_ type: A.Type, _ arguments: [WireValue], task: String) throws -> A {
+    static func decode<A: Decodable>(_ type: A.Type, _ arguments: TaskArguments, task: String) throws -> A {
         let decoder = WireValueDecoder()
-        if arguments.count == 1, let single = try? decoder.decode(A.self, from: arguments[0]) { return single }
+        let value: WireValue
+        switch arguments {
+        case .single(let argument):
+            value = argument
+        case .list(let list):
+            if list.count == 1, let single = try? decoder.decode(A.self, from: list[0]) { return single }
+            value = .array(list)
+        }
         do {
-            return try decoder.decode(A.self, from: .array(arguments))
+            return try decoder.decode(A.self, from: value)
         } catch {
             throw TaskError("the arguments of task '\(task)' do not decode as \(A.self): \(error)")
         }
@@ -77,7 +84,12 @@ extension TaskRegistry {
     /// `setenv`, which sets `{name: value}` in each worker process's environment.
     public static var stock: TaskRegistry {
         var registry = TaskRegistry()
-        registry.registerRaw("echo") { arguments in arguments.count == 1 ? arguments[0] : .array(arguments) }
+        registry.registerRaw("echo") { arguments in
+            switch arguments {
+            case .single(let argument): argument
+            case .list(let list): list.count == 1 ? list[0] : .array(list)
+            }
+        }
         registry.register(PoolTask<Double, Double>("sleep")) { seconds in
             Thread.sleep(forTimeInterval: max(0, seconds))
             return seconds

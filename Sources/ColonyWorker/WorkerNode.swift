@@ -259,7 +259,6 @@ struct LocalAssignment {
     let body: [UInt8]
     let link: WorkerLink
 
-    func decoded() throws -> TaskAssignment { try TaskAssignment(wireValue: WireValue(messagePack: body)) }
 }
 
 /// What running an assignment gave.
@@ -272,20 +271,19 @@ enum WorkerReport {
     /// Runs an encoded assignment (a decoding failure fails its first call).
     static func run(_ assignment: [UInt8], registry: TaskRegistry, afterEach: () -> Void = {}) -> WorkerReport {
         do {
-            let decoded = try TaskAssignment(wireValue: WireValue(messagePack: assignment))
-            return run(decoded.task, decoded.calls, registry: registry, afterEach: afterEach)
+            return run(try TaskAssignment(wireValue: WireValue(messagePack: assignment)), registry: registry, afterEach: afterEach)
         } catch {
             return .failure(TaskFailure(index: 0, results: [], errorType: "MalformedAssignment", message: "\(error)"))
         }
     }
 
     /// Runs every call of an assignment in order, stopping at the first that throws.
-    static func run(_ task: String, _ calls: [[WireValue]], registry: TaskRegistry, afterEach: () -> Void = {}) -> WorkerReport {
+    static func run(_ assignment: TaskAssignment, registry: TaskRegistry, afterEach: () -> Void = {}) -> WorkerReport {
         var results: [WireValue] = []
-        results.reserveCapacity(calls.count)
-        for (index, call) in calls.enumerated() {
+        results.reserveCapacity(assignment.calls.count)
+        for index in assignment.calls.indices {
             do {
-                results.append(try registry.run(task, call))
+                results.append(try registry.run(assignment.task, assignment.arguments(index)))
             } catch {
                 return .failure(TaskFailure(index: index, results: results, errorType: String(describing: type(of: error)), message: "\(error)"))
             }

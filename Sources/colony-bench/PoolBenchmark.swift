@@ -27,10 +27,11 @@ struct SchedulerBench: ParsableCommand {
     }
 
     func run() throws {
-        let calls = (0..<tasks).map { WireValue.array([.int(Int64($0))]) }
-        // Memory held per queued call: submit everything before any worker joins.
-        var scheduler = PoolScheduler()
+        // Memory held per queued call (its argument list and the job's slot for it): submit
+        // everything before any worker joins.
         let heapBefore = colony_heap_bytes_in_use()
+        let calls = (0..<tasks).map { WireValue.array([.int(Int64($0))]) }
+        var scheduler = PoolScheduler()
         var (job, actions) = try scheduler.submit(client: PoolClientID(1), task: "echo", calls: calls, chunksize: chunksize, ordered: true)
         let heapAfter = colony_heap_bytes_in_use()
         let bytesPerCall = Double(Int(heapAfter) - Int(heapBefore)) / Double(tasks)
@@ -39,7 +40,7 @@ struct SchedulerBench: ParsableCommand {
         var pending: [(PoolAssignmentID, PoolWorkerID, Int)] = []
         var operations = 0
         func collect(_ actions: [PoolAction]) {
-            for case .assign(let worker, let assignment, _, let calls, _) in actions {
+            for case .assign(let worker, let assignment, _, let calls, _, _) in actions {
                 pending.append((assignment, worker, calls.count))
                 operations += 1
             }
@@ -55,7 +56,7 @@ struct SchedulerBench: ParsableCommand {
         while cursor < pending.count {
             let (assignment, worker, count) = pending[cursor]
             cursor += 1
-            actions = try scheduler.completed(assignment, by: worker, results: Array(results.prefix(count)))
+            actions = try scheduler.completed(assignment, by: worker, results: count == chunksize ? results : Array(results.prefix(count)))
             operations += 1
             collect(actions)
             if cursor % 4096 == 0 {
@@ -126,7 +127,8 @@ struct PoolBench: AsyncParsableCommand {
         try worker.run()
         defer {
             kill(worker.processIdentifier, SIGKILL)
-            worker.waitUntilExit()
+            var status: Int32 = 0
+            waitpid(worker.processIdentifier, &status, 0)  // Foundation's waitUntilExit spins a run loop
         }
         let manager = try await Manager.connect(port: server.port, trust: .stateDirectory(path: server.stateDirectory))
         let pool = try await manager.pool()

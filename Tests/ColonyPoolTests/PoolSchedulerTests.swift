@@ -18,7 +18,7 @@ struct Harness {
     mutating func apply(_ actions: [PoolAction]) {
         for action in actions {
             switch action {
-            case .assign(let worker, let assignment, let task, let calls, let attempt):
+            case .assign(let worker, let assignment, let task, let calls, _, let attempt):
                 #expect(held[assignment] == nil, "assignment ids are never reused")
                 held[assignment] = (worker, task, calls, attempt)
             case .abort(_, let assignment): aborted.insert(assignment)

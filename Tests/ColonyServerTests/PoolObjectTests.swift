@@ -70,6 +70,7 @@ final class TestWorker {
         let (assignment, body) = try #require(try worker.assignments().first)
         #expect(body.task == "echo")
         #expect(body.calls == [[7]])
+        #expect(body.starred, "a submitted call is its argument list")
         #expect(worker.send(TaskResult(results: [7]), requestID: assignment).isEmpty)
         #expect(try client.answer(waiting) == .success(7))
         let rows = try client.call(pool, "workers").arrayValue ?? []
@@ -124,7 +125,7 @@ final class TestWorker {
         let context = TestContext()
         let client = try TestClient(context, id: 2)
         let pool = try client.new(.pool, name: "default")
-        _ = try client.call(pool, "map", "echo", [[1], [2], [3]], 1, true, false)
+        _ = try client.call(pool, "map", "echo", [1, 2, 3], 1, true, false)
         #expect(try client.call(pool, "workers") == [])
         _ = client.session.receive(Frame(kind: .goodbye), now: 3)
         client.session.end()

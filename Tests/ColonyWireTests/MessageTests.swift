@@ -234,8 +234,12 @@ import Testing
     @Test func poolMessagesRoundTripThroughFrames() throws {
         let hello = WorkerHello(node: "n1", capacity: 4, tasks: ["square", "cube"], pid: 42)
         #expect(try WorkerHello(frame: hello.frame()) == hello)
-        let assignment = TaskAssignment(task: "square", calls: [[1], [2], [3]], attempt: 2)
+        let assignment = TaskAssignment(task: "square", calls: [1, 2, 3], attempt: 2)
         #expect(try TaskAssignment(frame: assignment.frame(requestID: 9)) == assignment)
+        #expect(assignment.arguments(1) == .single(2))
+        let starred = TaskAssignment(task: "add", calls: [[1, 2], [3, 4]], starred: true, attempt: 1)
+        #expect(try TaskAssignment(frame: starred.frame(requestID: 9)) == starred)
+        #expect(starred.arguments(1) == .list([3, 4]))
         let result = TaskResult(results: [1, 4, 9])
         #expect(try TaskResult(frame: result.frame(requestID: 9)) == result)
         let failure = TaskFailure(index: 1, results: [1], errorType: "DivisionByZero", message: "no")
@@ -271,7 +275,8 @@ import Testing
         #expect(throws: WireFormatError.self) { try WorkerHello(frame: Heartbeat(busy: 0, capacity: 1).frame()) }
         #expect(throws: WireFormatError.self) { try WorkerHello(wireValue: ["node": "n", "capacity": 0, "tasks": [], "pid": 1]) }
         #expect(throws: WireFormatError.self) { try WorkerHello(wireValue: ["node": "n", "capacity": 1, "tasks": [1], "pid": 1]) }
-        #expect(throws: WireFormatError.self) { try TaskAssignment(wireValue: ["task": "t", "calls": [1], "attempt": 1]) }
+        #expect(throws: WireFormatError.self) { try TaskAssignment(wireValue: ["task": "t", "calls": [1], "attempt": 1]) }  // starred by default
+        #expect(throws: WireFormatError.self) { try TaskAssignment(wireValue: ["task": "t", "calls": 1, "starred": false, "attempt": 1]) }
         #expect(throws: WireFormatError.self) { try TaskResult(wireValue: [:]) }
     }
 }

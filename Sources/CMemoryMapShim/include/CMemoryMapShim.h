@@ -73,7 +73,7 @@ int colony_futex_wait_shared(uint32_t *word, uint32_t expected, uint64_t deadlin
 /// colony_futex_wake for a word in memory shared between processes.
 int colony_futex_wake_shared(uint32_t *word, int count);
 
-/// Bytes the malloc heap has handed out now (mallinfo2's uordblks), for benchmarks that
+/// Bytes malloc has handed out now (mallinfo2's uordblks plus hblkhd), for benchmarks that
 /// report memory per item.
 size_t colony_heap_bytes_in_use(void);
 
