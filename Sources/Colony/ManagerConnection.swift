@@ -45,6 +45,8 @@ final class ManagerConnection: @unchecked Sendable {
     // Set once the connection is closed or lost; then no call touches the event loop, which
     // may already be shut down.
     private let closed = ManagedAtomic<Bool>(false)
+    private let routersLock = Threading.Lock()
+    private var routers: [UInt64: PoolResultRouter] = [:]  // guarded by routersLock
 
     private init(channel: any Channel, session: NegotiatedSession, poller: BusyPoller, handler: ClientHandler) {
         self.channel = channel
@@ -140,6 +142,25 @@ final class ManagerConnection: @unchecked Sendable {
         send(request, id: nextID(), answer: .ignored)
     }
 
+    /// Sends a request without waiting; `answer` is called with its answer on the event loop.
+    func send(_ request: Request, answer: @escaping @Sendable (Result<WireValue, any Error>) -> Void) {
+        guard isOpen else {
+            answer(.failure(ConnectionError("the connection to the manager is closed; reconnect with Manager.connect")))
+            return
+        }
+        send(request, id: nextID(), answer: .callback(answer))
+    }
+
+    /// The router of pushed pool results for the pool object `id` on this connection.
+    func resultRouter(pool id: UInt64) -> PoolResultRouter {
+        routersLock.withLock {
+            if let router = routers[id] { return router }
+            let router = PoolResultRouter(connection: self, pool: id, session: session.sessionID)
+            routers[id] = router
+            return router
+        }
+    }
+
     private func nextID() -> UInt64 { nextRequestID.loadThenWrappingIncrement(ordering: .relaxed) }
 
     /// Sends one request and suspends until its answer (no promise, future or extra hop).
@@ -223,6 +244,8 @@ enum AnswerWaiter {
     case promise(EventLoopPromise<WireValue>)
     /// One answer of a pipeline, with its place in it.
     case pipelined(PipelineAnswers, Int)
+    /// Called on the event loop with the answer (pool results; never block in it).
+    case callback(@Sendable (Result<WireValue, any Error>) -> Void)
     case ignored
 
     func resume(with result: Result<WireValue, any Error>) {
@@ -230,6 +253,7 @@ enum AnswerWaiter {
         case .continuation(let continuation): continuation.resume(with: result)
         case .promise(let promise): promise.completeWith(result)
         case .pipelined(let answers, let index): answers.record(result, at: index)
+        case .callback(let body): body(result)
         case .ignored: break
         }
     }

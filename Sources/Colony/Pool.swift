@@ -119,15 +119,35 @@ public struct Pool: Proxy {
         _ task: PoolTask<A, R>, _ arguments: A, callback: (@Sendable (R) -> Void)? = nil,
         errorCallback: (@Sendable (any Error) -> Void)? = nil
     ) async throws -> AsyncResult<R> {
-        let job = try await Pool.submitting(task.name) { try await handle.run(PoolCall.submit(task: task.name, arguments: [wire(arguments)])) }
-        return single(job, task, callback: callback, errorCallback: errorCallback)
+        try submit(task, arguments, callback: callback, errorCallback: errorCallback)
     }
     public func applyAsync<A, R>(
         _ task: PoolTask<A, R>, _ arguments: A, callback: (@Sendable (R) -> Void)? = nil,
         errorCallback: (@Sendable (any Error) -> Void)? = nil
     ) throws -> AsyncResult<R> {
-        let job = try Pool.submitting(task.name) { try handle.runBlocking(PoolCall.submit(task: task.name, arguments: [wire(arguments)])) }
-        return single(job, task, callback: callback, errorCallback: errorCallback)
+        try submit(task, arguments, callback: callback, errorCallback: errorCallback)
+    }
+
+    /// Submits without waiting for the manager (it never blocks): the outcome is pushed back
+    /// through this connection's result router.
+    private func submit<A, R>(
+        _ task: PoolTask<A, R>, _ arguments: A, callback: (@Sendable (R) -> Void)?, errorCallback: (@Sendable (any Error) -> Void)?
+    ) throws -> AsyncResult<R> {
+        let future = Future<R>()
+        let pool = self
+        let router = handle.manager.connection.resultRouter(pool: reference.id)
+        let job = router.submit(task: task.name, arguments: [try wire(arguments)]) { outcome in
+            do {
+                switch outcome {
+                case .success(let value): try future.setResult(try pool.handle.decode(R.self, value))
+                case .failure(let error as RemoteError): try future.setException(PoolError.from(error, task: task.name))
+                case .failure(let error): try future.setException(error)
+                }
+            } catch {
+                try? future.setException(error)
+            }
+        }
+        return AsyncResult(pool: self, job: job, future: future, callback: callback, errorCallback: errorCallback)
     }
 
     // MARK: map
@@ -348,20 +368,32 @@ public final class AsyncResult<Value: Sendable>: @unchecked Sendable {
     private let pool: Pool
     /// The job's id on the manager: what `Pool.adopt` takes if this client crashes.
     public let jobID: UInt64
-    private let future = Future<Value>()
+    private let future: Future<Value>
 
-    /// `fetch` waits on the manager for the job's outcome and decodes it.
+    /// `future` is completed by whoever brings the outcome. Callbacks run on a task of their
+    /// own, never on the connection's event loop.
     init(
-        pool: Pool, job: UInt64, fetch: @escaping @Sendable () async throws -> Value, callback: (@Sendable (Value) -> Void)?,
+        pool: Pool, job: UInt64, future: Future<Value>, callback: (@Sendable (Value) -> Void)?,
         errorCallback: (@Sendable (any Error) -> Void)?
     ) {
         self.pool = pool
         jobID = job
+        self.future = future
         if callback != nil || errorCallback != nil {
             future.addDoneCallback { future in
-                do { callback?(try future.result(timeout: 0)) } catch { errorCallback?(error) }
+                Task {
+                    do { callback?(try future.result(timeout: 0)) } catch { errorCallback?(error) }
+                }
             }
         }
+    }
+
+    /// `fetch` waits on the manager for the job's outcome and decodes it.
+    convenience init(
+        pool: Pool, job: UInt64, fetch: @escaping @Sendable () async throws -> Value, callback: (@Sendable (Value) -> Void)?,
+        errorCallback: (@Sendable (any Error) -> Void)?
+    ) {
+        self.init(pool: pool, job: job, future: Future(), callback: callback, errorCallback: errorCallback)
         let future = self.future
         Task {
             do {
@@ -375,20 +407,22 @@ public final class AsyncResult<Value: Sendable>: @unchecked Sendable {
     /// Python `r.get(timeout)`: the result, or the call's error; `TimeoutError` if it is not
     /// ready within `timeout` seconds (the call goes on; get it later).
     public func get(timeout: Double? = nil) async throws -> Value {
-        if let timeout {
-            return try await withThrowingTaskGroup(of: Value?.self) { group in
-                let future = self.future
-                group.addTask { try await future.value }
-                group.addTask {
-                    try? await Task.sleep(for: .seconds(max(0, timeout)))
-                    return nil
-                }
-                defer { group.cancelAll() }
-                guard let first = try await group.next(), let value = first else { throw TimeoutError() }
-                return value
+        guard let timeout else { return try await future.value }
+        let future = self.future
+        let outcome: Result<Value, any Error> = await withCheckedContinuation { continuation in
+            // Whichever comes first, the outcome or the timeout, resumes; the other finds the
+            // continuation taken.
+            let once = ResumeOnce(continuation)
+            let timer = Task {
+                try? await Task.sleep(for: .seconds(max(0, timeout)))
+                once.resume(.failure(TimeoutError()))
+            }
+            future.addDoneCallback { done in
+                once.resume(Result { try done.result(timeout: 0) })
+                timer.cancel()
             }
         }
-        return try await future.value
+        return try outcome.get()
     }
     public func get(timeout: Double? = nil) throws -> Value { try future.result(timeout: timeout) }
 
@@ -509,5 +543,21 @@ public final class PoolIterator<Element: Codable & Sendable>: AsyncSequence, Asy
         var results: [Element] = []
         while let element = try await next() { results.append(element) }
         return results
+    }
+}
+
+/// Resumes a continuation at most once, from whichever side gets there first.
+private final class ResumeOnce<Value: Sendable>: @unchecked Sendable {
+    private let lock = Threading.Lock()
+    private var continuation: CheckedContinuation<Result<Value, any Error>, Never>?
+
+    init(_ continuation: CheckedContinuation<Result<Value, any Error>, Never>) { self.continuation = continuation }
+
+    func resume(_ outcome: Result<Value, any Error>) {
+        let taken: CheckedContinuation<Result<Value, any Error>, Never>? = lock.withLock {
+            defer { continuation = nil }
+            return continuation
+        }
+        taken?.resume(returning: outcome)
     }
 }

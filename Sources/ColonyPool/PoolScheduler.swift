@@ -161,7 +161,8 @@ public struct PoolScheduler {
     /// `chunksize` nil picks Python's automatic size for a complete input, 1 for a streamed
     /// one (as `imap`'s default).
     public mutating func submit(
-        client: PoolClientID, task: String, calls: [WireValue], starred: Bool = false, chunksize: Int?, ordered: Bool, moreInput: Bool = false
+        client: PoolClientID, task: String, calls: [WireValue], starred: Bool = false, chunksize: Int?, ordered: Bool, moreInput: Bool = false,
+        id chosen: PoolJobID? = nil
     ) throws(RemoteError) -> (PoolJobID, [PoolAction]) {
         if clients[client]?.closed == true {
             throw RemoteError(.valueError, "Pool not running: this client closed or terminated the pool")
@@ -172,8 +173,9 @@ public struct PoolScheduler {
         if !workers.isEmpty, !workers.values.contains(where: { $0.tasks.contains(task) }) {
             throw RemoteError(.noSuchTask, noWorkerRuns(task))
         }
-        let id = PoolJobID(nextJob)
-        nextJob += 1
+        if let chosen, jobs[chosen] != nil { throw RemoteError(.valueError, "\(chosen) exists already; choose a new id") }
+        let id = chosen ?? PoolJobID(nextJob)
+        if chosen == nil { nextJob += 1 }
         let size = chunksize ?? settings.chunksize ?? (moreInput ? 1 : automaticChunksize(calls: calls.count))
         let job = Job(
             id: id, client: client, task: task, taskKey: taskKey(task), starred: starred, ordered: ordered, chunksize: size, calls: calls,

@@ -24,6 +24,11 @@ final class SharedPool: BlockingObject, @unchecked Sendable {
     private var outlets: [PoolWorkerID: any WorkerOutlet] = [:]
     private var jobWaiters: [PoolJobID: [JobWaiter]] = [:]
     private var joinWaiters: [PoolClientID: [ParkedCall]] = [:]
+    /// Named submitted calls whose outcome is pushed through `results`, and for each client
+    /// the ones finished and not yet pushed, with its parked `results` call.
+    private var pushed: Set<PoolJobID> = []
+    private var pushable: [PoolClientID: [PoolJobID]] = [:]
+    private var resultsWaiters: [PoolClientID: (call: ParkedCall, limit: Int)] = [:]
     /// Clients that said goodbye: their jobs go with them.
     private var leaving: Set<PoolClientID> = []
     /// How long the jobs of a client that died stay for another to adopt.
@@ -94,7 +99,9 @@ final class SharedPool: BlockingObject, @unchecked Sendable {
     }
 
     var size: Int { lock.withLock { scheduler.load.queued } }
-    var waiting: Int { lock.withLock { jobWaiters.values.reduce(0) { $0 + $1.count } + joinWaiters.values.reduce(0) { $0 + $1.count } } }
+    var waiting: Int {
+        lock.withLock { jobWaiters.values.reduce(0) { $0 + $1.count } + joinWaiters.values.reduce(0) { $0 + $1.count } + resultsWaiters.count }
+    }
 
     // MARK: Client methods
 
@@ -108,12 +115,28 @@ final class SharedPool: BlockingObject, @unchecked Sendable {
         return try lock.withLock { () throws(RemoteError) -> CallResult in
             switch poolMethod {
             case .submit:
-                let arguments = try Arguments(method, values, count: 2...2)
+                let arguments = try Arguments(method, values, count: 2...3)
                 let task = try taskName(arguments.values[0])
                 let call = try argumentList(arguments.values[1], method)
-                let (job, actions) = try scheduler.submit(client: client, task: task, calls: [call], starred: true, chunksize: 1, ordered: true)
+                let chosen = try chosenJob(arguments.optional(2), client)
+                let (job, actions) = try scheduler.submit(
+                    client: client, task: task, calls: [call], starred: true, chunksize: 1, ordered: true, id: chosen)
+                if chosen != nil { pushed.insert(job) }
                 perform(actions, into: &effects)
                 return .answer(.integer(job.rawValue))
+            case .results:
+                let arguments = try Arguments(method, values, count: 0...2)
+                let limit = try PythonSemantics.optionalInt(arguments.optional(0), "max") ?? Int.max
+                guard limit >= 1 else { throw RemoteError(.valueError, "results(): max must be at least 1") }
+                let timeout = try timeoutArgument(arguments.optional(1), method)
+                if let ready = takePushed(client, limit: limit) { return .answer(ready) }
+                if timeout == 0 { return .answer(.array([])) }
+                guard resultsWaiters[client] == nil else {
+                    throw RemoteError(.valueError, "results(): this session already waits for pushed results; one such call at a time")
+                }
+                let parked = try context.park(on: self, method)
+                resultsWaiters[client] = (parked, limit)
+                return .parked(parked, timeout: timeout)
             case .map:
                 let arguments = try Arguments(method, values, count: 2...6)
                 let task = try taskName(arguments.values[0])
@@ -198,9 +221,38 @@ final class SharedPool: BlockingObject, @unchecked Sendable {
                 let arguments = try Arguments(method, values, count: 1...1)
                 guard let raw = arguments.values[0].uint64Value else { throw RemoteError(.wrongType, "a job id is an unsigned integer") }
                 try scheduler.adopt(PoolJobID(raw), by: client)
+                pushed.remove(PoolJobID(raw))  // its new owner asks with `result`
                 return .answer(.null)
             }
         }
+    }
+
+    /// A job id a client chose for `submit`: its session's id above, a fresh number below.
+    private func chosenJob(_ value: WireValue?, _ client: PoolClientID) throws(RemoteError) -> PoolJobID? {
+        guard let value, value != .null else { return nil }
+        guard let raw = value.uint64Value, raw >> 32 == client.rawValue, raw & 0xFFFF_FFFF != 0 else {
+            throw RemoteError(.valueError, "a chosen job id is this session's id << 32 | a number from 1 (session \(client.rawValue))")
+        }
+        return PoolJobID(raw)
+    }
+
+    /// Up to `limit` finished pushed outcomes of `client`, or nil if none is ready.
+    private func takePushed(_ client: PoolClientID, limit: Int) -> WireValue? {
+        guard var ready = pushable[client], !ready.isEmpty else { return nil }
+        var entries: [WireValue] = []
+        var taken = 0
+        while taken < ready.count, entries.count < limit {
+            let job = ready[taken]
+            taken += 1
+            guard pushed.remove(job) != nil, scheduler.owner(of: job) == client, let outcome = try? takeOne(job) else { continue }
+            switch outcome {
+            case .success(let value): entries.append([.integer(job.rawValue), true, value])
+            case .failure(let error): entries.append([.integer(job.rawValue), false, error.wireValue])
+            }
+        }
+        ready.removeFirst(taken)
+        pushable[client] = ready.isEmpty ? nil : ready
+        return entries.isEmpty ? nil : .array(entries)
     }
 
     private func taskName(_ value: WireValue) throws(RemoteError) -> String {
@@ -283,6 +335,13 @@ final class SharedPool: BlockingObject, @unchecked Sendable {
                 guard let outlet = outlets[worker] else { continue }
                 effects.frames.append((outlet, .cancel, assignment.rawValue, .null))
             case .resultsReady(let job):
+                if pushed.contains(job), scheduler.isFinished(job), let owner = scheduler.owner(of: job) {
+                    pushable[owner, default: []].append(job)
+                    if let waiter = resultsWaiters[owner], let ready = takePushed(owner, limit: waiter.limit) {
+                        resultsWaiters[owner] = nil
+                        effects.answers.append((waiter.call, .success(ready)))
+                    }
+                }
                 wake(job, into: &effects)
             case .clientIdle(let client):
                 for call in joinWaiters.removeValue(forKey: client) ?? [] { effects.answers.append((call, .success(true))) }
@@ -341,6 +400,12 @@ final class SharedPool: BlockingObject, @unchecked Sendable {
                 jobWaiters[job]!.remove(at: index)
                 return
             }
+            if let (client, waiter) = resultsWaiters.first(where: { $0.value.call === call }) {
+                resultsWaiters[client] = nil
+                _ = waiter
+                answer = .success(.array([]))
+                return
+            }
             if removeWaiter(call) { answer = .success(false) }  // a join
         }
         switch answer {
@@ -365,6 +430,10 @@ final class SharedPool: BlockingObject, @unchecked Sendable {
                 return true
             }
         }
+        if let client = resultsWaiters.first(where: { $0.value.call === call })?.key {
+            resultsWaiters[client] = nil
+            return true
+        }
         return false
     }
 
@@ -384,6 +453,8 @@ final class SharedPool: BlockingObject, @unchecked Sendable {
                 if jobWaiters[job]!.isEmpty { jobWaiters[job] = nil }
             }
             joinWaiters[client] = nil
+            resultsWaiters[client] = nil
+            pushable[client] = nil
             if leaving.remove(client) != nil {
                 perform(scheduler.clientGone(client), into: &effects)
             } else {
@@ -399,9 +470,13 @@ final class SharedPool: BlockingObject, @unchecked Sendable {
             defer {
                 jobWaiters = [:]
                 joinWaiters = [:]
+                resultsWaiters = [:]
                 outlets = [:]
             }
-            return (jobWaiters.values.flatMap { $0.map(\.call) } + joinWaiters.values.flatMap { $0 }, Array(outlets.values))
+            return (
+                jobWaiters.values.flatMap { $0.map(\.call) } + joinWaiters.values.flatMap { $0 } + resultsWaiters.values.map(\.call),
+                Array(outlets.values)
+            )
         }
         for call in waiting { call.fail(RemoteError(.noSuchObject, "the pool was deleted while this call waited on it")) }
         for outlet in workers { outlet.disconnect(reason: "the pool was deleted") }

@@ -345,8 +345,13 @@ public struct PoolBatch: Sendable {
 
 /// The typed calls of a pool (Python `multiprocessing.Pool`); one per `PoolMethod`.
 public enum PoolCall {
-    public static func submit(task: String, arguments: [WireValue]) -> ObjectCall<UInt64> {
-        .init(PoolMethod.submit.rawValue, [.string(task), .array(arguments)], decode: Answer.uint)
+    /// `job`: an id this session chose (its session id << 32 | a fresh number), whose
+    /// outcome `results` then pushes.
+    public static func submit(task: String, arguments: [WireValue], job: UInt64? = nil) -> ObjectCall<UInt64> {
+        .init(PoolMethod.submit.rawValue, [.string(task), .array(arguments)] + (job.map { [.integer($0)] } ?? []), decode: Answer.uint)
+    }
+    public static func results(max: Int? = nil, timeout: Double? = nil) -> ObjectCall<[WireValue]> {
+        .init(PoolMethod.results.rawValue, [max.map { .integer($0) } ?? .null, wireTimeout(timeout)], decode: Answer.array)
     }
     /// Each call is its one argument, or with `starred` its argument list; `more` keeps the
     /// input open for `feed`.

@@ -162,7 +162,7 @@ public enum MethodCatalog {
     ]
 
     static let pool: [MethodSpec] = [
-        m(.pool, "submit", "task, [arg]", "job id", "p.apply_async(f, args)"),
+        m(.pool, "submit", "task, [arg], job id", "job id", "p.apply_async(f, args)"),
         m(.pool, "map", "task, [call], chunksize, ordered, more, starred", "job id", "p.map_async / imap / imap_unordered"),
         m(.pool, "feed", "job id, [call], last", "nil", "(imap: the next window of the iterable)"),
         m(.pool, "result", "job id, timeout", "value; TaskFailed, WorkerLost, NoSuchTask, Timeout", blocking: true, "r.get(timeout)"),
@@ -177,10 +177,11 @@ public enum MethodCatalog {
         m(.pool, "join", "timeout", "bool; ValueError before close", blocking: true, "p.join()"),
         m(.pool, "workers", "", "[{node, pid, processes, capacity, busy, tasks, draining, done}]", "(pool status)"),
         m(.pool, "adopt", "job id", "nil; ValueError unless its client was lost", "(take over a crashed client's job)"),
+        m(.pool, "results", "max, timeout", "[[job id, ok, value or error]]", blocking: true, "(Pool's result handler)"),
     ]
 }
 
 /// The methods of a pool object (SPEC.md 6.3), one case per `MethodCatalog.pool` row.
 public enum PoolMethod: String, CaseIterable, Sendable {
-    case submit, map, feed, result, next, wait, ready, successful, progress, cancel, close, terminate, join, workers, adopt
+    case submit, map, feed, result, next, wait, ready, successful, progress, cancel, close, terminate, join, workers, adopt, results
 }

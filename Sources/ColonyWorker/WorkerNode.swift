@@ -55,6 +55,8 @@ public final class WorkerNode: @unchecked Sendable {
     private var slots: [WorkerSlot] = []
     private var running: [UInt64: WorkerSlot] = [:]
     private var aborted: Set<UInt64> = []
+    /// Assignments received and not yet answered (queued here or running).
+    private var outstanding = 0
     private var link: WorkerLink?
     private var draining = false
     private var stopped = false
@@ -136,14 +138,14 @@ public final class WorkerNode: @unchecked Sendable {
         guard let current else { return }
         current.send(Drain(reason: "the node is stopping"))
         Task {
-            while busy > 0 || work.qsize > 0 { try? await Task.sleep(for: .milliseconds(20)) }
+            while busy > 0 { try? await Task.sleep(for: .milliseconds(20)) }
             await current.close()
         }
     }
 
     private var isDraining: Bool { lock.withLock { draining } }
     private var capacity: Int { options.processes * options.prefetch }
-    private var busy: Int { lock.withLock { running.count } + work.qsize }
+    private var busy: Int { lock.withLock { outstanding } }
 
     private var hello: WorkerHello {
         WorkerHello(
@@ -161,6 +163,7 @@ public final class WorkerNode: @unchecked Sendable {
             case .taskAssign:
                 // Decoded by whoever runs it (a slot thread, or the worker process itself), not
                 // on the connection's event loop.
+                lock.withLock { outstanding += 1 }
                 try work.put(.assignment(LocalAssignment(id: message.requestID, body: Array(message.body.readableBytesView), link: link)))
             case .cancel:
                 abort(message.requestID)
@@ -189,7 +192,10 @@ public final class WorkerNode: @unchecked Sendable {
     private func dropQueuedWork(of link: WorkerLink) {
         var kept: [WorkItem] = []
         while let item = try? work.getNowait() {
-            if case .assignment(let assignment) = item, assignment.link === link { continue }
+            if case .assignment(let assignment) = item, assignment.link === link {
+                lock.withLock { outstanding -= 1 }
+                continue
+            }
             kept.append(item)
         }
         for item in kept { try? work.put(item) }
@@ -222,17 +228,20 @@ public final class WorkerNode: @unchecked Sendable {
                 running[assignment.id] = slot
                 return false
             }
-            let report: WorkerReport
-            if skip {
-                report = .failure(TaskFailure(index: 0, results: [], errorType: "Cancelled", message: "aborted by the manager", lost: true))
-            } else {
-                report = slot.runner.run(assignment)
-                lock.withLock { _ = running.removeValue(forKey: assignment.id) }
-            }
+            let report =
+                skip
+                ? .failure(TaskFailure(index: 0, results: [], errorType: "Cancelled", message: "aborted by the manager", lost: true))
+                : slot.runner.run(assignment)
             switch report {
             case .result(let result): assignment.link.send(result, requestID: assignment.id)
             case .failure(let failure): assignment.link.send(failure, requestID: assignment.id)
             case .encoded(let kind, let body): assignment.link.send(kind: kind, requestID: assignment.id, body: body)
+            }
+            // Only now is the assignment done: a drain that sees the node idle must find its
+            // report already on the way (the goodbye is queued behind it).
+            lock.withLock {
+                running.removeValue(forKey: assignment.id)
+                outstanding -= 1
             }
         }
     }

@@ -1,0 +1,74 @@
+import ColonyWire
+import Threading
+
+/// Brings the outcomes of a connection's `applyAsync` calls home, as Python's Pool result
+/// handler thread does: each call is submitted under a job id this side chooses, without
+/// waiting for an answer, and one `results` request at a time stays parked on the manager,
+/// which answers it with every outcome that finished since. So a burst of `applyAsync` costs
+/// one write, and its outcomes come back in batches.
+final class PoolResultRouter: @unchecked Sendable {
+    private unowned let connection: ManagerConnection
+    private let pool: UInt64
+    private let session: UInt64
+    private let lock = Threading.Lock()
+    // Guarded by lock.
+    private var waiting: [UInt64: @Sendable (Result<WireValue, any Error>) -> Void] = [:]
+    private var counter: UInt32 = 0
+    private var polling = false
+
+    init(connection: ManagerConnection, pool: UInt64, session: UInt64) {
+        self.connection = connection
+        self.pool = pool
+        self.session = session
+    }
+
+    /// Submits one call; `deliver` gets its outcome (on the connection's event loop).
+    func submit(task: String, arguments: [WireValue], deliver: @escaping @Sendable (Result<WireValue, any Error>) -> Void) -> UInt64 {
+        let (job, startPolling): (UInt64, Bool) = lock.withLock {
+            counter &+= 1
+            if counter == 0 { counter = 1 }
+            let job = session << 32 | UInt64(counter)
+            waiting[job] = deliver
+            defer { polling = true }
+            return (job, !polling)
+        }
+        let request = PoolCall.submit(task: task, arguments: arguments, job: job).request(object: pool)
+        connection.send(request) { [self] answer in
+            if case .failure(let error) = answer { route(job, .failure(error)) }
+        }
+        if startPolling { poll() }
+        return job
+    }
+
+    private func poll() {
+        connection.send(PoolCall.results().request(object: pool)) { [self] answer in
+            switch answer {
+            case .success(let value):
+                for entry in value.arrayValue ?? [] {
+                    guard let fields = entry.arrayValue, fields.count == 3, let job = fields[0].uint64Value, let ok = fields[1].boolValue else { continue }
+                    let error = (try? RemoteError(wireValue: fields[2])) ?? RemoteError(.internalError, "a malformed error in pushed results")
+                    route(job, ok ? .success(fields[2]) : .failure(error))
+                }
+                let more = lock.withLock {
+                    polling = !waiting.isEmpty
+                    return polling
+                }
+                if more { poll() }
+            case .failure(let error):
+                let everyone = lock.withLock {
+                    defer {
+                        waiting = [:]
+                        polling = false
+                    }
+                    return waiting
+                }
+                for deliver in everyone.values { deliver(.failure(error)) }
+            }
+        }
+    }
+
+    private func route(_ job: UInt64, _ outcome: Result<WireValue, any Error>) {
+        let deliver = lock.withLock { waiting.removeValue(forKey: job) }
+        deliver?(outcome)
+    }
+}
