@@ -57,12 +57,8 @@ struct FIFO<Element> {
     /// Removes and returns the first element that matches, keeping the others in order.
     mutating func removeFirst(where matches: (Element) -> Bool) -> Element? {
         guard let index = items[head...].firstIndex(where: matches) else { return nil }
+        if index == head { return popFirst() }
         return items.remove(at: index)
-    }
-
-    mutating func removeAll(where matches: (Element) -> Bool) {
-        items = items[head...].filter { !matches($0) }
-        head = 0
     }
 
     var elements: ArraySlice<Element> { items[head...] }

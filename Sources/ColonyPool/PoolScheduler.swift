@@ -67,6 +67,9 @@ public struct PoolScheduler {
     /// One entry per free place of a worker; entries of workers that left or drain are
     /// skipped when met.
     private var freePlaces = FIFO<Worker>()
+    /// Free places beyond a worker's processes (its prefetch): used only when no worker has
+    /// an idle process, so work spreads over nodes before it queues on any of them.
+    private var sparePlaces = FIFO<Worker>()
     /// Task names as small numbers, so a place checks a task without hashing its name.
     private var taskKeys: [String: Int] = [:]
     private var nextJob: UInt64 = 1
@@ -95,7 +98,9 @@ public struct PoolScheduler {
         let worker = Worker(
             id: id, node: node, pid: pid, capacity: capacity, processes: max(1, processes), tasks: tasks, taskKeys: keys, silenceLimit: PoolSettings.nanoseconds(interval) * 3, lastHeard: now)
         workers[id] = worker
-        for _ in 0..<capacity { freePlaces.append(worker) }
+        for place in 0..<capacity {
+            if place < worker.processes { freePlaces.append(worker) } else { sparePlaces.append(worker) }
+        }
         unblockAll()
         var actions: [PoolAction] = []
         dispatch(into: &actions)
@@ -436,7 +441,7 @@ public struct PoolScheduler {
         holder.busy -= 1
         holder.completedCalls += assignment.count
         if !holder.left && !holder.draining {
-            freePlaces.append(holder)
+            if holder.busy < holder.processes { freePlaces.append(holder) } else { sparePlaces.append(holder) }
             unblockAll()
         }
         return assignment
@@ -539,7 +544,7 @@ public struct PoolScheduler {
 
     /// Hands chunks to free places until either runs out, jobs taking turns.
     private mutating func dispatch(into actions: inout [PoolAction]) {
-        while !freePlaces.isEmpty, let job = turns.popFirst() {
+        while !freePlaces.isEmpty || !sparePlaces.isEmpty, let job = turns.popFirst() {
             job.inTurn = false
             guard !job.dropped, job.hasQueued else { continue }
             guard let worker = takePlace(for: job.taskKey) else {
@@ -559,12 +564,17 @@ public struct PoolScheduler {
         }
     }
 
-    /// A free place on a worker that registered the task, or nil.
+    /// A free place on a worker that registered the task, or nil: an idle process first,
+    /// then a prefetch place.
     private mutating func takePlace(for task: Int) -> Worker? {
-        while let worker = freePlaces.first, !worker.isUsable { _ = freePlaces.popFirst() }
-        guard let first = freePlaces.first else { return nil }
-        if first.taskKeys.contains(task) { return freePlaces.popFirst() }
-        return freePlaces.removeFirst { $0.isUsable && $0.taskKeys.contains(task) }
+        Self.takePlace(from: &freePlaces, for: task) ?? Self.takePlace(from: &sparePlaces, for: task)
+    }
+
+    private static func takePlace(from places: inout FIFO<Worker>, for task: Int) -> Worker? {
+        while let worker = places.first, !worker.isUsable { _ = places.popFirst() }
+        guard let first = places.first else { return nil }
+        if first.taskKeys.contains(task) { return places.popFirst() }
+        return places.removeFirst { $0.isUsable && $0.taskKeys.contains(task) }
     }
 }
 

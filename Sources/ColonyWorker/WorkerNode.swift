@@ -24,8 +24,10 @@ public struct WorkerOptions: Sendable {
     public var node = "\(ProcessInfo.processInfo.hostName)-\(getpid())"
     public var heartbeat: Duration = .seconds(5)
     /// Assignments held per process: one running, the rest waiting here instead of a round
-    /// trip away.
-    public var prefetch = 2
+    /// trip away. The manager fills every node's processes before any node's prefetch.
+    /// Measured with 2 processes and one-call assignments: 2 gave 11-14k calls/s, 8 gave
+    /// 19-21k.
+    public var prefetch = 8
     /// Python's `maxtasksperchild`: a child process is replaced after running this many calls.
     public var maxTasksPerChild: Int?
     /// Python's `initializer` and `initargs`: a registered initializer run once in each

@@ -102,6 +102,9 @@ struct PoolBench: AsyncParsableCommand {
     @Flag(help: "Run the worker node's tasks on threads instead of processes.")
     var threads = false
 
+    @Option(help: "The worker node's --prefetch (assignments held per process); default: colony worker's.")
+    var prefetch: Int?
+
     @Flag(help: "Also run CPython's multiprocessing.Pool, ProcessPoolExecutor and the raw ping-pong in this run.")
     var compare = false
 
@@ -122,6 +125,7 @@ struct PoolBench: AsyncParsableCommand {
         worker.executableURL = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("colony")
         worker.arguments = ["worker", "--connect", "127.0.0.1:\(server.port)", "--state-dir", server.stateDirectory]
             + (threads ? ["--threads", String(workers)] : ["--processes", String(workers)])
+            + (prefetch.map { ["--prefetch", String($0)] } ?? [])
         worker.standardOutput = FileHandle.nullDevice
         worker.standardError = FileHandle.nullDevice
         try worker.run()
@@ -172,6 +176,7 @@ struct PoolBench: AsyncParsableCommand {
             "worker_kind": threads ? "threads" : "processes", "tls": true,
         ]
         if let chunksize { report["chunksize"] = chunksize }
+        if let prefetch { report["prefetch"] = prefetch }
         if mode == "apply" {
             report["p50_us"] = percentile(latencies, 0.5)
             report["p99_us"] = percentile(latencies, 0.99)

@@ -37,7 +37,7 @@ struct WorkerCommand: AsyncParsableCommand {
     var heartbeat = 5.0
 
     @Option(help: "Assignments held per process (one running, the rest waiting here).")
-    var prefetch = 2
+    var prefetch = 8
 
     @Option(help: "Replace a worker process after it has run this many calls (Python's maxtasksperchild).")
     var maxtasksperchild: Int?

@@ -29,8 +29,9 @@ struct Harness {
         }
     }
 
-    mutating func join(_ id: UInt64, capacity: Int = 1, tasks: Set<String> = ["echo"]) {
-        apply(scheduler.workerJoined(PoolWorkerID(id), node: "node\(id)", pid: Int(id), capacity: capacity, processes: capacity, tasks: tasks, now: now))
+    mutating func join(_ id: UInt64, capacity: Int = 1, processes: Int? = nil, tasks: Set<String> = ["echo"]) {
+        apply(scheduler.workerJoined(
+            PoolWorkerID(id), node: "node\(id)", pid: Int(id), capacity: capacity, processes: processes ?? capacity, tasks: tasks, now: now))
     }
 
     mutating func submit(_ values: [Int], client: UInt64 = 1, chunksize: Int? = nil, ordered: Bool = true, task: String = "echo") throws -> PoolJobID {
@@ -185,6 +186,17 @@ func values(_ outcomes: [PoolOutcome]) -> [Int] { outcomes.map { Int((try? $0.ge
         #expect(try outcomes[0].get() == .int(1))
         #expect(outcomes[1] == .failure(error))
         #expect(try outcomes[2].get() == .int(3))
+    }
+
+    @Test func workSpreadsOverEveryNodesProcessesBeforeFillingAnyPrefetch() throws {
+        var pool = Harness()
+        pool.join(1, capacity: 8, processes: 2)
+        pool.join(2, capacity: 8, processes: 2)
+        _ = try pool.submit([1, 2, 3, 4], chunksize: 1)
+        #expect(pool.assignments(of: 1).count == 2)
+        #expect(pool.assignments(of: 2).count == 2)
+        _ = try pool.submit([5, 6], chunksize: 1)
+        #expect(pool.held.count == 6, "then prefetch places take the rest")
     }
 
     @Test func aSmallApplyIsNotStuckBehindAHugeMapOfAnotherClient() throws {
