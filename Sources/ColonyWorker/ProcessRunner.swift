@@ -25,8 +25,10 @@ final class ProcessRunner: AssignmentRunner, @unchecked Sendable {
     private let options: WorkerOptions
     private let log: @Sendable (String) -> Void
     private let lock = Threading.Lock()
-    // Guarded by lock (abortCurrent comes from another thread).
+    // Guarded by lock (abort comes from another thread).
     private var child: ChildProcess?
+    /// The assignment whose report the slot waits for.
+    private var current: UInt64?
     // Used only on the slot's thread.
     private var setup: ChildSetup?
     private var callsRun = 0
@@ -68,46 +70,85 @@ final class ProcessRunner: AssignmentRunner, @unchecked Sendable {
         }
     }
 
-    func run(_ assignment: LocalAssignment) -> WorkerReport {
+    var bundles: Bool { options.maxTasksPerChild == nil }  // maxtasksperchild counts calls one assignment at a time
+
+    func run(_ bundle: [LocalAssignment]) -> [WorkerReport?] {
         if lock.withLock({ child?.isAlive != true }) { replaceChild(reason: "its process ended") }
         guard let setup, let child = lock.withLock({ child }) else {
-            return .failure(TaskFailure(index: 0, results: [], errorType: "WorkerProcessUnavailable", message: "no worker process", lost: true))
+            let unavailable = TaskFailure(index: 0, results: [], errorType: "WorkerProcessUnavailable", message: "no worker process", lost: true)
+            return bundle.map { _ in .failure(unavailable) }
         }
         do {
             setup.progress.value = 0
-            try setup.input.put(bytes: assignment.body)
+            try setup.input.put(bytes: bundle.count == 1 ? bundle[0].body : ProcessRunner.bundleMessage(bundle))
         } catch {
-            return .failure(TaskFailure(
+            let tooLarge = TaskFailure(
                 index: 0, results: [], errorType: "ChunkTooLarge",
-                message: "the assignment does not fit a worker process's queue (\(ProcessRunner.maxMessageSize) bytes): pass a smaller chunksize (\(error))"))
+                message: "the assignment does not fit a worker process's queue (\(ProcessRunner.maxMessageSize) bytes): pass a smaller chunksize (\(error))")
+            return bundle.map { _ in .failure(tooLarge) }
         }
-        while true {
+        var reports: [WorkerReport?] = []
+        while reports.count < bundle.count {
+            lock.withLock { current = bundle[reports.count].id }
             let reply: [UInt8]?
             do {
                 reply = try ProcessRunner.nextMessage(setup.output, timeout: 0.05)
             } catch {
                 replaceChild(reason: "a broken queue")
-                return .failure(TaskFailure(index: 0, results: [], errorType: "WorkerProcessFailed", message: "\(error)", lost: true))
+                reports.append(.failure(TaskFailure(index: 0, results: [], errorType: "WorkerProcessFailed", message: "\(error)", lost: true)))
+                break
             }
             guard let reply else {
                 guard !child.isAlive else { continue }
                 let finished = setup.progress.value
                 let status = child.exitCode.map { $0 < 0 ? "signal \(-$0)" : "status \($0)" } ?? "unknown status"
                 replaceChild(reason: "it died")
-                return .failure(TaskFailure(
+                reports.append(.failure(TaskFailure(
                     index: finished, results: [], errorType: "WorkerProcessDied",
-                    message: "the worker process running this call ended (\(status))", lost: true))
+                    message: "the worker process running this call ended (\(status))", lost: true)))
+                break
             }
             guard let (report, calls) = ProcessRunner.report(reply) else {
                 replaceChild(reason: "a malformed report")
-                return .failure(TaskFailure(index: 0, results: [], errorType: "WorkerProcessFailed", message: "a malformed report", lost: true))
+                reports.append(.failure(TaskFailure(index: 0, results: [], errorType: "WorkerProcessFailed", message: "a malformed report", lost: true)))
+                break
             }
+            reports.append(report)
             callsRun += calls
-            if let maximum = options.maxTasksPerChild, callsRun >= maximum {
-                try? child.join(timeout: 5)  // it exits by itself after `maximum` calls
-                replaceChild(reason: "maxtasksperchild")
+        }
+        lock.withLock { current = nil }
+        if let maximum = options.maxTasksPerChild, callsRun >= maximum, reports.count == bundle.count {
+            try? child.join(timeout: 5)  // it exits by itself after `maximum` calls
+            replaceChild(reason: "maxtasksperchild")
+        }
+        return reports + Array(repeating: nil, count: bundle.count - reports.count)
+    }
+
+    /// Several assignments for one message: a marker byte MessagePack never uses (0xc1),
+    /// their count, then each body with its length (UInt32s, big-endian).
+    private static func bundleMessage(_ bundle: [LocalAssignment]) -> [UInt8] {
+        var buffer = ByteBuffer()
+        buffer.writeInteger(bundleMarker)
+        buffer.writeInteger(UInt32(bundle.count))
+        for assignment in bundle {
+            buffer.writeInteger(UInt32(assignment.body.count))
+            buffer.writeBytes(assignment.body)
+        }
+        return Array(buffer.readableBytesView)
+    }
+
+    private static let bundleMarker: UInt8 = 0xC1
+
+    /// The assignment bodies in a message from the node.
+    private static func assignments(in message: [UInt8]) throws -> [[UInt8]] {
+        guard message.first == bundleMarker else { return [message] }
+        var buffer = ByteBuffer(bytes: message.dropFirst())
+        guard let count = buffer.readInteger(as: UInt32.self) else { throw TaskError("a malformed bundle from the node") }
+        return try (0..<count).map { _ in
+            guard let length = buffer.readInteger(as: UInt32.self), let body = buffer.readBytes(length: Int(length)) else {
+                throw TaskError("a malformed bundle from the node")
             }
-            return report
+            return body
         }
     }
 
@@ -147,8 +188,10 @@ final class ProcessRunner: AssignmentRunner, @unchecked Sendable {
         }
     }
 
-    func abortCurrent() {
-        if let child = lock.withLock({ child }) { try? child.kill() }
+    /// Kills the worker process if it is running assignment `id` now (one queued behind it
+    /// in the same bundle still runs; the manager ignores its answer).
+    func abort(_ id: UInt64) {
+        if let child = lock.withLock({ current == id ? child : nil }) { try? child.kill() }
     }
 
     func shutdown() {
@@ -169,13 +212,16 @@ final class ProcessRunner: AssignmentRunner, @unchecked Sendable {
                 if let parent, getppid() != parent { return }  // the node is gone
                 continue
             }
-            var calls = 0
-            let report = WorkerReport.run(bytes, registry: registry) {
-                calls += 1
-                _ = setup.progress.add(1)
+            for body in try assignments(in: bytes) {
+                var calls = 0
+                setup.progress.value = 0
+                let report = WorkerReport.run(body, registry: registry) {
+                    calls += 1
+                    _ = setup.progress.add(1)
+                }
+                try setup.output.put(bytes: encode(report, calls: calls).readableBytesView)
+                done += calls
             }
-            try setup.output.put(bytes: encode(report, calls: calls).readableBytesView)
-            done += calls
             if let maximum = setup.maxTasks, done >= maximum { return }
         }
     }

@@ -188,7 +188,7 @@ public final class WorkerNode: @unchecked Sendable {
             aborted.insert(id)
             return nil
         }
-        slot?.runner.abortCurrent()
+        slot?.runner.abort(id)
     }
 
     private func dropQueuedWork(of link: WorkerLink) {
@@ -222,29 +222,59 @@ public final class WorkerNode: @unchecked Sendable {
         for slot in all { slot.stop() }
     }
 
-    /// A slot's loop: takes assignments until told to stop.
+    /// The most assignments, and bytes of them, a worker process is handed at once.
+    static let maxBundle = 64
+    static let maxBundleBytes = 1 << 20
+
+    /// A slot's loop: takes assignments until told to stop. A process slot takes whatever
+    /// else is queued with the first (a bundle): one wake of the worker process for many small
+    /// assignments, which is what one-call assignments (apply_async, imap with chunksize 1)
+    /// cost most.
     func serve(_ slot: WorkerSlot) {
-        while case .assignment(let assignment)? = try? work.get() {
-            let skip: Bool = lock.withLock {
-                if aborted.remove(assignment.id) != nil { return true }
-                running[assignment.id] = slot
-                return false
+        while case .assignment(let first)? = try? work.get() {
+            var bundle = [first]
+            var bytes = first.body.count
+            while slot.runner.bundles, bundle.count < WorkerNode.maxBundle, bytes < WorkerNode.maxBundleBytes, let item = try? work.getNowait() {
+                guard case .assignment(let next) = item else {
+                    try? work.put(item)  // a stop: for whichever slot takes it next
+                    break
+                }
+                bundle.append(next)
+                bytes += next.body.count
             }
-            let report =
-                skip
-                ? .failure(TaskFailure(index: 0, results: [], errorType: "Cancelled", message: "aborted by the manager", lost: true))
-                : slot.runner.run(assignment)
-            switch report {
-            case .result(let result): assignment.link.send(result, requestID: assignment.id)
-            case .failure(let failure): assignment.link.send(failure, requestID: assignment.id)
-            case .encoded(let kind, let body): assignment.link.send(kind: kind, requestID: assignment.id, body: body)
+            var runnable: [LocalAssignment] = []
+            for assignment in bundle {
+                if lock.withLock({ aborted.remove(assignment.id) != nil }) {
+                    finish(assignment, .failure(TaskFailure(index: 0, results: [], errorType: "Cancelled", message: "aborted by the manager", lost: true)))
+                } else {
+                    runnable.append(assignment)
+                }
             }
-            // Only now is the assignment done: a drain that sees the node idle must find its
-            // report already on the way (the goodbye is queued behind it).
-            lock.withLock {
-                running.removeValue(forKey: assignment.id)
-                outstanding -= 1
+            guard !runnable.isEmpty else { continue }
+            lock.withLock { for assignment in runnable { running[assignment.id] = slot } }
+            for (assignment, report) in zip(runnable, slot.runner.run(runnable)) {
+                guard let report else {
+                    // Not reached before its worker process died: it runs on the next one.
+                    lock.withLock { _ = running.removeValue(forKey: assignment.id) }
+                    try? work.put(.assignment(assignment))
+                    continue
+                }
+                finish(assignment, report)
             }
+        }
+    }
+
+    /// Sends an assignment's report. Only then is the assignment done: a drain that sees the
+    /// node idle must find every report already on the way (the goodbye queues behind them).
+    private func finish(_ assignment: LocalAssignment, _ report: WorkerReport) {
+        switch report {
+        case .result(let result): assignment.link.send(result, requestID: assignment.id)
+        case .failure(let failure): assignment.link.send(failure, requestID: assignment.id)
+        case .encoded(let kind, let body): assignment.link.send(kind: kind, requestID: assignment.id, body: body)
+        }
+        lock.withLock {
+            running.removeValue(forKey: assignment.id)
+            outstanding -= 1
         }
     }
 
@@ -308,9 +338,13 @@ enum WorkerReport {
 protocol AssignmentRunner: AnyObject, Sendable {
     /// Runs once on the slot's thread before its first assignment.
     func prepare() throws
-    func run(_ assignment: LocalAssignment) -> WorkerReport
-    /// Stops the assignment running now, if this kind of runner can.
-    func abortCurrent()
+    /// Whether `run` takes several assignments at once.
+    var bundles: Bool { get }
+    /// Runs the assignments in order; a report for each, or nil for those not reached
+    /// (their worker process died before them: they run again on the next one).
+    func run(_ bundle: [LocalAssignment]) -> [WorkerReport?]
+    /// Stops assignment `id` if it is running now and this kind of runner can.
+    func abort(_ id: UInt64)
     /// The node is stopping.
     func shutdown()
 }
@@ -361,10 +395,12 @@ final class ThreadRunner: AssignmentRunner, @unchecked Sendable {
         if let initializer = options.initializer { try registry.initialize(initializer, options.initializerArguments) }
     }
 
-    func run(_ assignment: LocalAssignment) -> WorkerReport {
-        WorkerReport.run(assignment.body, registry: registry)
+    var bundles: Bool { false }
+
+    func run(_ bundle: [LocalAssignment]) -> [WorkerReport?] {
+        bundle.map { WorkerReport.run($0.body, registry: registry) }
     }
 
-    func abortCurrent() {}
+    func abort(_ id: UInt64) {}
     func shutdown() {}
 }
