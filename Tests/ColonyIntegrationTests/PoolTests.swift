@@ -12,11 +12,7 @@ let sha256Task = PoolTask<String, String>("sha256")
 
 @Suite(.serialized) struct PoolIntegrationTests {
     @Test func everyPoolCallRunsOnARealWorkerNode() async throws {
-        let manager = try ManagerProcess()
-        let worker = try WorkerProcess(manager: manager, arguments: ["--threads", "2", "--node", "threads-node"])
-        let client = try await manager.connect()
-        let pool = try await client.pool()
-        try await waitForWorkers(pool, 1)
+        let (_, worker, client, pool) = try await startPool(["--threads", "2", "--node", "threads-node"])
         let nodes = try await pool.workers()
         #expect(nodes.first?.node == "threads-node")
         #expect(nodes.first?.processes == 2)
@@ -90,11 +86,7 @@ let sha256Task = PoolTask<String, String>("sha256")
     }
 
     @Test func blockingFacesWorkOnPlainThreads() async throws {
-        let manager = try ManagerProcess()
-        let worker = try WorkerProcess(manager: manager, arguments: ["--threads", "2"])
-        let client = try await manager.connect()
-        let pool = try await client.pool()
-        try await waitForWorkers(pool, 1)
+        let (_, worker, client, pool) = try await startPool(["--threads", "2"])
         let outcome = Future<[Int]>()
         let thread = Threading.Thread {
             do {
@@ -117,11 +109,7 @@ let sha256Task = PoolTask<String, String>("sha256")
 
 @Suite(.serialized) struct PoolCrashTests {
     @Test func killingAWorkerProcessMidMapStillGivesEveryResultOnceAndInOrder() async throws {
-        let manager = try ManagerProcess()
-        let worker = try WorkerProcess(manager: manager, arguments: ["--processes", "1"])
-        let client = try await manager.connect()
-        let pool = try await client.pool()
-        try await waitForWorkers(pool, 1)
+        let (_, worker, client, pool) = try await startPool(["--processes", "1"])
         // Distinct durations, so the results show their order.
         let inputs = (0..<60).map { 0.02 + Double($0) * 1e-6 }
         let map = try await pool.mapAsync(sleepTask, inputs, chunksize: 3)
@@ -138,11 +126,7 @@ let sha256Task = PoolTask<String, String>("sha256")
     }
 
     @Test func aCallThatKeepsKillingItsWorkerFailsWithWorkerLostAndTheRestComplete() async throws {
-        let manager = try ManagerProcess()
-        let worker = try WorkerProcess(manager: manager, arguments: ["--processes", "2", "--pool", "crashy"])
-        let client = try await manager.connect()
-        let pool = try await client.pool("crashy", maxAttempts: 3)
-        try await waitForWorkers(pool, 1)
+        let (_, worker, client, pool) = try await startPool(["--processes", "2", "--pool", "crashy"], "crashy", maxAttempts: 3)
         let iterator = try pool.imap(exitTask, [0, 0, 9, 0, 0], chunksize: 2)
         var outcomes: [Result<Int32, any Error>] = []
         while true {
@@ -167,11 +151,7 @@ let sha256Task = PoolTask<String, String>("sha256")
     }
 
     @Test func maxtasksperchildReplacesWorkerProcesses() async throws {
-        let manager = try ManagerProcess()
-        let worker = try WorkerProcess(manager: manager, arguments: ["--processes", "1", "--maxtasksperchild", "2"])
-        let client = try await manager.connect()
-        let pool = try await client.pool()
-        try await waitForWorkers(pool, 1)
+        let (_, worker, client, pool) = try await startPool(["--processes", "1", "--maxtasksperchild", "2"])
         let pids = try await pool.map(pidTask, 0..<6, chunksize: 1)
         #expect(Set(pids).count == 3, "6 calls, 2 per process: \(pids)")
         await client.close()
@@ -179,11 +159,7 @@ let sha256Task = PoolTask<String, String>("sha256")
     }
 
     @Test func terminateStopsRunningTasks() async throws {
-        let manager = try ManagerProcess()
-        let worker = try WorkerProcess(manager: manager, arguments: ["--processes", "1"])
-        let client = try await manager.connect()
-        let pool = try await client.pool()
-        try await waitForWorkers(pool, 1)
+        let (manager, worker, client, pool) = try await startPool(["--processes", "1"])
         let before = worker.children
         let long = try await pool.applyAsync(sleepTask, 60)
         #expect(try await eventually { try await pool.workers().first?.busy == 1 })
@@ -200,11 +176,7 @@ let sha256Task = PoolTask<String, String>("sha256")
     }
 
     @Test func aNodeThatJoinsDuringAMapGetsWorkAndAKilledNodesCallsRunElsewhere() async throws {
-        let manager = try ManagerProcess()
-        let first = try WorkerProcess(manager: manager, arguments: ["--threads", "1", "--node", "first"])
-        let client = try await manager.connect()
-        let pool = try await client.pool()
-        try await waitForWorkers(pool, 1)
+        let (manager, first, client, pool) = try await startPool(["--threads", "1", "--node", "first"])
         let map = try await pool.mapAsync(sleepTask, Array(repeating: 0.05, count: 80), chunksize: 1)
         let second = try WorkerProcess(manager: manager, arguments: ["--threads", "2", "--node", "second"])
         #expect(try await eventually(30) { try await pool.workers().first { $0.node == "second" }.map { $0.done > 0 } ?? false })
@@ -218,11 +190,7 @@ let sha256Task = PoolTask<String, String>("sha256")
     }
 
     @Test func aFrozenNodeIsLostAfterThreeSilentHeartbeatsAndRejoinsWhenItWakes() async throws {
-        let manager = try ManagerProcess()
-        let frozen = try WorkerProcess(manager: manager, arguments: ["--threads", "1", "--node", "frozen", "--heartbeat", "0.3"])
-        let client = try await manager.connect()
-        let pool = try await client.pool()
-        try await waitForWorkers(pool, 1)
+        let (manager, frozen, client, pool) = try await startPool(["--threads", "1", "--node", "frozen", "--heartbeat", "0.3"])
         let healthy = try WorkerProcess(manager: manager, arguments: ["--threads", "1", "--node", "healthy"])
         try await waitForWorkers(pool, 2)
         let map = try await pool.mapAsync(sleepTask, Array(repeating: 0.1, count: 30), chunksize: 1)
@@ -239,11 +207,7 @@ let sha256Task = PoolTask<String, String>("sha256")
     }
 
     @Test func aDrainedNodeFinishesItsCallsAndLeaves() async throws {
-        let manager = try ManagerProcess()
-        let worker = try WorkerProcess(manager: manager, arguments: ["--threads", "1"])
-        let client = try await manager.connect()
-        let pool = try await client.pool()
-        try await waitForWorkers(pool, 1)
+        let (_, worker, client, pool) = try await startPool(["--threads", "1"])
         let call = try await pool.applyAsync(sleepTask, 0.5)
         #expect(try await eventually { try await pool.workers().first?.busy == 1 })
         worker.signal(SIGTERM)
@@ -264,11 +228,7 @@ final class Received: @unchecked Sendable {
 
 @Suite(.serialized) struct PoolBadInputTests {
     @Test func nonsenseWorkerHellosAndReportsForAssignmentsNotHeldAreRefusedAndOthersCarryOn() async throws {
-        let manager = try ManagerProcess()
-        let real = try WorkerProcess(manager: manager, arguments: ["--threads", "1"])
-        let client = try await manager.connect()
-        let pool = try await client.pool()
-        try await waitForWorkers(pool, 1)
+        let (manager, real, client, pool) = try await startPool(["--threads", "1"])
 
         // A capacity no node can fill: an error frame, then the manager closes the connection.
         let greedy = Received()
@@ -400,7 +360,7 @@ final class Received: @unchecked Sendable {
         let mine = try await pool.applyAsync(echo, 1)
         await #expect(throws: RemoteError.self) { try await client.pool("orphans").adopt(mine.jobID, of: echo) }
         var adopted: AsyncResult<Double>?
-        _ = try await eventually(10) {
+        _ = await eventually(10) {
             adopted = try? await pool.adopt(ids[0], of: sleepTask)
             return adopted != nil
         }

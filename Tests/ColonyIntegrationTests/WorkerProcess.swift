@@ -7,10 +7,13 @@ import Testing
 final class WorkerProcess: @unchecked Sendable {
     let process = Process()
     let logPath: String
+    /// Kept alive as long as its worker.
+    let manager: ManagerProcess
 
     init(manager: ManagerProcess, arguments: [String]) throws {
+        self.manager = manager
         logPath = manager.stateDirectory + "/worker-\(UUID().uuidString).log"
-        FileManager.default.createFile(atPath: logPath, contents: nil)
+        _ = FileManager.default.createFile(atPath: logPath, contents: nil)
         let log = try FileHandle(forWritingTo: URL(fileURLWithPath: logPath))
         process.executableURL = buildDirectory.appendingPathComponent("colony")
         process.arguments = ["worker", "--connect", "127.0.0.1:\(manager.port)", "--state-dir", manager.stateDirectory] + arguments
@@ -54,4 +57,17 @@ final class WorkerProcess: @unchecked Sendable {
 func waitForWorkers(_ pool: Pool, _ count: Int) async throws {
     let joined = try await eventually(30) { try await pool.workers().count >= count }
     try #require(joined, "\(count) worker node(s) did not join the pool")
+}
+
+/// A manager, one `colony worker` with `arguments` joined to it, a connected client and its
+/// pool: the start of most pool tests.
+func startPool(_ arguments: [String], _ name: String = "default", maxAttempts: Int? = nil, orphanGrace: Duration? = nil) async throws
+    -> (ManagerProcess, WorkerProcess, Manager, Pool)
+{
+    let manager = try ManagerProcess()
+    let worker = try WorkerProcess(manager: manager, arguments: arguments)
+    let client = try await manager.connect()
+    let pool = try await client.pool(name, maxAttempts: maxAttempts, orphanGrace: orphanGrace)
+    try await waitForWorkers(pool, 1)
+    return (manager, worker, client, pool)
 }
