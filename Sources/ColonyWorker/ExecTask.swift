@@ -39,7 +39,7 @@ public enum ExecTask {
                 case .signaled(let signal): status = -signal
                 }
                 try outcome.setResult(
-                    ExecResult(status: status, standardOutput: result.standardOutput ?? "", standardError: result.standardError ?? "", timedOut: false))
+                    ExecResult(status: status, standardOutput: result.standardOutput, standardError: result.standardError, timedOut: false))
             } catch {
                 try? outcome.setException(error)
             }

@@ -35,7 +35,7 @@ public struct TaskRegistry: Sendable {
     /// Python's Pool `initializer`/`initargs`: a function each worker process (or thread)
     /// runs once before its first task, named so that `colony worker --initializer NAME`
     /// can pick it.
-    public mutating func registerInitializer<A: Decodable>(_ name: String, _ body: @escaping @Sendable (A) throws -> Void) {
+    public mutating func registerInitializer<A: Decodable & Sendable>(_ name: String, _ body: @escaping @Sendable (A) throws -> Void) {
         initializers[name] = { value in try body(try WireValueDecoder().decode(A.self, from: value)) }
     }
 
