@@ -69,7 +69,15 @@ let sha256Task = PoolTask<String, String>("sha256")
         // A timeout leaves the call running; its result can be had later.
         let slow = try await pool.applyAsync(sleepTask, 0.5)
         await #expect(throws: TimeoutError.self) { try await slow.get(timeout: 0.05) }
+        #expect(await slow.wait(timeout: 0.01) == false)
+        #expect(throws: ThreadingError.self) { try slow.successful() }
+        #expect(await slow.wait(timeout: 10))
         #expect(try await slow.get(timeout: 10) == 0.5)
+        let starred = try await pool.starmapAsync(PoolTask<[Int], [Int]>("echo"), [[1, 2], [3, 4]])
+        #expect(try await starred.get(timeout: 10) == [[1, 2], [3, 4]])
+        let failing = try await pool.mapAsync(failTask, ["a", "b"])
+        #expect(await failing.wait(timeout: 10))
+        #expect(try failing.successful() == false)
 
         // exec runs a real command on the worker node.
         let exec = try await pool.apply(ExecTask.task, ExecRequest(["/bin/sh", "-c", "echo $GREETING; cat; exit 3"], environment: ["GREETING": "hi"], standardInput: "in"))
@@ -177,13 +185,14 @@ let sha256Task = PoolTask<String, String>("sha256")
 
     @Test func aNodeThatJoinsDuringAMapGetsWorkAndAKilledNodesCallsRunElsewhere() async throws {
         let (manager, first, client, pool) = try await startPool(["--threads", "1", "--node", "first"])
-        let map = try await pool.mapAsync(sleepTask, Array(repeating: 0.05, count: 80), chunksize: 1)
+        // Distinct durations, so the results show their order.
+        let inputs = (0..<80).map { 0.05 + Double($0) * 1e-6 }
+        let map = try await pool.mapAsync(sleepTask, inputs, chunksize: 1)
         let second = try WorkerProcess(manager: manager, arguments: ["--threads", "2", "--node", "second"])
         #expect(try await eventually(30) { try await pool.workers().first { $0.node == "second" }.map { $0.done > 0 } ?? false })
         // SIGKILL the first node in the middle: its calls run again on the second.
         first.signal(SIGKILL)
-        let results = try await map.get(timeout: 60)
-        #expect(results.count == 80)
+        #expect(try await map.get(timeout: 60) == inputs, "every result once, in input order")
         await client.close()
         second.stop()
         first.stop()
