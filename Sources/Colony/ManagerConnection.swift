@@ -87,7 +87,9 @@ final class ManagerConnection: @unchecked Sendable {
         do {
             channel = try await bootstrap.connect(host: host, port: port).get()
         } catch {
-            throw ConnectionError("cannot connect to the manager at \(host):\(port): \(error)")
+            let failure = ConnectionError("cannot connect to the manager at \(host):\(port): \(error)")
+            handler.established.fail(failure)  // no channel ever ran the handler: nobody else completes it
+            throw failure
         }
         do {
             let session = try await handler.established.futureResult.get()

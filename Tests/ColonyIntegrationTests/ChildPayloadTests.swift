@@ -36,3 +36,23 @@ import Testing
         #expect(child.terminationStatus == 0)
     }
 }
+
+@Suite struct ConnectFailureTests {
+    @Test func connectingWhereNoManagerListensThrowsInsteadOfCrashing() async throws {
+        // A port that was free a moment ago: nothing listens there now.
+        let socket = Foundation.socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        _ = withUnsafeMutablePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(socket, $0, length) } }
+        _ = withUnsafeMutablePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(socket, $0, &length) } }
+        close(socket)
+        let port = Int(UInt16(bigEndian: address.sin_port))
+        let key = [UInt8](repeating: 1, count: 32)
+        // Twice: the first failure used to leave a promise unfulfilled, which NIO traps on.
+        for _ in 0..<2 {
+            await #expect(throws: ConnectionError.self) { try await Manager.connect(port: port, authKey: key, trust: .insecurePlaintext) }
+        }
+    }
+}

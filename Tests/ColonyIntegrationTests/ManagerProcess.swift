@@ -13,11 +13,13 @@ final class ManagerProcess: @unchecked Sendable {
     let port: Int
     private let output = Pipe()
 
-    /// `launcher` runs the manager through another command (such as `taskset -c 0`).
-    init(extraArguments: [String] = [], launcher: [String] = []) throws {
-        stateDirectory = NSTemporaryDirectory() + "colony-test-\(UUID().uuidString)"
+    /// `launcher` runs the manager through another command (such as `taskset -c 0`);
+    /// `stateDirectory` reuses another manager's (its CA and authkey: a restart).
+    init(extraArguments: [String] = [], launcher: [String] = [], stateDirectory reused: String? = nil) throws {
+        stateDirectory = reused ?? NSTemporaryDirectory() + "colony-test-\(UUID().uuidString)"
         try FileManager.default.createDirectory(atPath: stateDirectory, withIntermediateDirectories: true)
         let portFile = stateDirectory + "/port"
+        try? FileManager.default.removeItem(atPath: portFile)  // a previous manager's
         let colony = buildDirectory.appendingPathComponent("colony")
         process.executableURL = launcher.first.map { URL(fileURLWithPath: $0) } ?? colony
         process.arguments = launcher.dropFirst() + (launcher.isEmpty ? [] : [colony.path]) + [

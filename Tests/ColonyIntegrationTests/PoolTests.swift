@@ -215,6 +215,24 @@ let sha256Task = PoolTask<String, String>("sha256")
         frozen.stop()
     }
 
+    @Test func aNodeReconnectsWhenItsManagerRestartsAndIsGivenFreshWork() async throws {
+        let (first, worker, client, pool) = try await startPool(["--threads", "1", "--node", "steady"])
+        #expect(try await pool.apply(echo, 1) == 1)
+        await client.close()
+        first.stop()
+        // The same address and state directory, as a restarted manager has.
+        let second = try ManagerProcess(extraArguments: ["--port", String(first.port)], stateDirectory: first.stateDirectory)
+        #expect(second.port == first.port)
+        let again = try await second.connect()
+        let rejoined = try await again.pool()
+        #expect(try await eventually(30) { try await !rejoined.workers().isEmpty }, "the node did not come back: \(worker.log)")
+        #expect(try await rejoined.workers().first?.node == "steady")
+        #expect(try await rejoined.map(echo, 0..<10, chunksize: 1) == Array(0..<10))
+        await again.close()
+        worker.stop()
+        second.stop()
+    }
+
     @Test func aDrainedNodeFinishesItsCallsAndLeaves() async throws {
         let (_, worker, client, pool) = try await startPool(["--threads", "1"])
         let call = try await pool.applyAsync(sleepTask, 0.5)
