@@ -457,6 +457,7 @@ final class SharedPool: BlockingObject, @unchecked Sendable {
             pushable[client] = nil
             if leaving.remove(client) != nil {
                 perform(scheduler.clientGone(client), into: &effects)
+                pushed = pushed.filter { $0.rawValue >> 32 != session }  // its named jobs are gone
             } else {
                 scheduler.clientLost(client, keepUntil: SharedPool.now() + orphanGraceNanoseconds)
             }
@@ -552,10 +553,14 @@ final class SharedPool: BlockingObject, @unchecked Sendable {
         effects.deliver()
     }
 
-    /// Periodic: workers silent past their heartbeat deadline are lost.
+    /// Periodic: workers silent past their heartbeat deadline are lost, and unadopted jobs of
+    /// lost clients are dropped.
     func tick(now: UInt64) {
         var effects = Effects()
-        lock.withLock { perform(scheduler.tick(now: now), into: &effects) }
+        lock.withLock {
+            perform(scheduler.tick(now: now), into: &effects)
+            if !pushed.isEmpty { pushed = pushed.filter { scheduler.exists($0) } }
+        }
         effects.deliver()
     }
 

@@ -78,6 +78,31 @@ final class TestWorker {
         #expect(rows.first?["done"] == 1)
     }
 
+    @Test func namedSubmitsArePushedThroughOneParkedResultsCall() throws {
+        let context = TestContext()
+        let worker = try TestWorker(context, id: 1)
+        worker.send(WorkerHello(node: "n", capacity: 4, tasks: ["echo"], pid: 9))
+        let client = try TestClient(context, id: 2)
+        let pool = try client.new(.pool, name: "default")
+        #expect(try client.error(client.send(pool, "submit", "echo", [1], .integer(UInt64(3) << 32 | 1))) == .valueError, "another session's id")
+        #expect(try client.error(client.send(pool, "submit", "echo", [1], .integer(UInt64(2) << 32))) == .valueError, "number 0")
+        let first = UInt64(2) << 32 | 1, second = UInt64(2) << 32 | 2
+        _ = try client.call(pool, "submit", "echo", [10], .integer(first))
+        _ = try client.call(pool, "submit", "echo", [20], .integer(second))
+        let results = try client.send(pool, "results", nil, nil)
+        #expect(try client.answer(results) == nil, "parked until a named call finishes")
+        for (assignment, body) in try worker.assignments() {
+            worker.send(TaskResult(results: body.calls.map { $0.arrayValue![0] }), requestID: assignment)
+        }
+        // The parked call is answered as soon as one outcome is in; the other waits for the
+        // next call.
+        let pushed = try #require(try client.answer(results)?.get().arrayValue)
+        let rest = try #require(try client.call(pool, "results", nil, 0).arrayValue)
+        #expect(pushed.count == 1 && rest.count == 1)
+        #expect((pushed + rest).map { $0.arrayValue! } == [[.integer(first), true, 10], [.integer(second), true, 20]])
+        #expect(try client.call(pool, "results", nil, 0) == [], "nothing left")
+    }
+
     @Test func nonsenseFromWorkersIsRefusedWithoutHarm() throws {
         let context = TestContext()
         let greedy = try TestWorker(context, id: 1)
