@@ -288,12 +288,8 @@ final class ChannelOutlet: AnswerOutlet, WorkerOutlet, @unchecked Sendable {
 
 extension ChannelOutlet {
     func send(kind: FrameKind, requestID: UInt64, value: WireValue) {
-        // On the worker's own thread (a result just came in on it), the frame joins the
-        // answers of this read and leaves with them; else it is enqueued.
-        if poller.eventLoop.inEventLoop, let target {
-            target.handler.writeMessage(kind: kind, requestID: requestID, value: value, context: target.context)
-            return
-        }
+        // Always queued, never written inline: the pool calls this under its lock, and frames
+        // must leave in the order it decided them.
         poller.execute { [self] in
             if let target { target.handler.writeMessage(kind: kind, requestID: requestID, value: value, context: target.context) }
         }

@@ -4,9 +4,11 @@ import Dispatch
 import Threading
 
 /// Where frames for a worker node go: its session's connection. Pools call it from any
-/// thread; it never writes inline while the caller holds a lock of the pool.
+/// thread, under the pool's lock, so that frames leave in the order the pool decided them
+/// (a drain's acknowledgement after every assignment sent before it).
 public protocol WorkerOutlet: AnyObject, Sendable {
-    /// Sends one message (chunked if large) to the worker.
+    /// Queues one message (chunked if large) for the worker, after every message queued
+    /// before it; never writes inline.
     func send(kind: FrameKind, requestID: UInt64, value: WireValue)
     /// Closes the worker's connection (it was found silent).
     func disconnect(reason: String)
@@ -51,14 +53,13 @@ final class SharedPool: BlockingObject, @unchecked Sendable {
         let kind: WaitKind
     }
 
-    /// What leaves the pool after its lock is released.
+    /// What leaves the pool after its lock is released (frames to workers are queued under
+    /// it, in order).
     private struct Effects {
-        var frames: [(any WorkerOutlet, FrameKind, UInt64, WireValue)] = []
         var answers: [(ParkedCall, Result<WireValue, RemoteError>)] = []
         var disconnects: [(any WorkerOutlet, String)] = []
 
         func deliver() {
-            for (outlet, kind, id, value) in frames { outlet.send(kind: kind, requestID: id, value: value) }
             for (call, outcome) in answers {
                 switch outcome {
                 case .success(let value): call.answer(value)
@@ -328,12 +329,10 @@ final class SharedPool: BlockingObject, @unchecked Sendable {
         for action in actions {
             switch action {
             case .assign(let worker, let assignment, let task, let calls, let starred, let attempt):
-                guard let outlet = outlets[worker] else { continue }
-                effects.frames.append(
-                    (outlet, .taskAssign, assignment.rawValue, TaskAssignment.body(task: task, calls: calls, starred: starred, attempt: attempt)))
+                outlets[worker]?.send(
+                    kind: .taskAssign, requestID: assignment.rawValue, value: TaskAssignment.body(task: task, calls: calls, starred: starred, attempt: attempt))
             case .abort(let worker, let assignment):
-                guard let outlet = outlets[worker] else { continue }
-                effects.frames.append((outlet, .cancel, assignment.rawValue, .null))
+                outlets[worker]?.send(kind: .cancel, requestID: assignment.rawValue, value: .null)
             case .resultsReady(let job):
                 if pushed.contains(job), scheduler.isFinished(job), let owner = scheduler.owner(of: job) {
                     pushable[owner, default: []].append(job)
@@ -533,6 +532,9 @@ final class SharedPool: BlockingObject, @unchecked Sendable {
             case .drain:
                 _ = try Drain(wireValue: value)
                 scheduler.workerDraining(worker)
+                // After every assignment already sent: the node may leave once it has answered
+                // everything that came before this.
+                outlets[worker]?.send(kind: .drain, requestID: 0, value: Drain(reason: "acknowledged: no more assignments").wireValue)
             default:
                 throw RemoteError(.unsupported, "a worker does not send \(message.kind) frames")
             }

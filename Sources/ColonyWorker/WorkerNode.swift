@@ -61,6 +61,9 @@ public final class WorkerNode: @unchecked Sendable {
     private var outstanding = 0
     private var link: WorkerLink?
     private var draining = false
+    /// The manager acknowledged this node's drain on the current link: it sends no more
+    /// assignments after that frame.
+    private var drainAcknowledged = false
     private var stopped = false
     private let drained = Threading.Event()
 
@@ -109,7 +112,10 @@ public final class WorkerNode: @unchecked Sendable {
             }
             backoff = 0.1
             holder.link = link
-            lock.withLock { self.link = link }
+            lock.withLock {
+                self.link = link
+                drainAcknowledged = false
+            }
             link.send(hello)
             let heartbeats = Task { [options] in
                 while !Task.isCancelled, link.isConnected {
@@ -140,6 +146,11 @@ public final class WorkerNode: @unchecked Sendable {
         guard let current else { return }
         current.send(Drain(reason: "the node is stopping"))
         Task {
+            // Assignments sent before the manager saw the drain may still be on the way: wait
+            // for its acknowledgement (up to 10 s, for a manager that does not send one), then
+            // for every answer.
+            let deadline = ContinuousClock.now + .seconds(10)
+            while !lock.withLock({ drainAcknowledged }), ContinuousClock.now < deadline { try? await Task.sleep(for: .milliseconds(20)) }
             while busy > 0 { try? await Task.sleep(for: .milliseconds(20)) }
             await current.close()
         }
@@ -170,6 +181,9 @@ public final class WorkerNode: @unchecked Sendable {
             case .cancel:
                 abort(message.requestID)
             case .drain:
+                // The manager's acknowledgement of our drain, or its own order to drain: either
+                // way no assignment follows this frame.
+                lock.withLock { drainAcknowledged = true }
                 drain()
             case .error:
                 log("the manager refused: \(try RemoteError(wireValue: message.value()))")
