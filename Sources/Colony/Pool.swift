@@ -138,11 +138,7 @@ public struct Pool: Proxy {
         let router = handle.manager.connection.resultRouter(pool: reference.id)
         let job = router.submit(task: task.name, arguments: [try wire(arguments)]) { outcome in
             do {
-                switch outcome {
-                case .success(let value): try future.setResult(try pool.handle.decode(R.self, value))
-                case .failure(let error as RemoteError): try future.setException(PoolError.from(error, task: task.name))
-                case .failure(let error): try future.setException(error)
-                }
+                try future.setResult(try pool.decode(R.self, outcome, task: task.name))
             } catch {
                 try? future.setException(error)
             }
@@ -281,12 +277,8 @@ public struct Pool: Proxy {
     ) -> AsyncResult<R> {
         let pool = self
         return AsyncResult(pool: self, job: job, fetch: {
-            let answer: Result<WireValue, RemoteError>
-            do {
-                answer = .success(try await pool.handle.run(PoolCall.result(job: job)))
-            } catch let error as RemoteError {
-                answer = .failure(error)
-            }
+            let answer: Result<WireValue, any Error>
+            do { answer = .success(try await pool.handle.run(PoolCall.result(job: job))) } catch { answer = .failure(error) }
             return try pool.decode(R.self, answer, task: task.name)
         }, callback: callback, errorCallback: errorCallback)
     }
@@ -353,10 +345,13 @@ public struct Pool: Proxy {
         do { return try body() } catch let error as RemoteError { throw PoolError.from(error, task: task) }
     }
 
-    func decode<R: Decodable>(_ type: R.Type, _ outcome: Result<WireValue, RemoteError>, task: String) throws -> R {
+    /// A call's outcome as `R`; the manager's errors about it as `PoolError` (or the local
+    /// error Python would raise), transport errors as they are.
+    func decode<R: Decodable, Failure: Error>(_ type: R.Type, _ outcome: Result<WireValue, Failure>, task: String) throws -> R {
         switch outcome {
         case .success(let value): return try handle.decode(R.self, value)
-        case .failure(let error): throw PoolError.from(error, task: task)
+        case .failure(let error as RemoteError): throw PoolError.from(error, task: task)
+        case .failure(let error): throw error
         }
     }
 }
