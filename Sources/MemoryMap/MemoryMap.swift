@@ -10,7 +10,7 @@ import Threading
 ///     try map.write(Array("hello".utf8))
 ///     try map.seek(0)
 ///     let line = try map.readLine()
-public final class MemoryMap: @unchecked Sendable {
+public final class MemoryMap: @unchecked Sendable, CustomStringConvertible {
     /// Python's `ACCESS_READ`, `ACCESS_WRITE` (shared: writes reach the file and every other
     /// mapping) and `ACCESS_COPY` (private copy-on-write: writes stay in this map).
     public enum Access: Sendable { case read, write, copy }
@@ -36,9 +36,29 @@ public final class MemoryMap: @unchecked Sendable {
     /// Python `mmap.ALLOCATIONGRANULARITY` (and `PAGESIZE`): file offsets must be multiples of it.
     public static let allocationGranularity = Int(sysconf(Int32(_SC_PAGESIZE)))
 
+    /// Python `mmap.PROT_READ`, `PROT_WRITE`, `PROT_EXEC`.
+    public struct Protection: OptionSet, Sendable {
+        public let rawValue: Int32
+        public init(rawValue: Int32) { self.rawValue = rawValue }
+        public static let read = Protection(rawValue: PROT_READ)
+        public static let write = Protection(rawValue: PROT_WRITE)
+        public static let exec = Protection(rawValue: PROT_EXEC)
+    }
+
+    /// Python `mmap.MAP_SHARED` (changes reach the file and other maps of it) and
+    /// `MAP_PRIVATE` (changes stay in this map: copy-on-write).
+    public enum Sharing: Sendable { case shared, `private` }
+
+    /// What the map allows, as Python derives it from `prot` and `flags`: read-only without
+    /// write protection, copy-on-write when private.
     public let access: Access
+    public let protection: Protection
+    public let sharing: Sharing
     /// The offset into the file where the map starts.
     public let offset: Int
+    /// Whether the map keeps its own duplicate of the file descriptor (Python's `trackfd`);
+    /// without it `size` and `resize` cannot work.
+    public let tracksFileDescriptor: Bool
     private let lock = Lock()
     // Guarded by lock.
     private var base: UnsafeMutableRawPointer?
@@ -48,9 +68,23 @@ public final class MemoryMap: @unchecked Sendable {
     private let anonymous: Bool
 
     /// Maps `length` bytes of the open file `fileDescriptor` from `offset` (Python
-    /// `mmap.mmap(fileno, length, access=, offset=)`). `length` 0 maps the rest of the file.
-    /// The map keeps its own duplicate of the descriptor.
-    public init(fileDescriptor: Int32, length: Int = 0, access: Access = .write, offset: Int = 0) throws(MemoryMapError) {
+    /// `mmap.mmap(fileno, length, access=, offset=, trackfd=)`). `length` 0 maps the rest of
+    /// the file. The map keeps its own duplicate of the descriptor unless
+    /// `trackFileDescriptor` is false (Python 3.13's `trackfd=False`).
+    public convenience init(
+        fileDescriptor: Int32, length: Int = 0, access: Access = .write, offset: Int = 0, trackFileDescriptor: Bool = true
+    ) throws(MemoryMapError) {
+        try self.init(
+            fileDescriptor: fileDescriptor, length: length, sharing: access == .copy ? .private : .shared,
+            protection: access == .read ? [.read] : [.read, .write], offset: offset, trackFileDescriptor: trackFileDescriptor)
+    }
+
+    /// Python `mmap.mmap(fileno, length, flags=, prot=, offset=, trackfd=)`: the sharing and
+    /// protection given directly instead of an access mode.
+    public init(
+        fileDescriptor: Int32, length: Int = 0, sharing: Sharing, protection: Protection = [.read, .write], offset: Int = 0,
+        trackFileDescriptor: Bool = true
+    ) throws(MemoryMapError) {
         guard length >= 0 else { throw MemoryMapError(.invalidArgument, "memory mapped length must be non-negative") }
         guard offset >= 0 else { throw MemoryMapError(.invalidArgument, "memory mapped offset must be non-negative") }
         guard offset % MemoryMap.allocationGranularity == 0 else {
@@ -71,18 +105,20 @@ public final class MemoryMap: @unchecked Sendable {
             }
             mapped = length
         }
-        let copy = dup(fileDescriptor)
-        guard copy >= 0 else { throw MemoryMapError.system("dup") }
-        self.access = access
+        let copy = trackFileDescriptor ? dup(fileDescriptor) : -1
+        guard copy >= 0 || !trackFileDescriptor else { throw MemoryMapError.system("dup") }
+        access = !protection.contains(.write) ? .read : sharing == .private ? .copy : .write
+        self.protection = protection
+        self.sharing = sharing
         self.offset = offset
         self.length = mapped
+        tracksFileDescriptor = trackFileDescriptor
         descriptor = copy
         anonymous = false
-        let protection = access == .read ? PROT_READ : PROT_READ | PROT_WRITE
-        let address = mmap(nil, mapped, protection, access == .copy ? MAP_PRIVATE : MAP_SHARED, copy, off_t(offset))
+        let address = mmap(nil, mapped, protection.rawValue, sharing == .private ? MAP_PRIVATE : MAP_SHARED, fileDescriptor, off_t(offset))
         guard let address, address != MAP_FAILED else {
             let error = MemoryMapError.system("mmap")
-            Glibc.close(copy)
+            if copy >= 0 { Glibc.close(copy) }
             throw error
         }
         base = address
@@ -119,7 +155,10 @@ public final class MemoryMap: @unchecked Sendable {
             throw error
         }
         access = .write
+        protection = [.read, .write]
+        sharing = shared ? .shared : .private
         offset = 0
+        tracksFileDescriptor = true
         anonymous = true
         self.length = length
         self.descriptor = descriptor
@@ -157,14 +196,40 @@ public final class MemoryMap: @unchecked Sendable {
     /// Python `m.closed`.
     public var isClosed: Bool { lock.withLock { base == nil } }
 
-    /// Python `len(m)`: the mapped length.
-    public var count: Int { lock.withLock { length } }
+    /// Python `with mmap.mmap(...) as m:`: runs `body` with the map and closes it when
+    /// `body` returns or throws.
+    public func using<Result>(_ body: (MemoryMap) throws -> Result) rethrows -> Result {
+        defer { close() }
+        return try body(self)
+    }
+
+    /// As Python 3.13's repr: `<mmap closed=False, access=write, length=13, pos=0, offset=0>`,
+    /// or `<mmap closed=True>`.
+    public var description: String {
+        lock.withLock {
+            base == nil ? "<mmap closed=True>" : "<mmap closed=False, access=\(access), length=\(length), pos=\(position), offset=\(offset)>"
+        }
+    }
+
+    /// Python `len(m)`: the mapped length; `.closed` once the map is closed, as Python's
+    /// ValueError.
+    public var count: Int {
+        get throws(MemoryMapError) {
+            try lock.withLock { () throws(MemoryMapError) -> Int in
+                _ = try open()
+                return length
+            }
+        }
+    }
 
     /// Python `m.size()`: the size of the file (for anonymous memory, the mapped length).
     public func size() throws(MemoryMapError) -> Int {
         try lock.withLock { () throws(MemoryMapError) -> Int in
             _ = try open()
             guard !anonymous else { return length }
+            guard tracksFileDescriptor else {
+                throw MemoryMapError(.invalidArgument, "this map does not track its file (trackFileDescriptor: false), so it cannot tell the file's size")
+            }
             var status = stat()
             guard fstat(descriptor, &status) == 0 else { throw MemoryMapError.system("fstat") }
             return Int(status.st_size)
@@ -423,8 +488,9 @@ public final class MemoryMap: @unchecked Sendable {
         try lock.withLock { () throws(MemoryMapError) in
             let base = try open()
             guard access == .write else {
-                throw MemoryMapError(.cannotResize, access == .read ? "mmap can't resize a readonly memory map" : "mmap can't resize with trackfd=False or a copy-on-write map")
+                throw MemoryMapError(.cannotResize, access == .read ? "mmap can't resize a readonly memory map" : "mmap can't resize a copy-on-write map")
             }
+            guard tracksFileDescriptor else { throw MemoryMapError(.cannotResize, "mmap can't resize with trackFileDescriptor: false") }
             guard newSize > 0 else { throw MemoryMapError(.invalidArgument, "new size out of range: a map needs at least one byte") }
             if descriptor >= 0, ftruncate(descriptor, off_t(offset + newSize)) != 0 { throw MemoryMapError.system("ftruncate") }
             let moved = colony_mremap(base, length, newSize)
@@ -439,8 +505,12 @@ public final class MemoryMap: @unchecked Sendable {
     public func madvise(_ advice: Advice, start: Int = 0, length count: Int? = nil) throws(MemoryMapError) {
         try lock.withLock { () throws(MemoryMapError) in
             let base = try open()
-            let count = count.map { min($0, length - start) } ?? length - start
-            guard start >= 0, start < length, count >= 0 else { throw MemoryMapError(.outOfRange, "madvise start out of bounds") }
+            guard start >= 0, start < length else { throw MemoryMapError(.outOfRange, "madvise start \(start) is out of bounds (0..<\(length))") }
+            if let count {
+                guard count >= 0 else { throw MemoryMapError(.invalidArgument, "madvise length must not be negative, not \(count)") }
+                guard count <= Int.max - start else { throw MemoryMapError(.overflow, "madvise start \(start) plus length \(count) does not fit an Int") }
+            }
+            let count = min(count ?? length, length - start)  // a length past the end stops at the end, as in Python
             guard start % MemoryMap.allocationGranularity == 0 else {
                 throw MemoryMapError(.unalignedOffset, "madvise start must be a multiple of the page size")
             }

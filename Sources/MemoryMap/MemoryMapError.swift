@@ -11,6 +11,7 @@ public struct MemoryMapError: Error, Hashable, CustomStringConvertible {
         private enum Base: String, Hashable, Sendable {
             case closed, readOnly, outOfRange, cannotResize, unalignedOffset, fileTooShort, invalidArgument, system
             case notOwner, wouldDeadlock, messageTooLarge, empty, full, alreadyStarted, notStarted, unknownEntryPoint, wrongType
+            case overflow, shutDown
         }
         private let base: Base
         private init(_ base: Base) { self.base = base }
@@ -29,6 +30,9 @@ public struct MemoryMapError: Error, Hashable, CustomStringConvertible {
         public static let fileTooShort = Code(.fileTooShort)
         /// An argument with a bad value (ValueError).
         public static let invalidArgument = Code(.invalidArgument)
+        /// Numbers whose sum does not fit an `Int`, such as `madvise`'s start plus length
+        /// (OverflowError).
+        public static let overflow = Code(.overflow)
         /// The operating system refused; `errno` says why (OSError).
         public static let system = Code(.system)
         /// A process-shared lock released by a thread that does not hold it (RuntimeError).
@@ -43,6 +47,9 @@ public struct MemoryMapError: Error, Hashable, CustomStringConvertible {
         public static let empty = Code(.empty)
         /// A shared queue had no room in time (queue.Full).
         public static let full = Code(.full)
+        /// A put on a shut-down shared queue, or a get once it is shut down and empty
+        /// (Python 3.13 queue.ShutDown).
+        public static let shutDown = Code(.shutDown)
         /// `start()` on a process already started (AssertionError in Python).
         public static let alreadyStarted = Code(.alreadyStarted)
         /// `join()` or `terminate()` before `start()` (AssertionError in Python).

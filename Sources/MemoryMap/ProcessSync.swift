@@ -20,6 +20,7 @@ enum SharedKind {
     static let value: UInt32 = 6
     static let array: UInt32 = 7
     static let queue: UInt32 = 8
+    static let barrier: UInt32 = 9
 }
 
 /// The state of a process-shared Lock or RLock: a robust mutex, its holder's thread id and
@@ -93,6 +94,24 @@ final class SharedLockState: @unchecked Sendable {
 
     var isOwnedByCaller: Bool { holder.pointee == SharedLockState.me && depth.pointee > 0 }
 
+    /// Whether some thread holds the lock: its holder's thread id is written, and that
+    /// thread is alive (a holder that died leaves the lock free for the next acquirer).
+    var isHeld: Bool {
+        let tid = holder.pointee
+        return tid != 0 && access("/proc/\(tid)", F_OK) == 0
+    }
+
+    /// Who holds it, as Python's reprs name them: nil (nobody), the calling thread's name,
+    /// "SomeOtherThread" (of this process) or "SomeOtherProcess".
+    var ownerName: String? {
+        guard isHeld else { return nil }
+        let tid = holder.pointee
+        if tid == SharedLockState.me { return Threading.Thread.current.name }
+        return access("/proc/self/task/\(tid)", F_OK) == 0 ? "SomeOtherThread" : "SomeOtherProcess"
+    }
+
+    var heldDepth: Int { isHeld ? depth.pointee : 0 }
+
     /// Gives up every level (a local Condition over this lock); returns the depth to restore.
     func releaseAll() throws(MemoryMapError) -> Int {
         guard isOwnedByCaller else { throw MemoryMapError(.notOwner, "cannot wait on un-acquired lock") }
@@ -124,7 +143,7 @@ final class SharedLockState: @unchecked Sendable {
 /// What `ProcessLock` and `ProcessRLock` share: a robust mutex in shared memory, the
 /// `Locking` protocol (so a local `Condition` or `withLock` works on them), and coding as
 /// their location so they can be passed to child processes.
-public class ProcessSharedLock: Locking, Codable, @unchecked Sendable {
+public class ProcessSharedLock: Locking, Codable, @unchecked Sendable, CustomStringConvertible {
     let state: SharedLockState
 
     init(state: SharedLockState) throws(MemoryMapError) {
@@ -156,6 +175,15 @@ public class ProcessSharedLock: Locking, Codable, @unchecked Sendable {
     public func releaseForWait() throws -> Int { try state.releaseAll() }
     public func restoreAfterWait(_ saved: Int) throws { try state.restore(saved) }
     public func isOwnedByCurrentThread() throws -> Bool { state.isOwnedByCaller }
+
+    /// Python `L.locked()`: whether any thread, in any process, holds it now.
+    public var isLocked: Bool { state.isHeld }
+
+    /// As Python's reprs: `<Lock(owner=None)>`, `<RLock(SomeOtherProcess, 1)>`.
+    public var description: String {
+        let owner = state.ownerName ?? "None"
+        return state.recursive ? "<RLock(\(owner), \(state.heldDepth))>" : "<Lock(owner=\(owner))>"
+    }
 
     public func encode(to encoder: any Encoder) throws { try state.encode(to: encoder) }
 
@@ -268,7 +296,7 @@ final class SharedCounter: @unchecked Sendable {
 
 /// A semaphore shared between processes (Python `multiprocessing.Semaphore` and
 /// `BoundedSemaphore`). Permits taken by a process that dies are not given back.
-public final class ProcessSemaphore: Codable, @unchecked Sendable {
+public final class ProcessSemaphore: SharedByName, @unchecked Sendable {
     let counter: SharedCounter
 
     /// A semaphore starting at `value`; `bounded` refuses releases above it (ValueError).
@@ -310,18 +338,10 @@ public final class ProcessSemaphore: Codable, @unchecked Sendable {
     /// The permits available now (Python `s.get_value()`).
     public var value: Int { (try? counter.withLock { counter.value.pointee }) ?? 0 }
 
-    public func encode(to encoder: any Encoder) throws {
-        var container = encoder.singleValueContainer()
-        try container.encode(name)
-    }
-
-    public convenience init(from decoder: any Decoder) throws {
-        try self.init(opening: try decoder.singleValueContainer().decode(String.self))
-    }
 }
 
 /// An event shared between processes (Python `multiprocessing.Event`).
-public final class ProcessEvent: Codable, @unchecked Sendable {
+public final class ProcessEvent: SharedByName, @unchecked Sendable {
     let counter: SharedCounter
 
     public init() throws(MemoryMapError) {
@@ -357,14 +377,6 @@ public final class ProcessEvent: Codable, @unchecked Sendable {
         }) ?? false
     }
 
-    public func encode(to encoder: any Encoder) throws {
-        var container = encoder.singleValueContainer()
-        try container.encode(name)
-    }
-
-    public convenience init(from decoder: any Decoder) throws {
-        try self.init(opening: try decoder.singleValueContainer().decode(String.self))
-    }
 }
 
 /// A condition variable shared between processes (Python `multiprocessing.Condition`), on

@@ -61,7 +61,7 @@ public final class SharedMemory: @unchecked Sendable {
         defer { Glibc.close(descriptor) }
         map = try MemoryMap(fileDescriptor: descriptor)
         self.name = name
-        size = map.count
+        size = try map.count
         isCreator = false
         baseAddress = map.baseAddress!
     }
@@ -191,13 +191,13 @@ struct SharedCondition {
     }
 
     /// Waits with `mutex` held: gives it up, waits until a signal or the deadline, takes it
-    /// back. False when the deadline passed. Spins briefly before sleeping.
-    func wait(_ mutex: SharedMutex, deadline: UInt64) -> Bool {
+    /// back. False when the deadline passed. Spins up to `spinRounds` before sleeping.
+    func wait(_ mutex: SharedMutex, deadline: UInt64, spinRounds: Int = SpinPolicy.rounds) -> Bool {
         let observed = sequence.load(ordering: .sequentiallyConsistent)
         try? mutex.unlock()
         var timedOut = false
         var spun = 0
-        while sequence.load(ordering: .relaxed) == observed && spun < SpinPolicy.rounds {
+        while sequence.load(ordering: .relaxed) == observed && spun < spinRounds {
             colony_cpu_relax()
             spun += 1
         }
@@ -222,4 +222,23 @@ struct SharedCondition {
     }
 
     func broadcast() { signal(Int32.max) }
+}
+
+/// A process-shared object that travels to other processes as its shared memory name: it
+/// encodes as the name and decodes by opening it (pass it to a child process as an argument).
+public protocol SharedByName: Codable {
+    /// The shared memory name other processes open it by.
+    var name: String { get }
+    init(opening name: String) throws(MemoryMapError)
+}
+
+extension SharedByName {
+    public func encode(to encoder: any Encoder) throws {
+        var container = encoder.singleValueContainer()
+        try container.encode(name)
+    }
+
+    public init(from decoder: any Decoder) throws {
+        try self.init(opening: try decoder.singleValueContainer().decode(String.self))
+    }
 }

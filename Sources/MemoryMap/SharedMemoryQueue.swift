@@ -1,5 +1,7 @@
 import ColonyWire
+import Atomics
 import Glibc
+import Threading
 
 /// A bounded queue of byte messages in shared memory, for many producer and consumer
 /// processes (Python `multiprocessing.Queue` and `JoinableQueue`, without the pipe and the
@@ -9,7 +11,7 @@ import Glibc
 /// published with a single store after the message is copied, so a process killed in the
 /// middle of a put or a get neither loses nor duplicates a message: the next process to take
 /// the mutex carries on. Pass it to a child process as an argument (it encodes as its name).
-public final class SharedMemoryQueue: Codable, @unchecked Sendable {
+public final class SharedMemoryQueue: SharedByName, @unchecked Sendable {
     private struct Header {
         var capacity: Int
         var slotSize: Int
@@ -19,6 +21,8 @@ public final class SharedMemoryQueue: Codable, @unchecked Sendable {
         var putWaiters: Int
         var unfinished: Int
         var joinWaiters: Int
+        /// Nonzero once `shutdown` was called (by any process).
+        var shutDown: Int
     }
 
     private let memory: SharedMemory
@@ -33,6 +37,12 @@ public final class SharedMemoryQueue: Codable, @unchecked Sendable {
     public let capacity: Int
     /// The largest message, in bytes.
     public let maxMessageSize: Int
+    /// Whether a blocked put or get of this process spins briefly (`SpinPolicy`) before it
+    /// sleeps. Turn it off where the other side's work takes longer than a wake-up, or where
+    /// more processes than CPUs are busy: spinning then only takes the CPU the other side needs.
+    public var spinsBeforeSleeping = true
+    /// Set by `close()`, for this process's use of the queue only.
+    private let closedHere = ManagedAtomic<Bool>(false)
 
     /// A queue of up to `capacity` messages of up to `maxMessageSize` bytes each.
     public init(capacity: Int = 1024, maxMessageSize: Int = 1024) throws(MemoryMapError) {
@@ -46,7 +56,8 @@ public final class SharedMemoryQueue: Codable, @unchecked Sendable {
         for condition in [notEmpty, notFull, allDone] { try condition.initialize() }
         self.capacity = capacity
         self.maxMessageSize = maxMessageSize
-        header.pointee = Header(capacity: capacity, slotSize: slotSize, head: 0, tail: 0, getWaiters: 0, putWaiters: 0, unfinished: 0, joinWaiters: 0)
+        header.pointee = Header(
+            capacity: capacity, slotSize: slotSize, head: 0, tail: 0, getWaiters: 0, putWaiters: 0, unfinished: 0, joinWaiters: 0, shutDown: 0)
         SharedHeader.write(memory, kind: SharedKind.queue, detail: UInt64(maxMessageSize))
     }
 
@@ -75,6 +86,9 @@ public final class SharedMemoryQueue: Codable, @unchecked Sendable {
     }
 
     private func locked<Result>(_ body: () throws(MemoryMapError) -> Result) throws(MemoryMapError) -> Result {
+        guard !closedHere.load(ordering: .relaxed) else {
+            throw MemoryMapError(.closed, "the queue was closed in this process (close()); open it again by name to use it")
+        }
         mutex.lockForState()
         defer { try? mutex.unlock() }
         return try body()
@@ -84,7 +98,7 @@ public final class SharedMemoryQueue: Codable, @unchecked Sendable {
     private func wait(_ condition: SharedCondition, _ waiters: WritableKeyPath<Header, Int>, deadline: UInt64, until ready: () -> Bool) -> Bool {
         while !ready() {
             header.pointee[keyPath: waiters] += 1
-            let inTime = condition.wait(mutex, deadline: deadline)
+            let inTime = condition.wait(mutex, deadline: deadline, spinRounds: spinsBeforeSleeping ? SpinPolicy.rounds : 0)
             header.pointee[keyPath: waiters] -= 1
             if !inTime { return ready() }
         }
@@ -99,9 +113,11 @@ public final class SharedMemoryQueue: Codable, @unchecked Sendable {
         let deadline = monotonicDeadline(timeout)
         try locked { () throws(MemoryMapError) in
             let hasRoom = { self.header.pointee.tail - self.header.pointee.head < self.capacity }
-            guard hasRoom() || (block && wait(notFull, \.putWaiters, deadline: deadline, until: hasRoom)) else {
+            let canPut = { hasRoom() || self.header.pointee.shutDown != 0 }
+            guard canPut() || (block && wait(notFull, \.putWaiters, deadline: deadline, until: canPut)) else {
                 throw MemoryMapError(.full, "the queue is full")
             }
+            guard header.pointee.shutDown == 0 else { throw MemoryMapError(.shutDown, "put() on a queue that was shut down") }
             let tail = header.pointee.tail
             let destination = slot(tail)
             destination.storeBytes(of: UInt32(message.count), as: UInt32.self)
@@ -120,9 +136,11 @@ public final class SharedMemoryQueue: Codable, @unchecked Sendable {
         let deadline = monotonicDeadline(timeout)
         return try locked { () throws(MemoryMapError) -> [UInt8] in
             let hasMessage = { self.header.pointee.tail > self.header.pointee.head }
-            guard hasMessage() || (block && wait(notEmpty, \.getWaiters, deadline: deadline, until: hasMessage)) else {
+            let canGet = { hasMessage() || self.header.pointee.shutDown != 0 }
+            guard canGet() || (block && wait(notEmpty, \.getWaiters, deadline: deadline, until: canGet)) else {
                 throw MemoryMapError(.empty, "the queue is empty")
             }
+            guard hasMessage() else { throw MemoryMapError(.shutDown, "get() on a queue that was shut down and is empty") }
             let head = header.pointee.head
             let source = slot(head)
             let count = Int(source.load(as: UInt32.self))
@@ -143,6 +161,31 @@ public final class SharedMemoryQueue: Codable, @unchecked Sendable {
     public func get<Value: Decodable>(_ type: Value.Type, block: Bool = true, timeout: Double? = nil) throws -> Value {
         try WireValueDecoder().decode(type, from: try WireValue(messagePack: getBytes(block: block, timeout: timeout)))
     }
+
+    /// Python 3.13 `q.shutdown(immediate=False)`, for every process using the queue: puts
+    /// throw `.shutDown` from now on, gets once the queue is empty; blocked calls wake.
+    /// `immediate` also drops the messages still queued (each counted done, so `join`
+    /// returns).
+    public func shutdown(immediate: Bool = false) throws(MemoryMapError) {
+        try locked { () throws(MemoryMapError) in
+            header.pointee.shutDown = 1
+            if immediate {
+                let dropped = header.pointee.tail - header.pointee.head
+                header.pointee.head = header.pointee.tail
+                header.pointee.unfinished = max(0, header.pointee.unfinished - dropped)
+            }
+            notEmpty.broadcast()
+            notFull.broadcast()
+            if header.pointee.unfinished == 0 { allDone.broadcast() }
+        }
+    }
+
+    /// Whether `shutdown` was called.
+    public var isShutDown: Bool { (try? locked { header.pointee.shutDown != 0 }) ?? false }
+
+    /// Python `q.close()`: this process will use the queue no more; its puts and gets
+    /// throw `.closed` from now on (other processes carry on).
+    public func close() { closedHere.store(true, ordering: .relaxed) }
 
     /// Python `q.qsize()`.
     public var qsize: Int { (try? locked { header.pointee.tail - header.pointee.head }) ?? 0 }
@@ -168,12 +211,5 @@ public final class SharedMemoryQueue: Codable, @unchecked Sendable {
         return (try? locked { wait(allDone, \.joinWaiters, deadline: deadline) { self.header.pointee.unfinished == 0 } }) ?? false
     }
 
-    public func encode(to encoder: any Encoder) throws {
-        var container = encoder.singleValueContainer()
-        try container.encode(name)
-    }
-
-    public convenience init(from decoder: any Decoder) throws {
-        try self.init(opening: try decoder.singleValueContainer().decode(String.self))
-    }
 }
+

@@ -13,7 +13,7 @@ import Threading
 ///
 /// Integer values also have lock-free atomic operations (`add`, `compareExchange`). Pass a
 /// `SharedValue` to a child process as an argument: it encodes as its shared memory name.
-public final class SharedValue<Value: BitwiseCopyable & Sendable>: Codable, @unchecked Sendable {
+public final class SharedValue<Value: BitwiseCopyable & Sendable>: SharedByName, @unchecked Sendable {
     let memory: SharedMemory
     let guardLock: GuardLock
     static var valueOffset: Int { SharedHeader.size + GuardLock.regionSize }
@@ -80,14 +80,6 @@ public final class SharedValue<Value: BitwiseCopyable & Sendable>: Codable, @unc
         return body()
     }
 
-    public func encode(to encoder: any Encoder) throws {
-        var container = encoder.singleValueContainer()
-        try container.encode(name)
-    }
-
-    public convenience init(from decoder: any Decoder) throws {
-        try self.init(opening: try decoder.singleValueContainer().decode(String.self))
-    }
 }
 
 /// An atomic view of a plain integer in shared memory (an integer's atomic representation
@@ -113,7 +105,7 @@ extension SharedValue where Value: AtomicInteger {
 
 /// A fixed-length array of plain values in shared memory (Python
 /// `multiprocessing.Array(typecode, size_or_initializer, lock)`); `lock` as for `SharedValue`.
-public final class SharedArray<Element: BitwiseCopyable & Sendable>: Codable, @unchecked Sendable {
+public final class SharedArray<Element: BitwiseCopyable & Sendable>: SharedByName, @unchecked Sendable {
     let memory: SharedMemory
     let guardLock: GuardLock
     /// Python `len(a)`.
@@ -215,14 +207,6 @@ public final class SharedArray<Element: BitwiseCopyable & Sendable>: Codable, @u
         try body(UnsafeMutableBufferPointer(start: elements, count: count))
     }
 
-    public func encode(to encoder: any Encoder) throws {
-        var container = encoder.singleValueContainer()
-        try container.encode(name)
-    }
-
-    public convenience init(from decoder: any Decoder) throws {
-        try self.init(opening: try decoder.singleValueContainer().decode(String.self))
-    }
 }
 
 extension SharedArray where Element: AtomicInteger {

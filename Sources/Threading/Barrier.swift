@@ -2,7 +2,7 @@
 ///
 /// Each `wait()` blocks until `parties` threads are waiting; then all continue, each with a
 /// distinct index in `0..<parties`. The barrier then resets itself for the next round.
-public final class Barrier: @unchecked Sendable {
+public final class Barrier: @unchecked Sendable, CustomStringConvertible {
     private enum Phase { case filling, draining, resetting, broken }
 
     /// Python `b.parties`.
@@ -85,6 +85,11 @@ public final class Barrier: @unchecked Sendable {
 
     /// Python `b.n_waiting`: how many threads are waiting in the current round.
     public var nWaiting: Int { lock.withLock { phase == .filling ? count : 0 } }
+
+    /// As Python's repr: `<Barrier at 0x…: waiters=1/3>`, or `broken`.
+    public var description: String {
+        lock.withLock { phase == .broken ? "<Barrier at \(address(of: self)): broken>" : "<Barrier at \(address(of: self)): waiters=\(phase == .filling ? count : 0)/\(parties)>" }
+    }
 
     // The last thread to arrive runs the action and lets the round go.
     private func release() throws {

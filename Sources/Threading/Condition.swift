@@ -5,7 +5,7 @@ import CMemoryMapShim
 /// Threads that hold `lock` may `wait` until another thread holding `lock` calls `notify`.
 /// The lock can be a `Lock`, an `RLock` (the default, as in Python) or any other `Locking`
 /// value, including a lock held in another process. Waiters are woken in arrival order.
-public final class Condition: Locking, @unchecked Sendable {
+public final class Condition: Locking, @unchecked Sendable, CustomStringConvertible {
     /// The wrapped lock (Python's `L`).
     public let lock: any Locking
     // Guards `waiters`; the user's lock cannot, because it may be remote or misused.
@@ -17,6 +17,9 @@ public final class Condition: Locking, @unchecked Sendable {
 
     /// Python `Condition()`: wraps a new `RLock`.
     public convenience init() { self.init(lock: RLock()) }
+
+    /// As Python's repr: the lock, then how many threads wait (`<Condition(<unlocked Lock>, 0)>`).
+    public var description: String { "<Condition(\(lock), \(guardLock.withLock { waiters.count }))>" }
 
     /// Python `c.acquire(blocking=True, timeout=-1)`: acquires the wrapped lock.
     @discardableResult
@@ -114,7 +117,7 @@ public final class Condition: Locking, @unchecked Sendable {
 }
 
 /// A flag threads can wait on (Python `threading.Event`). Initially false.
-public final class Event: @unchecked Sendable {
+public final class Event: @unchecked Sendable, CustomStringConvertible {
     // Bit 0: the flag. Bit 1: some thread may be asleep in the kernel, so set() must make
     // a system call. Bits 2...: a generation that set() bumps, so a waiter that slept through
     // a set() followed by a clear() still returns true, as in Python.
@@ -128,6 +131,9 @@ public final class Event: @unchecked Sendable {
 
     /// Python `e.is_set()`.
     public var isSet: Bool { word.load() & Event.flag != 0 }
+
+    /// As Python's repr: `<Event at 0x…: set>` or `unset`.
+    public var description: String { "<Event at \(address(of: self)): \(isSet ? "set" : "unset")>" }
 
     /// Python `e.set()`: sets the flag and wakes every waiting thread.
     public func set() {
@@ -182,7 +188,7 @@ public final class Event: @unchecked Sendable {
 }
 
 /// A counting semaphore (Python `threading.Semaphore`).
-public class Semaphore: @unchecked Sendable {
+public class Semaphore: @unchecked Sendable, CustomStringConvertible {
     fileprivate let lock = Lock()
     fileprivate var value: Int
     private let waiting = WaitList()
@@ -195,13 +201,25 @@ public class Semaphore: @unchecked Sendable {
         self.value = value
     }
 
-    /// Python `s.acquire(blocking=True, timeout=None)`: takes one permit, waiting for one
-    /// when `blocking`. Returns false when none could be had in time.
+    /// Python `s.acquire()`: takes one permit, waiting for one; always true.
     @discardableResult
-    public func acquire(blocking: Bool = true, timeout: Double? = nil) -> Bool {
+    public func acquire() -> Bool { acquire(blocking: true) }
+
+    /// Python `s.acquire(blocking)`: with `blocking: false` takes a permit only if one is free.
+    @discardableResult
+    public func acquire(blocking: Bool) -> Bool { take(until: blocking ? .never : Deadline(timeout: 0)) }
+
+    /// Python `s.acquire(blocking=True, timeout=None)`: false when no permit could be had
+    /// within `timeout` seconds; the timeout is checked as `Lock.acquire` checks it.
+    @discardableResult
+    public func acquire(blocking: Bool = true, timeout: Double?) throws(ThreadingError) -> Bool {
+        guard let seconds = try checkedTimeout(blocking: blocking, timeout) else { return acquire(blocking: blocking) }
+        return take(until: Deadline(timeout: seconds))
+    }
+
+    private func take(until deadline: Deadline) -> Bool {
         lock.acquire()
         defer { try? lock.release() }
-        let deadline = blocking ? Deadline(timeout: timeout) : Deadline(timeout: 0)
         while value == 0 {
             if deadline.hasPassed || !waiting.wait(releasing: lock, until: deadline) {
                 if value == 0 { return false }
@@ -225,6 +243,13 @@ public class Semaphore: @unchecked Sendable {
 
     /// The number of permits currently available (Python's private `_value`).
     public var available: Int { lock.withLock { value } }
+
+    /// As Python's repr: `<Semaphore at 0x…: value=1>`; a bounded one also shows its
+    /// initial value (`value=1/2`).
+    public var description: String {
+        let bound = (self as? BoundedSemaphore).map { "/\($0.initialValue)" } ?? ""
+        return "<\(self is BoundedSemaphore ? "BoundedSemaphore" : "Semaphore") at \(address(of: self)): value=\(available)\(bound)>"
+    }
 
     fileprivate func checkRelease(_ n: Int) throws {}
 
@@ -255,4 +280,9 @@ public final class BoundedSemaphore: Semaphore, @unchecked Sendable {
                 "BoundedSemaphore released too many times: \(value) + \(n) would exceed its initial value \(initialValue)")
         }
     }
+}
+
+/// An object's address as Python's reprs show it (`0x7f…`).
+func address(of object: AnyObject) -> String {
+    "0x" + String(UInt(bitPattern: Unmanaged.passUnretained(object).toOpaque()), radix: 16)
 }

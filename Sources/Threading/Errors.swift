@@ -10,7 +10,7 @@ public struct ThreadingError: Error, Hashable, CustomStringConvertible {
             case releaseUnlocked, notOwner, alreadyStarted, notStarted, joinCurrentThread
             case daemonOfActiveThread, invalidStackSize, threadCreationFailed
             case boundedSemaphoreOverReleased, invalidArgument, taskDoneTooManyTimes
-            case executorShutDown, brokenExecutor, invalidFutureState
+            case executorShutDown, brokenExecutor, invalidFutureState, overflow, joinDummyThread
         }
         private let base: Base
         private init(_ base: Base) { self.base = base }
@@ -25,6 +25,9 @@ public struct ThreadingError: Error, Hashable, CustomStringConvertible {
         public static let notStarted = Code(.notStarted)
         /// A thread tried to join itself, which would deadlock (RuntimeError).
         public static let joinCurrentThread = Code(.joinCurrentThread)
+        /// `join()` on the stand-in for a thread Colony did not start (RuntimeError
+        /// "cannot join a dummy thread").
+        public static let joinDummyThread = Code(.joinDummyThread)
         /// `setDaemon` after `start()` (RuntimeError).
         public static let daemonOfActiveThread = Code(.daemonOfActiveThread)
         /// `Thread.setStackSize` with a size the platform does not accept (ValueError).
@@ -43,6 +46,9 @@ public struct ThreadingError: Error, Hashable, CustomStringConvertible {
         public static let brokenExecutor = Code(.brokenExecutor)
         /// A Future was completed twice (InvalidStateError).
         public static let invalidFutureState = Code(.invalidFutureState)
+        /// A number too large for what it sizes, such as a timeout above
+        /// `Thread.timeoutMax` (OverflowError).
+        public static let overflow = Code(.overflow)
 
         public var description: String { base.rawValue }
     }
@@ -61,10 +67,13 @@ public struct ThreadingError: Error, Hashable, CustomStringConvertible {
 /// Raised by `Barrier.wait` when the barrier is broken or reset while waiting, or was
 /// broken before the call (Python: `threading.BrokenBarrierError`).
 public struct BrokenBarrierError: Error, Hashable, CustomStringConvertible {
-    public init() {}
-    public var description: String {
-        "the barrier is broken (aborted, reset, timed out or its action failed); call reset() to reuse it"
+    /// Why, when the barrier knows (a manager's barrier says whose action failed or vanished).
+    public let reason: String
+
+    public init(_ reason: String = "the barrier is broken (aborted, reset, timed out or its action failed); call reset() to reuse it") {
+        self.reason = reason
     }
+    public var description: String { reason }
 }
 
 /// Raised by a non-blocking or timed `get` on an empty queue (Python: `queue.Empty`).
@@ -89,8 +98,11 @@ public struct QueueShutDown: Error, Hashable, CustomStringConvertible {
 /// A wait with a timeout ran out before its result was ready
 /// (Python: `concurrent.futures.TimeoutError`, `multiprocessing.TimeoutError`).
 public struct TimeoutError: Error, Hashable, CustomStringConvertible {
-    public init() {}
-    public var description: String { "timed out before the result was ready" }
+    /// What timed out, as Python words it.
+    public let message: String
+
+    public init(_ message: String = "timed out before the result was ready") { self.message = message }
+    public var description: String { message }
 }
 
 /// The result of a cancelled future was asked for (Python: `concurrent.futures.CancelledError`).

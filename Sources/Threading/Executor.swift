@@ -123,7 +123,7 @@ public final class ThreadPoolExecutor: Executor, @unchecked Sendable {
         try core.enqueue { action in
             switch action {
             case .run:
-                guard future.setRunningOrNotifyCancel() else { return }
+                guard (try? future.setRunningOrNotifyCancel()) == true else { return }
                 do {
                     try future.setResult(try call())
                 } catch {
@@ -175,6 +175,7 @@ final class ThreadPoolCore: @unchecked Sendable {
     private let lock = Lock()
     // Guarded by lock.
     private var workers: [Thread] = []
+    private var stoppedWorkers = 0
     private var isShutDown = false
     private var brokenReason: String?
 
@@ -231,6 +232,11 @@ final class ThreadPoolCore: @unchecked Sendable {
             idleWorkers.wrappingIncrement(ordering: .relaxed)
         }
         try? work.put(.stop)  // let the other workers see the end too
+        let last = lock.withLock {
+            stoppedWorkers += 1
+            return isShutDown && stoppedWorkers == workers.count
+        }
+        if last { ThreadRegistry.shared.forgetAtExit(self) }  // nothing left for exit to wait for
     }
 
     private func markBroken(_ reason: String) {
@@ -240,8 +246,10 @@ final class ThreadPoolCore: @unchecked Sendable {
         try? work.put(.stop)
     }
 
+    /// Python's `shutdown`: no new calls; queued ones still run (unless `cancelFutures`), so
+    /// with `wait: false` the process exit waits for them, as Python's does.
     func shutdown(wait: Bool, cancelFutures: Bool) {
-        let toJoin: [Thread] = lock.withLock {
+        let (toJoin, idle): ([Thread], Bool) = lock.withLock {
             if !isShutDown {
                 isShutDown = true
                 if cancelFutures {
@@ -249,9 +257,9 @@ final class ThreadPoolCore: @unchecked Sendable {
                 }
                 try? work.put(.stop)
             }
-            return workers
+            return (workers, stoppedWorkers == workers.count)
         }
-        ThreadRegistry.shared.forgetAtExit(self)
+        if idle { ThreadRegistry.shared.forgetAtExit(self) }
         guard wait else { return }
         let me = Thread.current
         for worker in toJoin where worker !== me { _ = try? worker.join() }

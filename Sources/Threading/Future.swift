@@ -6,7 +6,9 @@ public final class Future<Value: Sendable>: @unchecked Sendable, Hashable, Custo
     enum State {
         case pending
         case running
-        case cancelled
+        /// Python's CANCELLED, and CANCELLED_AND_NOTIFIED once an executor has seen it
+        /// (`setRunningOrNotifyCancel`): only then do `wait` and `asCompleted` count it done.
+        case cancelled(notified: Bool)
         case finished(Result<Value, any Error>)
     }
 
@@ -15,6 +17,9 @@ public final class Future<Value: Sendable>: @unchecked Sendable, Hashable, Custo
     // Guarded by lock.
     @usableFromInline var state = State.pending
     @usableFromInline var callbacks: [@Sendable (Future<Value>) -> Void] = []
+    /// Those of `wait` and `asCompleted`: called when the future finishes or its
+    /// cancellation is acknowledged by an executor.
+    @usableFromInline var settledCallbacks: [@Sendable (Future<Value>) -> Void] = []
 
     /// A pending future. Executors create these; user code normally gets them from `submit`.
     @inlinable
@@ -29,8 +34,8 @@ public final class Future<Value: Sendable>: @unchecked Sendable, Hashable, Custo
             case .running, .finished: return nil
             case .cancelled: return []
             case .pending:
-                state = .cancelled
-                return complete()
+                state = .cancelled(notified: false)
+                return complete(settled: false)
             }
         }
         guard let toRun else { return false }
@@ -94,14 +99,37 @@ public final class Future<Value: Sendable>: @unchecked Sendable, Hashable, Custo
     // MARK: For executors (Python's "for use by Executor implementations")
 
     /// Python `f.set_running_or_notify_cancel()`: an executor calls this just before running
-    /// the call. Returns false when the future was cancelled (do not run it); true when it is
-    /// now running and can no longer be cancelled.
+    /// the call. Returns true when the future is now running and can no longer be cancelled;
+    /// false when it was cancelled (do not run it): the cancellation now counts for `wait`
+    /// and `asCompleted`. Any other state (a second call, a finished future) throws
+    /// `ThreadingError.invalidFutureState`, Python's RuntimeError.
     @inlinable
-    public func setRunningOrNotifyCancel() -> Bool {
-        lock.withLock {
-            guard case .pending = state else { return false }
-            state = .running
-            return true
+    public func setRunningOrNotifyCancel() throws(ThreadingError) -> Bool {
+        let settled: [@Sendable (Future<Value>) -> Void]? = try lock.withLock { () throws(ThreadingError) in
+            switch state {
+            case .pending:
+                state = .running
+                return nil
+            case .cancelled(notified: false):
+                state = .cancelled(notified: true)
+                defer { settledCallbacks = [] }
+                return settledCallbacks
+            case .cancelled(notified: true), .running, .finished:
+                throw ThreadingError(.invalidFutureState, "set_running_or_notify_cancel() of a future that is \(stateName); an executor calls it once, before running the call")
+            }
+        }
+        guard let settled else { return true }
+        for callback in settled { callback(self) }
+        return false
+    }
+
+    @usableFromInline
+    var stateName: String {
+        switch state {
+        case .pending: "pending"
+        case .running: "running"
+        case .cancelled(let notified): notified ? "cancelled and notified" : "cancelled"
+        case .finished: "finished"
         }
     }
 
@@ -122,17 +150,46 @@ public final class Future<Value: Sendable>: @unchecked Sendable, Hashable, Custo
                 throw ThreadingError(.invalidFutureState, "the future is already done; it can be completed only once")
             }
             state = .finished(result)
-            return complete()
+            return complete(settled: true)
         }
         for callback in toRun { callback(self) }
     }
 
     // With lock held: wakes waiters and hands back the callbacks to run outside the lock.
     @inlinable
-    func complete() -> [@Sendable (Future<Value>) -> Void] {
+    func complete(settled: Bool) -> [@Sendable (Future<Value>) -> Void] {
         waiters.broadcast()
-        defer { callbacks = [] }
-        return callbacks
+        var toRun = callbacks
+        callbacks = []
+        if settled {
+            toRun += settledCallbacks
+            settledCallbacks = []
+        }
+        return toRun
+    }
+
+    /// For `wait` and `asCompleted`: calls `callback` once the future has finished or its
+    /// cancellation was acknowledged (at once if it already has).
+    func whenSettled(_ callback: @escaping @Sendable (Future<Value>) -> Void) {
+        let runNow: Bool = lock.withLock {
+            switch state {
+            case .finished, .cancelled(notified: true): return true
+            case .pending, .running, .cancelled(notified: false):
+                settledCallbacks.append(callback)
+                return false
+            }
+        }
+        if runNow { callback(self) }
+    }
+
+    /// Finished, or cancelled and acknowledged (Python's `f._state in [CANCELLED_AND_NOTIFIED, FINISHED]`).
+    var isSettled: Bool {
+        lock.withLock {
+            switch state {
+            case .finished, .cancelled(notified: true): true
+            case .pending, .running, .cancelled(notified: false): false
+            }
+        }
     }
 
     @inlinable
@@ -205,7 +262,7 @@ public func wait<Value>(
     let all = Set(futures)
     let deadline = Deadline(timeout: timeout)
     let completions = SimpleQueue<Future<Value>>()
-    for future in all { future.addDoneCallback { completions.put($0) } }
+    for future in all { future.whenSettled { completions.put($0) } }
 
     var done = Set<Future<Value>>()
     func satisfied() -> Bool {
@@ -221,13 +278,14 @@ public func wait<Value>(
         done.insert(next)
     }
     // Anything that finished meanwhile counts as done too, as in Python.
-    done.formUnion(all.filter(\.isDone))
+    done.formUnion(all.filter(\.isSettled))
     return DoneAndNotDone(done: done, notDone: all.subtracting(done))
 }
 
 /// Python `concurrent.futures.as_completed(fs, timeout=None)`: hands out the futures as they
-/// complete (each once, even if listed twice). `timeout` counts from this call; once it
-/// passes, `next()` throws `TimeoutError`.
+/// complete (each once, even if listed twice; a cancelled one once its executor has seen the
+/// cancellation). `timeout` counts from this call; once it passes, `next()` throws
+/// `TimeoutError` saying how many were unfinished ("2 (of 4) futures unfinished").
 ///
 ///     var completed = asCompleted(futures)
 ///     while let future = try completed.next() { print(try future.result()) }
@@ -239,13 +297,15 @@ public func asCompleted<Value>(_ futures: some Sequence<Future<Value>>, timeout:
 public struct AsCompleted<Value: Sendable> {
     private let completions = SimpleQueue<Future<Value>>()
     private var remaining: Int
+    private let total: Int
     private let deadline: Deadline
 
     init(_ futures: Set<Future<Value>>, deadline: Deadline) {
         remaining = futures.count
+        total = futures.count
         self.deadline = deadline
         let completions = self.completions
-        for future in futures { future.addDoneCallback { completions.put($0) } }
+        for future in futures { future.whenSettled { completions.put($0) } }
     }
 
     /// The next future to complete, or nil when all have been handed out.
@@ -256,7 +316,7 @@ public struct AsCompleted<Value: Sendable> {
             remaining -= 1
             return future
         } catch is QueueEmpty {
-            throw TimeoutError()
+            throw TimeoutError("\(remaining) (of \(total)) futures unfinished")
         }
     }
 }

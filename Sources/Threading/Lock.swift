@@ -65,16 +65,31 @@ public final class Lock: Locking, @unchecked Sendable, CustomStringConvertible {
 
     public init() {}
 
-    /// Python `L.acquire(blocking=True, timeout=-1)`: true when the lock was taken.
-    /// With `blocking: false` it never waits; `timeout` bounds the wait in seconds
-    /// (nil: forever; zero or negative: just try once).
+    /// Python `L.acquire()`: waits until the lock is taken; always true.
     @discardableResult
-    public func acquire(blocking: Bool = true, timeout: Double? = nil) -> Bool {
+    public func acquire() -> Bool { acquire(blocking: true) }
+
+    /// Python `L.acquire(blocking)`: with `blocking: false` it only tries.
+    @discardableResult
+    public func acquire(blocking: Bool) -> Bool {
         if word.atomic.compareExchange(expected: 0, desired: 1, ordering: .acquiring).exchanged {
             return true
         }
         guard blocking else { return false }
-        return acquireContended(Deadline(timeout: timeout))
+        return acquireContended(.never)
+    }
+
+    /// Python `L.acquire(blocking=True, timeout=-1)`: true when the lock was taken within
+    /// `timeout` seconds (nil or -1: forever; 0: just try once). As in Python, a timeout
+    /// with `blocking: false` or a negative one is `invalidArgument` (ValueError), and one
+    /// above `Thread.timeoutMax` is `overflow` (OverflowError).
+    @discardableResult
+    public func acquire(blocking: Bool = true, timeout: Double?) throws(ThreadingError) -> Bool {
+        guard let seconds = try checkedTimeout(blocking: blocking, timeout) else { return acquire(blocking: blocking) }
+        if word.atomic.compareExchange(expected: 0, desired: 1, ordering: .acquiring).exchanged {
+            return true
+        }
+        return acquireContended(Deadline(timeout: seconds))
     }
 
     private func acquireContended(_ deadline: Deadline) -> Bool {
@@ -134,15 +149,30 @@ public final class RLock: Locking, @unchecked Sendable, CustomStringConvertible 
         depth.deallocate()
     }
 
-    /// Python `r.acquire(blocking=True, timeout=-1)`.
+    /// Python `r.acquire()`: waits until the calling thread holds the lock (once more).
     @discardableResult
-    public func acquire(blocking: Bool = true, timeout: Double? = nil) -> Bool {
+    public func acquire() -> Bool { acquire(blocking: true) }
+
+    /// Python `r.acquire(blocking)`.
+    @discardableResult
+    public func acquire(blocking: Bool) -> Bool {
+        take { lock.acquire(blocking: blocking) }
+    }
+
+    /// Python `r.acquire(blocking=True, timeout=-1)`, with `Lock`'s checks of the timeout.
+    @discardableResult
+    public func acquire(blocking: Bool = true, timeout: Double?) throws(ThreadingError) -> Bool {
+        let seconds = try checkedTimeout(blocking: blocking, timeout)
+        return take { seconds.map { (try? lock.acquire(timeout: $0)) ?? false } ?? lock.acquire(blocking: blocking) }
+    }
+
+    private func take(_ acquireLock: () -> Bool) -> Bool {
         let me = currentThreadIdent()
         if ownerWord.load(ordering: .relaxed) == me {
             depth.pointee += 1
             return true
         }
-        guard lock.acquire(blocking: blocking, timeout: timeout) else { return false }
+        guard acquireLock() else { return false }
         ownerWord.store(me, ordering: .relaxed)
         depth.pointee = 1
         return true
@@ -208,4 +238,20 @@ public final class RLock: Locking, @unchecked Sendable, CustomStringConvertible 
         let owner = self.owner
         return "<\(owner == nil ? "unlocked" : "locked") RLock owner=\(owner ?? 0) count=\(recursionDepth)>"
     }
+}
+
+/// Python's checks on the arguments of a lock's or semaphore's `acquire`: the timeout to
+/// wait, or nil to wait forever (nil or -1) or not at all (not blocking).
+func checkedTimeout(blocking: Bool, _ timeout: Double?) throws(ThreadingError) -> Double? {
+    guard let timeout, timeout != -1 else { return nil }
+    guard blocking else {
+        throw ThreadingError(.invalidArgument, "can't specify a timeout for a non-blocking acquire; pass blocking: false or a timeout, not both")
+    }
+    guard timeout >= 0 else {
+        throw ThreadingError(.invalidArgument, "timeout must be a non-negative number of seconds, or nil (or -1) to wait forever, not \(timeout)")
+    }
+    guard timeout <= Thread.timeoutMax else {
+        throw ThreadingError(.overflow, "timeout \(timeout) s is too large: Thread.timeoutMax is \(Int(Thread.timeoutMax)) s (pass nil to wait forever)")
+    }
+    return timeout
 }

@@ -42,7 +42,8 @@ open class Thread: @unchecked Sendable, CustomStringConvertible {
     /// started that thread, and is false otherwise (main thread, Swift concurrency's threads).
     public init(name: String? = nil, daemon: Bool? = nil, target: (@Sendable () throws -> Void)? = nil) {
         self.target = target
-        self.storedName = name ?? "Thread-\(ThreadRegistry.shared.nextThreadNumber())"
+        // As in Python, an empty name gets the default one too.
+        self.storedName = name.flatMap { $0.isEmpty ? nil : $0 } ?? "Thread-\(ThreadRegistry.shared.nextThreadNumber())"
         let creator = Thread.current
         self.storedDaemon = daemon ?? (creator is AdoptedThread ? false : creator.isDaemon)
     }
@@ -116,7 +117,9 @@ open class Thread: @unchecked Sendable, CustomStringConvertible {
 
     /// Python `t.join(timeout=None)`: waits until the thread ends. Returns true when it has
     /// ended, false when `timeout` seconds passed first (Python returns None; check
-    /// `isAlive`). Throws when the thread was never started or is the calling thread.
+    /// `isAlive`). Throws when the thread was never started, is the calling thread, or is
+    /// the stand-in for a thread Colony did not start (Python's dummy threads), whose end
+    /// nothing reports. The main thread's joiners return once the main program has ended.
     @discardableResult
     public func join(timeout: Double? = nil) throws -> Bool {
         guard stateLock.withLock({ started }) else {
@@ -125,8 +128,15 @@ open class Thread: @unchecked Sendable, CustomStringConvertible {
         if self === Thread.current {
             throw ThreadingError(.joinCurrentThread, "thread '\(name)' cannot join itself; that would wait forever")
         }
+        if self is AdoptedThread, self !== Thread.main {
+            throw ThreadingError(
+                .joinDummyThread, "cannot join a dummy thread: '\(name)' was not started by Colony, so nothing reports its end (join a Thread you started)")
+        }
         return finished.wait(timeout: timeout)
     }
+
+    /// The main program has ended (the exit handler runs): the main thread's joiners return.
+    fileprivate func markMainFinished() { finished.set() }
 
     /// Python `t.is_alive()`: true from `start()` until `run()` returns.
     public var isAlive: Bool { running.isSet && !finished.isSet }
@@ -319,6 +329,7 @@ final class ThreadRegistry: @unchecked Sendable {
         else { return }
         atexit {
             let registry = ThreadRegistry.shared
+            if Thread.current === registry.mainThread { registry.mainThread.markMainFinished() }
             for executor in registry.lock.withLock({ Array(registry.executors.values) }) {
                 executor.shutdown(wait: true, cancelFutures: false)
             }

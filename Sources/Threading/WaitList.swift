@@ -61,6 +61,8 @@ struct WaiterQueue {
 
     @inlinable var isEmpty: Bool { head == waiters.count }
 
+    var count: Int { waiters.count - head }
+
     mutating func append(_ waiter: Waiter) { waiters.append(waiter) }
 
     mutating func popFirst() -> Waiter? {

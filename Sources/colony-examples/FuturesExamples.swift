@@ -17,6 +17,19 @@ enum FuturesExamples {
     }
 
     /// make_dict with `e.map(runner, strings)`.
+    /// `shutdown(wait: false)` returns at once, but the calls already queued still run
+    /// before the process exits, as in Python.
+    static func shutdownWithoutWaiting() throws {
+        let executor = try ThreadPoolExecutor(maxWorkers: 1)
+        _ = try executor.submit {
+            Thread.sleep(0.1)
+            say("running call finished")
+        }
+        _ = try executor.submit { say("queued call ran") }
+        executor.shutdown(wait: false)
+        say("main returns")
+    }
+
     static func executorMap() throws {
         let executor = try ThreadPoolExecutor()
         let d = try executor.using { e in

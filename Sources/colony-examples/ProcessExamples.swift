@@ -26,6 +26,14 @@ enum ProcessExamples {
             for _ in 0..<1000 { try job.total.getLock()!.withLock { job.total.unlockedValue += 1 } }
             try job.results.put("\(CurrentProcess.name) done")
         }
+        ProcessBarrier.registerAction("announce-round") { say("round complete") }
+        ChildProcess.register("barrier-party") { (barrier: ProcessBarrier) in
+            for _ in 0..<2 {
+                Thread.sleep(0.05)  // so that a child, not the parent, completes the round
+                try barrier.wait(timeout: 30)
+                say("a party passed")
+            }
+        }
         ChildProcess.register("late-finisher") {
             Thread.sleep(0.2)
             say("non-daemon child done")
@@ -172,6 +180,20 @@ enum ProcessExamples {
     }
 
     /// `with v.get_lock(): v.value += 1` from two processes, and the lock-free `add`.
+    /// A ProcessBarrier with a registered action: children arrive last, and the action runs
+    /// once per round, in whichever process completes it, before any party goes on.
+    static func processBarrier() throws {
+        let barrier = try ProcessBarrier(parties: 3, action: "announce-round")
+        let children = try (0..<2).map { _ in try ChildProcess(target: "barrier-party", arguments: barrier) }
+        for child in children { try child.start() }
+        for _ in 0..<2 {
+            try barrier.wait(timeout: 30)
+            say("a party passed")
+        }
+        for child in children { try child.join(timeout: 30) }
+        say("exit codes \(children.map { $0.exitCode.map(String.init) ?? "none" })")
+    }
+
     static func sharedValue() throws {
         let locked = try SharedValue<Int>(0)
         let atomic = try SharedValue<Int>(0, lock: false)

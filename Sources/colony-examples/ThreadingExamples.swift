@@ -104,6 +104,17 @@ enum ThreadingExamples {
         say("main returns")
     }
 
+    /// A thread that joins the main thread returns once the main program has ended, as in
+    /// Python (where `threading.main_thread().join()` returns at interpreter shutdown).
+    static func joinMainThread() throws {
+        let watcher = Thread(name: "watcher") {
+            _ = try? Thread.main.join()
+            say("main thread joined, alive: \(Thread.main.isAlive)")
+        }
+        try watcher.start()
+        say("main returns")
+    }
+
     /// A daemon thread is stopped with the process instead of delaying exit.
     static func daemonDoesNotDelayExit() throws {
         let worker = Thread(name: "daemon", daemon: true) {

@@ -16,8 +16,12 @@ func runExample(_ name: String, sourceLocation: SourceLocation = #_sourceLocatio
     let output = Pipe()
     process.standardOutput = output
     try process.run()
+    // An example that hangs fails its test (killed: status 9) instead of hanging the suite.
+    let watchdog = DispatchWorkItem { [pid = process.processIdentifier] in kill(pid, SIGKILL) }
+    DispatchQueue.global().asyncAfter(deadline: .now() + 60, execute: watchdog)
     let data = output.fileHandleForReading.readDataToEndOfFile()
     process.waitUntilExit()
+    watchdog.cancel()
     let text = String(decoding: data, as: UTF8.self)
     return (text.split(separator: "\n").map(String.init), process.terminationStatus)
 }
@@ -139,6 +143,18 @@ func runExample(_ name: String, sourceLocation: SourceLocation = #_sourceLocatio
         #expect(lines == ["main returns", "worker finished"])
     }
 
+    @Test func queuedCallsOfAnExecutorShutDownWithoutWaitingRunBeforeExit() throws {
+        let (lines, status) = try runExample("executor-exit")
+        #expect(status == 0)
+        #expect(lines == ["main returns", "running call finished", "queued call ran"])
+    }
+
+    @Test func aThreadJoiningTheMainThreadReturnsOnceMainHasReturned() throws {
+        let (lines, status) = try runExample("join-main")
+        #expect(status == 0)
+        #expect(lines == ["main returns", "main thread joined, alive: false"])
+    }
+
     @Test func daemonThreadDoesNotKeepTheProcessAlive() throws {
         // The daemon sleeps 30 s; had exit waited for it, its line would be there.
         let (lines, status) = try runExample("daemon-exit")
@@ -202,6 +218,14 @@ func runExample(_ name: String, sourceLocation: SourceLocation = #_sourceLocatio
             "20 producers killed mid-stream: out-of-sequence messages 0",
             "10 consumers killed mid-stream: no repeats and at most the in-hand message missing: true",
         ])
+    }
+
+    @Test func aProcessBarriersActionRunsOncePerRoundBeforeAnyPartyGoesOn() throws {
+        let (lines, status) = try runExample("process-barrier")
+        #expect(status == 0)
+        let rounds = lines.dropLast()
+        #expect(Array(rounds) == ["round complete"] + Array(repeating: "a party passed", count: 3) + ["round complete"] + Array(repeating: "a party passed", count: 3))
+        #expect(lines.last == "exit codes [\"0\", \"0\"]")
     }
 
     @Test func theReadmeProcessExampleCountsEveryIncrement() throws {

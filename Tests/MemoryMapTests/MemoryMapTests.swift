@@ -34,7 +34,8 @@ func expectError(_ code: MemoryMapError.Code, _ body: () throws -> Void, sourceL
     @Test func readsLinesBytesAndSeeksLikePython() throws {
         let file = try TemporaryFile(text)
         let map = try MemoryMap(path: file.path)
-        #expect(map.count == text.count)
+        #expect(try map.count == text.count)
+        #expect(map.description == "<mmap closed=False, access=write, length=\(text.count), pos=0, offset=0>")
         #expect(try map.size() == text.count)
         #expect(try map.readLine() == Array("Hello Python!\n".utf8))
         #expect(try map.tell() == 14)
@@ -98,13 +99,20 @@ func expectError(_ code: MemoryMapError.Code, _ body: () throws -> Void, sourceL
         try map.madvise(.sequential)
         try map.madvise(.willNeed, start: 0, length: 4)
         expectError(.outOfRange) { try map.madvise(.normal, start: 12) }
+        // CPython's test_mmap: a length past the end stops at the end; a negative one is a
+        // ValueError, one whose sum with start overflows an OverflowError.
+        try map.madvise(.normal, start: 0, length: 1 << 40)
+        expectError(.invalidArgument) { try map.madvise(.normal, start: 0, length: -1) }
+        let pages = try MemoryMap(anonymousLength: 2 * MemoryMap.allocationGranularity)
+        expectError(.overflow) { try pages.madvise(.normal, start: MemoryMap.allocationGranularity, length: Int.max) }
+        try pages.madvise(.normal, start: MemoryMap.allocationGranularity, length: Int.max - MemoryMap.allocationGranularity)
     }
 
     @Test func resizeGrowsAndShrinksTheFileWithTheMap() throws {
         let file = try TemporaryFile(Array("0123456789".utf8))
         let map = try MemoryMap(path: file.path)
         try map.resize(20)
-        #expect(map.count == 20)
+        #expect(try map.count == 20)
         #expect(try map.size() == 20)
         try map.seek(10)
         try map.write(Array("abcdefghij".utf8))
@@ -140,6 +148,63 @@ func expectError(_ code: MemoryMapError.Code, _ body: () throws -> Void, sourceL
         expectError(.closed) { _ = try copy[0] }
         expectError(.closed) { _ = try copy.size() }
         expectError(.closed) { try copy.seek(0) }
+        expectError(.closed) { _ = try copy.count }
+        #expect(copy.description == "<mmap closed=True>")  // len() of a closed map, as every other operation
+    }
+
+    /// Python's `prot` and `flags` instead of `access`, as CPython derives the access mode.
+    @Test func protectionAndSharingGivenDirectly() throws {
+        let file = try TemporaryFile(text)
+        let descriptor = open(file.path, O_RDWR)
+        #expect(descriptor >= 0)
+
+        let readOnly = try MemoryMap(fileDescriptor: descriptor, sharing: .shared, protection: [.read])
+        #expect(readOnly.access == .read && readOnly.protection == [.read])
+        expectError(.readOnly) { try readOnly.set(0, 1) }
+
+        let privateMap = try MemoryMap(fileDescriptor: descriptor, sharing: .private)
+        #expect(privateMap.access == .copy)
+        try privateMap.set(0, UInt8(ascii: "J"))
+        #expect(try privateMap[0] == UInt8(ascii: "J"))
+        #expect(file.contents == text, "private: the file is untouched")
+
+        let shared = try MemoryMap(fileDescriptor: descriptor, sharing: .shared, protection: [.read, .write])
+        try shared.set(0, UInt8(ascii: "Y"))
+        #expect(file.contents.first == UInt8(ascii: "Y"))
+        #expect(try readOnly[0] == UInt8(ascii: "Y"), "another shared map of the file sees it")
+
+        // A temporary directory mounted noexec refuses executable maps (EPERM): the flag
+        // reached mmap either way.
+        let executable = Result { () throws(MemoryMapError) in try MemoryMap(fileDescriptor: descriptor, sharing: .private, protection: [.read, .exec]) }
+        switch executable {
+        case .success(let map): #expect(map.protection.contains(.exec) && map.access == .read)
+        case .failure(let error): #expect(error.errno == EPERM, "\(error)")
+        }
+        close(descriptor)
+    }
+
+    /// Python 3.13's `trackfd=False`: the map keeps no descriptor of its own, so it outlives
+    /// the caller's descriptor, and cannot tell the file's size or resize.
+    @Test func aMapThatDoesNotTrackItsFileOutlivesTheDescriptorButCannotResize() throws {
+        let file = try TemporaryFile(text)
+        let descriptor = open(file.path, O_RDWR)
+        let map = try MemoryMap(fileDescriptor: descriptor, trackFileDescriptor: false)
+        close(descriptor)
+        #expect(!map.tracksFileDescriptor)
+        #expect(try map.slice(0, 5) == Array("Hello".utf8))
+        expectError(.invalidArgument) { _ = try map.size() }
+        expectError(.cannotResize) { try map.resize(100) }
+    }
+
+    /// Python's `with mmap.mmap(...) as m:`.
+    @Test func usingClosesTheMapWhenTheBodyReturnsOrThrows() throws {
+        let file = try TemporaryFile(text)
+        let map = try MemoryMap(path: file.path)
+        let first = try map.using { try $0[0] }
+        #expect(first == UInt8(ascii: "H") && map.isClosed)
+        let other = try MemoryMap(path: file.path)
+        #expect(throws: MemoryMapError.self) { try other.using { _ in throw MemoryMapError(.invalidArgument, "the body failed") } }
+        #expect(other.isClosed)
     }
 
     @Test func badOffsetsLengthsAndFilesAreTypedErrors() throws {

@@ -66,6 +66,39 @@ func onAnotherThread<Result: Sendable>(_ body: @escaping @Sendable () throws -> 
         })
     }
 
+    @Test func isLockedSaysWhetherAnyThreadHoldsIt() throws {
+        let lock = try ProcessLock()
+        let other = try roundTrip(lock)
+        #expect(!lock.isLocked && !other.isLocked)
+        #expect(try lock.acquire())
+        #expect(lock.isLocked && other.isLocked)
+        try lock.release()
+        #expect(!other.isLocked)
+        let rlock = try ProcessRLock()
+        #expect(try rlock.acquire() && rlock.acquire())
+        #expect(try roundTrip(rlock).isLocked)
+        try rlock.release()
+        #expect(rlock.isLocked, "still held once")
+        try rlock.release()
+        #expect(!rlock.isLocked)
+    }
+
+    @Test func descriptionsNameTheOwnerAsPythonsReprsDo() throws {
+        let lock = try ProcessLock()
+        #expect(lock.description == "<Lock(owner=None)>")
+        try lock.acquire()
+        #expect(lock.description == "<Lock(owner=\(Threading.Thread.current.name))>")
+        #expect(try onAnotherThread { "\(try roundTrip(lock))" } == "<Lock(owner=SomeOtherThread)>")
+        try lock.release()
+        let rlock = try ProcessRLock()
+        #expect(rlock.description == "<RLock(None, 0)>")
+        try rlock.acquire()
+        try rlock.acquire()
+        #expect(rlock.description == "<RLock(\(Threading.Thread.current.name), 2)>")
+        try rlock.release()
+        try rlock.release()
+    }
+
     @Test func rlockRecursionAndALocalConditionOverIt() throws {
         let rlock = try ProcessRLock()
         try rlock.acquire()
@@ -152,6 +185,50 @@ func onAnotherThread<Result: Sendable>(_ body: @escaping @Sendable () throws -> 
         try onLock.acquire()
         try onLock.notify(2)
         try onLock.release()
+    }
+}
+
+@Suite struct ProcessBarrierTests {
+    @Test func partiesMeetWithDistinctIndicesAndTheActionRunsOncePerRoundFirst() throws {
+        let log = Outcomes()
+        ProcessBarrier.registerAction("test-round") { log.append("action") }
+        let barrier = try ProcessBarrier(parties: 3, action: "test-round")
+        let opened = try roundTrip(barrier)  // as a child process would open it
+        #expect(opened.parties == 3 && opened.action == "test-round")
+        for round in 0..<2 {
+            let indices = Outcomes()
+            let threads = (0..<3).map { party in
+                Threading.Thread {
+                    let index = try (party == 0 ? barrier : opened).wait(timeout: 20)
+                    log.append("passed")
+                    indices.append("\(index)")
+                }
+            }
+            for thread in threads { try thread.start() }
+            for thread in threads { #expect(try thread.join(timeout: 20)) }
+            #expect(Set(indices.values) == ["0", "1", "2"], "round \(round)")
+        }
+        #expect(log.values == ["action", "passed", "passed", "passed", "action", "passed", "passed", "passed"])
+        #expect(!barrier.isBroken && barrier.nWaiting == 0)
+    }
+
+    @Test func aTimeoutAbortOrMissingActionBreaksTheBarrierUntilReset() throws {
+        let barrier = try ProcessBarrier(parties: 2)
+        #expect(throws: BrokenBarrierError.self) { try barrier.wait(timeout: 0.02) }
+        #expect(barrier.isBroken)
+        #expect(throws: BrokenBarrierError.self) { try barrier.wait() }
+        barrier.reset()
+        #expect(!barrier.isBroken)
+        barrier.abort()
+        #expect(throws: BrokenBarrierError.self) { try roundTrip(barrier).wait() }
+        barrier.reset()
+
+        // The last party's process has no such action: it gets a clear error, the others
+        // a broken barrier.
+        let unknown = try ProcessBarrier(parties: 1, action: "nobody-registered-this")
+        expectErrorAny(.unknownEntryPoint) { _ = try unknown.wait() }
+        #expect(unknown.isBroken)
+        #expect(throws: MemoryMapError.self) { try ProcessBarrier(parties: 0) }
     }
 }
 
@@ -244,6 +321,61 @@ func onAnotherThread<Result: Sendable>(_ body: @escaping @Sendable () throws -> 
         #expect(throws: (any Error).self) { _ = try queue.get(String.self) }
     }
 
+    /// Python 3.13's queue shutdown (test_queue's shutdown tests), across processes: the
+    /// flag lives in the shared memory, so a proxy opened by name sees it.
+    @Test func shutdownRefusesPutsThenGetsOnceEmptyAndWakesBlockedCalls() throws {
+        let queue = try SharedMemoryQueue(capacity: 2, maxMessageSize: 16)
+        let elsewhere = try roundTrip(queue)
+        try queue.put("a")
+        #expect(!elsewhere.isShutDown)
+        try elsewhere.shutdown()
+        #expect(queue.isShutDown)
+        expectError(.shutDown) { try queue.put("b") }
+        #expect(try queue.get(String.self) == "a", "what was queued can still be taken")
+        expectError(.shutDown) { _ = try queue.getBytes() }
+        expectError(.shutDown) { _ = try queue.getBytes(block: false) }
+
+        // A get blocked on an empty queue, and a put blocked on a full one, wake with shutDown.
+        let empty = try SharedMemoryQueue(capacity: 1, maxMessageSize: 8)
+        let full = try SharedMemoryQueue(capacity: 1, maxMessageSize: 8)
+        try full.put(bytes: [1])
+        let outcomes = Outcomes()
+        let getter = Threading.Thread {
+            do { _ = try empty.getBytes(timeout: 20) } catch let error as MemoryMapError { outcomes.append("get \(error.code)") }
+        }
+        let putter = Threading.Thread {
+            do { try full.put(bytes: [2], timeout: 20) } catch let error as MemoryMapError { outcomes.append("put \(error.code)") }
+        }
+        try getter.start()
+        try putter.start()
+        Threading.Thread.sleep(0.05)
+        try empty.shutdown()
+        try full.shutdown()
+        #expect(try getter.join(timeout: 20) && putter.join(timeout: 20))
+        #expect(Set(outcomes.values) == ["get shutDown", "put shutDown"])
+    }
+
+    @Test func immediateShutdownDropsTheQueueAndReleasesJoin() throws {
+        let queue = try SharedMemoryQueue(capacity: 4, maxMessageSize: 8)
+        try queue.put(bytes: [1])
+        try queue.put(bytes: [2])
+        #expect(!queue.join(timeout: 0.01))
+        try queue.shutdown(immediate: true)
+        #expect(queue.qsize == 0)
+        #expect(queue.join(timeout: 1), "the dropped messages count as done")
+        expectError(.shutDown) { _ = try queue.getBytes() }
+    }
+
+    @Test func closeEndsThisProcessesUseOnly() throws {
+        let queue = try SharedMemoryQueue(capacity: 2, maxMessageSize: 8)
+        let elsewhere = try roundTrip(queue)
+        queue.close()
+        expectError(.closed) { try queue.put(bytes: [1]) }
+        expectError(.closed) { _ = try queue.getBytes(block: false) }
+        try elsewhere.put(bytes: [1])
+        #expect(try elsewhere.getBytes() == [1])
+    }
+
     @Test func manyThreadsThroughOneQueueDeliverEachMessageOnce() throws {
         let queue = try SharedMemoryQueue(capacity: 8, maxMessageSize: 8)
         let opened = try roundTrip(queue)
@@ -266,4 +398,12 @@ func onAnotherThread<Result: Sendable>(_ body: @escaping @Sendable () throws -> 
 
 func expectErrorAny(_ code: MemoryMapError.Code, _ body: () throws -> Void, sourceLocation: SourceLocation = #_sourceLocation) {
     expectError(code, body, sourceLocation: sourceLocation)
+}
+
+/// Lines recorded from several threads.
+final class Outcomes: @unchecked Sendable {
+    private let lock = Threading.Lock()
+    private var lines: [String] = []
+    func append(_ line: String) { lock.withLock { lines.append(line) } }
+    var values: [String] { lock.withLock { lines } }
 }

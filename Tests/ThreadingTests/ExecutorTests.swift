@@ -9,8 +9,9 @@ struct Failure: Error, Equatable { let code: Int }
         #expect(!future.isDone && !future.isRunning && !future.isCancelled)
         #expect(throws: TimeoutError.self) { try future.result(timeout: 0.01) }
         #expect(throws: TimeoutError.self) { try future.exception(timeout: 0) }
-        #expect(future.setRunningOrNotifyCancel())
+        #expect(try future.setRunningOrNotifyCancel())
         #expect(future.isRunning)
+        #expect(throws: ThreadingError.self) { try future.setRunningOrNotifyCancel() }  // only once
         #expect(!future.cancel())  // running calls cannot be cancelled
         try future.setResult(5)
         #expect(future.isDone && !future.isRunning)
@@ -33,9 +34,39 @@ struct Failure: Error, Equatable { let code: Int }
         #expect(future.cancel())
         #expect(future.cancel())  // again: still cancelled
         #expect(future.isCancelled && future.isDone)
-        #expect(!future.setRunningOrNotifyCancel())
+        #expect(try !future.setRunningOrNotifyCancel())
         #expect(throws: CancelledError.self) { try future.result() }
         #expect(throws: CancelledError.self) { try future.exception() }
+        // CPython's test_concurrent_futures: a second notification is a RuntimeError.
+        #expect(throws: ThreadingError.self) { try future.setRunningOrNotifyCancel() }
+        #expect(throws: ThreadingError.self) { try Future<Int>.finished(1).setRunningOrNotifyCancel() }
+    }
+
+    /// Python has two cancelled states: `wait` and `as_completed` count a cancelled future
+    /// done only once an executor has acknowledged it (CANCELLED_AND_NOTIFIED).
+    @Test func aCancelledFutureCountsForWaitOnlyOnceNotified() throws {
+        let cancelled = Future<Int>()
+        #expect(cancelled.cancel())
+        #expect(cancelled.isDone, "done() is true for both cancelled states")
+        var outcome = wait([cancelled], timeout: 0.02)
+        #expect(outcome.done.isEmpty && outcome.notDone == [cancelled])
+        var completed = asCompleted([cancelled], timeout: 0.02)
+        #expect(throws: TimeoutError("1 (of 1) futures unfinished")) { try completed.next() }
+        #expect(try !cancelled.setRunningOrNotifyCancel())
+        outcome = wait([cancelled], timeout: 0.02)
+        #expect(outcome.done == [cancelled] && outcome.notDone.isEmpty)
+        completed = asCompleted([cancelled], timeout: 0.02)
+        #expect(try completed.next() === cancelled)
+    }
+
+    @Test func aWaitOnACancelledFutureWakesWhenItsExecutorNotifies() throws {
+        let cancelled = Future<Int>()
+        cancelled.cancel()
+        let notifier = Thread { Thread.sleep(0.02); _ = try? cancelled.setRunningOrNotifyCancel() }
+        try notifier.start()
+        let outcome = wait([cancelled], timeout: 10)
+        #expect(outcome.done == [cancelled])
+        try notifier.join(timeout: 10)
     }
 
     @Test func doneCallbacksRunOnceWhenDoneOrImmediately() throws {
@@ -223,9 +254,11 @@ struct Failure: Error, Equatable { let code: Int }
     @Test func asCompletedTimesOut() throws {
         let done = Future<Int>(), pending = Future<Int>()
         try done.setResult(1)
-        var completed = asCompleted([done, pending], timeout: 0.03)
+        let running = Future<Int>(), queued = Future<Int>()
+        var completed = asCompleted([done, pending, running, queued], timeout: 0.03)
         #expect(try completed.next() === done)
-        #expect(throws: TimeoutError.self) { try completed.next() }
+        // The message CPython's test_concurrent_futures checks.
+        #expect(throws: TimeoutError("3 (of 4) futures unfinished")) { try completed.next() }
     }
 
     @Test func asCompletedWithAnExecutorAsInTheChapter() throws {
@@ -273,5 +306,13 @@ struct Failure: Error, Equatable { let code: Int }
         try x.setResult(1)
         try y.setResult(2)
         #expect(wait([x, y], returnWhen: .firstException).done == [x, y])
+    }
+}
+
+extension Future where Value == Int {
+    static func finished(_ value: Int) throws -> Future<Int> {
+        let future = Future<Int>()
+        try future.setResult(value)
+        return future
     }
 }

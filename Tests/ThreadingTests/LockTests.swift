@@ -28,12 +28,53 @@ import Testing
         let lock = Lock()
         lock.acquire()
         let result = Recorder<Bool>()
-        try joinAll([try spawn { result.append(lock.acquire(timeout: 0.05)) }])
+        try joinAll([try spawn { result.append((try? lock.acquire(timeout: 0.05)) ?? true) }])
         #expect(result.values == [false])
-        // Zero and negative timeouts only try once.
-        #expect(!lock.acquire(timeout: 0))
-        #expect(!lock.acquire(timeout: -1))
+        // A zero timeout only tries once.
+        #expect(try !lock.acquire(timeout: 0))
         try lock.release()
+    }
+
+    /// CPython's lock_tests `test_timeout`, for every local lock and semaphore.
+    @Test func timeoutsAreCheckedAsPythonChecksThem() throws {
+        let acquirers: [(String, (Bool, Double?) throws(ThreadingError) -> Bool, () throws -> Void)] = {
+            let lock = Lock()
+            let rlock = RLock()
+            let semaphore = try! Semaphore(1)
+            let bounded = try! BoundedSemaphore(1)
+            return [
+                ("Lock", { (b, t) throws(ThreadingError) in try lock.acquire(blocking: b, timeout: t) }, { try lock.release() }),
+                ("RLock", { (b, t) throws(ThreadingError) in try rlock.acquire(blocking: b, timeout: t) }, { try rlock.release() }),
+                ("Semaphore", { (b, t) throws(ThreadingError) in try semaphore.acquire(blocking: b, timeout: t) }, { try semaphore.release() }),
+                ("BoundedSemaphore", { (b, t) throws(ThreadingError) in try bounded.acquire(blocking: b, timeout: t) }, { try bounded.release() }),
+            ]
+        }()
+        for (name, acquire, release) in acquirers {
+            for (blocking, timeout, expected) in [
+                (false, 1.0, ThreadingError.Code.invalidArgument), (false, 0, .invalidArgument), (true, -100, .invalidArgument),
+                (true, -.infinity, .invalidArgument), (true, .nan, .invalidArgument), (true, 1e100, .overflow),
+                (true, Thread.timeoutMax + 1e6, .overflow),
+            ] {
+                let refused: ThreadingError.Code?
+                do {
+                    _ = try acquire(blocking, timeout)
+                    refused = nil
+                } catch {
+                    refused = error.code
+                }
+                #expect(refused == expected, "\(name) acquire(blocking: \(blocking), timeout: \(timeout))")
+            }
+            // Accepted: Thread.timeoutMax itself, -1 (forever, as Python's default), and a
+            // non-blocking try without a timeout.
+            #expect(try acquire(true, Thread.timeoutMax), "\(name)")
+            try release()
+            #expect(try acquire(true, -1), "\(name)")
+            try release()
+            #expect(try acquire(false, nil), "\(name)")
+            try release()
+            #expect(try acquire(false, -1), "\(name)")
+            try release()
+        }
     }
 
     @Test func anotherThreadMayReleaseALock() throws {
@@ -105,7 +146,7 @@ import Testing
             } catch let error as ThreadingError {
                 outcome.append("\(error.code)")
             }
-            outcome.append(lock.acquire(timeout: 0.05) ? "acquired" : "timed out")
+            outcome.append((try? lock.acquire(timeout: 0.05)) == true ? "acquired" : "timed out")
         }])
         #expect(outcome.values == ["notOwner", "timed out"])
         try lock.release()

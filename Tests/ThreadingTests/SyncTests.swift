@@ -69,7 +69,7 @@ import Testing
         #expect(semaphore.acquire())
         #expect(semaphore.acquire(blocking: false))
         #expect(!semaphore.acquire(blocking: false))
-        #expect(!semaphore.acquire(timeout: 0.02))
+        #expect(try !semaphore.acquire(timeout: 0.02))
         try semaphore.release()
         #expect(semaphore.available == 1)
         try semaphore.release(3)
@@ -84,7 +84,7 @@ import Testing
     @Test func releaseWakesBlockedAcquirer() throws {
         let semaphore = try Semaphore(0)
         let got = Event()
-        let thread = try spawn { if semaphore.acquire(timeout: patience) { got.set() } }
+        let thread = try spawn { if (try? semaphore.acquire(timeout: patience)) == true { got.set() } }
         #expect(!got.wait(timeout: 0.03))
         try semaphore.release()
         #expect(got.wait(timeout: patience))
@@ -222,5 +222,39 @@ import Testing
 
     @Test func zeroPartiesIsAnError() {
         #expect(throws: ThreadingError.self) { try Barrier(parties: 0) }
+    }
+}
+
+/// Descriptions show state as Python's reprs do.
+@Suite struct DescriptionTests {
+    @Test func eventSemaphoreConditionAndBarrierShowTheirState() throws {
+        let event = Event()
+        #expect(event.description.hasPrefix("<Event at 0x") && event.description.hasSuffix(": unset>"))
+        event.set()
+        #expect(event.description.hasSuffix(": set>"))
+
+        let semaphore = try Semaphore(2)
+        semaphore.acquire()
+        #expect(semaphore.description.hasPrefix("<Semaphore at 0x") && semaphore.description.hasSuffix(": value=1>"))
+        let bounded = try BoundedSemaphore(3)
+        bounded.acquire()
+        #expect(bounded.description.hasPrefix("<BoundedSemaphore at 0x") && bounded.description.hasSuffix(": value=2/3>"))
+
+        let condition = Condition(lock: Lock())
+        #expect(condition.description == "<Condition(<unlocked Lock>, 0)>")
+
+        let barrier = try Barrier(parties: 3)
+        #expect(barrier.description.hasSuffix(": waiters=0/3>"))
+        let waiter = Thread { _ = try? barrier.wait(timeout: 10) }
+        try waiter.start()
+        var spins = 0
+        while barrier.nWaiting == 0, spins < 1000 {
+            Thread.sleep(0.005)
+            spins += 1
+        }
+        #expect(barrier.description.hasSuffix(": waiters=1/3>"))
+        barrier.abort()
+        #expect(barrier.description.hasSuffix(": broken>"))
+        try waiter.join(timeout: 10)
     }
 }

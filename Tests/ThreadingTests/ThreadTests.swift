@@ -97,6 +97,38 @@ import Testing
         #expect(name.hasPrefix("Dummy-") || name == "MainThread")
     }
 
+    @Test func joiningAStandInIsAnErrorNotAWaitForever() async throws {
+        // Swift concurrency's pool threads were not started by Colony.
+        let code: ThreadingError.Code? = await Task.detached {
+            let standIn = Thread.current
+            guard standIn !== Thread.main else { return .joinDummyThread }  // the test ran on the main thread: nothing to check
+            do {
+                _ = try Thread.main.join(timeout: 0)  // the main thread may be joined from anywhere
+            } catch {
+                return nil
+            }
+            let joiner = Recorder<ThreadingError.Code?>()
+            let thread = Thread {
+                do {
+                    _ = try standIn.join(timeout: 5)
+                    joiner.append(nil)
+                } catch let error as ThreadingError {
+                    joiner.append(error.code)
+                }
+            }
+            try? thread.start()
+            _ = try? thread.join(timeout: 10)
+            return joiner.values.first ?? nil
+        }.value
+        #expect(code == .joinDummyThread)
+    }
+
+    @Test func anEmptyNameGetsTheDefaultName() throws {
+        let thread = Thread(name: "") {}
+        #expect(thread.name.hasPrefix("Thread-"))
+        #expect(Int(thread.name.dropFirst("Thread-".count)) != nil)
+    }
+
     @Test func daemonFlagIsInheritedAndSettableBeforeStart() throws {
         let thread = Thread {}
         #expect(!thread.isDaemon)  // created by a non-daemon thread
