@@ -1,3 +1,4 @@
+import Dispatch
 import ColonyWire
 import Threading
 
@@ -290,46 +291,20 @@ public struct EventProxy: Proxy, Codable {
 }
 
 /// A shared Barrier (Python `manager.Barrier(parties, action, timeout)`). The last party to
-/// arrive gets index 0 and, if this proxy has an action, runs it here before any party goes
-/// on; an action that throws breaks the barrier and its error reaches that caller.
+/// arrive gets index 0. A barrier's action runs in the client that created it, whichever
+/// client completes the round, before any party goes on; if it throws, or that client is
+/// gone, the parties get `BrokenBarrierError` (a `RemoteError` `.brokenBarrier` saying why).
 public struct BarrierProxy: Proxy, Codable {
     let handle: ProxyHandle
-    let action: (@Sendable () throws -> Void)?
     public var reference: ObjectRef { handle.reference }
     public func encode(to encoder: any Encoder) throws { try encodeProxy(handle, to: encoder) }
 
     /// Python `b.wait(timeout)`: this party's index; `BrokenBarrierError` if the barrier is
-    /// or becomes broken (reset, abort, a timeout, a party that died).
+    /// or becomes broken (reset, abort, a timeout, a party that died, a failed action).
     @discardableResult
-    public func wait(timeout: Double? = nil) async throws -> Int {
-        let arrival = try await handle.wait(BarrierCall.wait(timeout: timeout))
-        if arrival.runAction { try await runAction { try await handle.run(BarrierCall.actionDone(succeeded: $0)) } }
-        return arrival.index
-    }
+    public func wait(timeout: Double? = nil) async throws -> Int { try await handle.wait(BarrierCall.wait(timeout: timeout)) }
     @discardableResult
-    public func wait(timeout: Double? = nil) throws -> Int {
-        let arrival = try handle.runBlocking(BarrierCall.wait(timeout: timeout))
-        if arrival.runAction {
-            do {
-                try action?()
-            } catch {
-                try handle.runBlocking(BarrierCall.actionDone(succeeded: false))
-                throw error
-            }
-            try handle.runBlocking(BarrierCall.actionDone(succeeded: true))
-        }
-        return arrival.index
-    }
-
-    private func runAction(report: (Bool) async throws -> Void) async throws {
-        do {
-            try action?()
-        } catch {
-            try await report(false)
-            throw error
-        }
-        try await report(true)
-    }
+    public func wait(timeout: Double? = nil) throws -> Int { try handle.runBlocking(BarrierCall.wait(timeout: timeout)) }
 
     /// Python `b.reset()`.
     public func reset() async throws { try await handle.run(BarrierCall.reset()) }
@@ -403,12 +378,15 @@ extension Manager {
     public func event(_ name: String? = nil) async throws -> EventProxy { EventProxy(handle: try await make(.event, name, .null)) }
 
     /// Python `manager.Barrier(parties, action, timeout)`. `timeout` is the default for
-    /// `wait`; `action` runs on the client of the party that gets index 0.
+    /// `wait`. `action` runs here, in this client, once per round before any party (in any
+    /// process) goes on, for as long as this connection lasts.
     public func barrier(
         _ name: String? = nil, parties: Int, timeout: Double? = nil, action: (@Sendable () throws -> Void)? = nil
     ) async throws -> BarrierProxy {
         let options: WireValue = ["parties": .integer(parties), "timeout": timeout.map(WireValue.double) ?? .null, "action": .bool(action != nil)]
-        return BarrierProxy(handle: try await make(.barrier, name, options), action: action)
+        let handle = try await make(.barrier, name, options)
+        if let action { BarrierProxy.awaitRound(action, for: handle) }  // asked before this returns: the manager knows who runs it
+        return BarrierProxy(handle: handle)
     }
 
     /// A live queue proxy for a received reference (a queue put on a queue, stored in a dict...).
@@ -540,10 +518,23 @@ extension EventProxy {
 }
 
 extension BarrierProxy {
-    /// A received barrier has no action of its own; if its party completes a barrier
-    /// created with one, it reports the action as done.
-    public init(from decoder: any Decoder) throws {
-        handle = try decodeHandle(decoder, accepting: [.barrier])
-        action = nil
+    public init(from decoder: any Decoder) throws { handle = try decodeHandle(decoder, accepting: [.barrier]) }
+
+    /// The creator's side of the action: asks the manager to say when a round fills, then
+    /// runs the action (off the event loop: it may call the manager) and reports, and asks
+    /// again; until the connection or the barrier is gone.
+    static func awaitRound(_ action: @escaping @Sendable () throws -> Void, for handle: ProxyHandle) {
+        let connection = handle.manager.connection
+        connection.send(BarrierCall.awaitAction().request(object: handle.reference.id)) { answer in
+            guard case .success = answer else { return }
+            DispatchQueue.global().async {
+                var failure: String?
+                do { try action() } catch { failure = "\(error)" }
+                connection.send(BarrierCall.actionDone(failure: failure).request(object: handle.reference.id)) { answer in
+                    if case .success = answer { awaitRound(action, for: handle) }
+                }
+            }
+        }
     }
 }
+

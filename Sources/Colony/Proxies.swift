@@ -1,4 +1,5 @@
 import ColonyWire
+import Threading
 
 // Every proxy method exists twice with the same name: `async` for Swift concurrency, and
 // blocking for plain threads (Swift picks the async one inside async code). Both send the
@@ -175,26 +176,45 @@ public struct ListProxy<Element: Codable & Sendable>: Proxy, Codable {
     public func clear() throws { try handle.runBlocking(ListCall.clear()) }
 }
 
-/// A shared Namespace (Python `manager.Namespace()` proxy): attributes by name.
+/// A shared Namespace (Python `manager.Namespace()` proxy): attributes by name. As in
+/// Python, attributes whose names start with `_` belong to this proxy (and its copies) and
+/// never reach the manager; a proxy made from a reference elsewhere starts without them.
 public struct NamespaceProxy: Proxy, Codable {
     let handle: ProxyHandle
+    private let local = LocalAttributes()
     public var reference: ObjectRef { handle.reference }
     public func encode(to encoder: any Encoder) throws { try encodeProxy(handle, to: encoder) }
 
+    init(handle: ProxyHandle) { self.handle = handle }
+
     /// Python `ns.name`; AttributeError when absent.
     public func get<T: Decodable>(_ name: String, as type: T.Type = T.self) async throws -> T {
-        try handle.decode(T.self, try await handle.run(NamespaceCall.getAttribute(name)))
+        if LocalAttributes.isLocal(name) { return try handle.decode(T.self, try local.get(name)) }
+        return try handle.decode(T.self, try await handle.run(NamespaceCall.getAttribute(name)))
     }
     public func get<T: Decodable>(_ name: String, as type: T.Type = T.self) throws -> T {
-        try handle.decode(T.self, try handle.runBlocking(NamespaceCall.getAttribute(name)))
+        if LocalAttributes.isLocal(name) { return try handle.decode(T.self, try local.get(name)) }
+        return try handle.decode(T.self, try handle.runBlocking(NamespaceCall.getAttribute(name)))
     }
     /// Python `ns.name = value`.
-    public func set<T: Encodable>(_ name: String, _ value: T) async throws { try await handle.run(NamespaceCall.setAttribute(name, wire(value))) }
-    public func set<T: Encodable>(_ name: String, _ value: T) throws { try handle.runBlocking(NamespaceCall.setAttribute(name, wire(value))) }
+    public func set<T: Encodable>(_ name: String, _ value: T) async throws {
+        if LocalAttributes.isLocal(name) { return local.set(name, try wire(value)) }
+        try await handle.run(NamespaceCall.setAttribute(name, wire(value)))
+    }
+    public func set<T: Encodable>(_ name: String, _ value: T) throws {
+        if LocalAttributes.isLocal(name) { return local.set(name, try wire(value)) }
+        try handle.runBlocking(NamespaceCall.setAttribute(name, wire(value)))
+    }
     /// Python `del ns.name`.
-    public func delete(_ name: String) async throws { try await handle.run(NamespaceCall.deleteAttribute(name)) }
-    public func delete(_ name: String) throws { try handle.runBlocking(NamespaceCall.deleteAttribute(name)) }
-    /// Python `vars(ns)`: names and raw values.
+    public func delete(_ name: String) async throws {
+        if LocalAttributes.isLocal(name) { return try local.delete(name) }
+        try await handle.run(NamespaceCall.deleteAttribute(name))
+    }
+    public func delete(_ name: String) throws {
+        if LocalAttributes.isLocal(name) { return try local.delete(name) }
+        try handle.runBlocking(NamespaceCall.deleteAttribute(name))
+    }
+    /// Python `vars(ns)`: the shared names and raw values (not this proxy's `_` ones).
     public func attributes() async throws -> [String: WireValue] { NamespaceProxy.table(try await handle.run(NamespaceCall.attributes())) }
     public func attributes() throws -> [String: WireValue] { NamespaceProxy.table(try handle.runBlocking(NamespaceCall.attributes())) }
 
@@ -265,4 +285,220 @@ public struct ArrayProxy<Element: Codable & Sendable>: Proxy, Codable {
     public func increment(_ index: Int, by delta: Element) throws -> Element {
         try handle.decode(Element.self, try handle.runBlocking(ArrayCall.increment(index, by: wire(delta))))
     }
+}
+
+/// A Namespace proxy's own attributes (names starting with `_`), shared by its copies.
+final class LocalAttributes: @unchecked Sendable {
+    private let lock = Threading.Lock()
+    private var values: [String: WireValue] = [:]
+
+    static func isLocal(_ name: String) -> Bool { name.hasPrefix("_") }
+
+    func get(_ name: String) throws(RemoteError) -> WireValue {
+        guard let value = lock.withLock({ values[name] }) else {
+            throw RemoteError(.attributeError, "'NamespaceProxy' object has no attribute '\(name)' (names starting with _ stay in the proxy)")
+        }
+        return value
+    }
+
+    func set(_ name: String, _ value: WireValue) { lock.withLock { values[name] = value } }
+
+    func delete(_ name: String) throws(RemoteError) {
+        guard lock.withLock({ values.removeValue(forKey: name) }) != nil else {
+            throw RemoteError(.attributeError, "'NamespaceProxy' object has no attribute '\(name)'")
+        }
+    }
+}
+
+// MARK: - set, and the operators of dict and list proxies
+
+/// A shared set (Python 3.14 `manager.set()` proxy). Members are any `Codable & Hashable`
+/// type; they compare as Python's do on the manager (1 and 1.0 are one member). Operators
+/// that make a new set (`|`, `&`, `-`, `^`) run on the manager and return a local `Set`; the
+/// assigning ones (`|=`, `&=`, `-=`, `^=`) change the shared set.
+public struct SetProxy<Element: Codable & Hashable & Sendable>: Proxy, Codable, AsyncSequence {
+    let handle: ProxyHandle
+    public var reference: ObjectRef { handle.reference }
+    public func encode(to encoder: any Encoder) throws { try encodeProxy(handle, to: encoder) }
+
+    /// Python `s.add(x)`.
+    public func add(_ member: Element) async throws { try await handle.run(SetCall.add(wire(member))) }
+    public func add(_ member: Element) throws { try handle.runBlocking(SetCall.add(wire(member))) }
+    /// Python `s.discard(x)`.
+    public func discard(_ member: Element) async throws { try await handle.run(SetCall.discard(wire(member))) }
+    public func discard(_ member: Element) throws { try handle.runBlocking(SetCall.discard(wire(member))) }
+    /// Python `s.remove(x)`; KeyError when absent.
+    public func remove(_ member: Element) async throws { try await handle.run(SetCall.remove(wire(member))) }
+    public func remove(_ member: Element) throws { try handle.runBlocking(SetCall.remove(wire(member))) }
+    /// Python `s.pop()`; KeyError when empty.
+    public func pop() async throws -> Element { try handle.decode(Element.self, try await handle.run(SetCall.pop())) }
+    public func pop() throws -> Element { try handle.decode(Element.self, try handle.runBlocking(SetCall.pop())) }
+    /// Python `x in s`.
+    public func contains(_ member: Element) async throws -> Bool { try await handle.run(SetCall.contains(wire(member))) }
+    public func contains(_ member: Element) throws -> Bool { try handle.runBlocking(SetCall.contains(wire(member))) }
+    /// Python `len(s)`.
+    public func count() async throws -> Int { try await handle.run(SetCall.len()) }
+    public func count() throws -> Int { try handle.runBlocking(SetCall.len()) }
+    /// Python `s.copy()` (or `set(s)`): a local copy.
+    public func copy() async throws -> Set<Element> { try members(try await handle.run(SetCall.copy())) }
+    public func copy() throws -> Set<Element> { try members(try handle.runBlocking(SetCall.copy())) }
+    /// Python `s.clear()`.
+    public func clear() async throws { try await handle.run(SetCall.clear()) }
+    public func clear() throws { try handle.runBlocking(SetCall.clear()) }
+
+    /// Python `s.update(other)`, `s.difference_update(other)`, ...: changes the shared set.
+    public func formUnion(_ other: some Sequence<Element>) async throws { try await handle.run(SetCall.change(.union, wireAll(other))) }
+    public func formUnion(_ other: some Sequence<Element>) throws { try handle.runBlocking(SetCall.change(.union, wireAll(other))) }
+    public func formIntersection(_ other: some Sequence<Element>) async throws { try await handle.run(SetCall.change(.intersection, wireAll(other))) }
+    public func formIntersection(_ other: some Sequence<Element>) throws { try handle.runBlocking(SetCall.change(.intersection, wireAll(other))) }
+    public func subtract(_ other: some Sequence<Element>) async throws { try await handle.run(SetCall.change(.difference, wireAll(other))) }
+    public func subtract(_ other: some Sequence<Element>) throws { try handle.runBlocking(SetCall.change(.difference, wireAll(other))) }
+    public func formSymmetricDifference(_ other: some Sequence<Element>) async throws {
+        try await handle.run(SetCall.change(.symmetricDifference, wireAll(other)))
+    }
+    public func formSymmetricDifference(_ other: some Sequence<Element>) throws {
+        try handle.runBlocking(SetCall.change(.symmetricDifference, wireAll(other)))
+    }
+
+    /// Python `s.union(other)`, `s.intersection(other)`, ...: a new local set, made on the manager.
+    public func combined(_ operation: SetOperation, with other: some Sequence<Element>) async throws -> Set<Element> {
+        try members(try await handle.run(SetCall.combine(operation, wireAll(other))))
+    }
+    public func combined(_ operation: SetOperation, with other: some Sequence<Element>) throws -> Set<Element> {
+        try members(try handle.runBlocking(SetCall.combine(operation, wireAll(other))))
+    }
+    /// Python `s.issubset(other)`, `s.issuperset(other)`, `s.isdisjoint(other)`.
+    public func isRelated(_ relation: SetRelation, to other: some Sequence<Element>) async throws -> Bool {
+        try await handle.run(SetCall.compare(relation, wireAll(other)))
+    }
+    public func isRelated(_ relation: SetRelation, to other: some Sequence<Element>) throws -> Bool {
+        try handle.runBlocking(SetCall.compare(relation, wireAll(other)))
+    }
+
+    public static func | (set: SetProxy, other: Set<Element>) async throws -> Set<Element> { try await set.combined(.union, with: other) }
+    public static func | (set: SetProxy, other: Set<Element>) throws -> Set<Element> { try set.combined(.union, with: other) }
+    public static func & (set: SetProxy, other: Set<Element>) async throws -> Set<Element> { try await set.combined(.intersection, with: other) }
+    public static func & (set: SetProxy, other: Set<Element>) throws -> Set<Element> { try set.combined(.intersection, with: other) }
+    public static func - (set: SetProxy, other: Set<Element>) async throws -> Set<Element> { try await set.combined(.difference, with: other) }
+    public static func - (set: SetProxy, other: Set<Element>) throws -> Set<Element> { try set.combined(.difference, with: other) }
+    public static func ^ (set: SetProxy, other: Set<Element>) async throws -> Set<Element> {
+        try await set.combined(.symmetricDifference, with: other)
+    }
+    public static func ^ (set: SetProxy, other: Set<Element>) throws -> Set<Element> { try set.combined(.symmetricDifference, with: other) }
+    public static func |= (set: SetProxy, other: Set<Element>) async throws { try await set.formUnion(other) }
+    public static func |= (set: SetProxy, other: Set<Element>) throws { try set.formUnion(other) }
+    public static func &= (set: SetProxy, other: Set<Element>) async throws { try await set.formIntersection(other) }
+    public static func &= (set: SetProxy, other: Set<Element>) throws { try set.formIntersection(other) }
+    public static func -= (set: SetProxy, other: Set<Element>) async throws { try await set.subtract(other) }
+    public static func -= (set: SetProxy, other: Set<Element>) throws { try set.subtract(other) }
+    public static func ^= (set: SetProxy, other: Set<Element>) async throws { try await set.formSymmetricDifference(other) }
+    public static func ^= (set: SetProxy, other: Set<Element>) throws { try set.formSymmetricDifference(other) }
+
+    private func wireAll(_ members: some Sequence<Element>) throws -> [WireValue] { try members.map { try wire($0) } }
+    private func members(_ values: [WireValue]) throws -> Set<Element> { Set(try values.map { try handle.decode(Element.self, $0) }) }
+
+    /// `for try await member in set`: the members, fetched a page at a time (Python `iter(s)`).
+    public func makeAsyncIterator() -> PagedIterator<Element> {
+        PagedIterator { cursor in
+            let page = try await handle.run(SetCall.page(cursor: cursor, count: PagedIterator<Element>.pageSize))
+            return (try page.members.map { try handle.decode(Element.self, $0) }, page.cursor)
+        }
+    }
+}
+
+extension SetProxy {
+    public init(from decoder: any Decoder) throws { handle = try decodeHandle(decoder, accepting: [.set]) }
+}
+
+/// Iterates a shared container a page at a time: each page is one call to the manager.
+/// Changes made meanwhile may or may not be seen, as with Python's proxies; a dict that is
+/// cleared during iteration ends it with a ValueError, as Python's "changed size" does.
+public struct PagedIterator<Element: Sendable>: AsyncIteratorProtocol {
+    static var pageSize: Int { 1000 }
+    /// Fetches the page at a cursor (nil: the first): its elements and the next cursor.
+    let fetch: @Sendable (UInt64?) async throws -> ([Element], UInt64?)
+    private var buffered: [Element] = []
+    private var position = 0
+    private var cursor: UInt64?
+    private var finished = false
+
+    init(fetch: @escaping @Sendable (UInt64?) async throws -> ([Element], UInt64?)) { self.fetch = fetch }
+
+    public mutating func next() async throws -> Element? {
+        while position == buffered.count {
+            guard !finished else { return nil }
+            (buffered, cursor) = try await fetch(cursor)
+            position = 0
+            finished = cursor == nil
+        }
+        defer { position += 1 }
+        return buffered[position]
+    }
+}
+
+extension ListProxy: AsyncSequence {
+    /// `for try await value in list`: the values, fetched a page (a slice) at a time.
+    public func makeAsyncIterator() -> PagedIterator<Element> {
+        PagedIterator { cursor in
+            let start = Int(cursor ?? 0)
+            let size = PagedIterator<Element>.pageSize
+            let page = try await handle.run(ListCall.getSlice(start, start + size)).map { try handle.decode(Element.self, $0) }
+            return (page, page.count < size ? nil : UInt64(start + size))
+        }
+    }
+
+    /// Python `l + other`: a new local list, made on the manager.
+    public static func + (list: ListProxy, other: [Element]) async throws -> [Element] {
+        try await list.handle.run(ListCall.add(other.map(wire))).map { try list.handle.decode(Element.self, $0) }
+    }
+    public static func + (list: ListProxy, other: [Element]) throws -> [Element] {
+        try list.handle.runBlocking(ListCall.add(other.map(wire))).map { try list.handle.decode(Element.self, $0) }
+    }
+    /// Python `l * n`: a new local list, made on the manager.
+    public static func * (list: ListProxy, times: Int) async throws -> [Element] {
+        try await list.handle.run(ListCall.multiply(times)).map { try list.handle.decode(Element.self, $0) }
+    }
+    public static func * (list: ListProxy, times: Int) throws -> [Element] {
+        try list.handle.runBlocking(ListCall.multiply(times)).map { try list.handle.decode(Element.self, $0) }
+    }
+    /// Python `l += other`: extends the shared list.
+    public static func += (list: ListProxy, other: [Element]) async throws { try await list.extend(other) }
+    public static func += (list: ListProxy, other: [Element]) throws { try list.extend(other) }
+    /// Python `l *= n`: repeats the shared list in place.
+    public static func *= (list: ListProxy, times: Int) async throws { try await list.handle.run(ListCall.multiplyInPlace(times)) }
+    public static func *= (list: ListProxy, times: Int) throws { try list.handle.runBlocking(ListCall.multiplyInPlace(times)) }
+}
+
+extension DictProxy: AsyncSequence {
+    public typealias Element = (Key, Value)
+
+    /// `for try await (key, value) in dict`: the entries, fetched a page at a time.
+    public func makeAsyncIterator() -> PagedIterator<(Key, Value)> {
+        PagedIterator { cursor in
+            let page = try await handle.run(DictCall.page(cursor: cursor, count: PagedIterator<(Key, Value)>.pageSize))
+            return (try page.items.map { (try handle.decode(Key.self, $0.key), try handle.decode(Value.self, $0.value)) }, page.cursor)
+        }
+    }
+
+    /// Python `d | other`: the merged entries as a new local dict, made on the manager.
+    public static func | (dict: DictProxy, other: [Key: Value]) async throws -> [Key: Value] {
+        try dict.dictionary(try await dict.handle.run(DictCall.or(DictProxy.wirePairs(other))))
+    }
+    public static func | (dict: DictProxy, other: [Key: Value]) throws -> [Key: Value] {
+        try dict.dictionary(try dict.handle.runBlocking(DictCall.or(DictProxy.wirePairs(other))))
+    }
+    /// Python `d |= other`: updates the shared dict.
+    public static func |= (dict: DictProxy, other: [Key: Value]) async throws { try await dict.update(other) }
+    public static func |= (dict: DictProxy, other: [Key: Value]) throws { try dict.update(other) }
+
+    /// Python `d.fromkeys(keys, value)`: a new local dict (the shared one is not changed).
+    public func fromKeys(_ keys: [Key], value: Value) async throws -> [Key: Value] {
+        try dictionary(try await handle.run(DictCall.fromKeys(keys.map(wire), value: wire(value))))
+    }
+    public func fromKeys(_ keys: [Key], value: Value) throws -> [Key: Value] {
+        try dictionary(try handle.runBlocking(DictCall.fromKeys(keys.map(wire), value: wire(value))))
+    }
+    /// Python `reversed(d)`: the keys, last inserted first.
+    public func reversedKeys() async throws -> [Key] { try await handle.run(DictCall.reversed()).map { try handle.decode(Key.self, $0) } }
+    public func reversedKeys() throws -> [Key] { try handle.runBlocking(DictCall.reversed()).map { try handle.decode(Key.self, $0) } }
 }

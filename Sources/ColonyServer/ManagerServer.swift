@@ -33,6 +33,9 @@ public struct ManagerConfiguration: Sendable {
     /// How long an event loop keeps polling its sessions after answering, before it sleeps
     /// (see `BusyPoller`); 0 turns it off.
     public var busyPollMicroseconds: Int = 200
+    /// Also listen on this Unix domain socket (SPEC 1): for peers on this host, mode 0600,
+    /// the authkey handshake without TLS (the file's mode is the channel's protection).
+    public var unixSocketPath: String?
     public var authFailureDelaySeconds: Double = 0.5
     public var logger = Logger(label: "colony.manager")
 
@@ -60,6 +63,7 @@ public final class ManagerServer: ManagerContext, @unchecked Sendable {
     private let lock = Lock()
     // Guarded by lock.
     private var serverChannel: (any Channel)?
+    private var unixChannel: (any Channel)?
     private var poolTicks: RepeatedTask?
     private var sessions: [UInt64: SessionRecord] = [:]
     private var counters: [String: UInt64] = [:]
@@ -99,9 +103,24 @@ public final class ManagerServer: ManagerContext, @unchecked Sendable {
             .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
             .childChannelOption(.maxMessagesPerRead, value: 16)
             .childChannelInitializer { [self] channel in
-                channel.eventLoop.makeCompletedFuture { try self.setUp(channel) }
+                channel.eventLoop.makeCompletedFuture { try self.setUp(channel, tls: true) }
             }
         let channel = try await bootstrap.bind(host: configuration.host, port: configuration.port).get()
+        if let path = configuration.unixSocketPath {
+            let local = try await ServerBootstrap(group: group)
+                .serverChannelOption(.backlog, value: 256)
+                .childChannelOption(.maxMessagesPerRead, value: 16)
+                .childChannelInitializer { [self] channel in
+                    channel.eventLoop.makeCompletedFuture { try self.setUp(channel, tls: false) }
+                }
+                .bind(unixDomainSocketPath: path, cleanupExistingSocketFile: true).get()
+            guard chmod(path, 0o600) == 0 else {
+                try? await local.close()
+                throw ManagerStartError("cannot make the Unix socket \(path) private (chmod 0600 failed, errno \(errno))")
+            }
+            lock.withLock { unixChannel = local }
+            configuration.logger.info("listening", metadata: ["address": "unix:\(path)"])
+        }
         // Pools lose workers whose heartbeats stopped; once a second is often enough for
         // deadlines of three intervals.
         let store = self.store
@@ -116,7 +135,7 @@ public final class ManagerServer: ManagerContext, @unchecked Sendable {
         return channel.localAddress!
     }
 
-    private func setUp(_ channel: any Channel) throws {
+    private func setUp(_ channel: any Channel, tls: Bool) throws {
         let admitted: Bool = lock.withLock {
             guard !isDraining, sessions.count < configuration.maxConnections else {
                 counters["connections_refused", default: 0] += 1
@@ -138,7 +157,7 @@ public final class ManagerServer: ManagerContext, @unchecked Sendable {
             self?.lock.withLock { _ = self?.sessions.removeValue(forKey: id) }
         }
         let operations = channel.pipeline.syncOperations
-        if let sslContext {
+        if tls, let sslContext {
             try operations.addHandler(NIOSSLServerHandler(context: sslContext))
         }
         try operations.addHandler(
@@ -162,14 +181,18 @@ public final class ManagerServer: ManagerContext, @unchecked Sendable {
     /// Stops accepting, says goodbye to every session, and waits (up to `gracePeriod`
     /// seconds) for them to close before closing the rest and stopping the event loops.
     public func shutdown(gracePeriod: Double = 5) async {
-        let (listener, open): ((any Channel)?, [SessionRecord]) = lock.withLock {
+        let (listener, open): ([any Channel], [SessionRecord]) = lock.withLock {
             isDraining = true
             poolTicks?.cancel()
             poolTicks = nil
-            defer { serverChannel = nil }
-            return (serverChannel, Array(sessions.values))
+            defer {
+                serverChannel = nil
+                unixChannel = nil
+            }
+            return ([serverChannel, unixChannel].compactMap { $0 }, Array(sessions.values))
         }
-        try? await listener?.close()
+        for channel in listener { try? await channel.close() }
+        if let path = configuration.unixSocketPath { unlink(path) }
         for record in open {
             // The session answers its parked calls with ShutDown, says goodbye and closes.
             record.channel.pipeline.fireUserInboundEventTriggered(ManagerShuttingDown())
@@ -260,6 +283,9 @@ final class ChannelOutlet: AnswerOutlet, WorkerOutlet, @unchecked Sendable {
     private let store: ObjectStore
     // Touched only on the event loop; nil once the channel is gone.
     fileprivate var target: (handler: SessionHandler, context: ChannelHandlerContext)?
+    private let queueLock = Threading.Lock()
+    /// Worker frames queued and not yet written, in order (guarded by queueLock).
+    private var queued: [(kind: FrameKind, requestID: UInt64, value: WireValue)] = []
 
     init(poller: BusyPoller, store: ObjectStore) {
         self.poller = poller
@@ -289,9 +315,19 @@ final class ChannelOutlet: AnswerOutlet, WorkerOutlet, @unchecked Sendable {
 extension ChannelOutlet {
     func send(kind: FrameKind, requestID: UInt64, value: WireValue) {
         // Always queued, never written inline: the pool calls this under its lock, and frames
-        // must leave in the order it decided them.
+        // must leave in the order it decided them. Frames queued before the event loop gets
+        // to them leave together: one task, one TLS record, one system call.
+        let first = queueLock.withLock {
+            queued.append((kind, requestID, value))
+            return queued.count == 1
+        }
+        guard first else { return }
         poller.execute { [self] in
-            if let target { target.handler.writeMessage(kind: kind, requestID: requestID, value: value, context: target.context) }
+            let frames = queueLock.withLock {
+                defer { queued.removeAll(keepingCapacity: true) }
+                return queued
+            }
+            if let target { target.handler.writeMessages(frames, context: target.context) }
         }
     }
 
@@ -358,9 +394,11 @@ final class SessionHandler: ChannelInboundHandler {
 
     /// A message from the pool to this worker: written with this read's answers when the
     /// handler is mid-read, at once otherwise.
-    func writeMessage(kind: FrameKind, requestID: UInt64, value: WireValue, context: ChannelHandlerContext) {
+    func writeMessages(_ messages: [(kind: FrameKind, requestID: UInt64, value: WireValue)], context: ChannelHandlerContext) {
         guard !closing else { return }
-        outbound.writeMessage(kind: kind, requestID: requestID, value: value, maxFrameBody: maxFrameBody)
+        for message in messages {
+            outbound.writeMessage(kind: message.kind, requestID: message.requestID, value: message.value, maxFrameBody: maxFrameBody)
+        }
         if !isBusy { flushIfNeeded(context: context) }
     }
 
@@ -518,4 +556,10 @@ final class SessionHandler: ChannelInboundHandler {
         }
         context.fireChannelInactive()
     }
+}
+
+/// The manager could not start listening as configured.
+public struct ManagerStartError: Error, CustomStringConvertible {
+    public let description: String
+    init(_ description: String) { self.description = description }
 }

@@ -197,7 +197,11 @@ public struct ManagerSession {
 
     private mutating func answer(_ message: Message) -> [SessionAction] {
         let outcome: Outcome
-        if parked.count >= maxInFlight {
+        if parked[message.requestID] != nil {
+            // Its answer would be taken for the parked one's: refused, and not run.
+            outcome = .answered(.failure(RemoteError(
+                .badRequest, "request id \(message.requestID) is still in flight (parked); a request id must be unique among a session's requests in flight")))
+        } else if parked.count >= maxInFlight {
             outcome = .answered(.failure(RemoteError(
                 .limitExceeded, "this session already has \(parked.count) requests waiting on the manager (max_in_flight); wait for some to finish")))
         } else {

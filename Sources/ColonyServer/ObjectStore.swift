@@ -59,6 +59,7 @@ public final class ObjectStore: @unchecked Sendable {
     }
 
     private func insert(type: ObjectType, name: String?, options: WireValue) throws(RemoteError) -> ObjectRef {
+        if options.mayContainReferences { try checkStorable(options) }
         guard objectCount.wrappingIncrementThenLoad(ordering: .relaxed) <= maxObjects else {
             objectCount.wrappingDecrement(ordering: .relaxed)
             throw RemoteError(.limitExceeded, "the manager holds its maximum of \(maxObjects) objects; release some first")
@@ -80,6 +81,41 @@ public final class ObjectStore: @unchecked Sendable {
     }
 
     /// The object with this id, if it exists.
+    /// How deeply a stored value may nest: the deepest answer wraps a stored value five
+    /// levels down (a `batch` holding a `page` of entries), and answers must stay within the
+    /// protocol's 64, so that everything stored can be read back through every method.
+    static let maxStoredNesting = 59
+
+    /// Refuses a value that nests deeper than `maxStoredNesting` (ValueError), or refers to
+    /// an object that does not exist (NoSuchObject) or calls it another type than it is
+    /// (WrongType): stored, it would reach whoever reads it as a proxy to the wrong thing.
+    func checkStorable(_ value: WireValue, level: Int = 0) throws(RemoteError) {
+        let isEmpty = value.arrayValue?.isEmpty ?? value.mapValue?.isEmpty ?? true
+        if !isEmpty, level >= ObjectStore.maxStoredNesting {
+            throw RemoteError(
+                .valueError,
+                "values a manager stores nest at most \(ObjectStore.maxStoredNesting) levels, so that every answer holding them stays within the protocol's 64; this one nests deeper")
+        }
+        switch value {
+        case .objectRef(let reference):
+            guard let target = object(reference.id) else {
+                throw RemoteError(.noSuchObject, "the value refers to object #\(reference.id), which does not exist")
+            }
+            guard target.type == reference.type else {
+                throw RemoteError(.wrongType, "the value calls object #\(reference.id) a \(reference.type.name), but it is a \(target.type.name)")
+            }
+        case .array(let elements):
+            for element in elements where element.mayContainReferences { try checkStorable(element, level: level + 1) }
+        case .map(let pairs):
+            for pair in pairs {
+                if pair.key.mayContainReferences { try checkStorable(pair.key, level: level + 1) }
+                if pair.value.mayContainReferences { try checkStorable(pair.value, level: level + 1) }
+            }
+        default:
+            break
+        }
+    }
+
     func object(_ id: UInt64) -> (any SharedObject)? {
         let shard = shard(id)
         return shard.lock.withLock { shard.entries[id]?.object }
@@ -104,6 +140,7 @@ public final class ObjectStore: @unchecked Sendable {
         guard let object = object(id) else {
             throw RemoteError(.noSuchObject, "object #\(id) does not exist (it was deleted, or its last reference was released)")
         }
+        for argument in arguments where argument.mayContainReferences { try checkStorable(argument) }
         var changes = ReferenceChanges()
         defer { if !changes.isEmpty { apply(changes) } }
         if method == "get_lock", let carrier = object as? LockCarrier {
@@ -255,6 +292,11 @@ enum ObjectFactory {
                 throw RemoteError(.wrongType, "a list's items must be an array")
             }
             return SharedList(items: items, changes: &changes)
+        case .set:
+            guard let items = (options["items"] ?? .array([])).arrayValue else {
+                throw RemoteError(.wrongType, "a set's items must be an array")
+            }
+            return SharedSet(items: items, changes: &changes)
         case .namespace:
             guard let attributes = (options["attrs"] ?? .map([])).mapValue else {
                 throw RemoteError(.wrongType, "a Namespace's attrs must be a map")

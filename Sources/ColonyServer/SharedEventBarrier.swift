@@ -68,9 +68,12 @@ final class SharedEvent: BlockingObject, @unchecked Sendable {
 }
 
 /// Python `SyncManager.Barrier(parties, action, timeout)`. Indices count down in arrival
-/// order, so the last party to arrive gets index 0; with an action, that party runs it (on
-/// its client) and reports with `action_done` before the others are released. A party whose
-/// wait times out, is cancelled, or whose session dies breaks the barrier for the rest.
+/// order, so the last party to arrive gets index 0. Code does not travel, so a barrier's
+/// action runs in the session that created it: that client keeps an `await_action` call
+/// parked here; when a round fills, it is answered, the client runs the action and reports
+/// with `action_done`, and only then are the parties released, whichever session each is
+/// in. If that session is gone, a round that fills breaks the barrier. A party whose wait
+/// times out, is cancelled, or whose session dies breaks the barrier for the rest.
 final class SharedBarrier: BlockingObject, @unchecked Sendable {
     let type = ObjectType.barrier
     let parties: Int
@@ -79,7 +82,14 @@ final class SharedBarrier: BlockingObject, @unchecked Sendable {
     private let lock = Lock()
     // Guarded by lock.
     private var arrived = WaiterQueue<Int>()  // parked parties of this cycle, with their index
-    private var awaitingAction: (session: UInt64, parties: [(call: ParkedCall, payload: Int)])?
+    /// A full round waiting for its action, every party parked.
+    private var awaitingAction: [(call: ParkedCall, payload: Int)]?
+    /// The creator's parked `await_action`, and its session once it has asked.
+    private var runner: ParkedCall?
+    private var runnerSession: UInt64?
+    /// A round filled while no `await_action` was parked: the next one is answered at once.
+    private var actionDue = false
+    private var runnerGone = false
     private var isBroken = false
 
     init(parties: Int, timeout: Double?, hasAction: Bool) throws(RemoteError) {
@@ -90,15 +100,18 @@ final class SharedBarrier: BlockingObject, @unchecked Sendable {
     }
 
     var size: Int { parties }
-    var waiting: Int { lock.withLock { arrived.count + (awaitingAction?.parties.count ?? 0) } }
+    var waiting: Int { lock.withLock { arrived.count + (awaitingAction?.count ?? 0) } }
 
     private static let broken = RemoteError(.brokenBarrier, "the barrier is broken (a party timed out, was cancelled or died, or it was reset or aborted)")
+    private static let runnerIsGone = RemoteError(
+        .brokenBarrier, "the barrier is broken: the session that created it, where its action runs, is gone (create the barrier again)")
 
     /// Breaks the barrier: every party waiting gets BrokenBarrier.
     private func breakBarrier() -> [ParkedCall] {
         isBroken = true
+        actionDue = false
         defer { awaitingAction = nil }
-        return arrived.drain().map(\.call) + (awaitingAction?.parties.map(\.call) ?? [])
+        return arrived.drain().map(\.call) + (awaitingAction?.map(\.call) ?? [])
     }
 
     func call(_ method: String, _ values: [WireValue], _ context: CallContext, _ changes: inout ReferenceChanges) throws(RemoteError)
@@ -106,9 +119,12 @@ final class SharedBarrier: BlockingObject, @unchecked Sendable {
     {
         var released: [(call: ParkedCall, payload: Int)] = []
         var broken: [ParkedCall] = []
+        var brokenBecause = SharedBarrier.broken
+        var wakeRunner: ParkedCall?
         defer {
-            for party in released { party.call.answer(BarrierArrival(index: party.payload, runAction: false).wireValue) }
-            for call in broken { call.fail(SharedBarrier.broken) }
+            for party in released { party.call.answer(["index": .integer(party.payload)]) }
+            for call in broken { call.fail(brokenBecause) }
+            wakeRunner?.answer(.null)
         }
         return try lock.withLock { () throws(RemoteError) -> CallResult in
             switch method {
@@ -118,12 +134,26 @@ final class SharedBarrier: BlockingObject, @unchecked Sendable {
                 if isBroken { throw SharedBarrier.broken }
                 let index = parties - 1 - arrived.count
                 if index == 0 {
-                    if hasAction {
-                        awaitingAction = (context.session, arrived.drain())
-                        return .answer(BarrierArrival(index: 0, runAction: true).wireValue)
+                    guard hasAction else {
+                        released = arrived.drain()
+                        return .answer(["index": 0])
                     }
-                    released = arrived.drain()
-                    return .answer(BarrierArrival(index: 0, runAction: false).wireValue)
+                    if runnerGone {
+                        broken = breakBarrier()
+                        brokenBecause = SharedBarrier.runnerIsGone
+                        throw SharedBarrier.runnerIsGone
+                    }
+                    // Everyone waits for the action, the last party too (without a timeout:
+                    // the action's time is not the party's wait).
+                    let parked = try context.park(on: self, method)
+                    awaitingAction = arrived.drain() + [(parked, 0)]
+                    if let waiting = runner {
+                        wakeRunner = waiting
+                        runner = nil
+                    } else {
+                        actionDue = true
+                    }
+                    return .parked(parked, timeout: nil)
                 }
                 if timeout == 0 {
                     broken = breakBarrier()
@@ -132,15 +162,32 @@ final class SharedBarrier: BlockingObject, @unchecked Sendable {
                 let parked = try context.park(on: self, method)
                 arrived.append(parked, index)
                 return .parked(parked, timeout: timeout)
+            case "await_action":
+                _ = try Arguments(method, values, count: 0...0)
+                guard hasAction else { throw RemoteError(.valueError, "this barrier was created without an action") }
+                guard runnerSession == nil || runnerSession == context.session else {
+                    throw RemoteError(.valueError, "a barrier's action runs in the session that created it; another one already waits for it")
+                }
+                runnerSession = context.session
+                if actionDue {
+                    actionDue = false
+                    return .answer(.null)
+                }
+                let parked = try context.park(on: self, method)
+                runner = parked
+                return .parked(parked, timeout: nil)
             case "action_done":
-                let arguments = try Arguments(method, values, count: 1...1)
+                let arguments = try Arguments(method, values, count: 1...2)
                 let succeeded = try arguments.bool(0)
                 guard let pending = awaitingAction else { return .answer(.null) }  // reset or aborted meanwhile
                 awaitingAction = nil
                 if succeeded {
-                    released = pending.parties
+                    released = pending
                 } else {
-                    broken = pending.parties.map(\.call)
+                    if let reason = arguments.optional(1)?.stringValue {
+                        brokenBecause = RemoteError(.brokenBarrier, "the barrier is broken: its action failed in the session that created it: \(reason)")
+                    }
+                    broken = pending.map(\.call)
                     broken += breakBarrier()
                 }
                 return .answer(.null)
@@ -171,14 +218,23 @@ final class SharedBarrier: BlockingObject, @unchecked Sendable {
     /// Takes `call` out and breaks the barrier for the others; false if it was not waiting.
     private func withdrawAndBreak(_ call: ParkedCall) -> (found: Bool, others: [ParkedCall]) {
         lock.withLock {
+            if runner === call {
+                runner = nil
+                return (true, [])
+            }
+            if let index = awaitingAction?.firstIndex(where: { $0.call === call }) {
+                awaitingAction!.remove(at: index)
+                return (true, breakBarrier())
+            }
             guard arrived.remove(call) != nil else { return (false, []) }
             return (true, breakBarrier())
         }
     }
 
     func cancel(_ call: ParkedCall) -> [UInt64] {
+        let isRunner = lock.withLock { runner === call }
         let (found, others) = withdrawAndBreak(call)
-        if found { call.fail(RemoteError(.cancelled, "the wait was cancelled; the barrier is broken")) }
+        if found { call.fail(RemoteError(.cancelled, isRunner ? "the wait for the barrier's action was cancelled" : "the wait was cancelled; the barrier is broken")) }
         for other in others { other.fail(SharedBarrier.broken) }
         return []
     }
@@ -191,19 +247,29 @@ final class SharedBarrier: BlockingObject, @unchecked Sendable {
     }
 
     func sessionEnded(_ session: UInt64) -> [UInt64] {
-        let others: [ParkedCall] = lock.withLock {
-            let gone = arrived.removeAll(session: session)
-            let ranAction = awaitingAction?.session == session
-            if let pending = awaitingAction { awaitingAction!.parties = pending.parties.filter { $0.call.session != session } }
-            guard !gone.isEmpty || ranAction else { return [] }
-            return breakBarrier()
+        let (others, reason): ([ParkedCall], RemoteError) = lock.withLock {
+            var partyLeft = !arrived.removeAll(session: session).isEmpty
+            if let pending = awaitingAction {
+                let kept = pending.filter { $0.call.session != session }
+                partyLeft = partyLeft || kept.count != pending.count
+                awaitingAction = kept
+            }
+            if session == runnerSession {
+                runnerGone = true
+                runner = nil
+                if awaitingAction != nil || actionDue { return (breakBarrier(), SharedBarrier.runnerIsGone) }
+            }
+            return (partyLeft ? breakBarrier() : [], SharedBarrier.broken)
         }
-        for other in others { other.fail(SharedBarrier.broken) }
+        for other in others { other.fail(reason) }
         return []
     }
 
     func removeAll() -> [UInt64] {
-        let waiting = lock.withLock { breakBarrier() }
+        let waiting = lock.withLock {
+            defer { runner = nil }
+            return breakBarrier() + (runner.map { [$0] } ?? [])
+        }
         for call in waiting { call.fail(RemoteError(.noSuchObject, "the barrier was freed while this call waited on it")) }
         return []
     }

@@ -61,6 +61,9 @@ struct Arguments {
 
     func int(_ index: Int) throws(RemoteError) -> Int {
         guard let number = values[index].int64Value.flatMap({ Int(exactly: $0) }) else {
+            if case .uint = values[index] {
+                throw RemoteError(.valueError, "\(method)(): argument \(index + 1) (\(values[index].pythonRepr)) is too large for an index or count")
+            }
             throw RemoteError(.wrongType, "\(method)(): argument \(index + 1) must be an integer, not \(values[index].kindDescription)")
         }
         return number
@@ -117,10 +120,12 @@ final class SharedDict: SharedObject, @unchecked Sendable {
 /// A dict's contents. One value, so that a call changes it through a single access.
 /// Entries keep insertion order; removed ones leave a hole (nil) that a compaction clears
 /// once holes outnumber entries.
-private struct DictState {
+struct DictState {
     var entries: [WirePair?] = []
     var positions: [WireValue: Int] = [:]
     var generation: UInt64 = 0
+
+    func contains(_ key: WireValue) -> Bool { positions[PythonSemantics.dictKey(key)] != nil }
 
     mutating func store(_ key: WireValue, _ value: WireValue, _ changes: inout ReferenceChanges) {
         let key = PythonSemantics.dictKey(key)
@@ -154,8 +159,8 @@ private struct DictState {
 
     var livePairs: [WirePair] { entries.compactMap { $0 } }
 
-    private func keyError(_ key: WireValue) -> RemoteError {
-        RemoteError(.keyError, "KeyError: \(key)", detail: key)
+    func keyError(_ key: WireValue) -> RemoteError {
+        RemoteError(.keyError, "KeyError: \(key.pythonRepr)", detail: key)
     }
 
     mutating func call(_ method: String, _ values: [WireValue], _ changes: inout ReferenceChanges) throws(RemoteError) -> WireValue {
@@ -230,6 +235,23 @@ private struct DictState {
         case "copy":
             _ = try Arguments(method, values, count: 0...0)
             return .map(livePairs)
+        case "or":
+            let arguments = try Arguments(method, values, count: 1...1)
+            guard let pairs = arguments[0].mapValue else { throw RemoteError(.wrongType, "unsupported operand type(s) for |: 'dict' and '\(arguments[0].kindDescription)'") }
+            var merged = self
+            var ignored = ReferenceChanges()
+            for pair in pairs { merged.store(pair.key, pair.value, &ignored) }
+            return .map(merged.livePairs)
+        case "fromkeys":
+            let arguments = try Arguments(method, values, count: 1...2)
+            guard let keys = arguments[0].arrayValue else { throw RemoteError(.wrongType, "fromkeys() needs a list of keys, not \(arguments[0].kindDescription)") }
+            var made = DictState()
+            var ignored = ReferenceChanges()
+            for key in keys { made.store(key, arguments.optional(1) ?? .null, &ignored) }
+            return .map(made.livePairs)
+        case "reversed":
+            _ = try Arguments(method, values, count: 0...0)
+            return .array(livePairs.reversed().map(\.key))
         case "page":
             return try page(Arguments(method, values, count: 2...2))
         case "incr":
@@ -295,6 +317,13 @@ final class SharedList: SharedObject, @unchecked Sendable {
         for item in items { changes.adopt(item) }
     }
 
+
+    /// `l * n`'s n: negative counts as zero, as in Python; a result past 2^28 items is refused.
+    static func repeatCount(_ arguments: Arguments, limit count: Int) throws(RemoteError) -> Int {
+        let times = max(0, try arguments.int(0))
+        guard count == 0 || times <= (1 << 28) / count else { throw RemoteError(.valueError, "cannot repeat a list of \(count) items \(times) times: too large") }
+        return times
+    }
     var size: Int { lock.withLock { items.count } }
 
     private func position(_ arguments: Arguments, _ index: Int, _ what: String = "list index out of range") throws(RemoteError) -> Int {
@@ -410,7 +439,7 @@ final class SharedList: SharedObject, @unchecked Sendable {
                     start: PythonSemantics.optionalInt(arguments.optional(1), "start"),
                     stop: PythonSemantics.optionalInt(arguments.optional(2), "stop"), step: 1, count: items.count)
                 guard let found = bounds.first(where: { PythonSemantics.equal(items[$0], arguments[0]) }) else {
-                    throw RemoteError(.valueError, "ValueError: \(arguments[0]) is not in list")
+                    throw RemoteError(.valueError, "ValueError: \(arguments[0].pythonRepr) is not in list")
                 }
                 return .integer(found)
             case "count":
@@ -448,6 +477,28 @@ final class SharedList: SharedObject, @unchecked Sendable {
                 _ = try Arguments(method, values, count: 0...0)
                 for item in items { changes.drop(item) }
                 items = []
+                return .null
+            case "add":
+                let arguments = try Arguments(method, values, count: 1...1)
+                guard let other = arguments[0].arrayValue else {
+                    throw RemoteError(.wrongType, "can only concatenate list (not \"\(arguments[0].kindDescription)\") to list")
+                }
+                return .array(items + other)
+            case "mul":
+                let times = try SharedList.repeatCount(Arguments(method, values, count: 1...1), limit: items.count)
+                return .array(Array([[WireValue]](repeating: items, count: times).joined()))
+            case "imul":
+                let times = try SharedList.repeatCount(Arguments(method, values, count: 1...1), limit: items.count)
+                if times == 0 {
+                    for item in items { changes.drop(item) }
+                    items = []
+                } else {
+                    let original = items
+                    for _ in 1..<times {
+                        for item in original { changes.adopt(item) }
+                        items += original
+                    }
+                }
                 return .null
             default:
                 throw unknownMethod(type, method)

@@ -113,7 +113,9 @@ final class SharedPool: BlockingObject, @unchecked Sendable {
         var effects = Effects()
         defer { effects.deliver() }
         let client = PoolClientID(context.session)
+        let now = SharedPool.now()
         return try lock.withLock { () throws(RemoteError) -> CallResult in
+            scheduler.advanceClock(to: now)
             switch poolMethod {
             case .submit:
                 let arguments = try Arguments(method, values, count: 2...3)
@@ -300,21 +302,10 @@ final class SharedPool: BlockingObject, @unchecked Sendable {
     /// (so a batch of successes carries no per-call wrapping).
     private func takeSome(_ job: PoolJobID, limit: Int) throws(RemoteError) -> WireValue {
         let progress = scheduler.progress(job)
-        let (outcomes, finished) = try scheduler.take(job, limit: limit)
+        let (batch, finished) = try scheduler.takeBatch(job, limit: limit)
         let total: WireValue = progress?.total.map { .integer($0) } ?? .null
-        var values: [WireValue] = []
-        values.reserveCapacity(outcomes.count)
-        var failures: [WireValue] = []
-        for (position, outcome) in outcomes.enumerated() {
-            switch outcome {
-            case .success(let value):
-                values.append(value)
-            case .failure(let error):
-                values.append(.null)
-                failures.append([.integer(position), error.wireValue])
-            }
-        }
-        return [.bool(finished), .array(values), .integer(progress?.completed ?? 0), total, .array(failures)]
+        let failures = batch.failures.map { WireValue.array([.integer($0.position), $0.error.wireValue]) }
+        return [.bool(finished), .array(batch.values), .integer(progress?.completed ?? 0), total, .array(failures)]
     }
 
     private func park(_ job: PoolJobID, _ kind: WaitKind, timeout: Double?, _ context: CallContext) throws(RemoteError) -> CallResult {

@@ -101,6 +101,14 @@ public enum DictCall {
     public static func update(_ pairs: [WirePair]) -> ObjectCall<Void> { .init("update", [.map(pairs)], decode: Answer.nothing) }
     public static func clear() -> ObjectCall<Void> { .init("clear", [], decode: Answer.nothing) }
     public static func copy() -> ObjectCall<[WirePair]> { .init("copy", [], decode: Answer.map) }
+    /// Python `d | other`: the merged entries, made on the manager.
+    public static func or(_ pairs: [WirePair]) -> ObjectCall<[WirePair]> { .init("or", [.map(pairs)], decode: Answer.map) }
+    /// Python `d.fromkeys(keys, value)`: a new dict's entries (the shared one is not changed).
+    public static func fromKeys(_ keys: [WireValue], value: WireValue) -> ObjectCall<[WirePair]> {
+        .init("fromkeys", [.array(keys), value], decode: Answer.map)
+    }
+    /// Python `reversed(d)`: the keys, last inserted first.
+    public static func reversed() -> ObjectCall<[WireValue]> { .init("reversed", [], decode: Answer.array) }
     /// One page of entries: pass nil first, then each answer's cursor until it is nil.
     public static func page(cursor: UInt64?, count: Int) -> ObjectCall<(cursor: UInt64?, items: [WirePair])> {
         .init("page", [cursor.map { .integer($0) } ?? .null, .integer(count)]) { answer in
@@ -158,6 +166,54 @@ public enum ListCall {
     static func sliceArguments(_ start: Int?, _ stop: Int?, _ step: Int?) -> [WireValue] {
         [start, stop, step].map { $0.map { .integer($0) } ?? .null }
     }
+    /// Python `l + other`: a new list, made on the manager.
+    public static func add(_ values: [WireValue]) -> ObjectCall<[WireValue]> { .init("add", [.array(values)], decode: Answer.array) }
+    /// Python `l * n`: a new list, made on the manager.
+    public static func multiply(_ times: Int) -> ObjectCall<[WireValue]> { .init("mul", [.integer(times)], decode: Answer.array) }
+    /// Python `l *= n`, in place.
+    public static func multiplyInPlace(_ times: Int) -> ObjectCall<Void> { .init("imul", [.integer(times)], decode: Answer.nothing) }
+}
+
+/// The typed calls of a shared set (Python 3.14 `SyncManager.set()`).
+public enum SetCall {
+    public static func add(_ member: WireValue) -> ObjectCall<Void> { .init("add", [member], decode: Answer.nothing) }
+    public static func discard(_ member: WireValue) -> ObjectCall<Void> { .init("discard", [member], decode: Answer.nothing) }
+    public static func remove(_ member: WireValue) -> ObjectCall<Void> { .init("remove", [member], decode: Answer.nothing) }
+    public static func pop() -> ObjectCall<WireValue> { .init("pop", [], decode: Answer.value) }
+    public static func contains(_ member: WireValue) -> ObjectCall<Bool> { .init("contains", [member], decode: Answer.bool) }
+    public static func len() -> ObjectCall<Int> { .init("len", [], decode: Answer.int) }
+    public static func copy() -> ObjectCall<[WireValue]> { .init("copy", [], decode: Answer.array) }
+    public static func clear() -> ObjectCall<Void> { .init("clear", [], decode: Answer.nothing) }
+    /// One page of members: pass nil first, then each answer's cursor until it is nil.
+    public static func page(cursor: UInt64?, count: Int) -> ObjectCall<(cursor: UInt64?, members: [WireValue])> {
+        .init("page", [cursor.map { .integer($0) } ?? .null, .integer(count)]) { answer in
+            let fields = try Answer.array(answer)
+            guard fields.count == 2 else { throw Answer.malformed("[cursor, members]", answer) }
+            return (fields[0] == .null ? nil : try Answer.uint(fields[0]), try Answer.array(fields[1]))
+        }
+    }
+    /// One of the in-place operations (`update`, `difference_update`, ...) with `members`.
+    public static func change(_ operation: SetOperation, _ members: [WireValue]) -> ObjectCall<Void> {
+        .init(operation == .union ? "update" : operation.rawValue + "_update", [.array(members)], decode: Answer.nothing)
+    }
+    /// One of the operations that make a new set (`union`, `difference`, ...), made on the manager.
+    public static func combine(_ operation: SetOperation, _ members: [WireValue]) -> ObjectCall<[WireValue]> {
+        .init(operation.rawValue, [.array(members)], decode: Answer.array)
+    }
+    /// `issubset`, `issuperset` or `isdisjoint` against `members`.
+    public static func compare(_ relation: SetRelation, _ members: [WireValue]) -> ObjectCall<Bool> {
+        .init(relation.rawValue, [.array(members)], decode: Answer.bool)
+    }
+}
+
+/// The set operations that have a new-set and an in-place form.
+public enum SetOperation: String, Sendable {
+    case union, intersection, difference, symmetricDifference = "symmetric_difference"
+}
+
+/// The comparisons of a set with other members.
+public enum SetRelation: String, Sendable {
+    case subset = "issubset", superset = "issuperset", disjoint = "isdisjoint"
 }
 
 /// The typed calls of a shared Namespace (Python `SyncManager.Namespace()`).
@@ -289,33 +345,20 @@ public enum EventCall {
     public static func wait(timeout: Double? = nil) -> ObjectCall<Bool> { .init("wait", [wireTimeout(timeout)], decode: Answer.bool) }
 }
 
-/// What `BarrierCall.wait` answers.
-public struct BarrierArrival: Hashable, Sendable {
-    /// This party's index in `0..<parties`.
-    public var index: Int
-    /// This party must run the barrier's action, then call `actionDone`; the others are
-    /// released only after that.
-    public var runAction: Bool
-
-    public init(index: Int, runAction: Bool) {
-        self.index = index
-        self.runAction = runAction
-    }
-
-    public var wireValue: WireValue { ["index": .integer(index), "run_action": .bool(runAction)] }
-}
-
-/// The typed calls of a shared Barrier.
 public enum BarrierCall {
-    public static func wait(timeout: Double? = nil) -> ObjectCall<BarrierArrival> {
+    /// This party's index in `0..<parties`.
+    public static func wait(timeout: Double? = nil) -> ObjectCall<Int> {
         .init("wait", [wireTimeout(timeout)]) { answer in
-            guard let index = answer["index"]?.int64Value, let runAction = answer["run_action"]?.boolValue else {
-                throw Answer.malformed("{index, run_action}", answer)
-            }
-            return BarrierArrival(index: Int(index), runAction: runAction)
+            guard let index = answer["index"]?.int64Value else { throw Answer.malformed("{index}", answer) }
+            return Int(index)
         }
     }
-    public static func actionDone(succeeded: Bool) -> ObjectCall<Void> { .init("action_done", [.bool(succeeded)], decode: Answer.nothing) }
+    /// The creator's session waits here until a round needs the barrier's action.
+    public static func awaitAction() -> ObjectCall<Void> { .init("await_action", [], decode: Answer.nothing) }
+    /// The action ran (`failure` nil) or threw (its description).
+    public static func actionDone(failure: String? = nil) -> ObjectCall<Void> {
+        .init("action_done", failure.map { [.bool(false), .string($0)] } ?? [.bool(true)], decode: Answer.nothing)
+    }
     public static func reset() -> ObjectCall<Void> { .init("reset", [], decode: Answer.nothing) }
     public static func abort() -> ObjectCall<Void> { .init("abort", [], decode: Answer.nothing) }
     public static func parties() -> ObjectCall<Int> { .init("parties", [], decode: Answer.int) }

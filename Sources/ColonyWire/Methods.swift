@@ -17,7 +17,7 @@ public struct MethodSpec: Hashable, Sendable {
 /// names; a test checks that SPEC.md has a row for each.
 public enum MethodCatalog {
     public static let all: [MethodSpec] = dict + list + namespace + value + array + queue + locks + semaphore
-        + condition + event + barrier + pool
+        + condition + event + barrier + pool + set
 
     public static func methods(of type: ObjectType) -> [MethodSpec] {
         let family: ObjectType =
@@ -56,6 +56,9 @@ public enum MethodCatalog {
         m(.dict, "update", "{key: value}", "nil", "d.update(other)"),
         m(.dict, "clear", "", "nil", "d.clear()"),
         m(.dict, "copy", "", "{key: value}", "d.copy()"),
+        m(.dict, "or", "{key: value}", "{key: value}", "d | other"),
+        m(.dict, "fromkeys", "[key], value", "{key: value}", "d.fromkeys(keys, value)"),
+        m(.dict, "reversed", "", "[key]", "reversed(d)"),
         m(.dict, "page", "cursor, count", "[next cursor or nil, [[key, value]]]", "iter(d)"),
         m(.dict, "incr", "key, delta, initial", "new value; WrongType if not a number", "(atomic d[key] += delta)"),
         m(.dict, "cas", "key, expected or nil, new", "bool", "(atomic compare-and-set)"),
@@ -81,6 +84,9 @@ public enum MethodCatalog {
         m(.list, "contains", "value", "bool", "value in l"),
         m(.list, "copy", "", "[value]", "l[:]"),
         m(.list, "clear", "", "nil", "l.clear()"),
+        m(.list, "add", "[value]", "[value]", "l + other"),
+        m(.list, "mul", "n", "[value]", "l * n"),
+        m(.list, "imul", "n", "nil", "l *= n"),
     ]
 
     static let namespace: [MethodSpec] = [
@@ -152,13 +158,37 @@ public enum MethodCatalog {
     ]
 
     static let barrier: [MethodSpec] = [
-        m(.barrier, "wait", "timeout", "{index, run_action}; BrokenBarrier", blocking: true, "b.wait(timeout)"),
-        m(.barrier, "action_done", "ok", "nil", "(the action ran)"),
+        m(.barrier, "wait", "timeout", "{index}; BrokenBarrier", blocking: true, "b.wait(timeout)"),
+        m(.barrier, "await_action", "", "nil (a round needs the action)", blocking: true, "(the creator runs the action)"),
+        m(.barrier, "action_done", "ok[, error]", "nil", "(the action ran)"),
         m(.barrier, "reset", "", "nil", "b.reset()"),
         m(.barrier, "abort", "", "nil", "b.abort()"),
         m(.barrier, "parties", "", "int", "b.parties"),
         m(.barrier, "n_waiting", "", "int", "b.n_waiting"),
         m(.barrier, "broken", "", "bool", "b.broken"),
+    ]
+
+    static let set: [MethodSpec] = [
+        m(.set, "add", "member", "nil", "s.add(x)"),
+        m(.set, "discard", "member", "nil", "s.discard(x)"),
+        m(.set, "remove", "member", "nil; KeyError", "s.remove(x)"),
+        m(.set, "pop", "", "member; KeyError when empty", "s.pop()"),
+        m(.set, "contains", "member", "bool", "x in s"),
+        m(.set, "len", "", "int", "len(s)"),
+        m(.set, "copy", "", "[member]", "s.copy()"),
+        m(.set, "clear", "", "nil", "s.clear()"),
+        m(.set, "page", "cursor, count", "[next cursor or nil, [member]]", "iter(s)"),
+        m(.set, "update", "[member]", "nil", "s.update(other), s |= other"),
+        m(.set, "difference_update", "[member]", "nil", "s.difference_update(other), s -= other"),
+        m(.set, "intersection_update", "[member]", "nil", "s.intersection_update(other), s &= other"),
+        m(.set, "symmetric_difference_update", "[member]", "nil", "s.symmetric_difference_update(other), s ^= other"),
+        m(.set, "union", "[member]", "[member]", "s.union(other), s | other"),
+        m(.set, "intersection", "[member]", "[member]", "s.intersection(other), s & other"),
+        m(.set, "difference", "[member]", "[member]", "s.difference(other), s - other"),
+        m(.set, "symmetric_difference", "[member]", "[member]", "s.symmetric_difference(other), s ^ other"),
+        m(.set, "issubset", "[member]", "bool", "s.issubset(other), s <= other"),
+        m(.set, "issuperset", "[member]", "bool", "s.issuperset(other), s >= other"),
+        m(.set, "isdisjoint", "[member]", "bool", "s.isdisjoint(other)"),
     ]
 
     static let pool: [MethodSpec] = [

@@ -349,6 +349,41 @@ private struct DecodingState {
 
 extension WireValue {
     /// "an integer", "a map", ...: for error messages.
+    /// The value as Python's `repr` writes it (`'nope'`, `1`, `2.5`, `True`, `None`,
+    /// `[1, 'a']`, `{'k': 1}`, `b'\\x00'`), for messages users read.
+    public var pythonRepr: String {
+        switch self {
+        case .null: "None"
+        case .bool(let flag): flag ? "True" : "False"
+        case .int(let number): String(number)
+        case .uint(let number): String(number)
+        case .double(let number):
+            number.isNaN ? "nan" : number.isInfinite ? (number < 0 ? "-inf" : "inf") : "\(number)"
+        case .string(let text): WireValue.quoted(text)
+        case .bytes(let bytes): "b'" + bytes.map { $0 >= 0x20 && $0 < 0x7f && $0 != 0x27 && $0 != 0x5c ? String(UnicodeScalar($0)) : "\\x" + String($0, radix: 16).leftPadded(2) }.joined() + "'"
+        case .array(let items): "[" + items.map(\.pythonRepr).joined(separator: ", ") + "]"
+        case .map(let pairs): "{" + pairs.map { "\($0.key.pythonRepr): \($0.value.pythonRepr)" }.joined(separator: ", ") + "}"
+        case .objectRef(let reference): "<\(reference.type.name) proxy #\(reference.id)>"
+        }
+    }
+
+    /// Python's quoting of a string: single quotes unless the text holds one and no double.
+    private static func quoted(_ text: String) -> String {
+        let quote: Character = text.contains("'") && !text.contains("\"") ? "\"" : "'"
+        var result = String(quote)
+        for character in text {
+            switch character {
+            case quote, "\\": result += "\\" + String(character)
+            case "\n": result += "\\n"
+            case "\t": result += "\\t"
+            case "\r": result += "\\r"
+            default: result.append(character)
+            }
+        }
+        result.append(quote)
+        return result
+    }
+
     public var kindDescription: String {
         switch self {
         case .null: "nil"
@@ -578,4 +613,8 @@ extension ObjectRef: Codable {
         try container.encode(type.rawValue, forKey: .type)
         try container.encode(id, forKey: .id)
     }
+}
+
+extension String {
+    fileprivate func leftPadded(_ width: Int) -> String { String(repeating: "0", count: max(0, width - count)) + self }
 }

@@ -71,11 +71,12 @@ public struct ObjectType: RawRepresentable, Hashable, Sendable, CustomStringConv
     public static let event = ObjectType(rawValue: 15)
     public static let barrier = ObjectType(rawValue: 16)
     public static let pool = ObjectType(rawValue: 17)
+    public static let set = ObjectType(rawValue: 18)
 
     /// Every type of this protocol version, in code order.
     public static let all: [ObjectType] = [
         .dict, .list, .namespace, .value, .array, .queue, .joinableQueue, .lifoQueue, .priorityQueue,
-        .lock, .rlock, .semaphore, .boundedSemaphore, .condition, .event, .barrier, .pool,
+        .lock, .rlock, .semaphore, .boundedSemaphore, .condition, .event, .barrier, .pool, .set,
     ]
 
     /// The name used in messages and in `colony status`.
@@ -98,6 +99,7 @@ public struct ObjectType: RawRepresentable, Hashable, Sendable, CustomStringConv
         case .event: "event"
         case .barrier: "barrier"
         case .pool: "pool"
+        case .set: "set"
         default: "type-\(rawValue)"
         }
     }

@@ -177,15 +177,17 @@ import Testing
         try await event.clear()
         #expect(try await event.wait(timeout: 0.05) == false)
 
-        let ran = try await a.value("ran", typecode: "i", 0)
-        let barrierA = try await a.barrier("B", parties: 2, action: { _ = try? ran.increment(by: 1) })
-        let barrierB = try await b.barrier("B", parties: 2, action: { _ = try? ran.increment(by: 1) })
+        // The action runs in the client that created the barrier, also when another client,
+        // which knows nothing of it, completes the round.
+        let ranIn = Recorder<String>()
+        let barrierA = try await a.barrier("B", parties: 2, action: { ranIn.append("a") })
+        let barrierB = try await b.barrier("B", parties: 2)
         async let indexA = barrierA.wait(timeout: 20)
         #expect(try await eventually { try await waitingOn(a, "B") == 1 })
-        let indexB = try await Task.detached { try barrierB.wait(timeout: 20) }.value  // the last: index 0, runs the action
+        let indexB = try await Task.detached { try barrierB.wait(timeout: 20) }.value  // the last: index 0
         let firstIndex = try await indexA
         #expect(indexB == 0 && firstIndex == 1)
-        #expect(try await ran.get() == 1)
+        #expect(ranIn.values == ["a"])
         #expect(try await barrierA.parties() == 2)
         #expect(try await barrierA.nWaiting() == 0)
         await #expect(throws: BrokenBarrierError.self) { try await barrierA.wait(timeout: 0.05) }
@@ -193,6 +195,16 @@ import Testing
         try await barrierA.reset()
         try await barrierA.abort()
         #expect(try await barrierB.isBroken())
+
+        // A failing action breaks the round for every party, saying why.
+        let failing = try await a.barrier("F", parties: 1, action: { throw ActionFailed() })
+        do {
+            _ = try await b.barrier("F", parties: 1).wait(timeout: 20)
+            Issue.record("a round whose action failed went on")
+        } catch let error as BrokenBarrierError {
+            #expect(error.reason.contains("action failed"))
+        }
+        #expect(try await failing.isBroken())
 
         let guarded = try await a.value("guarded", typecode: "i", 0)
         let guardLock = try await guarded.getLock()
@@ -373,5 +385,40 @@ final class HolderProcess: @unchecked Sendable {
     func reap() {
         if process.isRunning { signal(SIGKILL) }
         process.waitUntilExit()
+    }
+}
+
+struct ActionFailed: Error {}
+
+/// Values recorded from any thread.
+final class Recorder<Element: Sendable>: @unchecked Sendable {
+    private let lock = Threading.Lock()
+    private var elements: [Element] = []
+    func append(_ element: Element) { lock.withLock { elements.append(element) } }
+    var values: [Element] { lock.withLock { elements } }
+}
+
+@Suite(.serialized) struct BarrierActionTests {
+    /// Code does not travel: once the client that created a barrier with an action is gone,
+    /// a round that fills breaks, instead of going on without its action.
+    @Test func aRoundBreaksOnceTheCreatorOfItsActionIsGone() async throws {
+        let server = try ManagerProcess()
+        let creator = try await server.connect()
+        let (b, c) = (try await server.connect(), try await server.connect())
+        _ = try await creator.barrier("G", parties: 2, action: {})
+        await creator.close()
+        let barrierB = try await b.barrier("G", parties: 2)
+        let barrierC = try await c.barrier("G", parties: 2)
+        let first = Task { try await barrierB.wait(timeout: 20) }
+        #expect(try await eventually { try await barrierC.nWaiting() == 1 })
+        do {
+            _ = try await barrierC.wait(timeout: 20)
+            Issue.record("a round went on without its action")
+        } catch let error as BrokenBarrierError {
+            #expect(error.reason.contains("created it"))
+        }
+        await #expect(throws: BrokenBarrierError.self) { _ = try await first.value }
+        await b.close()
+        await c.close()
     }
 }

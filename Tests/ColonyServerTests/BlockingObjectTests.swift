@@ -72,8 +72,13 @@ final class TestClient {
     func send(_ request: Request) throws -> UInt64 {
         let id = nextID
         nextID += 1
-        try record(session.receive(Message(kind: .request, requestID: id, body: request.wireValue.encoded()).frames(maxBodySize: 1 << 20)[0], now: 2))
+        try send(request, id: id)
         return id
+    }
+
+    /// Sends a request under a request id of the caller's choosing.
+    func send(_ request: Request, id: UInt64) throws {
+        try record(session.receive(Message(kind: .request, requestID: id, body: request.wireValue.encoded()).frames(maxBodySize: 1 << 20)[0], now: 2))
     }
 
     func send(_ object: UInt64, _ method: String, _ arguments: WireValue...) throws -> UInt64 {
@@ -401,25 +406,44 @@ extension BatchOutcome {
         #expect(try clients[1].answer(second)?.get()["index"] == 1)
     }
 
-    @Test func barrierActionRunsBeforeAnyPartyContinues() throws {
+    @Test func barrierActionRunsInItsCreatorsSessionBeforeAnyPartyContinues() throws {
         let context = TestContext()
         let (a, b) = (try TestClient(context, id: 1), try TestClient(context, id: 2))
         let barrier = try a.new(.barrier, ["parties": 2, "action": true], name: "B")
         _ = try b.new(.barrier, name: "B")
-        let waiting = try a.send(barrier, "wait")
-        let last = try b.call(barrier, "wait")
-        #expect(last["run_action"] == true && last["index"] == 0)
-        #expect(try a.answer(waiting) == nil)
-        _ = try b.call(barrier, "action_done", true)
-        #expect(try a.answer(waiting)?.get()["index"] == 1)
-        // A failing action breaks it.
+        let runner = try a.send(barrier, "await_action")
+        #expect(try a.answer(runner) == nil, "no round has filled")
+        #expect(try b.error(b.send(barrier, "await_action")) == .valueError, "the action runs in one session")
+        let first = try a.send(barrier, "wait")
+        let last = try b.send(barrier, "wait")
+        #expect(try a.answer(runner) != nil, "the round filled: the creator runs the action")
+        #expect(try a.answer(first) == nil && b.answer(last) == nil, "nobody goes on before the action")
+        _ = try a.call(barrier, "action_done", true)
+        #expect(try a.answer(first)?.get()["index"] == 1)
+        #expect(try b.answer(last)?.get()["index"] == 0)
+        // A round that fills before the creator asks again is remembered; a failing action
+        // breaks it, saying why.
         let again = try a.send(barrier, "wait")
-        _ = try b.call(barrier, "wait")
-        _ = try b.call(barrier, "action_done", false)
+        let lastAgain = try b.send(barrier, "wait")
+        #expect(try a.call(barrier, "await_action") == .null)
+        _ = try a.call(barrier, "action_done", false, "ActionFailed()")
         #expect(try a.error(again) == .brokenBarrier)
+        #expect(try b.error(lastAgain) == .brokenBarrier)
         #expect(try a.call(barrier, "broken") == true)
         _ = try a.call(barrier, "reset")
         #expect(try a.call(barrier, "broken") == false)
+    }
+
+    @Test func aRoundBreaksWhenTheSessionThatRunsItsActionIsGone() throws {
+        let context = TestContext()
+        let (a, b) = (try TestClient(context, id: 1), try TestClient(context, id: 2))
+        let barrier = try a.new(.barrier, ["parties": 2, "action": true], name: "B")
+        _ = try b.new(.barrier, name: "B")
+        _ = try a.send(barrier, "await_action")
+        let waiting = try b.send(barrier, "wait")
+        a.session.end()
+        #expect(try b.error(b.send(barrier, "wait")) == .brokenBarrier)
+        #expect(try b.error(waiting) == .brokenBarrier)
     }
 
     @Test func aTimedOutOrDeadPartyBreaksTheBarrierForTheRest() throws {
@@ -586,5 +610,72 @@ extension BatchOutcome {
             }
         }
         #expect(lastToken > 20, "the run exercised too little")
+    }
+}
+
+/// Everything a manager stores can be read back through every method that wraps it, by a
+/// decoder with the protocol's default limits (the test client decodes every answer so).
+@Suite struct StoredNestingTests {
+    /// A value whose deepest scalar sits `levels` below its top.
+    func nested(_ levels: Int) -> WireValue {
+        var value: WireValue = 7
+        for _ in 0..<levels { value = [value] }
+        return value
+    }
+
+    /// Whether a peer decoding with the protocol's default limits can read `answer`.
+    func readable(_ answer: WireValue) -> Bool {
+        (try? WireValue(messagePack: Array(answer.encoded().readableBytesView))) != nil
+    }
+
+    @Test func theDeepestStorableValueReadsBackThroughEveryWrappingAnswer() throws {
+        let context = TestContext()
+        let client = try TestClient(context, id: 1)
+        let dict = try client.new(.dict, name: "D")
+        let list = try client.new(.list, name: "L")
+        let deepest = nested(ObjectStore.maxStoredNesting)
+        _ = try client.call(dict, "setitem", "k", deepest)
+        _ = try client.call(list, "append", deepest)
+        let answers = [
+            try client.call(dict, "getitem", "k"), try client.call(dict, "items"), try client.call(dict, "copy"),
+            try client.call(dict, "page", nil, 10), try client.call(dict, "popitem"), try client.call(list, "getslice", nil, nil, nil),
+            try client.call(list, "copy"),
+        ]
+        #expect(answers.allSatisfy(readable))
+        _ = try client.call(dict, "setitem", "k", deepest)
+        let batch = try client.send(.batch([
+            .call(object: dict, method: "items", arguments: []), .call(object: dict, method: "page", arguments: [nil, 10]),
+            .call(object: list, method: "copy", arguments: []),
+        ]))
+        let batchAnswer = try #require(try client.answer(batch)).get()
+        #expect(readable(batchAnswer), "a batch of pages, the deepest wrapping")
+        #expect(!readable(nested(ObjectStore.maxStoredNesting + 6)), "the limit is real")
+    }
+
+    @Test func oneLevelMoreIsRefusedAsItIsStoredNotWhenItIsRead() throws {
+        let context = TestContext()
+        let client = try TestClient(context, id: 1)
+        let dict = try client.new(.dict, name: "D")
+        let tooDeep = nested(ObjectStore.maxStoredNesting + 1)
+        #expect(try client.error(client.send(dict, "setitem", "k", tooDeep)) == .valueError)
+        #expect(try client.error(client.send(.new(type: .list, name: nil, options: ["items": [tooDeep]]))) == .valueError)
+        #expect(try client.call(dict, "len") == 0)
+    }
+}
+
+@Suite struct RequestIDTests {
+    /// SPEC 3: a request id is unique among a session's requests in flight. One that reuses
+    /// the id of a parked call is refused and does not run; the parked call is unharmed.
+    @Test func aRequestReusingTheIdOfAParkedCallIsRefusedAndDoesNotRun() throws {
+        let context = TestContext()
+        let client = try TestClient(context, id: 1)
+        let queue = try client.new(.queue, name: "Q")
+        let waiting = try client.send(queue, "get", true, 30)
+        #expect(try client.answer(waiting) == nil, "parked")
+        try client.send(.call(object: queue, method: "put", arguments: ["reused", true, nil]), id: waiting)
+        #expect(try client.error(waiting) == .badRequest)
+        #expect(try client.call(queue, "qsize") == 0, "the refused put did not run")
+        _ = try client.call(queue, "put", "item", true, nil)
+        #expect(try client.answer(waiting)?.get() == "item", "the parked get still got its answer")
     }
 }

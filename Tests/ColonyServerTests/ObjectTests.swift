@@ -26,6 +26,60 @@ struct StoreHarness {
     }
 }
 
+/// Messages read like Python's, not like Swift's descriptions of wire values.
+@Suite struct PythonMessageTests {
+    func message(_ h: StoreHarness, _ id: UInt64, _ method: String, _ arguments: WireValue...) -> String {
+        do {
+            _ = try h.store.call(object: id, method: method, arguments: arguments)
+            return "no error"
+        } catch {
+            return error.message
+        }
+    }
+
+    @Test func keyAndValueErrorsShowValuesAsPythonsRepr() throws {
+        let h = StoreHarness()
+        let d = try h.new(.dict)
+        #expect(message(h, d, "getitem", "nope") == "KeyError: 'nope'")
+        #expect(message(h, d, "getitem", 3) == "KeyError: 3")
+        #expect(message(h, d, "getitem", ["a", nil, true, 1.5]) == "KeyError: ['a', None, True, 1.5]")
+        #expect(message(h, d, "getitem", "it's") == "KeyError: \"it's\"")
+        let l = try h.new(.list)
+        #expect(message(h, l, "index", "x") == "ValueError: 'x' is not in list")
+        #expect(message(h, l, "getitem", .uint(UInt64.max)).contains("18446744073709551615) is too large"))
+        #expect(!message(h, l, "getitem", .uint(UInt64.max)).contains("an integer, not an integer"))
+    }
+
+    @Test func pythonReprOfEveryKindOfValue() {
+        #expect(WireValue.null.pythonRepr == "None")
+        #expect(WireValue.double(2).pythonRepr == "2.0")
+        #expect(WireValue.double(-.infinity).pythonRepr == "-inf")
+        #expect(WireValue.bytes([0x41, 0x00, 0x27]).pythonRepr == "b'A\\x00\\x27'")
+        #expect(WireValue.map([WirePair("k", 1)]).pythonRepr == "{'k': 1}")
+        #expect(WireValue.string("a\nb").pythonRepr == "'a\\nb'")
+    }
+}
+
+/// A stored reference must name an existing object by its own type: otherwise a reader would
+/// get a proxy to nothing, or to the wrong kind of object.
+@Suite struct StoredReferenceTests {
+    @Test func referencesToMissingObjectsOrOfTheWrongTypeAreRefused() throws {
+        let h = StoreHarness()
+        let d = try h.new(.dict)
+        let l = try h.new(.list)
+        let listRef = WireValue.objectRef(ObjectRef(type: .list, id: l))
+        try h.call(d, "setitem", "ok", listRef)
+        #expect(h.code(d, "setitem", "missing", .objectRef(ObjectRef(type: .dict, id: 9999))) == .noSuchObject)
+        #expect(h.code(d, "setitem", "wrong", .objectRef(ObjectRef(type: .dict, id: l))) == .wrongType, "a list called a dict")
+        #expect(h.code(d, "setitem", "code", .objectRef(ObjectRef(type: ObjectType(rawValue: 99), id: l))) == .wrongType)
+        #expect(h.code(d, "setitem", "zero", .objectRef(ObjectRef(type: ObjectType(rawValue: 0), id: l))) == .wrongType)
+        #expect(h.code(l, "append", ["nested": [.objectRef(ObjectRef(type: .dict, id: l))]]) == .wrongType, "also deep inside")
+        #expect(h.code(l, "extend", [.objectRef(ObjectRef(type: .queue, id: 12345))]) == .noSuchObject)
+        #expect(throws: RemoteError.self) { try h.new(.list, nil, ["items": [.objectRef(ObjectRef(type: .dict, id: l))]]) }
+        #expect(try h.call(d, "len") == 1, "nothing refused was stored")
+    }
+}
+
 @Suite struct DictTests {
     @Test func itemAccessAndPythonErrors() throws {
         let h = StoreHarness()

@@ -195,7 +195,8 @@ import Testing
         #expect(QueueCall.get().arguments == [true, nil])
         let grant = LockGrant(acquired: true, fencingToken: 12, previousOwnerDied: true)
         #expect(try LockCall.acquire(owner: 1).decode(grant.wireValue) == grant)
-        #expect(try BarrierCall.wait().decode(["index": 2, "run_action": false]) == BarrierArrival(index: 2, runAction: false))
+        #expect(try BarrierCall.wait().decode(["index": 2]) == 2)
+        #expect(BarrierCall.actionDone().arguments == [true] && BarrierCall.actionDone(failure: "boom").arguments == [false, "boom"])
         #expect(try ValueCall.getLock().decode(.objectRef(ObjectRef(type: .rlock, id: 4))) == ObjectRef(type: .rlock, id: 4))
         #expect(ListCall.getSlice(1, nil).arguments == [1, nil, nil])
     }
@@ -209,7 +210,7 @@ import Testing
             (.priorityQueue, QueueCall.getMany(max: 1).method), (.joinableQueue, QueueCall.taskDone().method),
             (.rlock, LockCall.locked().method), (.boundedSemaphore, LockCall.value().method),
             (.condition, ConditionCall.notifyAll(owner: 1).method), (.event, EventCall.isSet().method),
-            (.barrier, BarrierCall.actionDone(succeeded: true).method),
+            (.barrier, BarrierCall.actionDone().method), (.barrier, BarrierCall.awaitAction().method),
         ]
         for (type, method) in calls {
             #expect(MethodCatalog.find(type, method) != nil, "\(type).\(method)")
