@@ -55,6 +55,28 @@ public final class Manager: @unchecked Sendable {
         return Manager(connection: connection, address: address)
     }
 
+    /// Connects over the manager's Unix domain socket (`colony manager --unix PATH`): for
+    /// clients on the manager's host, the authkey handshake without TLS (the socket file is
+    /// mode 0600). The authkey is `authKey`, or the one in `stateDirectory`.
+    public static func connect(
+        unixSocket path: String, authKey: [UInt8]? = nil, stateDirectory: String? = nil, timeoutSeconds: Double = 10,
+        eventLoopGroup: any EventLoopGroup = Manager.defaultEventLoopGroup, busyPoll: Duration = .microseconds(200)
+    ) async throws -> Manager {
+        guard busyPoll >= .zero, busyPoll <= .seconds(1) else {
+            throw ConnectionError("busyPoll must be between zero and one second, not \(busyPoll)")
+        }
+        let key = try authKey ?? stateDirectory.map { try AuthKey.bytes(fromFile: $0 + "/authkey") }
+        guard let key else { throw ConnectionError("no authkey: pass authKey, or the state directory that holds one") }
+        var address = ManagerAddress(
+            host: "", port: 0, authKey: key, trust: .insecurePlaintext, clientCertificate: nil, serverName: "",
+            timeoutSeconds: timeoutSeconds, busyPoll: busyPoll)
+        address.unixSocketPath = path
+        let connection = try await ManagerConnection.open(
+            host: "", port: 0, authKey: key, tls: nil, serverName: nil, group: eventLoopGroup, timeoutSeconds: timeoutSeconds,
+            busyPollNanoseconds: address.busyPollNanoseconds, unixSocketPath: path)
+        return Manager(connection: connection, address: address)
+    }
+
     /// The authkey and TLS configuration a connection uses, from what the caller gave.
     static func credentials(authKey: [UInt8]?, trust: ManagerTrust, clientCertificate: ClientCertificate?) throws
         -> (key: [UInt8], tls: TLSConfiguration?)
@@ -120,6 +142,11 @@ public final class Manager: @unchecked Sendable {
         ListProxy(handle: try await make(.list, name, .null))
     }
 
+    /// Python 3.14 `manager.set()`.
+    public func set<Element: Codable & Hashable & Sendable>(_ name: String? = nil, _ elementType: Element.Type) async throws -> SetProxy<Element> {
+        SetProxy(handle: try await make(.set, name, .null))
+    }
+
     /// Python `manager.Namespace()`.
     public func namespace(_ name: String? = nil) async throws -> NamespaceProxy {
         NamespaceProxy(handle: try await make(.namespace, name, .null))
@@ -153,6 +180,11 @@ public final class Manager: @unchecked Sendable {
     /// A live list proxy for a received reference.
     public func list<Element: Codable & Sendable>(_ reference: ObjectRef, _ elementType: Element.Type) throws -> ListProxy<Element> {
         ListProxy(handle: try attach(reference, .list))
+    }
+
+    /// A live set proxy for a received reference.
+    public func set<Element: Codable & Hashable & Sendable>(_ reference: ObjectRef, _ elementType: Element.Type) throws -> SetProxy<Element> {
+        SetProxy(handle: try attach(reference, .set))
     }
 
     /// A live Namespace proxy for a received reference.
@@ -215,6 +247,8 @@ struct ManagerAddress: Codable, Hashable, Sendable {
     var serverName: String
     var timeoutSeconds: Double
     var busyPollNanoseconds: UInt64
+    /// Set when the manager is reached over its Unix domain socket.
+    var unixSocketPath: String?
 
     init(
         host: String, port: Int, authKey: [UInt8], trust: ManagerTrust, clientCertificate: ClientCertificate?, serverName: String,
@@ -260,11 +294,17 @@ extension Manager {
                     let certificate = address.clientCertificatePath.map {
                         ClientCertificate(certificatePath: $0, privateKeyPath: address.clientKeyPath ?? "")
                     }
-                    try result.setResult(
-                        try await Manager.connect(
-                            host: address.host, port: address.port, authKey: address.authKey, trust: address.trust,
-                            clientCertificate: certificate, serverName: address.serverName, timeoutSeconds: address.timeoutSeconds,
-                            busyPoll: .nanoseconds(Int64(address.busyPollNanoseconds))))
+                    let busyPoll = Duration.nanoseconds(Int64(address.busyPollNanoseconds))
+                    if let path = address.unixSocketPath {
+                        try result.setResult(
+                            try await Manager.connect(unixSocket: path, authKey: address.authKey, timeoutSeconds: address.timeoutSeconds, busyPoll: busyPoll))
+                    } else {
+                        try result.setResult(
+                            try await Manager.connect(
+                                host: address.host, port: address.port, authKey: address.authKey, trust: address.trust,
+                                clientCertificate: certificate, serverName: address.serverName, timeoutSeconds: address.timeoutSeconds,
+                                busyPoll: busyPoll))
+                    }
                 } catch {
                     try? result.setException(error)
                 }

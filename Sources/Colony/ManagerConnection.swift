@@ -13,6 +13,15 @@ public struct ConnectionError: Error, CustomStringConvertible {
     public var description: String { message }
 }
 
+/// The two sides hold different authkeys (Python `multiprocessing.AuthenticationError`):
+/// a distinct error from `ConnectionError`, so a caller can tell a wrong key from a manager
+/// that is not there.
+public struct AuthenticationError: Error, CustomStringConvertible {
+    public let message: String
+    public init(_ message: String) { self.message = message }
+    public var description: String { message }
+}
+
 /// How a client decides to trust the manager it connects to.
 public enum ManagerTrust: Sendable {
     /// Verify the manager's certificate against this CA file (PEM).
@@ -60,7 +69,7 @@ final class ManagerConnection: @unchecked Sendable {
     static func open(
         host: String, port: Int, authKey: [UInt8], tls: TLSConfiguration?, serverName: String?,
         group: any EventLoopGroup, timeoutSeconds: Double, busyPollNanoseconds: UInt64, role: String = "client",
-        poolFrames: (@Sendable (Message) -> Void)? = nil
+        poolFrames: (@Sendable (Message) -> Void)? = nil, unixSocketPath: String? = nil
     ) async throws -> ManagerConnection {
         let sslContext = try tls.map { try NIOSSLContext(configuration: $0) }
         let handshake = HandshakeConfiguration(
@@ -72,7 +81,6 @@ final class ManagerConnection: @unchecked Sendable {
         let handler = ClientHandler(
             handshake: handshake, role: role, poller: poller, busyPollNanoseconds: busyPollNanoseconds, poolFrames: poolFrames)
         let bootstrap = ClientBootstrap(group: eventLoop)
-            .channelOption(.socketOption(.tcp_nodelay), value: 1)
             .connectTimeout(.nanoseconds(Int64(timeoutSeconds * 1e9)))
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
@@ -85,9 +93,13 @@ final class ManagerConnection: @unchecked Sendable {
             }
         let channel: any Channel
         do {
-            channel = try await bootstrap.connect(host: host, port: port).get()
+            if let unixSocketPath {
+                channel = try await bootstrap.connect(unixDomainSocketPath: unixSocketPath).get()
+            } else {
+                channel = try await bootstrap.channelOption(.socketOption(.tcp_nodelay), value: 1).connect(host: host, port: port).get()
+            }
         } catch {
-            let failure = ConnectionError("cannot connect to the manager at \(host):\(port): \(error)")
+            let failure = ConnectionError("cannot connect to the manager at \(unixSocketPath.map { "unix:" + $0 } ?? "\(host):\(port)"): \(error)")
             handler.established.fail(failure)  // no channel ever ran the handler: nobody else completes it
             throw failure
         }
@@ -128,14 +140,14 @@ final class ManagerConnection: @unchecked Sendable {
 
     /// Sends a message whose body is already encoded (a worker process's report, passed on
     /// as it came).
-    func sendEncoded(_ message: Message) {
+    func sendEncoded(_ messages: [Message]) {
         guard isOpen else { return }
         let handler = self.handler
         let maxFrame = session.maxFrameBody
         if channel.eventLoop.inEventLoop {
-            handler.sendEncoded(message, maxFrameBody: maxFrame)
+            handler.sendEncoded(messages, maxFrameBody: maxFrame)
         } else {
-            poller.execute { handler.sendEncoded(message, maxFrameBody: maxFrame) }
+            poller.execute { handler.sendEncoded(messages, maxFrameBody: maxFrame) }
         }
     }
 
@@ -378,7 +390,11 @@ final class ClientHandler: ChannelInboundHandler, @unchecked Sendable {
                 isOpen = true
                 established.succeed(session)
             case .failed(let failure, _, _):
-                established.fail(ConnectionError("the manager's handshake failed: \(failure)"))
+                if failure.code == .authenticationFailed {
+                    established.fail(AuthenticationError("the manager and this client hold different authkeys: \(failure.message)"))
+                } else {
+                    established.fail(ConnectionError("the manager's handshake failed: \(failure)"))
+                }
                 stop(context)
             }
             return
@@ -440,10 +456,12 @@ final class ClientHandler: ChannelInboundHandler, @unchecked Sendable {
         scheduleFlush()
     }
 
-    /// On the event loop: writes an encoded message (chunked if large).
-    func sendEncoded(_ message: Message, maxFrameBody: Int) {
+    /// On the event loop: writes encoded messages (chunked if large).
+    func sendEncoded(_ messages: [Message], maxFrameBody: Int) {
         guard context != nil, isOpen else { return }
-        for frame in message.frames(maxBodySize: maxFrameBody) { outbound.writeFrame(frame) }
+        for message in messages {
+            for frame in message.frames(maxBodySize: maxFrameBody) { outbound.writeFrame(frame) }
+        }
         scheduleFlush()
     }
 
@@ -506,7 +524,7 @@ extension RemoteError {
         case .empty: QueueEmpty()
         case .full: QueueFull()
         case .timeout: TimeoutError()
-        case .brokenBarrier: BrokenBarrierError()
+        case .brokenBarrier: BrokenBarrierError(message)
         case .cancelled: CancelledError()
         case .shutDown: QueueShutDown()
         default: self

@@ -180,24 +180,45 @@ public final class BusyPoller: @unchecked Sendable {
     public static func socketDescriptor(of channel: any Channel) -> CInt? {
         let description = String(describing: channel)
         guard let marker = description.firstRange(of: "fd=") else { return nil }
-        guard let descriptor = CInt(description[marker.upperBound...].prefix(while: \.isNumber)),
-            let local = channel.localAddress?.port, let remote = channel.remoteAddress?.port,
+        guard let descriptor = CInt(description[marker.upperBound...].prefix(while: \.isNumber)) else { return nil }
+        if case .unixDomainSocket? = channel.localAddress {
+            // A Unix socket has no ports: its family must be AF_UNIX and its named end (the
+            // manager's socket file) must be the one NIO reports.
+            let named = channel.localAddress?.pathname.flatMap { $0.isEmpty ? nil : $0 } ?? channel.remoteAddress?.pathname ?? ""
+            guard !named.isEmpty, unixPath(of: descriptor, getsockname) == named || unixPath(of: descriptor, getpeername) == named else {
+                return nil
+            }
+            return descriptor
+        }
+        guard let local = channel.localAddress?.port, let remote = channel.remoteAddress?.port,
             port(of: descriptor, getsockname) == local, port(of: descriptor, getpeername) == remote
         else { return nil }
         return descriptor
     }
 
-    private static func port(
-        of descriptor: CInt, _ name: (CInt, UnsafeMutablePointer<sockaddr>, UnsafeMutablePointer<socklen_t>) -> CInt
-    ) -> Int? {
+    typealias SocketNameCall = (CInt, UnsafeMutablePointer<sockaddr>, UnsafeMutablePointer<socklen_t>) -> CInt
+
+    /// One end's address (`getsockname` or `getpeername`), nil if the call fails.
+    private static func socketName(of descriptor: CInt, _ name: SocketNameCall) -> sockaddr_storage? {
         var storage = sockaddr_storage()
         var length = socklen_t(MemoryLayout<sockaddr_storage>.size)
         let found = withUnsafeMutablePointer(to: &storage) { pointer in
             pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { name(descriptor, $0, &length) == 0 }
         }
-        guard found else { return nil }
+        return found ? storage : nil
+    }
+
+    /// The path of a Unix socket's end, nil for another family.
+    private static func unixPath(of descriptor: CInt, _ name: SocketNameCall) -> String? {
+        guard let storage = socketName(of: descriptor, name), CInt(storage.ss_family) == AF_UNIX else { return nil }
+        let address = withUnsafeBytes(of: storage) { $0.load(as: sockaddr_un.self) }
+        return withUnsafeBytes(of: address.sun_path) { String(decoding: $0.prefix(while: { $0 != 0 }), as: UTF8.self) }
+    }
+
+    /// The port of a TCP socket's end, nil for another family.
+    private static func port(of descriptor: CInt, _ name: SocketNameCall) -> Int? {
         // sin_port and sin6_port sit at the same place, right after the family.
-        guard [AF_INET, AF_INET6].contains(CInt(storage.ss_family)) else { return nil }
+        guard let storage = socketName(of: descriptor, name), [AF_INET, AF_INET6].contains(CInt(storage.ss_family)) else { return nil }
         return withUnsafeBytes(of: storage) { Int(UInt16(bigEndian: $0.load(fromByteOffset: 2, as: UInt16.self))) }
     }
 }

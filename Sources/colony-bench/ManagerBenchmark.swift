@@ -26,6 +26,9 @@ struct ManagerBench: AsyncParsableCommand {
     @Flag(help: "Run the manager and clients without TLS.")
     var plaintext = false
 
+    @Flag(help: "The clients reach the manager it starts over its Unix domain socket; with --compare, the same clients over TLS and redis-benchmark over Redis's Unix socket run too.")
+    var unix = false
+
     @Option(help: "Use a running manager at HOST:PORT (with --state-dir) instead of starting one.")
     var connect: String?
 
@@ -65,6 +68,7 @@ struct ManagerBench: AsyncParsableCommand {
         guard seconds > 0, seconds <= 600 else { throw ValidationError("--seconds must be in (0, 600]") }
         if blockingFace && workload != "dict_set_get" { throw ValidationError("--blocking-face goes with --workload dict_set_get") }
         if connect != nil && stateDir == nil && !plaintext { throw ValidationError("--connect needs --state-dir (or --plaintext)") }
+        if unix && (connect != nil || plaintext || blockingFace) { throw ValidationError("--unix starts its own manager; it goes without --connect, --plaintext and --blocking-face") }
     }
 
     func run() async throws {
@@ -75,7 +79,7 @@ struct ManagerBench: AsyncParsableCommand {
             guard parts.count == 2, let parsed = Int(parts[1]) else { throw ValidationError("--connect takes HOST:PORT") }
             (server, host, port, directory) = (nil, String(parts[0]), parsed, stateDir ?? "")
         } else {
-            let spawned = try SpawnedManager(plaintext: plaintext, threads: serverThreads, busyPollMicroseconds: busyPollUs)
+            let spawned = try SpawnedManager(plaintext: plaintext, threads: serverThreads, busyPollMicroseconds: busyPollUs, unixSocket: unix)
             (server, host, port, directory) = (spawned, "127.0.0.1", spawned.port, spawned.stateDirectory)
         }
         defer { server?.stop() }
@@ -83,32 +87,41 @@ struct ManagerBench: AsyncParsableCommand {
         let trust: ManagerTrust = plaintext ? .insecurePlaintext : .stateDirectory(path: directory)
 
         let group: any EventLoopGroup = clientThreads == 0 ? Manager.defaultEventLoopGroup : MultiThreadedEventLoopGroup(numberOfThreads: clientThreads)
-        var managers: [Manager] = []
-        for _ in 0..<clients {
-            managers.append(
-                try await Manager.connect(
-                    host: host, port: port, authKey: key, trust: trust, eventLoopGroup: group, busyPoll: .microseconds(busyPollUs)))
+        /// One measured run with fresh client connections, over the socket or over TCP.
+        func measure(overUnixSocket: Bool) async throws -> (ClientLoad.Result, serverCPU: Double, clientCPU: Double) {
+            var managers: [Manager] = []
+            for _ in 0..<clients {
+                if overUnixSocket, let path = server?.unixSocketPath {
+                    managers.append(try await Manager.connect(unixSocket: path, authKey: key, eventLoopGroup: group, busyPoll: .microseconds(busyPollUs)))
+                } else {
+                    managers.append(
+                        try await Manager.connect(
+                            host: host, port: port, authKey: key, trust: trust, eventLoopGroup: group, busyPoll: .microseconds(busyPollUs)))
+                }
+            }
+            let cpuBefore = server?.cpuSeconds() ?? 0
+            let clientCPUBefore = processCPUSeconds(getpid())
+            let result =
+                blockingFace
+                ? try await ClientLoad.blockingDictSetGet(managers: managers, seconds: seconds)
+                : try await ClientLoad.run(
+                    workload: workload, managers: managers, seconds: seconds, contended: contended, onEventLoops: !globalExecutor)
+            let clientCPU = processCPUSeconds(getpid()) - clientCPUBefore
+            let serverCPU = (server?.cpuSeconds() ?? 0) - cpuBefore
+            for manager in managers { await manager.close() }
+            return (result, serverCPU, clientCPU)
         }
-        let cpuBefore = server?.cpuSeconds() ?? 0
-        let clientCPUBefore = processCPUSeconds(getpid())
-        let result =
-            blockingFace
-            ? try await ClientLoad.blockingDictSetGet(managers: managers, seconds: seconds)
-            : try await ClientLoad.run(
-                workload: workload, managers: managers, seconds: seconds, contended: contended, onEventLoops: !globalExecutor)
-        let clientCPUAfter = processCPUSeconds(getpid())
-        let cpuAfter = server?.cpuSeconds() ?? 0
-        for manager in managers { await manager.close() }
+        let (result, serverCPU, clientCPU) = try await measure(overUnixSocket: unix)
 
         var report: [String: Any] = [
-            "benchmark": "manager", "workload": workload, "clients": clients, "tls": !plaintext, "seconds": seconds,
+            "benchmark": "manager", "workload": workload, "clients": clients, "tls": !plaintext && !unix, "transport": unix ? "unix" : "tcp", "seconds": seconds,
             "server_threads": serverThreads, "client_threads": clientThreads, "busy_poll_us": busyPollUs, "client_tasks_on": blockingFace ? "threads (blocking face)" : globalExecutor ? "global executor" : "event loop", "unit": ClientLoad.unit(workload),
             "ops_per_s": result.opsPerSecond, "p50_us": result.percentile(0.5), "p99_us": result.percentile(0.99),
         ]
-        if server != nil { report["server_cpu_us_per_op"] = (cpuAfter - cpuBefore) * 1e6 / Double(max(result.operations, 1)) }
+        if server != nil { report["server_cpu_us_per_op"] = serverCPU * 1e6 / Double(max(result.operations, 1)) }
         // The clients share the machine with the manager: their CPU per operation is the other
         // half of what bounds throughput on a small machine.
-        report["client_cpu_us_per_op"] = (clientCPUAfter - clientCPUBefore) * 1e6 / Double(max(result.operations, 1))
+        report["client_cpu_us_per_op"] = clientCPU * 1e6 / Double(max(result.operations, 1))
         if workload == "lock_acquire_release" { report["contended"] = contended }
         if compare {
             var references: [String: Any] = [:]
@@ -116,7 +129,12 @@ struct ManagerBench: AsyncParsableCommand {
             references["raw_tcp_ping_pong_busy_poll_round_trips_per_s"] = PingPongFloor.measure(seconds: min(seconds, 2), busyPolling: true)
             if ["dict_set_get", "pipeline"].contains(workload) {
                 references["redis"] = RedisReference.measure(clients: clients, seconds: seconds, pipeline: workload == "pipeline" ? 100 : 1)
+                if unix {
+                    references["redis_unix"] = RedisReference.measure(
+                        clients: clients, seconds: seconds, pipeline: workload == "pipeline" ? 100 : 1, overUnixSocket: true)
+                }
             }
+            if unix { references["colony_tls_ops_per_s"] = try await measure(overUnixSocket: false).0.opsPerSecond }
             let pythonWorkload: String? =
                 switch workload {
                 case "dict_set_get", "pipeline": "dict"
@@ -143,6 +161,12 @@ struct ManagerBench: AsyncParsableCommand {
         }
         if let redis = references["redis"] as? [String: Any], let ops = redis["ops_per_s"] as? Double, ops > 0 {
             ratios["vs_redis_tls"] = ours / ops
+        }
+        if let redis = references["redis_unix"] as? [String: Any], let ops = redis["ops_per_s"] as? Double, ops > 0 {
+            ratios["vs_redis_unix"] = ours / ops
+        }
+        if let tls = references["colony_tls_ops_per_s"] as? Double, tls > 0 {
+            ratios["vs_colony_tls"] = ours / tls
         }
         if let python = references["cpython_syncmanager"] as? [String: Any], let ops = python["ops_per_s"] as? Double, ops > 0 {
             ratios["vs_cpython"] = ours / ops
@@ -408,17 +432,21 @@ final class SpawnedManager {
     let process = Process()
     let stateDirectory: String
     let port: Int
+    /// Its Unix domain socket, when started with one.
+    let unixSocketPath: String?
 
-    init(plaintext: Bool, threads: Int, busyPollMicroseconds: Int) throws {
+    init(plaintext: Bool, threads: Int, busyPollMicroseconds: Int, unixSocket: Bool = false) throws {
         let executable = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("colony")
         guard FileManager.default.isExecutableFile(atPath: executable.path) else {
             throw ValidationError("\(executable.path) is missing: build it too (swift build -c release)")
         }
         stateDirectory = NSTemporaryDirectory() + "colony-bench-\(UUID().uuidString)"
         let portFile = stateDirectory + "/port"
+        unixSocketPath = unixSocket ? stateDirectory + "/manager.sock" : nil
         process.executableURL = executable
         process.arguments = ["manager", "--port", "0", "--state-dir", stateDirectory, "--port-file", portFile,
                              "--event-loop-threads", String(threads), "--busy-poll-us", String(busyPollMicroseconds), "--log-level", "warning"] + (plaintext ? ["--insecure-plaintext"] : [])
+            + (unixSocketPath.map { ["--unix", $0] } ?? [])
         process.standardOutput = FileHandle.nullDevice
         try process.run()
         var found: Int?

@@ -86,9 +86,10 @@ func runCommand(_ path: String, _ arguments: [String]) -> (status: Int32, output
     return (process.terminationStatus, String(decoding: data, as: UTF8.self))
 }
 
-/// `redis-benchmark` SET/GET against a `redis-server` started with TLS, same client count.
+/// `redis-benchmark` SET/GET against a `redis-server` started with TLS (or reached over its
+/// Unix domain socket), same client count.
 enum RedisReference {
-    static func measure(clients: Int, seconds: Double, pipeline: Int) -> [String: Any] {
+    static func measure(clients: Int, seconds: Double, pipeline: Int, overUnixSocket: Bool = false) -> [String: Any] {
         guard let server = findExecutable("redis-server"), let benchmark = findExecutable("redis-benchmark"),
             let openssl = findExecutable("openssl")
         else {
@@ -106,11 +107,14 @@ enum RedisReference {
         let port = freePort()
         let process = Process()
         process.executableURL = URL(fileURLWithPath: server)
-        process.arguments = [
-            "--port", "0", "--tls-port", String(port), "--bind", "127.0.0.1", "--tls-cert-file", directory + "/cert.pem",
-            "--tls-key-file", directory + "/key.pem", "--tls-ca-cert-file", directory + "/cert.pem", "--tls-auth-clients", "no",
-            "--save", "", "--appendonly", "no", "--io-threads", "1",
-        ]
+        let socket = directory + "/redis.sock"
+        process.arguments =
+            (overUnixSocket
+                ? ["--port", "0", "--unixsocket", socket, "--unixsocketperm", "700"]
+                : [
+                    "--port", "0", "--tls-port", String(port), "--bind", "127.0.0.1", "--tls-cert-file", directory + "/cert.pem",
+                    "--tls-key-file", directory + "/key.pem", "--tls-ca-cert-file", directory + "/cert.pem", "--tls-auth-clients", "no",
+                ]) + ["--save", "", "--appendonly", "no", "--io-threads", "1"]
         process.standardOutput = FileHandle.nullDevice
         process.standardError = FileHandle.nullDevice
         guard (try? process.run()) != nil else { return ["unavailable": "redis-server did not start"] }
@@ -123,9 +127,9 @@ enum RedisReference {
         usleep(500_000)
         let requests = max(20_000, Int(seconds * 15_000 * Double(min(clients, 6)) * (pipeline > 1 ? 20 : 1)))
         let cpuBefore = processCPUSeconds(process.processIdentifier)
-        let result = runCommand(benchmark, [
-            "--tls", "--cacert", directory + "/cert.pem", "-h", "127.0.0.1", "-p", String(port), "-c", String(clients),
-            "-n", String(requests), "-P", String(pipeline), "-t", "set,get", "--csv", "-q",
+        let target = overUnixSocket ? ["-s", socket] : ["--tls", "--cacert", directory + "/cert.pem", "-h", "127.0.0.1", "-p", String(port)]
+        let result = runCommand(benchmark, target + [
+            "-c", String(clients), "-n", String(requests), "-P", String(pipeline), "-t", "set,get", "--csv", "-q",
         ])
         let cpuAfter = processCPUSeconds(process.processIdentifier)
         var rates: [String: Double] = [:]

@@ -28,6 +28,9 @@ struct ConnectionOptions: ParsableArguments {
     @Flag(help: "Connect without TLS (only to a manager started with --insecure-plaintext).")
     var insecurePlaintext = false
 
+    @Option(help: "Connect over the manager's Unix domain socket at this path (its --unix) instead of TCP and TLS.")
+    var unix: String?
+
     @Option(help: "A client certificate (PEM), for managers started with --client-ca.")
     var clientCertificate: String?
 
@@ -36,6 +39,7 @@ struct ConnectionOptions: ParsableArguments {
 
     func connect() async throws -> Manager {
         let (trust, key, certificate) = try credentials()
+        if let unix { return try await Manager.connect(unixSocket: unix, authKey: key) }
         return try await Manager.connect(host: host, port: port, authKey: key, trust: trust, clientCertificate: certificate)
     }
 
@@ -112,6 +116,9 @@ struct ManagerCommand: AsyncParsableCommand {
     @Option(help: "Write the bound port to this file once listening (useful with --port 0).")
     var portFile: String?
 
+    @Option(help: "Also listen on a Unix domain socket at this path, for clients and worker nodes on this host: mode 0600, the authkey handshake, no TLS.")
+    var unix: String?
+
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
     var logLevel = "info"
 
@@ -158,6 +165,7 @@ struct ManagerCommand: AsyncParsableCommand {
         configuration.busyPollMicroseconds = busyPollUs
         configuration.handshakeTimeoutSeconds = handshakeTimeout
         configuration.logger = logger
+        configuration.unixSocketPath = unix
 
         let server = try ManagerServer(configuration: configuration)
         let address = try await server.start()
@@ -171,6 +179,11 @@ struct ManagerCommand: AsyncParsableCommand {
               connect:  try await Manager.connect(host: "\(host)", port: \(boundPort), trust: .stateDirectory(path: "\(directory.path)"))
               status:   colony status --port \(boundPort) --state-dir \(directory.path)
             """)
+        if let unix {
+            print("""
+                  unix:     \(unix) (mode 0600, no TLS): Manager.connect(unixSocket: "\(unix)", stateDirectory: "\(directory.path)")
+                """)
+        }
         fflush(nil)  // all streams: the lines above must reach a pipe before we block
         if insecurePlaintext { logger.warning("serving without TLS: anyone on the network path can read and change the traffic") }
 

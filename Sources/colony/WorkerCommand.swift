@@ -18,7 +18,7 @@ struct WorkerCommand: AsyncParsableCommand {
 
     @OptionGroup var connection: ConnectionOptions
 
-    @Option(help: "The manager as HOST:PORT (instead of --host and --port).")
+    @Option(help: "The manager as HOST:PORT (instead of --host and --port), or unix:PATH for its Unix domain socket.")
     var connect: String?
 
     @Option(help: "Worker processes running tasks at once. Default: the CPU count.")
@@ -36,8 +36,8 @@ struct WorkerCommand: AsyncParsableCommand {
     @Option(help: "Seconds between heartbeats; the manager loses a node silent for three.")
     var heartbeat = 5.0
 
-    @Option(help: "Assignments held per process (one running, the rest waiting here).")
-    var prefetch = 8
+    @Option(help: "Assignments held per process (one running, the rest waiting here); beyond one waiting, used only while tasks are quick.")
+    var prefetch = 64
 
     @Option(help: "Replace a worker process after it has run this many calls (Python's maxtasksperchild).")
     var maxtasksperchild: Int?
@@ -54,9 +54,10 @@ struct WorkerCommand: AsyncParsableCommand {
             throw ValidationError("--processes and --threads take 1 to 4096, not \(count)")
         }
         guard heartbeat > 0, heartbeat <= 3600 else { throw ValidationError("--heartbeat takes 0 to 3600 seconds, not \(heartbeat)") }
-        guard (1...64).contains(prefetch) else { throw ValidationError("--prefetch takes 1 to 64, not \(prefetch)") }
+        guard (1...256).contains(prefetch) else { throw ValidationError("--prefetch takes 1 to 256, not \(prefetch)") }
         if let maximum = maxtasksperchild, maximum < 1 { throw ValidationError("--maxtasksperchild takes a positive number") }
-        if let connect { _ = try Self.split(connect) }
+        if let connect, !connect.hasPrefix("unix:") { _ = try Self.split(connect) }
+        if connect == "unix:" { throw ValidationError("--connect unix:PATH needs the socket's path") }
     }
 
     static func split(_ address: String) throws -> (String, Int) {
@@ -70,9 +71,13 @@ struct WorkerCommand: AsyncParsableCommand {
     func run() async throws {
         var host = connection.host
         var port = connection.port
-        if let connect { (host, port) = try Self.split(connect) }
+        var unixSocketPath = connection.unix
+        if let connect {
+            if connect.hasPrefix("unix:") { unixSocketPath = String(connect.dropFirst("unix:".count)) } else { (host, port) = try Self.split(connect) }
+        }
         let (trust, key, certificate) = try connection.credentials()
         var options = WorkerOptions(host: host, port: port, authKey: key, trust: trust)
+        options.unixSocketPath = unixSocketPath
         options.clientCertificate = certificate
         options.pool = pool
         options.processes = threads ?? processes ?? cpuCount()

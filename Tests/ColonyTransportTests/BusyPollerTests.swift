@@ -1,3 +1,4 @@
+import Foundation
 import Atomics
 import Glibc
 import NIOCore
@@ -86,15 +87,21 @@ private struct LoopbackPair {
     let accepted: any Channel
     let client: any Channel
 
-    static func make() async throws -> LoopbackPair {
+    /// Over TCP on 127.0.0.1, or over a Unix domain socket at `unixSocketPath`.
+    static func make(unixSocketPath: String? = nil) async throws -> LoopbackPair {
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         let acceptedPromise = group.next().makePromise(of: (any Channel).self)
-        let server = try await ServerBootstrap(group: group)
+        let bootstrap = ServerBootstrap(group: group)
             .childChannelInitializer { channel in
                 acceptedPromise.succeed(channel)
                 return channel.eventLoop.makeSucceededVoidFuture()
             }
-            .bind(host: "127.0.0.1", port: 0).get()
+        let server =
+            if let unixSocketPath {
+                try await bootstrap.bind(unixDomainSocketPath: unixSocketPath, cleanupExistingSocketFile: true).get()
+            } else {
+                try await bootstrap.bind(host: "127.0.0.1", port: 0).get()
+            }
         // The client reads nothing by itself, so bytes sent to it stay readable.
         let client = try await ClientBootstrap(group: group).channelOption(.autoRead, value: false)
             .connect(to: server.localAddress!).get()
@@ -124,6 +131,19 @@ private struct LoopbackPair {
             }
             #expect(named == 0)
             #expect(Int(UInt16(bigEndian: address.sin_port)) == channel.localAddress?.port)
+        }
+        try await pair.close()
+    }
+
+    @Test func findsTheSocketOfBothEndsOfAUnixDomainConnection() async throws {
+        let path = NSTemporaryDirectory() + "colony-poll-\(UUID().uuidString.prefix(8)).sock"
+        let pair = try await LoopbackPair.make(unixSocketPath: path)
+        defer { unlink(path) }
+        for channel in [pair.client, pair.accepted] {
+            let descriptor = try #require(BusyPoller.socketDescriptor(of: channel), "busy polling needs the socket of \(channel)")
+            var type: CInt = 0
+            var length = socklen_t(MemoryLayout<CInt>.size)
+            #expect(getsockopt(descriptor, SOL_SOCKET, SO_DOMAIN, &type, &length) == 0 && type == AF_UNIX)
         }
         try await pair.close()
     }
