@@ -44,14 +44,23 @@ final class PoolResultRouter: @unchecked Sendable {
         connection.send(PoolCall.results().request(object: pool)) { [self] answer in
             switch answer {
             case .success(let value):
+                var outcomes: [(job: UInt64, ok: Bool, value: WireValue)] = []
                 for entry in value.arrayValue ?? [] {
                     guard let fields = entry.arrayValue, fields.count == 3, let job = fields[0].uint64Value, let ok = fields[1].boolValue else { continue }
-                    let error = (try? RemoteError(wireValue: fields[2])) ?? RemoteError(.internalError, "a malformed error in pushed results")
-                    route(job, ok ? .success(fields[2]) : .failure(error))
+                    outcomes.append((job, ok, fields[2]))
                 }
-                let more = lock.withLock {
+                let (delivers, more) = lock.withLock {
+                    let delivers = outcomes.map { waiting.removeValue(forKey: $0.job) }
                     polling = !waiting.isEmpty
-                    return polling
+                    return (delivers, polling)
+                }
+                for (outcome, deliver) in zip(outcomes, delivers) {
+                    guard let deliver else { continue }
+                    if outcome.ok {
+                        deliver(.success(outcome.value))
+                    } else {
+                        deliver(.failure((try? RemoteError(wireValue: outcome.value)) ?? RemoteError(.internalError, "a malformed error in pushed results")))
+                    }
                 }
                 if more { poll() }
             case .failure(let error):

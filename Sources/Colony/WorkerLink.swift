@@ -10,19 +10,21 @@ public final class WorkerLink: @unchecked Sendable {
 
     private init(connection: ManagerConnection) { self.connection = connection }
 
-    /// Connects and runs the handshake; the same options as `Manager.connect`.
+    /// Connects and runs the handshake; the same options as `Manager.connect`. With
+    /// `unixSocketPath`, over the manager's Unix domain socket, without TLS.
     public static func connect(
         host: String = "127.0.0.1", port: Int, authKey: [UInt8]? = nil, trust: ManagerTrust, clientCertificate: ClientCertificate? = nil,
         serverName: String = "localhost", timeoutSeconds: Double = 10, eventLoopGroup: any EventLoopGroup = Manager.defaultEventLoopGroup,
-        busyPoll: Duration = .microseconds(200), onMessage: @escaping @Sendable (Message) -> Void
+        busyPoll: Duration = .microseconds(200), unixSocketPath: String? = nil, onMessage: @escaping @Sendable (Message) -> Void
     ) async throws -> WorkerLink {
-        let (key, tls) = try Manager.credentials(authKey: authKey, trust: trust, clientCertificate: clientCertificate)
+        let (key, tls) = try Manager.credentials(
+            authKey: authKey, trust: unixSocketPath == nil ? trust : .insecurePlaintext, clientCertificate: clientCertificate)
         let address = ManagerAddress(
             host: host, port: port, authKey: key, trust: trust, clientCertificate: clientCertificate, serverName: serverName,
             timeoutSeconds: timeoutSeconds, busyPoll: busyPoll)
         let connection = try await ManagerConnection.open(
             host: host, port: port, authKey: key, tls: tls, serverName: serverName, group: eventLoopGroup, timeoutSeconds: timeoutSeconds,
-            busyPollNanoseconds: address.busyPollNanoseconds, role: "worker", poolFrames: onMessage)
+            busyPollNanoseconds: address.busyPollNanoseconds, role: "worker", poolFrames: onMessage, unixSocketPath: unixSocketPath)
         return WorkerLink(connection: connection)
     }
 
@@ -31,10 +33,10 @@ public final class WorkerLink: @unchecked Sendable {
         connection.sendMessage(kind: type(of: message).kind, requestID: requestID, value: message.wireValue)
     }
 
-    /// Sends a message whose body is already encoded MessagePack (as a worker process wrote
-    /// it), without decoding it here.
-    public func send(kind: FrameKind, requestID: UInt64, body: ByteBuffer) {
-        connection.sendEncoded(Message(kind: kind, requestID: requestID, body: body))
+    /// Sends messages whose bodies are already encoded MessagePack (as a worker process
+    /// wrote them), without decoding them here, in one write.
+    public func send(encoded messages: [Message]) {
+        connection.sendEncoded(messages)
     }
 
     public var isConnected: Bool { connection.isOpen }

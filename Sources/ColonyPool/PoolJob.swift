@@ -43,11 +43,23 @@ final class Job {
     /// it are ignored.
     var dropped = false
 
+    /// Failed calls' errors, by call number, until handed out (failures are rare; keeping
+    /// them out of `Slot` keeps every slot small).
+    private var errors: [Int: RemoteError] = [:]
+
     private enum Slot {
         /// Queued or running: the argument list is kept for a retry.
         case waiting(WireValue)
-        case done(PoolOutcome)
+        case succeeded(WireValue)
+        case failed
         case delivered
+
+        var isDone: Bool {
+            switch self {
+            case .succeeded, .failed: true
+            case .waiting, .delivered: false
+            }
+        }
     }
 
     init(
@@ -107,9 +119,15 @@ final class Job {
     /// Records a call's outcome; false if it already had one (a cancelled call's late result).
     func record(_ index: Int, _ outcome: PoolOutcome) -> Bool {
         guard isWaiting(index) else { return false }
-        slots[index - base] = .done(outcome)
+        switch outcome {
+        case .success(let value):
+            slots[index - base] = .succeeded(value)
+        case .failure(let error):
+            slots[index - base] = .failed
+            errors[index] = error
+            failed += 1
+        }
         completed += 1
-        if case .failure = outcome { failed += 1 }
         if !ordered { ready.append(index) }
         return true
     }
@@ -131,35 +149,98 @@ final class Job {
 
     var hasReady: Bool {
         if !ordered { return !ready.isEmpty }
-        guard nextToDeliver < received, case .done = slots[nextToDeliver - base] else { return false }
-        return true
+        return nextToDeliver < received && slots[nextToDeliver - base].isDone
+    }
+
+    /// Records successes for the calls from `start` on; those that already had an outcome
+    /// (cancelled calls' late results) are skipped. Returns how many were recorded.
+    func recordSuccesses(from start: Int, _ values: [WireValue]) -> Int {
+        var recorded = 0
+        var newlyReady: [Int] = []
+        withSlots { slots in
+            for (offset, value) in values.enumerated() {
+                let slot = start + offset - base
+                guard slot >= 0, slot < slots.count, case .waiting = slots[slot] else { continue }
+                slots[slot] = .succeeded(value)
+                recorded += 1
+                if !ordered { newlyReady.append(start + offset) }
+            }
+        }
+        completed += recorded
+        for index in newlyReady { ready.append(index) }
+        return recorded
     }
 
     /// Hands out up to `limit` outcomes: the next in input order (ordered), or in completion
     /// order (unordered).
-    func takeReady(limit: Int) -> [PoolOutcome] {
-        var outcomes: [PoolOutcome] = []
-        if ordered {
-            while outcomes.count < limit, nextToDeliver < received, case .done(let outcome) = slots[nextToDeliver - base] {
-                outcomes.append(outcome)
-                slots[nextToDeliver - base] = .delivered
-                nextToDeliver += 1
-            }
-        } else {
-            while outcomes.count < limit, let index = ready.popFirst() {
-                guard case .done(let outcome) = slots[index - base] else { continue }
-                outcomes.append(outcome)
+    func takeReady(limit: Int) -> PoolBatch {
+        var batch = PoolBatch()
+        var next = nextToDeliver
+        let (received, base) = (self.received, self.base)
+        let ordered = self.ordered
+        var unordered = FIFO<Int>()
+        swap(&unordered, &ready)  // moved out, not copied
+        withSlots { slots in
+            func hand(_ index: Int) {
+                switch slots[index - base] {
+                case .succeeded(let value):
+                    batch.values.append(value)
+                case .failed:
+                    batch.failures.append((batch.values.count, errors.removeValue(forKey: index) ?? RemoteError(.internalError, "call \(index) failed")))
+                    batch.values.append(.null)
+                case .waiting, .delivered:
+                    preconditionFailure("only finished calls are handed out")
+                }
                 slots[index - base] = .delivered
             }
-            while nextToDeliver < received, case .delivered = slots[nextToDeliver - base] { nextToDeliver += 1 }
+            if ordered {
+                batch.values.reserveCapacity(min(limit, received - next))
+                while batch.count < limit, next < received, slots[next - base].isDone {
+                    hand(next)
+                    next += 1
+                }
+            } else {
+                while batch.count < limit, let index = unordered.popFirst() {
+                    guard slots[index - base].isDone else { continue }
+                    hand(index)
+                }
+                while next < received, case .delivered = slots[next - base] { next += 1 }
+            }
         }
-        delivered += outcomes.count
+        swap(&unordered, &ready)
+        nextToDeliver = next
+        delivered += batch.count
         // Drop the handed-out front once it is most of the storage.
         let handedOut = nextToDeliver - base
         if handedOut > 1024, handedOut * 2 > slots.count {
             slots.removeFirst(handedOut)
-            base = nextToDeliver
+            self.base = nextToDeliver
         }
+        return batch
+    }
+
+    /// Runs `body` on the slots moved out of the job: the loops over a million calls then
+    /// pay no exclusivity check per call.
+    private func withSlots(_ body: (inout UnsafeMutableBufferPointer<Slot>) -> Void) {
+        var storage: [Slot] = []
+        swap(&storage, &slots)
+        storage.withUnsafeMutableBufferPointer(body)
+        swap(&storage, &slots)
+    }
+}
+
+/// Outcomes handed out together: each call's value in order (nil where it failed) and the
+/// failures by their position in `values`, as the `next` answer carries them.
+public struct PoolBatch: Sendable {
+    public var values: [WireValue] = []
+    public var failures: [(position: Int, error: RemoteError)] = []
+
+    public var count: Int { values.count }
+
+    /// The same outcomes one by one.
+    public var outcomes: [PoolOutcome] {
+        var outcomes = values.map { PoolOutcome.success($0) }
+        for (position, error) in failures { outcomes[position] = .failure(error) }
         return outcomes
     }
 }

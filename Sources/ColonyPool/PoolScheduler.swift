@@ -29,11 +29,18 @@ public struct PoolSettings: Sendable, Equatable {
     public var heartbeatInterval: Duration
     /// The chunk size for `map` when the caller gives none (nil: Python's automatic size).
     public var chunksize: Int?
+    /// A worker whose assignments take less than this each (per process, measured from
+    /// assignment to report) gets all its prefetch places; a slower one, or one not measured
+    /// yet, holds at most one queued assignment per process. Prefetch hides the round trip
+    /// of short tasks; behind long ones it would only keep work (and other jobs' turns) queued
+    /// on one node while another has room.
+    public var quickAssignment: Duration
 
-    public init(maxAttempts: Int = 3, heartbeatInterval: Duration = .seconds(5), chunksize: Int? = nil) {
+    public init(maxAttempts: Int = 3, heartbeatInterval: Duration = .seconds(5), chunksize: Int? = nil, quickAssignment: Duration = .milliseconds(1)) {
         self.maxAttempts = maxAttempts
         self.heartbeatInterval = heartbeatInterval
         self.chunksize = chunksize
+        self.quickAssignment = quickAssignment
     }
 
     static func nanoseconds(_ duration: Duration) -> UInt64 {
@@ -73,6 +80,8 @@ public struct PoolScheduler {
     /// Task names as small numbers, so a place checks a task without hashing its name.
     private var taskKeys: [String: Int] = [:]
     private var nextJob: UInt64 = 1
+    /// The latest time an input brought (`advanceClock`, `tick`, joins, heartbeats).
+    public private(set) var clock: UInt64 = 0
     /// Totals since the pool started, for `status`.
     public private(set) var counters = PoolCounters()
 
@@ -92,6 +101,7 @@ public struct PoolScheduler {
     ) -> [PoolAction] {
         precondition(capacity >= 1, "a worker's capacity is checked before it joins")
         precondition(workers[id] == nil, "\(id) joined twice")
+        advanceClock(to: now)
         let interval = heartbeatInterval ?? settings.heartbeatInterval
         var keys: Set<Int> = []
         for task in tasks { keys.insert(taskKey(task)) }
@@ -109,7 +119,14 @@ public struct PoolScheduler {
 
     /// Any frame from the worker: it is alive.
     public mutating func heard(from id: PoolWorkerID, now: UInt64) {
+        advanceClock(to: now)
         workers[id]?.lastHeard = now
+    }
+
+    /// The time now, for measuring how long assignments take; the host calls it before each
+    /// input that has no time of its own.
+    public mutating func advanceClock(to now: UInt64) {
+        clock = max(clock, now)
     }
 
     /// The worker announced it is leaving: it gets no new assignments and finishes the
@@ -140,6 +157,7 @@ public struct PoolScheduler {
     /// Checks deadlines: a worker silent for three heartbeat intervals is lost, and the jobs
     /// of a lost client that nobody adopted in time are dropped.
     public mutating func tick(now: UInt64) -> [PoolAction] {
+        advanceClock(to: now)
         var actions: [PoolAction] = []
         for id in jobs.keys.sorted() {
             if let deadline = jobs[id]!.orphanedUntil, now >= deadline { actions += drop(id) }
@@ -351,11 +369,17 @@ public struct PoolScheduler {
     /// order for an ordered job, any finished ones for an unordered job. `finished` is true
     /// once every outcome has been taken; the job is then forgotten.
     public mutating func take(_ id: PoolJobID, limit: Int = .max) throws(RemoteError) -> (outcomes: [PoolOutcome], finished: Bool) {
+        let (batch, finished) = try takeBatch(id, limit: limit)
+        return (batch.outcomes, finished)
+    }
+
+    /// `take` as values and failures apart, the shape the `next` answer has.
+    public mutating func takeBatch(_ id: PoolJobID, limit: Int = .max) throws(RemoteError) -> (batch: PoolBatch, finished: Bool) {
         guard let job = jobs[id] else { throw RemoteError(.valueError, "\(id) does not exist (its results were taken, or it was cancelled)") }
-        let outcomes = job.takeReady(limit: limit)
+        let batch = job.takeReady(limit: limit)
         let finished = job.isFinished && job.delivered == job.received
         if finished { jobs.removeValue(forKey: id)?.dropped = true }
-        return (outcomes, finished)
+        return (batch, finished)
     }
 
     /// Whether `take` would return something now (or report the job finished).
@@ -440,8 +464,13 @@ public struct PoolScheduler {
         let holder = assignment.worker
         holder.busy -= 1
         holder.completedCalls += assignment.count
+        holder.measure(assignment, now: clock, quick: PoolSettings.nanoseconds(settings.quickAssignment))
         if !holder.left && !holder.draining {
             if holder.busy < holder.processes { freePlaces.append(holder) } else { sparePlaces.append(holder) }
+            if holder.isQuick, holder.withheld > 0 {
+                for _ in 0..<holder.withheld { sparePlaces.append(holder) }
+                holder.withheld = 0
+            }
             unblockAll()
         }
         return assignment
@@ -451,12 +480,9 @@ public struct PoolScheduler {
     private mutating func record(_ assignment: Assignment, results: [WireValue], into actions: inout [PoolAction]) {
         let job = assignment.job
         guard !results.isEmpty, !job.dropped else { return }
-        var recorded = false
-        for (offset, value) in results.enumerated() where job.record(assignment.start + offset, .success(value)) {
-            recorded = true
-        }
-        guard recorded else { return }
-        counters.completedCalls += results.count
+        let recorded = job.recordSuccesses(from: assignment.start, results)
+        guard recorded > 0 else { return }
+        counters.completedCalls += recorded
         actions.append(.resultsReady(job.id))
         finishIfDone(job, into: &actions)
     }
@@ -553,7 +579,7 @@ public struct PoolScheduler {
             }
             let chunk = job.nextChunk()
             let assignmentID = assignments.insert(
-                Assignment(job: job, worker: worker, start: chunk.start, count: chunk.count, attempt: chunk.attempt))
+                Assignment(job: job, worker: worker, start: chunk.start, count: chunk.count, attempt: chunk.attempt, assignedAt: clock, ahead: worker.busy))
             worker.busy += 1
             counters.assignments += 1
             actions.append(
@@ -567,14 +593,20 @@ public struct PoolScheduler {
     /// A free place on a worker that registered the task, or nil: an idle process first,
     /// then a prefetch place.
     private mutating func takePlace(for task: Int) -> Worker? {
-        Self.takePlace(from: &freePlaces, for: task) ?? Self.takePlace(from: &sparePlaces, for: task)
+        if let worker = Self.takePlace(from: &freePlaces, for: task) { return worker }
+        // A prefetch place of a worker at its limit now is set aside until it is quick again.
+        while let worker = sparePlaces.first, worker.isUsable, !worker.hasRoomToPrefetch {
+            _ = sparePlaces.popFirst()
+            worker.withheld += 1
+        }
+        return Self.takePlace(from: &sparePlaces, for: task)
     }
 
     private static func takePlace(from places: inout FIFO<Worker>, for task: Int) -> Worker? {
         while let worker = places.first, !worker.isUsable { _ = places.popFirst() }
         guard let first = places.first else { return nil }
-        if first.taskKeys.contains(task) { return places.popFirst() }
-        return places.removeFirst { $0.isUsable && $0.taskKeys.contains(task) }
+        if first.taskKeys.contains(task), first.hasRoomToPrefetch { return places.popFirst() }
+        return places.removeFirst { $0.isUsable && $0.hasRoomToPrefetch && $0.taskKeys.contains(task) }
     }
 }
 
@@ -663,6 +695,9 @@ struct Assignment {
     let start: Int
     let count: Int
     let attempt: Int
+    /// When it was assigned, and how many assignments its worker held then.
+    let assignedAt: UInt64
+    let ahead: Int
 }
 
 final class Worker {
@@ -682,6 +717,11 @@ final class Worker {
     /// It left the pool: its free places still queued are skipped.
     var left = false
     var completedCalls = 0
+    /// How long one assignment takes on one of its processes (a moving average), once known.
+    private(set) var assignmentNanoseconds: UInt64?
+    private(set) var isQuick = false
+    /// Prefetch places set aside while it is not quick.
+    var withheld = 0
 
     init(
         id: PoolWorkerID, node: String, pid: Int, capacity: Int, processes: Int, tasks: Set<String>, taskKeys: Set<Int>,
@@ -699,6 +739,20 @@ final class Worker {
     }
 
     var isUsable: Bool { !left && !draining && busy < capacity }
+
+    /// Whether it may take one more assignment: always up to one queued per process, beyond
+    /// that only while it is quick.
+    var hasRoomToPrefetch: Bool { isQuick || busy < 2 * processes }
+
+    /// Learns from a finished assignment: its time from assignment to report, shared by
+    /// the processes among the assignments that were ahead of it.
+    func measure(_ assignment: Assignment, now: UInt64, quick: UInt64) {
+        let elapsed = now >= assignment.assignedAt ? now - assignment.assignedAt : 0
+        let sample = elapsed * UInt64(processes) / UInt64(max(assignment.ahead + 1, processes))
+        let average = assignmentNanoseconds.map { ($0 * 3 + sample) / 4 } ?? sample
+        assignmentNanoseconds = average
+        isQuick = average < quick
+    }
 }
 
 struct Client {

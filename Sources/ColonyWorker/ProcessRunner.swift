@@ -5,8 +5,9 @@ import MemoryMap
 import NIOCore
 import Threading
 
-/// What a worker child process is started with: its two queues, the counter of calls it has
-/// finished in the current assignment, and Python's `maxtasksperchild` and `initializer`.
+/// What a worker child process is started with: its two queues, its progress word (the
+/// assignment of the bundle it runs, the calls of it finished), and Python's
+/// `maxtasksperchild` and `initializer`.
 struct ChildSetup: Codable {
     var input: SharedMemoryQueue
     var output: SharedMemoryQueue
@@ -14,6 +15,14 @@ struct ChildSetup: Codable {
     var maxTasks: Int?
     var initializer: String?
     var initializerArguments: WireValue
+
+    /// Waits on the queues sleep at once: a node runs more busy processes (its children, its
+    /// slot threads, often the manager) than a small machine has CPUs, and the other side of
+    /// each wait is a task of unknown length, so spinning would only take the CPU it needs.
+    func quiet() {
+        input.spinsBeforeSleeping = false
+        output.spinsBeforeSleeping = false
+    }
 }
 
 /// Runs a slot's assignments in a child process (this program started again, as
@@ -27,8 +36,10 @@ final class ProcessRunner: AssignmentRunner, @unchecked Sendable {
     private let lock = Threading.Lock()
     // Guarded by lock (abort comes from another thread).
     private var child: ChildProcess?
-    /// The assignment whose report the slot waits for.
-    private var current: UInt64?
+    /// The bundle the slot waits on, and the child's progress through it.
+    private var current: (ids: [UInt64], progress: SharedValue<Int>)?
+    /// Aborts that arrived while no bundle was current (the slot was about to start one).
+    private var earlyAborts: Set<UInt64> = []
     // Used only on the slot's thread.
     private var setup: ChildSetup?
     private var callsRun = 0
@@ -52,6 +63,7 @@ final class ProcessRunner: AssignmentRunner, @unchecked Sendable {
             output: try SharedMemoryQueue(capacity: 1, maxMessageSize: ProcessRunner.maxMessageSize),
             progress: try SharedValue<Int>(0, lock: false), maxTasks: options.maxTasksPerChild, initializer: options.initializer,
             initializerArguments: options.initializerArguments)
+        setup.quiet()
         let process = try ChildProcess(target: WorkerNode.childEntry, arguments: setup, name: "colony-worker-\(index)", daemon: true)
         try process.start()
         self.setup = setup
@@ -78,9 +90,18 @@ final class ProcessRunner: AssignmentRunner, @unchecked Sendable {
             let unavailable = TaskFailure(index: 0, results: [], errorType: "WorkerProcessUnavailable", message: "no worker process", lost: true)
             return bundle.map { _ in .failure(unavailable) }
         }
+        // Known before the child can start: an abort from now on finds the bundle. One that
+        // came just before (the node had already handed the bundle to this slot) stops it now.
+        setup.progress.value = 0
+        let abortedFirst: Bool = lock.withLock {
+            current = (bundle.map(\.id), setup.progress)
+            defer { earlyAborts.removeAll() }
+            return earlyAborts.contains(bundle[0].id)
+        }
+        defer { lock.withLock { current = nil } }
         do {
-            setup.progress.value = 0
             try setup.input.put(bytes: bundle.count == 1 ? bundle[0].body : ProcessRunner.bundleMessage(bundle))
+            if abortedFirst { try? child.kill() }
         } catch {
             let tooLarge = TaskFailure(
                 index: 0, results: [], errorType: "ChunkTooLarge",
@@ -89,7 +110,6 @@ final class ProcessRunner: AssignmentRunner, @unchecked Sendable {
         }
         var reports: [WorkerReport?] = []
         while reports.count < bundle.count {
-            lock.withLock { current = bundle[reports.count].id }
             let reply: [UInt8]?
             do {
                 reply = try ProcessRunner.nextMessage(setup.output, timeout: 0.05)
@@ -100,28 +120,42 @@ final class ProcessRunner: AssignmentRunner, @unchecked Sendable {
             }
             guard let reply else {
                 guard !child.isAlive else { continue }
-                let finished = setup.progress.value
+                // Reports the child finished but had not sent yet are lost with it: those
+                // assignments run again as they were; the one it was running is blamed.
+                let (running, finished) = ProcessRunner.position(setup.progress.value)
                 let status = child.exitCode.map { $0 < 0 ? "signal \(-$0)" : "status \($0)" } ?? "unknown status"
                 replaceChild(reason: "it died")
-                reports.append(.failure(TaskFailure(
-                    index: finished, results: [], errorType: "WorkerProcessDied",
-                    message: "the worker process running this call ended (\(status))", lost: true)))
+                // Died between assignments (the one it names is already reported): nobody is
+                // blamed, the rest run again.
+                if running >= reports.count, running < bundle.count {
+                    reports += Array(repeating: nil, count: running - reports.count)
+                    reports.append(.failure(TaskFailure(
+                        index: finished, results: [], errorType: "WorkerProcessDied",
+                        message: "the worker process running this call ended (\(status))", lost: true)))
+                }
                 break
             }
-            guard let (report, calls) = ProcessRunner.report(reply) else {
+            guard let batch = ProcessRunner.reports(reply), reports.count + batch.count <= bundle.count else {
                 replaceChild(reason: "a malformed report")
                 reports.append(.failure(TaskFailure(index: 0, results: [], errorType: "WorkerProcessFailed", message: "a malformed report", lost: true)))
                 break
             }
-            reports.append(report)
-            callsRun += calls
+            for (report, calls) in batch {
+                reports.append(report)
+                callsRun += calls
+            }
         }
-        lock.withLock { current = nil }
         if let maximum = options.maxTasksPerChild, callsRun >= maximum, reports.count == bundle.count {
             try? child.join(timeout: 5)  // it exits by itself after `maximum` calls
             replaceChild(reason: "maxtasksperchild")
         }
         return reports + Array(repeating: nil, count: bundle.count - reports.count)
+    }
+
+    /// The child's progress word: the assignment of the bundle it is running (high half) and
+    /// the calls of it finished (low half).
+    private static func position(_ progress: Int) -> (assignment: Int, finishedCalls: Int) {
+        (progress >> 32, progress & 0xFFFF_FFFF)
     }
 
     /// Several assignments for one message: a marker byte MessagePack never uses (0xc1),
@@ -138,6 +172,8 @@ final class ProcessRunner: AssignmentRunner, @unchecked Sendable {
     }
 
     private static let bundleMarker: UInt8 = 0xC1
+    /// How long a finished assignment's report may wait for the next ones of its bundle.
+    private static let reportDelay = Duration.milliseconds(1)
 
     /// The assignment bodies in a message from the node.
     private static func assignments(in message: [UInt8]) throws -> [[UInt8]] {
@@ -152,31 +188,37 @@ final class ProcessRunner: AssignmentRunner, @unchecked Sendable {
         }
     }
 
-    /// A child's report on its queue: a kind byte (0 result, 1 failure), the number of
-    /// calls it ran (UInt32, big-endian), then the message body the node sends on as it is.
-    private static func encode(_ report: WorkerReport, calls: Int) -> ByteBuffer {
-        var buffer = ByteBuffer()
+    /// A child's reports on its queue: their count (UInt32, big-endian), then for each a kind
+    /// byte (0 result, 1 failure), the number of calls it ran and the length of the message
+    /// body the node sends on as it is (UInt32s), then that body.
+    private static func append(_ report: WorkerReport, calls: Int, to buffer: inout ByteBuffer) {
+        var body: ByteBuffer
+        let kind: UInt8
         switch report {
         case .result(let result):
-            buffer.writeInteger(UInt8(0))
-            buffer.writeInteger(UInt32(calls))
-            _ = buffer.writeWireValue(result.wireValue)
+            (kind, body) = (0, result.wireValue.encoded())
         case .failure(let failure):
-            buffer.writeInteger(UInt8(1))
-            buffer.writeInteger(UInt32(calls))
-            _ = buffer.writeWireValue(failure.wireValue)
-        case .encoded(let kind, var body):
-            buffer.writeInteger(UInt8(kind == .taskResult ? 0 : 1))
-            buffer.writeInteger(UInt32(calls))
-            buffer.writeBuffer(&body)
+            (kind, body) = (1, failure.wireValue.encoded())
+        case .encoded(let frameKind, let encoded):
+            (kind, body) = (frameKind == .taskResult ? 0 : 1, encoded)
         }
-        return buffer
+        buffer.writeInteger(kind)
+        buffer.writeInteger(UInt32(calls))
+        buffer.writeInteger(UInt32(body.readableBytes))
+        buffer.writeBuffer(&body)
     }
 
-    private static func report(_ bytes: [UInt8]) -> (WorkerReport, calls: Int)? {
+    private static func reports(_ bytes: [UInt8]) -> [(WorkerReport, calls: Int)]? {
         var buffer = ByteBuffer(bytes: bytes)
-        guard let tag = buffer.readInteger(as: UInt8.self), tag <= 1, let calls = buffer.readInteger(as: UInt32.self) else { return nil }
-        return (.encoded(tag == 0 ? .taskResult : .taskFailure, buffer), Int(calls))
+        guard let count = buffer.readInteger(as: UInt32.self) else { return nil }
+        var reports: [(WorkerReport, calls: Int)] = []
+        for _ in 0..<count {
+            guard let tag = buffer.readInteger(as: UInt8.self), tag <= 1, let calls = buffer.readInteger(as: UInt32.self),
+                let length = buffer.readInteger(as: UInt32.self), let body = buffer.readSlice(length: Int(length))
+            else { return nil }
+            reports.append((.encoded(tag == 0 ? .taskResult : .taskFailure, body), Int(calls)))
+        }
+        return buffer.readableBytes == 0 ? reports : nil
     }
 
     /// The next message of `queue`, or nil if none arrives within `timeout` seconds.
@@ -191,7 +233,15 @@ final class ProcessRunner: AssignmentRunner, @unchecked Sendable {
     /// Kills the worker process if it is running assignment `id` now (one queued behind it
     /// in the same bundle still runs; the manager ignores its answer).
     func abort(_ id: UInt64) {
-        if let child = lock.withLock({ current == id ? child : nil }) { try? child.kill() }
+        let target: ChildProcess? = lock.withLock {
+            guard let current else {
+                earlyAborts.insert(id)
+                return nil
+            }
+            guard let index = current.ids.firstIndex(of: id), ProcessRunner.position(current.progress.value).assignment == index else { return nil }
+            return child
+        }
+        if let target { try? target.kill() }
     }
 
     func shutdown() {
@@ -204,6 +254,7 @@ final class ProcessRunner: AssignmentRunner, @unchecked Sendable {
     /// A worker child's whole life: run the initializer, then assignments until the node
     /// is gone or `maxtasksperchild` calls have run.
     static func childLoop(_ setup: ChildSetup, registry: TaskRegistry) throws {
+        setup.quiet()
         if let initializer = setup.initializer { try registry.initialize(initializer, setup.initializerArguments) }
         let parent = CurrentProcess.parentPID
         var done = 0
@@ -212,17 +263,52 @@ final class ProcessRunner: AssignmentRunner, @unchecked Sendable {
                 if let parent, getppid() != parent { return }  // the node is gone
                 continue
             }
-            for body in try assignments(in: bytes) {
+            // Reports leave together unless an assignment took a while (then at once, so a
+            // long bundle's early results do not wait for its end) or they would not fit.
+            var pending = ReportBatch()
+            var lastSent = ContinuousClock.now
+            let bodies = try assignments(in: bytes)
+            for (index, body) in bodies.enumerated() {
                 var calls = 0
-                setup.progress.value = 0
+                setup.progress.value = index << 32
                 let report = WorkerReport.run(body, registry: registry) {
                     calls += 1
                     _ = setup.progress.add(1)
                 }
-                try setup.output.put(bytes: encode(report, calls: calls).readableBytesView)
                 done += calls
+                var encoded = ByteBuffer()
+                append(report, calls: calls, to: &encoded)
+                if pending.count > 0, pending.bytes.readableBytes + encoded.readableBytes + 4 > maxMessageSize {
+                    try setup.output.put(bytes: pending.take().readableBytesView)
+                }
+                pending.add(&encoded)
+                let now = ContinuousClock.now
+                if index == bodies.count - 1 || now - lastSent > reportDelay {
+                    try setup.output.put(bytes: pending.take().readableBytesView)
+                    lastSent = now
+                }
             }
             if let maximum = setup.maxTasks, done >= maximum { return }
         }
+    }
+}
+
+/// Reports a child has encoded and not yet sent, as one queue message.
+private struct ReportBatch {
+    private(set) var bytes = ByteBuffer()
+    private(set) var count: UInt32 = 0
+
+    mutating func add(_ encoded: inout ByteBuffer) {
+        bytes.writeBuffer(&encoded)
+        count += 1
+    }
+
+    /// The message (count, then the reports); empties the batch.
+    mutating func take() -> ByteBuffer {
+        var message = ByteBuffer()
+        message.writeInteger(count)
+        message.writeBuffer(&bytes)
+        self = ReportBatch()
+        return message
     }
 }

@@ -108,6 +108,9 @@ struct PoolBench: AsyncParsableCommand {
     @Flag(help: "Also run CPython's multiprocessing.Pool, ProcessPoolExecutor and the raw ping-pong in this run.")
     var compare = false
 
+    @Flag(help: "The worker node and the client reach the manager over its Unix domain socket (no TLS), as same-host peers can.")
+    var unix = false
+
     static let modes = ["apply", "apply_async", "map", "imap_unordered"]
 
     func validate() throws {
@@ -119,11 +122,12 @@ struct PoolBench: AsyncParsableCommand {
     }
 
     func run() async throws {
-        let server = try SpawnedManager(plaintext: false, threads: 1, busyPollMicroseconds: 200)
+        let server = try SpawnedManager(plaintext: false, threads: 1, busyPollMicroseconds: 200, unixSocket: unix)
         defer { server.stop() }
+        let managerAddress = server.unixSocketPath.map { "unix:" + $0 } ?? "127.0.0.1:\(server.port)"
         let worker = Process()
         worker.executableURL = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("colony")
-        worker.arguments = ["worker", "--connect", "127.0.0.1:\(server.port)", "--state-dir", server.stateDirectory]
+        worker.arguments = ["worker", "--connect", managerAddress, "--state-dir", server.stateDirectory]
             + (threads ? ["--threads", String(workers)] : ["--processes", String(workers)])
             + (prefetch.map { ["--prefetch", String($0)] } ?? [])
         worker.standardOutput = FileHandle.nullDevice
@@ -134,7 +138,12 @@ struct PoolBench: AsyncParsableCommand {
             var status: Int32 = 0
             waitpid(worker.processIdentifier, &status, 0)  // Foundation's waitUntilExit spins a run loop
         }
-        let manager = try await Manager.connect(port: server.port, trust: .stateDirectory(path: server.stateDirectory))
+        let manager =
+            if let path = server.unixSocketPath {
+                try await Manager.connect(unixSocket: path, stateDirectory: server.stateDirectory)
+            } else {
+                try await Manager.connect(port: server.port, trust: .stateDirectory(path: server.stateDirectory))
+            }
         let pool = try await manager.pool()
         let deadline = Date().addingTimeInterval(30)
         while try await pool.workers().isEmpty {
@@ -173,7 +182,7 @@ struct PoolBench: AsyncParsableCommand {
         let ours = Double(tasks) / seconds
         var report: [String: Any] = [
             "benchmark": "pool", "backend": backend, "mode": mode, "workers": workers, "tasks": tasks, "tasks_per_s": ours,
-            "worker_kind": threads ? "threads" : "processes", "tls": true,
+            "worker_kind": threads ? "threads" : "processes", "tls": !unix, "transport": unix ? "unix" : "tcp",
         ]
         if let chunksize { report["chunksize"] = chunksize }
         if let prefetch { report["prefetch"] = prefetch }

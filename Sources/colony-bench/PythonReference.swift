@@ -18,9 +18,18 @@ func runPythonReference(script: String, arguments: [String]) -> Result<[String: 
     } catch {
         return .failure(ReferenceUnavailable(reason: "could not start \(python): \(error)"))
     }
+    // CPython's fork-based pools now and then hang at shutdown (a child forked while another
+    // thread held a lock); a reference that hangs must not hang the benchmark.
+    let started = DispatchTime.now()
+    let watchdog = DispatchWorkItem { kill(-process.processIdentifier, SIGKILL) }
+    DispatchQueue.global().asyncAfter(deadline: started + referenceTimeoutSeconds, execute: watchdog)
     let data = output.fileHandleForReading.readDataToEndOfFile()
     let errorText = String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
     process.waitUntilExit()
+    watchdog.cancel()
+    if process.terminationReason == .uncaughtSignal, DispatchTime.now().uptimeNanoseconds - started.uptimeNanoseconds >= UInt64(referenceTimeoutSeconds * 1e9) {
+        return .failure(ReferenceUnavailable(reason: "the CPython reference did not finish within \(Int(referenceTimeoutSeconds)) s and was killed (CPython's fork-based pools sometimes hang at shutdown); run again"))
+    }
     guard process.terminationStatus == 0,
         let object = try? JSONSerialization.jsonObject(with: data) as? [String: Any]
     else {
@@ -32,6 +41,9 @@ func runPythonReference(script: String, arguments: [String]) -> Result<[String: 
     }
     return .success(figures)
 }
+
+/// How long a CPython reference may run before the benchmark gives up on it.
+let referenceTimeoutSeconds = 300.0
 
 struct ReferenceUnavailable: Error {
     let reason: String

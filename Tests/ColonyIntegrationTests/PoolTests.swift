@@ -169,13 +169,20 @@ let sha256Task = PoolTask<String, String>("sha256")
     @Test func terminateStopsRunningTasks() async throws {
         let (manager, worker, client, pool) = try await startPool(["--processes", "1"])
         let before = worker.children
-        let long = try await pool.applyAsync(sleepTask, 60)
-        #expect(try await eventually { try await pool.workers().first?.busy == 1 })
+        #expect(before.count == 1, "\(worker.log)")
+        // A call whose start shows: the worker process's own child, `sleep`. (Busy on the
+        // manager is not enough: the call may still be on its way to the worker process, and
+        // a call cancelled there never starts.)
+        let long = try await pool.applyAsync(ExecTask.task, ExecRequest(["sleep", "60"]))
+        func sleeping() -> [Int32] { before.flatMap(childProcesses(of:)).filter { processName($0) == "sleep" } }
+        #expect(try await eventually { !sleeping().isEmpty }, "\(worker.log)")
+        let orphans = sleeping()
+        defer { for orphan in orphans { kill(orphan, SIGKILL) } }
         try await pool.terminate()
         await #expect(throws: CancelledError.self) { try await long.get(timeout: 20) }
         #expect(try await pool.join(timeout: 20))
         // The process running the call was killed and replaced; the node serves on.
-        #expect(try await eventually { worker.children.count == 1 && worker.children != before })
+        #expect(try await eventually { worker.children.count == 1 && worker.children != before }, "before \(before), now \(worker.children): \(worker.log)")
         await client.close()
         let again = try await manager.connect()
         #expect(try await again.pool().apply(echo, 5) == 5)
@@ -245,43 +252,36 @@ let sha256Task = PoolTask<String, String>("sha256")
     }
 }
 
-/// Frames a test worker received from the manager.
-final class Received: @unchecked Sendable {
-    private let lock = Threading.Lock()
-    private var messages: [Message] = []
-    func add(_ message: Message) { lock.withLock { messages.append(message) } }
-    var all: [Message] { lock.withLock { messages } }
-}
 
 @Suite(.serialized) struct PoolBadInputTests {
     @Test func nonsenseWorkerHellosAndReportsForAssignmentsNotHeldAreRefusedAndOthersCarryOn() async throws {
         let (manager, real, client, pool) = try await startPool(["--threads", "1"])
 
         // A capacity no node can fill: an error frame, then the manager closes the connection.
-        let greedy = Received()
-        let greedyLink = try await WorkerLink.connect(port: manager.port, trust: .stateDirectory(path: manager.stateDirectory)) { greedy.add($0) }
+        let greedy = Recorder<Message>()
+        let greedyLink = try await WorkerLink.connect(port: manager.port, trust: .stateDirectory(path: manager.stateDirectory)) { greedy.append($0) }
         greedyLink.send(WorkerHello(node: "greedy", capacity: 1 << 40, tasks: ["echo"], pid: 1))
         #expect(try await eventually { !greedyLink.isConnected })
-        let refusal = greedy.all.first { $0.kind == .error }
+        let refusal = greedy.values.first { $0.kind == .error }
         #expect(try refusal.map { try RemoteError(wireValue: $0.value()).code } == .valueError)
 
         // A zero capacity does not even parse.
-        let zero = Received()
-        let zeroLink = try await WorkerLink.connect(port: manager.port, trust: .stateDirectory(path: manager.stateDirectory)) { zero.add($0) }
+        let zero = Recorder<Message>()
+        let zeroLink = try await WorkerLink.connect(port: manager.port, trust: .stateDirectory(path: manager.stateDirectory)) { zero.append($0) }
         zeroLink.send(Heartbeat(busy: 0, capacity: 0))  // before any hello
         zeroLink.send(WorkerHello(node: "zero", capacity: 1, tasks: [], pid: 1))
-        #expect(try await eventually { zero.all.contains { $0.kind == .error } })
+        #expect(try await eventually { zero.values.contains { $0.kind == .error } })
 
         // Results for an assignment this worker never got: BadRequest with its id; the
         // connection and the pool carry on.
-        let liar = Received()
-        let liarLink = try await WorkerLink.connect(port: manager.port, trust: .stateDirectory(path: manager.stateDirectory)) { liar.add($0) }
+        let liar = Recorder<Message>()
+        let liarLink = try await WorkerLink.connect(port: manager.port, trust: .stateDirectory(path: manager.stateDirectory)) { liar.append($0) }
         liarLink.send(WorkerHello(node: "liar", capacity: 1, tasks: ["nothing-anyone-calls"], pid: 1))
         try await waitForWorkers(pool, 2)
         liarLink.send(TaskResult(results: [1, 2]), requestID: 424_242)
         liarLink.send(TaskFailure(index: 0, results: [], errorType: "E", message: "m"), requestID: 424_243)
-        #expect(try await eventually { liar.all.filter { $0.kind == .error }.count == 2 })
-        #expect(liar.all.filter { $0.kind == .error }.map(\.requestID).sorted() == [424_242, 424_243])
+        #expect(try await eventually { liar.values.filter { $0.kind == .error }.count == 2 })
+        #expect(liar.values.filter { $0.kind == .error }.map(\.requestID).sorted() == [424_242, 424_243])
         #expect(liarLink.isConnected)
         #expect(try await pool.map(echo, 0..<50) == Array(0..<50))
         #expect(try await pool.workers().contains { $0.node == "liar" })

@@ -10,13 +10,14 @@ final class WorkerProcess: @unchecked Sendable {
     /// Kept alive as long as its worker.
     let manager: ManagerProcess
 
-    init(manager: ManagerProcess, arguments: [String]) throws {
+    /// `connect` is `colony worker --connect`'s value (default: the manager's TCP port).
+    init(manager: ManagerProcess, arguments: [String], connect: String? = nil) throws {
         self.manager = manager
         logPath = manager.stateDirectory + "/worker-\(UUID().uuidString).log"
         _ = FileManager.default.createFile(atPath: logPath, contents: nil)
         let log = try FileHandle(forWritingTo: URL(fileURLWithPath: logPath))
         process.executableURL = buildDirectory.appendingPathComponent("colony")
-        process.arguments = ["worker", "--connect", "127.0.0.1:\(manager.port)", "--state-dir", manager.stateDirectory] + arguments
+        process.arguments = ["worker", "--connect", connect ?? "127.0.0.1:\(manager.port)", "--state-dir", manager.stateDirectory] + arguments
         process.standardOutput = log
         process.standardError = log
         try process.run()
@@ -25,13 +26,7 @@ final class WorkerProcess: @unchecked Sendable {
     var pid: Int32 { process.processIdentifier }
 
     /// The process ids of its worker child processes.
-    var children: [Int32] {
-        let tasks = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/task")) ?? []
-        return tasks.flatMap { task -> [Int32] in
-            let text = (try? String(contentsOfFile: "/proc/\(pid)/task/\(task)/children", encoding: .utf8)) ?? ""
-            return text.split(separator: " ").compactMap { Int32($0) }
-        }.sorted()
-    }
+    var children: [Int32] { childProcesses(of: pid) }
 
     var log: String { (try? String(contentsOfFile: logPath, encoding: .utf8)) ?? "" }
 
@@ -70,4 +65,18 @@ func startPool(_ arguments: [String], _ name: String = "default", maxAttempts: I
     let pool = try await client.pool(name, maxAttempts: maxAttempts, orphanGrace: orphanGrace)
     try await waitForWorkers(pool, 1)
     return (manager, worker, client, pool)
+}
+
+/// The process ids of the children of process `pid` (Linux: from /proc).
+func childProcesses(of pid: Int32) -> [Int32] {
+    let tasks = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/task")) ?? []
+    return tasks.flatMap { task -> [Int32] in
+        let text = (try? String(contentsOfFile: "/proc/\(pid)/task/\(task)/children", encoding: .utf8)) ?? ""
+        return text.split(separator: " ").compactMap { Int32($0) }
+    }.sorted()
+}
+
+/// The name of process `pid` (Linux: from /proc), nil once it is gone.
+func processName(_ pid: Int32) -> String? {
+    (try? String(contentsOfFile: "/proc/\(pid)/comm", encoding: .utf8))?.trimmingCharacters(in: .newlines)
 }

@@ -199,6 +199,35 @@ func values(_ outcomes: [PoolOutcome]) -> [Int] { outcomes.map { Int((try? $0.ge
         #expect(pool.held.count == 6, "then prefetch places take the rest")
     }
 
+    @Test func prefetchBeyondOneWaitingPerProcessIsUsedOnlyWhileAssignmentsAreQuick() throws {
+        var pool = Harness()
+        pool.join(1, capacity: 16, processes: 2)
+        _ = try pool.submit(Array(0..<100), chunksize: 1)
+        #expect(pool.held.count == 4, "not measured yet: one waiting per process")
+        // Quick: each assignment reports 100 µs after it was given.
+        for _ in 0..<8 {
+            pool.scheduler.advanceClock(to: pool.scheduler.clock + 100_000)
+            try pool.complete(pool.assignments(of: 1)[0])
+        }
+        #expect(pool.held.count == 16, "quick: every prefetch place is used")
+        // Slow: 50 ms each, shared by 2 processes among 16 held is still 6 ms per assignment.
+        for _ in 0..<16 {
+            pool.scheduler.advanceClock(to: pool.scheduler.clock + 50_000_000)
+            try pool.complete(pool.assignments(of: 1)[0])
+        }
+        #expect(pool.held.count == 4, "slow: back to one waiting per process")
+        // Quick again: once the moving average has forgotten the slow ones, the places set
+        // aside come back.
+        var rounds = 0
+        while pool.held.count < 16, rounds < 40 {
+            pool.scheduler.advanceClock(to: pool.scheduler.clock + 10_000)
+            try pool.complete(pool.assignments(of: 1)[0])
+            rounds += 1
+        }
+        #expect(pool.held.count == 16)
+        #expect(rounds > 1, "one quick report does not undo a slow average")
+    }
+
     @Test func aSmallApplyIsNotStuckBehindAHugeMapOfAnotherClient() throws {
         var pool = Harness()
         pool.join(1)
