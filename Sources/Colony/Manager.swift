@@ -330,10 +330,12 @@ final class ProxyHandle: @unchecked Sendable {
     init(manager: Manager, reference: ObjectRef) {
         self.manager = manager
         self.reference = reference
+        manager.connection.references.opened(reference.id)
     }
 
     deinit {
-        if manager.connection.isOpen { manager.connection.sendIgnoringAnswer(.release(object: reference.id)) }
+        guard let seen = manager.connection.references.closed(reference.id), manager.connection.isOpen else { return }
+        manager.connection.sendIgnoringAnswer(.release(object: reference.id, seen: seen))
     }
 
     func run<Response>(_ call: ObjectCall<Response>) async throws -> Response {

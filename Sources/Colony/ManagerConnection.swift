@@ -54,6 +54,8 @@ final class ManagerConnection: @unchecked Sendable {
     // Set once the connection is closed or lost; then no call touches the event loop, which
     // may already be shut down.
     private let closed = ManagedAtomic<Bool>(false)
+    /// The references this session received, and the proxy handles using them.
+    var references: ReferenceLedger { handler.references }
     private let routersLock = Threading.Lock()
     private var routers: [UInt64: PoolResultRouter] = [:]  // guarded by routersLock
 
@@ -319,6 +321,8 @@ final class ClientHandler: ChannelInboundHandler, @unchecked Sendable {
     private var answeredInThisRead = false
 
     private let poolFrames: (@Sendable (Message) -> Void)?
+    /// The references this session received, counted as answers arrive.
+    let references = ReferenceLedger()
 
     init(
         handshake: HandshakeConfiguration, role: String, poller: BusyPoller, busyPollNanoseconds: UInt64,
@@ -412,7 +416,9 @@ final class ClientHandler: ChannelInboundHandler, @unchecked Sendable {
         case .response:
             guard let waiter = pending.removeValue(forKey: message.requestID) else { return }
             answeredInThisRead = true
-            waiter.resume(with: Result { try message.value() }.mapError { ConnectionError("the manager's answer is not a valid value: \($0)") })
+            let answer: Result<WireValue, any Error> = Result { try message.value() }.mapError { ConnectionError("the manager's answer is not a valid value: \($0)") }
+            if case .success(let value) = answer { references.received(value) }
+            waiter.resume(with: answer)
         case .error:
             let error = (try? RemoteError(wireValue: message.value())) ?? RemoteError(.internalError, "malformed error frame")
             if let waiter = pending.removeValue(forKey: message.requestID) {

@@ -306,7 +306,7 @@ final class ChannelOutlet: AnswerOutlet, WorkerOutlet, @unchecked Sendable {
             if let target {
                 target.handler.answerParked(requestID: requestID, outcome, context: target.context)
             } else if case .success(let value) = outcome, value.mayContainReferences {
-                store.release(PythonSemantics.references(in: value))  // nobody left to hand them to
+                store.release(value.objectIDs)  // nobody left to hand them to
             }
         }
     }

@@ -48,7 +48,11 @@ public struct ManagerSession {
     private let context: any ManagerContext
     private var state: State
     private var assembler: MessageAssembler
-    private var heldReferences: [UInt64: Int] = [:]
+    /// The objects this session holds, each with the number of times it was handed to the
+    /// session since its last accepted `release` (SPEC 6.2). The session holds one store
+    /// reference per object however often it received it, so reading one container in a
+    /// loop pins nothing more.
+    private var heldReferences: [UInt64: UInt64] = [:]
     private let outlet: any AnswerOutlet
     /// Calls waiting on the manager, by request id.
     private var parked: [UInt64: ParkedCall] = [:]
@@ -81,6 +85,34 @@ public struct ManagerSession {
 
     /// How many objects this session holds references to.
     public var objectCount: Int { heldReferences.count }
+
+    /// The store took one reference per id (an occurrence in an answer) for this session:
+    /// counts the transfers and keeps just one store reference per object.
+    private mutating func took(_ ids: [UInt64]) {
+        var extra: [UInt64] = []
+        for id in ids {
+            if let count = heldReferences[id] {
+                heldReferences[id] = count + 1
+                extra.append(id)
+            } else {
+                heldReferences[id] = 1
+            }
+        }
+        if !extra.isEmpty { context.store.release(extra) }
+    }
+
+    /// `["release", id, seen]`: the client dropped its last proxy of `id` after receiving it
+    /// `seen` times since its last release. Transfers it had not received yet keep the
+    /// object held (their answers are on the way); without `seen` the hold goes at once.
+    private mutating func release(_ id: UInt64, seen: UInt64?) {
+        guard let count = heldReferences[id] else { return }
+        if let seen, seen < count {
+            heldReferences[id] = count - seen
+            return
+        }
+        heldReferences[id] = nil
+        context.store.release([id])
+    }
 
     /// Feeds one frame from the client.
     public mutating func receive(_ frame: Frame, now: UInt64) -> [SessionAction] {
@@ -174,7 +206,7 @@ public struct ManagerSession {
         do {
             let hello = try WorkerHello(wireValue: message.value())
             let reference = try context.store.create(type: .pool, name: hello.pool, options: .null)
-            heldReferences[reference.id, default: 0] += 1
+            took([reference.id])
             guard let pool = context.store.object(reference.id) as? SharedPool else {
                 return refuse(RemoteError(.internalError, "pool '\(hello.pool)' vanished"))
             }
@@ -231,12 +263,12 @@ public struct ManagerSession {
             switch request {
             case .new(let type, let name, let options):
                 let reference = try store.create(type: type, name: name, options: options)
-                heldReferences[reference.id, default: 0] += 1
+                took([reference.id])
                 return .answered(.success(.objectRef(reference)))
             case .call(let object, let method, let arguments):
                 let callContext = CallContext(session: id, requestID: requestID, outlet: outlet, mayPark: requestID != 0)
                 let (result, target, adopted) = try store.call(object: object, method: method, arguments: arguments, context: callContext)
-                for id in adopted { heldReferences[id, default: 0] += 1 }
+                took(adopted)
                 if let blocking = target.blocking { touched[ObjectIdentifier(blocking)] = blocking }
                 switch result {
                 case .answer(let value):
@@ -245,14 +277,12 @@ public struct ManagerSession {
                     parked[requestID] = call
                     return .parked(timeout: timeout)
                 }
-            case .release(let object):
-                guard let count = heldReferences[object], count > 0 else { return .answered(.success(.null)) }
-                heldReferences[object] = count == 1 ? nil : count - 1
-                store.release([object])
+            case .release(let object, let seen):
+                release(object, seen: seen)
                 return .answered(.success(.null))
             case .attach(let object):
                 let reference = try store.attach(object)
-                heldReferences[object, default: 0] += 1
+                took([object])
                 return .answered(.success(.objectRef(reference)))
             case .delete(let name):
                 return .answered(.success(.bool(store.delete(name: name))))
@@ -281,12 +311,12 @@ public struct ManagerSession {
     /// References in it were handed over to this session; if the session is gone, they are
     /// given back.
     public mutating func parkedAnswered(requestID: UInt64, _ outcome: Result<WireValue, RemoteError>) -> [SessionAction] {
-        let references = (try? outcome.get()).map { $0.mayContainReferences ? PythonSemantics.references(in: $0) : [] } ?? []
+        let references = (try? outcome.get()).map { $0.mayContainReferences ? $0.objectIDs : [] } ?? []
         guard case .open = state, parked.removeValue(forKey: requestID) != nil else {
             context.store.release(references)
             return []
         }
-        for id in references { heldReferences[id, default: 0] += 1 }
+        took(references)
         return [.answer(requestID: requestID, outcome)]
     }
 
@@ -328,8 +358,7 @@ public struct ManagerSession {
         joinedPool = nil
         _ = withdrawAll()
         state = .closed
-        var ids: [UInt64] = []
-        for (id, count) in heldReferences { ids.append(contentsOf: repeatElement(id, count: count)) }
+        let ids = Array(heldReferences.keys)
         heldReferences = [:]
         context.store.release(ids)
     }

@@ -153,7 +153,7 @@ public final class ObjectStore: @unchecked Sendable {
         let result = try object.call(method, arguments, context, &changes)
         var adopted: [UInt64] = []
         if case .answer(let value) = result, value.mayContainReferences {
-            adopted = PythonSemantics.references(in: value)
+            adopted = value.objectIDs
             retain(adopted)
         }
         return (result, object, adopted)

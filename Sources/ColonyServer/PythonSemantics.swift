@@ -100,34 +100,4 @@ enum PythonSemantics {
             throw RemoteError(.wrongType, "can only add numbers, not \(a.kindDescription) and \(b.kindDescription)")
         }
     }
-
-    /// Every object id referenced anywhere inside `value`.
-    static func references(in value: WireValue, into ids: inout [UInt64]) {
-        switch value {
-        case .objectRef(let reference): ids.append(reference.id)
-        case .array(let elements): for element in elements { references(in: element, into: &ids) }
-        case .map(let pairs):
-            for pair in pairs {
-                references(in: pair.key, into: &ids)
-                references(in: pair.value, into: &ids)
-            }
-        default: break
-        }
-    }
-
-    static func references(in value: WireValue) -> [UInt64] {
-        var ids: [UInt64] = []
-        references(in: value, into: &ids)
-        return ids
-    }
-}
-
-extension WireValue {
-    /// Whether this value can hold an object reference (only references and containers can).
-    var mayContainReferences: Bool {
-        switch self {
-        case .objectRef, .array, .map: true
-        default: false
-        }
-    }
 }

@@ -8,11 +8,11 @@ struct ReferenceChanges {
     var dropped: [UInt64] = []
 
     mutating func adopt(_ value: WireValue) {
-        if value.mayContainReferences { PythonSemantics.references(in: value, into: &adopted) }
+        if value.mayContainReferences { value.collectObjectIDs(into: &adopted) }
     }
 
     mutating func drop(_ value: WireValue) {
-        if value.mayContainReferences { PythonSemantics.references(in: value, into: &dropped) }
+        if value.mayContainReferences { value.collectObjectIDs(into: &dropped) }
     }
 
     var isEmpty: Bool { adopted.isEmpty && dropped.isEmpty }
@@ -705,7 +705,7 @@ final class SharedValue: SharedObject, LockCarrier, @unchecked Sendable {
                 value = .null
                 lockObject = nil
             }
-            return PythonSemantics.references(in: value) + (lockObject.map { [$0] } ?? [])
+            return value.objectIDs + (lockObject.map { [$0] } ?? [])
         }
     }
 }

@@ -304,7 +304,7 @@ final class SharedQueue: BlockingObject, @unchecked Sendable {
             if joiners.remove(call) != nil { return (.join, []) }
             guard let pending = putters.remove(call) else { return (nil, []) }
             var dropped: [UInt64] = []
-            for item in pending { PythonSemantics.references(in: item, into: &dropped) }
+            for item in pending { item.collectObjectIDs(into: &dropped) }
             return (.put, dropped)
         }
     }
@@ -315,7 +315,7 @@ final class SharedQueue: BlockingObject, @unchecked Sendable {
             _ = joiners.removeAll(session: session)
             var dropped: [UInt64] = []
             for waiter in putters.removeAll(session: session) {
-                for item in waiter.payload { PythonSemantics.references(in: item, into: &dropped) }
+                for item in waiter.payload { item.collectObjectIDs(into: &dropped) }
             }
             return dropped
         }
@@ -325,9 +325,9 @@ final class SharedQueue: BlockingObject, @unchecked Sendable {
         let gone = RemoteError(.noSuchObject, "the queue was freed while this call waited on it")
         let (references, waiting): ([UInt64], [ParkedCall]) = lock.withLock {
             var references: [UInt64] = []
-            for item in items.removeAll() { PythonSemantics.references(in: item, into: &references) }
+            for item in items.removeAll() { item.collectObjectIDs(into: &references) }
             for waiter in putters.drain() {
-                for item in waiter.payload { PythonSemantics.references(in: item, into: &references) }
+                for item in waiter.payload { item.collectObjectIDs(into: &references) }
             }
             let waiting = getters.drain().map(\.call) + joiners.drain().map(\.call)
             return (references, waiting)

@@ -125,8 +125,10 @@ public enum Request: Hashable, Sendable {
     case new(type: ObjectType, name: String?, options: WireValue)
     /// `["call", object id, method, args]`: runs a method. Answer: its result.
     case call(object: UInt64, method: String, arguments: [WireValue])
-    /// `["release", object id]`: drops this session's reference. Answer: nil.
-    case release(object: UInt64)
+    /// `["release", object id, seen]`: the client dropped its last proxy of the object,
+    /// having received it `seen` times since its previous release of it; the session's hold
+    /// goes once every transfer was seen (without `seen`, at once). Answer: nil.
+    case release(object: UInt64, seen: UInt64?)
     /// `["attach", object id]`: takes a reference to an object another session holds (a
     /// proxy handed to a child process). Answer: its object reference.
     case attach(object: UInt64)
@@ -144,7 +146,9 @@ public enum Request: Hashable, Sendable {
             ["new", .string(type.name), name.map(WireValue.string) ?? .null, options]
         case .call(let object, let method, let arguments):
             ["call", .integer(object), .string(method), .array(arguments)]
-        case .release(let object):
+        case .release(let object, let seen?):
+            ["release", .integer(object), .integer(seen)]
+        case .release(let object, nil):
             ["release", .integer(object)]
         case .attach(let object):
             ["attach", .integer(object)]
@@ -207,11 +211,20 @@ public enum Request: Hashable, Sendable {
             }
             self = .call(object: object, method: method, arguments: arguments)
         case "release":
-            try require(2)
+            guard fields.count == 2 || fields.count == 3 else {
+                throw RemoteError(.badRequest, "'release' takes an object id and, optionally, the transfers seen; got \(fields.count - 1) arguments")
+            }
             guard let object = argument(1)?.uint64Value else {
                 throw RemoteError(.badRequest, "'release' needs an object id")
             }
-            self = .release(object: object)
+            var seen: UInt64?
+            if let count = argument(2) {
+                guard let value = count.uint64Value else {
+                    throw RemoteError(.badRequest, "'release' counts the transfers seen with an unsigned integer")
+                }
+                seen = value
+            }
+            self = .release(object: object, seen: seen)
         case "attach":
             try require(2)
             guard let object = argument(1)?.uint64Value else {

@@ -200,3 +200,34 @@ extension WireValue {
 
 /// This release of Colony, sent as the agent in handshakes and shown by `colony status`.
 public let colonyReleaseVersion = "0.1.0"
+
+extension WireValue {
+    /// Whether this value can hold an object reference (only references and containers can).
+    public var mayContainReferences: Bool {
+        switch self {
+        case .objectRef, .array, .map: true
+        default: false
+        }
+    }
+
+    /// The id of every object reference inside this value, once per occurrence.
+    public var objectIDs: [UInt64] {
+        var ids: [UInt64] = []
+        collectObjectIDs(into: &ids)
+        return ids
+    }
+
+    /// Appends the id of every object reference inside this value, once per occurrence.
+    public func collectObjectIDs(into ids: inout [UInt64]) {
+        switch self {
+        case .objectRef(let reference): ids.append(reference.id)
+        case .array(let elements): for element in elements where element.mayContainReferences { element.collectObjectIDs(into: &ids) }
+        case .map(let pairs):
+            for pair in pairs {
+                if pair.key.mayContainReferences { pair.key.collectObjectIDs(into: &ids) }
+                if pair.value.mayContainReferences { pair.value.collectObjectIDs(into: &ids) }
+            }
+        default: break
+        }
+    }
+}

@@ -317,6 +317,49 @@ import Testing
         await b.close()
     }
 
+    @Test func readingAProxyAgainAndAgainPinsNothingAndTheLastProxyFreesIt() async throws {
+        let server = try ManagerProcess()
+        let client = try await server.connect()
+        let observer = try await server.connect()
+        let outer = try await client.dict(nil, String.self, DictProxy<String, Int>.self)
+        var innerID: UInt64 = 0
+        do {
+            let inner = try await client.dict(nil, String.self, Int.self)
+            innerID = inner.reference.id
+            try await outer.set("k", inner)
+        }
+        func references() async throws -> Int64? {
+            let objects = try await observer.status()["objects"]?.arrayValue ?? []
+            return objects.first { $0["id"]?.uint64Value == innerID }?["refs"]?.int64Value
+        }
+        // Read as bare references, which no proxy releases (the session keeps its hold until
+        // it ends or makes a proxy of each): still one reference for the session.
+        let reader = try await server.connect()
+        let bare = try reader.dict(outer.reference, String.self, ObjectRef.self)
+        for _ in 0..<100 { #expect(try await bare.get("k").id == innerID) }
+        #expect(try await references() == 2, "the dict's reference and the reading session's one")
+        await reader.close()
+        #expect(try await eventually { try await references() == 1 })
+        // Proxies made and dropped while others arrive, from many tasks at once: each one
+        // works (no release overtakes an answer on its way), and the manager holds one
+        // reference for the session however many were read.
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for task in 0..<8 {
+                group.addTask {
+                    for round in 0..<50 { try await outer.get("k").set("t\(task)", round) }
+                }
+            }
+            try await group.waitForAll()
+        }
+        #expect(try await references() ?? 0 <= 2, "the dict's reference and at most the session's one")
+        #expect(try await outer.get("k").count() == 8)
+        // Out of the dict and out of every proxy: freed.
+        _ = try await outer.pop("k")
+        #expect(try await eventually { try await references() == nil }, "the last proxy's release freed it")
+        await client.close()
+        await observer.close()
+    }
+
     @Test func theChaptersMakeDictPassesADictProxyToChildProcesses() async throws {
         let server = try ManagerProcess()
         let program = Process()

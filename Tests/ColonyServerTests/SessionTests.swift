@@ -128,6 +128,36 @@ final class TestContext: ManagerContext, @unchecked Sendable {
         #expect(context.store.count == 1)  // only the named one is left
     }
 
+    @Test func aSessionHoldsOneReferencePerObjectHoweverOftenItReceivesIt() throws {
+        let context = TestContext()
+        var session = try openSession(context)
+        let outer = try #require(try request(&session, .new(type: .list, name: nil, options: .null), id: 1).value().objectRefValue)
+        let inner = try #require(try request(&session, .new(type: .dict, name: nil, options: .null), id: 2).value().objectRefValue)
+        _ = try request(&session, .call(object: outer.id, method: "append", arguments: [.objectRef(inner)]), id: 3)
+        func innerReferences() -> WireValue? {
+            context.store.describeObjects().arrayValue?.first { $0["id"]?.uint64Value == inner.id }?["refs"]
+        }
+        // Read 100 times and never released: the list's reference and the session's one.
+        for id in UInt64(10)..<110 {
+            #expect(try request(&session, .call(object: outer.id, method: "getitem", arguments: [0]), id: id).value() == .objectRef(inner))
+        }
+        #expect(innerReferences() == 2)
+        _ = try request(&session, .call(object: outer.id, method: "clear", arguments: []), id: 200)
+        #expect(innerReferences() == 1)
+        // A release that has not seen every transfer (1 from `new`, 100 reads) is stale:
+        // answers are on the way to a client that will make proxies of them.
+        _ = try request(&session, .release(object: inner.id, seen: 100), id: 201)
+        #expect(innerReferences() == 1)
+        _ = try request(&session, .release(object: inner.id, seen: 1), id: 202)
+        #expect(innerReferences() == nil, "freed once every transfer was released")
+        // Without a count, the hold goes at once; releasing what is not held is harmless.
+        let other = try #require(try request(&session, .new(type: .dict, name: nil, options: .null), id: 203).value().objectRefValue)
+        _ = try request(&session, .attach(object: other.id), id: 204)
+        _ = try request(&session, .release(object: other.id, seen: nil), id: 205)
+        #expect(try request(&session, .release(object: other.id, seen: nil), id: 206).value() == .null)
+        #expect(context.store.count == 1)
+    }
+
     @Test func batchesRunInOrderAndReportEachOutcome() throws {
         let context = TestContext()
         var session = try openSession(context)

@@ -99,7 +99,7 @@ import Testing
             .new(type: .dict, name: "config", options: [:]),
             .new(type: .queue, name: nil, options: ["maxsize": 10]),
             .call(object: 5, method: "setitem", arguments: ["k", 1]),
-            .release(object: 5),
+            .release(object: 5, seen: nil), .release(object: 5, seen: 3),
             .delete(name: "config"),
             .batch([.call(object: 1, method: "len", arguments: []), .status]),
             .status,
@@ -115,7 +115,7 @@ import Testing
         let long = WireValue.string(String(repeating: "v", count: 3_000))
         let requests: [Request] = [
             .call(object: 5, method: "setitem", arguments: ["k", 1]), .call(object: 1 << 40, method: "extend", arguments: [[long, long]]),
-            .call(object: 0, method: "len", arguments: []), .release(object: 5), .status,
+            .call(object: 0, method: "len", arguments: []), .release(object: 5, seen: 2), .status,
         ]
         for request in requests {
             for maxFrameBody in [64, 1 << 20] {
@@ -152,7 +152,8 @@ import Testing
             ("call", .badRequest), ([], .badRequest), (["frobnicate"], .unsupported),
             (["new", "teapot", nil, [:]], .unsupported), (["new", "dict", 5, [:]], .badRequest),
             (["call", -1, "len", []], .badRequest), (["call", 1, "len"], .badRequest),
-            (["batch", [["batch", []]]], .badRequest), (["release"], .badRequest), (["status", 1], .badRequest),
+            (["batch", [["batch", []]]], .badRequest), (["release"], .badRequest), (["release", 1, -2], .badRequest), (["release", 1, 2, 3], .badRequest),
+            (["status", 1], .badRequest),
         ]
         for (value, code) in cases {
             do {
