@@ -428,6 +428,7 @@ func encodeProxy(_ handle: ProxyHandle, to encoder: any Encoder) throws {
         var container = encoder.container(keyedBy: TransferKeys.self)
         try container.encode(handle.reference, forKey: .proxy)
         try container.encode(handle.manager.address, forKey: .manager)
+        try container.encode(handle.manager.instance, forKey: .instance)
     } else {
         var container = encoder.singleValueContainer()
         try container.encode(handle.reference)
@@ -437,6 +438,7 @@ func encodeProxy(_ handle: ProxyHandle, to encoder: any Encoder) throws {
 private enum TransferKeys: String, CodingKey {
     case proxy = "colony_proxy"
     case manager
+    case instance
 }
 
 extension CodingUserInfoKey {
@@ -455,6 +457,11 @@ func decodeHandle(_ decoder: any Decoder, accepting types: [ObjectType]) throws 
         let container = try decoder.container(keyedBy: TransferKeys.self)
         reference = try container.decode(ObjectRef.self, forKey: .proxy)
         manager = try Manager.transferred(to: try container.decode(ManagerAddress.self, forKey: .manager))
+        if let sent = try container.decodeIfPresent(String.self, forKey: .instance), sent != manager.instance {
+            throw RemoteError(
+                .noSuchObject,
+                "the manager restarted since this \(reference.type.name) proxy was passed on (instance \(sent.prefix(8)), now \(manager.instance.prefix(8))): the object it named is gone")
+        }
     } else {
         reference = try decoder.singleValueContainer().decode(ObjectRef.self)
         guard let received = decoder.userInfo[.colonyManager] as? Manager else {

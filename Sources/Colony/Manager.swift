@@ -115,6 +115,11 @@ public final class Manager: @unchecked Sendable {
     /// Whether the connection is still up.
     public var isConnected: Bool { connection.isOpen }
 
+    /// The manager's instance identity (hex), new at each start of the manager: two
+    /// connections that see different ones straddle a restart, and objects only the earlier
+    /// run held are gone (their ids are never reused: proxies of them fail with NoSuchObject).
+    public var instance: String { AuthKey.hex(connection.session.instance) }
+
     /// Says goodbye and closes the connection. Proxies stop working.
     public func close() async {
         await connection.close()

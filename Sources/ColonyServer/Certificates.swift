@@ -88,6 +88,8 @@ public struct CertificateError: Error, CustomStringConvertible {
 ///     <dir>/manager.pem       the manager's certificate (localhost, 127.0.0.1, ::1)
 ///     <dir>/manager-key.pem   its key (0600)
 ///     <dir>/authkey           the authkey, 64 hex digits (0600)
+///     <dir>/object-ids        the next object id a manager may use (decimal): ids never
+///                             repeat across restarts
 public struct StateDirectory: Sendable {
     public let path: String
 
@@ -106,6 +108,7 @@ public struct StateDirectory: Sendable {
     public var managerCertificatePath: String { path + "/manager.pem" }
     public var managerKeyPath: String { path + "/manager-key.pem" }
     public var authKeyPath: String { path + "/authkey" }
+    public var objectIDsPath: String { path + "/object-ids" }
 
     /// Creates whatever is missing; returns what it created, for the user's information.
     @discardableResult

@@ -36,6 +36,9 @@ public struct ManagerConfiguration: Sendable {
     /// Also listen on this Unix domain socket (SPEC 1): for peers on this host, mode 0600,
     /// the authkey handshake without TLS (the file's mode is the channel's protection).
     public var unixSocketPath: String?
+    /// Where object ids are reserved (the state directory's `object-ids`), so that they
+    /// never repeat across restarts; nil starts them at 1 each time.
+    public var objectIDFile: String?
     public var authFailureDelaySeconds: Double = 0.5
     public var logger = Logger(label: "colony.manager")
 
@@ -55,6 +58,9 @@ public struct ManagerConfiguration: Sendable {
 public final class ManagerServer: ManagerContext, @unchecked Sendable {
     public let store: ObjectStore
     public let configuration: ManagerConfiguration
+    /// This run's identity, drawn at start and sent in every welcome: a client that sees
+    /// another one than before knows the manager restarted.
+    public let instance: [UInt8] = (0..<16).map { _ in UInt8.random(in: 0...255) }
     private let group: MultiThreadedEventLoopGroup
     private let handshake: HandshakeConfiguration
     private let sslContext: NIOSSLContext?
@@ -73,12 +79,15 @@ public final class ManagerServer: ManagerContext, @unchecked Sendable {
 
     public init(configuration: ManagerConfiguration) throws {
         self.configuration = configuration
-        store = ObjectStore(maxObjects: configuration.maxObjects)
+        store = try configuration.objectIDFile.map { try ObjectStore(maxObjects: configuration.maxObjects, objectIDFile: $0) }
+            ?? ObjectStore(maxObjects: configuration.maxObjects)
         group = MultiThreadedEventLoopGroup(numberOfThreads: max(1, configuration.eventLoopThreads))
-        handshake = HandshakeConfiguration(
+        var handshake = HandshakeConfiguration(
             authKey: try AuthKey(configuration.authKey),
             timeoutNanoseconds: UInt64(configuration.handshakeTimeoutSeconds * 1e9),
             failureDelayNanoseconds: UInt64(configuration.authFailureDelaySeconds * 1e9), agent: "colony-manager/\(colonyReleaseVersion)")
+        handshake.instance = instance
+        self.handshake = handshake
         switch configuration.transport {
         case .tls(let certificatePath, let privateKeyPath, let clientCAPath):
             var tls = TLSConfiguration.makeServerConfiguration(
@@ -219,6 +228,7 @@ public final class ManagerServer: ManagerContext, @unchecked Sendable {
         counters["busy_poll_chances_skipped_while_crowded"] = polling.reduce(0) { $0 + $1.skippedWhileCrowded }
         return [
             "version": .string(colonyReleaseVersion),
+            "instance": .bytes(instance),
             "uptime": .double(Date().timeIntervalSince(started)),
             "objects": store.describeObjects(),
             "pools": store.describePools(),

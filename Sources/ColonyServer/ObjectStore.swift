@@ -26,7 +26,7 @@ public final class ObjectStore: @unchecked Sendable {
     private let shards = (0..<ObjectStore.shardCount).map { _ in Shard() }
     private let namesLock = Lock()
     private var names: [String: UInt64] = [:]  // guarded by namesLock
-    private let nextID = ManagedAtomic<UInt64>(1)
+    private let ids: ObjectIDs
     /// The most objects this store will hold; creating more is LimitExceeded.
     public let maxObjects: Int
     private let objectCount = ManagedAtomic<Int>(0)
@@ -34,8 +34,17 @@ public final class ObjectStore: @unchecked Sendable {
     private let poolsLock = Lock()
     private var poolRegistry: [UInt64: (name: String?, pool: SharedPool)] = [:]  // guarded by poolsLock
 
+    /// Ids start at 1 and are not recorded anywhere.
     public init(maxObjects: Int = 1_000_000) {
         self.maxObjects = maxObjects
+        ids = ObjectIDs()
+    }
+
+    /// Ids never repeat across stores using the same `objectIDFile` (a manager's restarts on
+    /// one state directory): the file records how far they may have gone.
+    public init(maxObjects: Int = 1_000_000, objectIDFile: String) throws {
+        self.maxObjects = maxObjects
+        ids = try ObjectIDs(reservationFile: objectIDFile)
     }
 
     private func shard(_ id: UInt64) -> Shard { shards[Int(id % UInt64(ObjectStore.shardCount))] }
@@ -72,7 +81,13 @@ public final class ObjectStore: @unchecked Sendable {
             objectCount.wrappingDecrement(ordering: .relaxed)
             throw error
         }
-        let id = nextID.loadThenWrappingIncrement(ordering: .relaxed)
+        let id: UInt64
+        do {
+            id = try ids.take()
+        } catch {
+            objectCount.wrappingDecrement(ordering: .relaxed)
+            throw error
+        }
         let shard = shard(id)
         shard.lock.withLock { shard.entries[id] = Entry(object: object, name: name, references: 1) }
         if let pool = object as? SharedPool { poolsLock.withLock { poolRegistry[id] = (name, pool) } }

@@ -97,6 +97,10 @@ public struct NegotiatedSession: Hashable, Sendable {
     public var role: String
     /// The peer's software, for logs.
     public var peerAgent: String
+    /// The manager's instance: 16 random bytes drawn at each start (empty if the manager
+    /// sent none). A different instance than before means the manager restarted and what
+    /// only the earlier one held is gone.
+    public var instance: [UInt8] = []
 }
 
 /// Settings shared by both sides of the handshake.
@@ -114,6 +118,8 @@ public struct HandshakeConfiguration: Sendable {
     public var agent: String
     /// Where the 32-byte challenges come from; tests inject fixed ones.
     public var makeNonce: @Sendable () -> [UInt8]
+    /// A server's instance identity, sent in its welcome (SPEC 4.2).
+    public var instance: [UInt8] = []
 
     public init(
         authKey: AuthKey, versions: [Int] = [1], features: [String] = [], timeoutNanoseconds: UInt64 = 5_000_000_000,
@@ -257,7 +263,8 @@ public struct ClientHandshake: Sendable {
             return .established(
                 NegotiatedSession(
                     version: version, features: features, sessionID: session, maxFrameBody: Int(maxFrame),
-                    maxInFlight: Int(maxInFlight), role: role, peerAgent: welcome["agent"]?.stringValue ?? "unknown"),
+                    maxInFlight: Int(maxInFlight), role: role, peerAgent: welcome["agent"]?.stringValue ?? "unknown",
+                    instance: welcome["instance"]?.bytesValue ?? []),
                 send: [])
         default:
             return fail(.init(.protocolViolation, "unexpected \(frame.kind) frame during the handshake"))
@@ -337,13 +344,12 @@ public struct ServerHandshake: Sendable {
             }
             state = .done
             let serverProof = HandshakeProof.proof(HandshakeProof.serverLabel, transcript: transcript, key: configuration.authKey)
-            let welcome: WireValue = [
-                "proof": .bytes(serverProof),
-                "session": .integer(sessionID),
-                "max_frame": .integer(maxFrameBody),
-                "max_in_flight": .integer(maxInFlight),
-                "agent": .string(configuration.agent),
+            var fields: [(String, WireValue)] = [
+                ("proof", .bytes(serverProof)), ("session", .integer(sessionID)), ("max_frame", .integer(maxFrameBody)),
+                ("max_in_flight", .integer(maxInFlight)), ("agent", .string(configuration.agent)),
             ]
+            if !configuration.instance.isEmpty { fields.append(("instance", .bytes(configuration.instance))) }
+            let welcome = WireValue.map(fields.map { WirePair(.string($0.0), $0.1) })
             return .established(
                 NegotiatedSession(
                     version: version, features: features, sessionID: sessionID, maxFrameBody: maxFrameBody,

@@ -166,6 +166,7 @@ struct ManagerCommand: AsyncParsableCommand {
         configuration.handshakeTimeoutSeconds = handshakeTimeout
         configuration.logger = logger
         configuration.unixSocketPath = unix
+        configuration.objectIDFile = directory.objectIDsPath
 
         let server = try ManagerServer(configuration: configuration)
         let address = try await server.start()

@@ -22,7 +22,8 @@ struct StatusCommand: AsyncParsableCommand {
             print(String(decoding: data, as: UTF8.self))
             return
         }
-        print("manager \(status["version"]?.stringValue ?? "?"), up \(Int(status["uptime"]?.doubleValue ?? 0)) s")
+        let instance = status["instance"]?.bytesValue.map { AuthKey.hex($0) } ?? "?"
+        print("manager \(status["version"]?.stringValue ?? "?"), instance \(instance), up \(Int(status["uptime"]?.doubleValue ?? 0)) s")
         let objects = status["objects"]?.arrayValue ?? []
         print("\nobjects (\(objects.count))")
         printTable(

@@ -197,6 +197,36 @@ import Testing
         await manager.close()
     }
 
+    @Test func aRestartedManagerNeverGivesAnOldIdToANewObjectAndSaysItRestarted() async throws {
+        let first = try ManagerProcess()
+        let before = try await first.connect()
+        let old = try await before.dict("config", String.self, Int.self)
+        try await old.set("a", 1)
+        let firstInstance = before.instance
+        // A proxy as a child process receives it: with the manager's address and instance.
+        let passedOn = try WireValueEncoder(userInfo: [CodingUserInfoKey(rawValue: "colony.process-transfer")!: true]).encode(old)
+        await before.close()
+        first.stop()
+
+        let second = try ManagerProcess(extraArguments: ["--port", String(first.port)], stateDirectory: first.stateDirectory)
+        defer { second.stop() }
+        let after = try await second.connect()
+        #expect(after.instance.count == 32 && after.instance != firstInstance)
+        let fresh = try await after.dict("config", String.self, Int.self)
+        #expect(fresh.reference.id > old.reference.id, "ids go on past the earlier run's")
+        // The old id reaches nothing, never the new object.
+        let stale = try after.dict(old.reference, String.self, Int.self)
+        await #expect(throws: RemoteError.self) { try await stale.count() }
+        #expect(try await fresh.count() == 0)
+        // A proxy passed on before the restart says so when it arrives.
+        #expect {
+            try WireValueDecoder().decode(DictProxy<String, Int>.self, from: passedOn)
+        } throws: { error in
+            (error as? RemoteError)?.code == .noSuchObject && "\(error)".contains("restarted")
+        }
+        await after.close()
+    }
+
     @Test func callsFromTheConnectionsOwnExecutor() async throws {
         let server = try ManagerProcess()
         let manager = try await server.connect()

@@ -1,4 +1,5 @@
 import ColonyWire
+import Foundation
 import Testing
 
 @testable import ColonyServer
@@ -294,5 +295,32 @@ struct StoreHarness {
         } catch {
             #expect(error.code == .limitExceeded)
         }
+    }
+}
+
+@Suite struct ObjectIDTests {
+    @Test func idsNeverRepeatAcrossStoresOfOneFileAndABadFileIsAClearError() throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("colony-ids-\(UUID().uuidString)").path
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let file = directory + "/object-ids"
+        let first = try ObjectStore(objectIDFile: file)
+        let before = try (0..<3).map { _ in try first.create(type: .dict, name: nil, options: .null).id }
+        #expect(before == [1, 2, 3])
+        // The file reserves a block ahead: the next store (a restart) starts after it.
+        let reserved = try #require(UInt64(String(contentsOfFile: file, encoding: .utf8).trimmingCharacters(in: .newlines)))
+        #expect(reserved > 3)
+        let second = try ObjectStore(objectIDFile: file)
+        let after = try second.create(type: .dict, name: nil, options: .null).id
+        #expect(after == reserved, "a restarted store begins past every id the earlier one may have used")
+        #expect(throws: RemoteError.self) { try second.call(object: before[0], method: "len", arguments: []) }
+
+        try "twelve\n".write(toFile: file, atomically: true, encoding: .utf8)
+        let refusal = Result { try ObjectStore(objectIDFile: file) }
+        guard case .failure(let error as ObjectIDsError) = refusal else {
+            Issue.record("a malformed object-id file was accepted: \(refusal)")
+            return
+        }
+        #expect(error.description.contains("object-ids") && error.description.contains("twelve"))
     }
 }
