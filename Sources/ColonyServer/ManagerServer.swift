@@ -39,6 +39,9 @@ public struct ManagerConfiguration: Sendable {
     /// Where object ids are reserved (the state directory's `object-ids`), so that they
     /// never repeat across restarts; nil starts them at 1 each time.
     public var objectIDFile: String?
+    /// How often anonymous objects that only reference each other are looked for and freed
+    /// (`ObjectStore.collectCycles`); 0 never.
+    public var cycleCollectionSeconds: Double = 10
     public var authFailureDelaySeconds: Double = 0.5
     public var logger = Logger(label: "colony.manager")
 
@@ -71,6 +74,7 @@ public final class ManagerServer: ManagerContext, @unchecked Sendable {
     private var serverChannel: (any Channel)?
     private var unixChannel: (any Channel)?
     private var poolTicks: RepeatedTask?
+    private var cycleCollections: RepeatedTask?
     private var sessions: [UInt64: SessionRecord] = [:]
     private var counters: [String: UInt64] = [:]
     private var isDraining = false
@@ -136,9 +140,17 @@ public final class ManagerServer: ManagerContext, @unchecked Sendable {
         let ticks = group.next().scheduleRepeatedTask(initialDelay: .seconds(1), delay: .seconds(1)) { _ in
             store.tickPools(now: ManagerServer.now())
         }
+        // Off the event loops: the first pass reads every object alongside the sessions.
+        let collections = configuration.cycleCollectionSeconds > 0 ? group.next().scheduleRepeatedTask(
+            initialDelay: .nanoseconds(Int64(configuration.cycleCollectionSeconds * 1e9)),
+            delay: .nanoseconds(Int64(configuration.cycleCollectionSeconds * 1e9))
+        ) { _ in
+            DispatchQueue.global(qos: .utility).async { store.collectCycles() }
+        } : nil
         lock.withLock {
             serverChannel = channel
             poolTicks = ticks
+            cycleCollections = collections
         }
         configuration.logger.info("listening", metadata: ["address": "\(channel.localAddress!)"])
         return channel.localAddress!
@@ -194,6 +206,8 @@ public final class ManagerServer: ManagerContext, @unchecked Sendable {
             isDraining = true
             poolTicks?.cancel()
             poolTicks = nil
+            cycleCollections?.cancel()
+            cycleCollections = nil
             defer {
                 serverChannel = nil
                 unixChannel = nil
@@ -222,6 +236,7 @@ public final class ManagerServer: ManagerContext, @unchecked Sendable {
         let (records, recorded, pollers) = lock.withLock { (Array(sessions.values), self.counters, Array(self.pollers.values)) }
         var counters = recorded
         let polling = pollers.map(\.statistics)
+        (counters["cycle_collections"], counters["cycles_freed"]) = store.cycleStatistics
         counters["busy_polls_ended_by_work"] = polling.reduce(0) { $0 + $1.endedByWork }
         counters["busy_polls_timed_out"] = polling.reduce(0) { $0 + $1.timedOut }
         counters["busy_poll_chances_skipped"] = polling.reduce(0) { $0 + $1.skipped }

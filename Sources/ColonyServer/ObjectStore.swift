@@ -27,6 +27,11 @@ public final class ObjectStore: @unchecked Sendable {
     private let namesLock = Lock()
     private var names: [String: UInt64] = [:]  // guarded by namesLock
     private let ids: ObjectIDs
+    /// Mutations read, the cycle collector's last check writes.
+    private let gate = ReadWriteGate()
+    private let collecting = ManagedAtomic<Bool>(false)
+    private let cyclesFreed = ManagedAtomic<UInt64>(0)
+    private let collections = ManagedAtomic<UInt64>(0)
     /// The most objects this store will hold; creating more is LimitExceeded.
     public let maxObjects: Int
     private let objectCount = ManagedAtomic<Int>(0)
@@ -55,16 +60,18 @@ public final class ObjectStore: @unchecked Sendable {
     /// `["new", type, name, options]`: creates or opens an object, with one reference for the
     /// caller.
     public func create(type: ObjectType, name: String?, options: WireValue) throws(RemoteError) -> ObjectRef {
-        if let name {
-            // Create-or-open is atomic per name.
-            return try namesLock.withLock { () throws(RemoteError) -> ObjectRef in
-                if let id = names[name] { return try attach(id, expecting: type, name: name) }
-                let reference = try insert(type: type, name: name, options: options)
-                names[name] = reference.id
-                return reference
+        try gate.reading { () throws(RemoteError) -> ObjectRef in
+            if let name {
+                // Create-or-open is atomic per name.
+                return try namesLock.withLock { () throws(RemoteError) -> ObjectRef in
+                    if let id = names[name] { return try takeReference(id, expecting: type, name: name) }
+                    let reference = try insert(type: type, name: name, options: options)
+                    names[name] = reference.id
+                    return reference
+                }
             }
+            return try insert(type: type, name: nil, options: options)
         }
-        return try insert(type: type, name: nil, options: options)
     }
 
     private func insert(type: ObjectType, name: String?, options: WireValue) throws(RemoteError) -> ObjectRef {
@@ -152,6 +159,16 @@ public final class ObjectStore: @unchecked Sendable {
     func call(object id: UInt64, method: String, arguments: [WireValue], context: CallContext) throws(RemoteError)
         -> (result: CallResult, object: any SharedObject, adopted: [UInt64])
     {
+        // The object's change and the counts it implies happen together, as the cycle
+        // collector sees them.
+        try gate.reading { () throws(RemoteError) -> (result: CallResult, object: any SharedObject, adopted: [UInt64]) in
+            try callInside(object: id, method: method, arguments: arguments, context: context)
+        }
+    }
+
+    private func callInside(object id: UInt64, method: String, arguments: [WireValue], context: CallContext) throws(RemoteError)
+        -> (result: CallResult, object: any SharedObject, adopted: [UInt64])
+    {
         guard let object = object(id) else {
             throw RemoteError(.noSuchObject, "object #\(id) does not exist (it was deleted, or its last reference was released)")
         }
@@ -162,21 +179,25 @@ public final class ObjectStore: @unchecked Sendable {
             let reference = try carrier.sharedLock { () throws(RemoteError) -> UInt64 in
                 try insert(type: .rlock, name: nil, options: .null).id
             }
-            retain([reference])
+            addReferences([reference])
             return (.answer(.objectRef(ObjectRef(type: .rlock, id: reference))), object, [reference])
         }
         let result = try object.call(method, arguments, context, &changes)
         var adopted: [UInt64] = []
         if case .answer(let value) = result, value.mayContainReferences {
             adopted = value.objectIDs
-            retain(adopted)
+            addReferences(adopted)
         }
         return (result, object, adopted)
     }
 
     /// `["attach", id]` (and opening a named object): one more reference to an existing
     /// object, which must have the `expecting` type when one is given.
-    func attach(_ id: UInt64, expecting expected: ObjectType? = nil, name: String? = nil) throws(RemoteError) -> ObjectRef {
+    func attach(_ id: UInt64) throws(RemoteError) -> ObjectRef {
+        try gate.reading { () throws(RemoteError) -> ObjectRef in try takeReference(id, expecting: nil, name: nil) }
+    }
+
+    private func takeReference(_ id: UInt64, expecting expected: ObjectType?, name: String?) throws(RemoteError) -> ObjectRef {
         let shard = shard(id)
         let found: ObjectType? = shard.lock.withLock {
             guard var entry = shard.entries[id] else { return nil }
@@ -193,6 +214,10 @@ public final class ObjectStore: @unchecked Sendable {
 
     /// Adds references to each id (for example, ids a session received in an answer).
     public func retain(_ ids: [UInt64]) {
+        gate.reading { addReferences(ids) }
+    }
+
+    private func addReferences(_ ids: [UInt64]) {
         for id in ids {
             let shard = shard(id)
             shard.lock.withLock {
@@ -204,6 +229,11 @@ public final class ObjectStore: @unchecked Sendable {
     /// Drops one reference per id; frees anonymous objects whose count reaches zero, and
     /// then whatever only they referenced.
     public func release(_ ids: [UInt64]) {
+        guard !ids.isEmpty else { return }
+        gate.reading { dropReferences(ids) }
+    }
+
+    private func dropReferences(_ ids: [UInt64]) {
         var pending = ids
         while let id = pending.popLast() {
             let shard = shard(id)
@@ -227,21 +257,91 @@ public final class ObjectStore: @unchecked Sendable {
 
     /// `["delete", name]`: removes a named object for everyone.
     public func delete(name: String) -> Bool {
-        let id: UInt64? = namesLock.withLock { names.removeValue(forKey: name) }
-        guard let id else { return false }
-        let shard = shard(id)
-        let removed: (any SharedObject)? = shard.lock.withLock { shard.entries.removeValue(forKey: id)?.object }
-        if let removed {
-            forget(id, removed)
-            objectCount.wrappingDecrement(ordering: .relaxed)
-            release(removed.removeAll())
+        gate.reading {
+            let id: UInt64? = namesLock.withLock { names.removeValue(forKey: name) }
+            guard let id else { return false }
+            let shard = shard(id)
+            let removed: (any SharedObject)? = shard.lock.withLock { shard.entries.removeValue(forKey: id)?.object }
+            if let removed {
+                forget(id, removed)
+                objectCount.wrappingDecrement(ordering: .relaxed)
+                dropReferences(removed.removeAll())
+            }
+            return true
         }
-        return true
+    }
+
+    // MARK: Cycles
+
+    /// Frees anonymous objects that only objects like them reach: a list holding a dict that
+    /// holds the list, which reference counting alone never frees (Python's managers do not
+    /// either). Returns how many it freed.
+    ///
+    /// A first pass runs alongside sessions and finds suspects; the second repeats the test
+    /// on the suspects alone with mutations paused, so sessions wait only as long as the
+    /// garbage takes to check. The test (CPython's): a suspect's references minus those from
+    /// other suspects that are still positive come from outside (a session, a named object,
+    /// an answer on its way), and what such a suspect reaches is alive.
+    @discardableResult
+    public func collectCycles() -> Int {
+        guard collecting.compareExchange(expected: false, desired: true, ordering: .acquiring).exchanged else { return 0 }
+        defer { collecting.store(false, ordering: .releasing) }
+        collections.wrappingIncrement(ordering: .relaxed)
+        var everything: [UInt64] = []
+        for shard in shards { everything += shard.lock.withLock { Array(shard.entries.keys) } }
+        let suspects = unreachable(among: Set(everything))
+        guard !suspects.isEmpty else { return 0 }
+        let freed: [(UInt64, any SharedObject)] = gate.writing {
+            var freed: [(UInt64, any SharedObject)] = []
+            for id in unreachable(among: suspects) {
+                let shard = shard(id)
+                if let entry = shard.lock.withLock({ shard.entries.removeValue(forKey: id) }) { freed.append((id, entry.object)) }
+            }
+            var dropped: [UInt64] = []
+            for (id, object) in freed {
+                forget(id, object)
+                objectCount.wrappingDecrement(ordering: .relaxed)
+                dropped += object.removeAll()
+            }
+            dropReferences(dropped)  // those into the garbage find nothing; the rest may free more
+            return freed
+        }
+        cyclesFreed.wrappingIncrement(by: UInt64(freed.count), ordering: .relaxed)
+        return freed.count
+    }
+
+    /// The anonymous objects of `candidates` that nothing outside `candidates` keeps alive.
+    private func unreachable(among candidates: Set<UInt64>) -> Set<UInt64> {
+        var outside: [UInt64: Int] = [:]  // references not explained by edges among candidates
+        var edges: [UInt64: [UInt64]] = [:]
+        var roots: [UInt64] = []
+        for id in candidates {
+            let shard = shard(id)
+            guard let entry = shard.lock.withLock({ shard.entries[id] }) else { continue }
+            if entry.name != nil { roots.append(id) }
+            outside[id, default: 0] += entry.references
+            let targets = entry.object.referencedIDs().filter(candidates.contains)
+            if !targets.isEmpty { edges[id] = targets }
+        }
+        for targets in edges.values {
+            for target in targets where outside[target] != nil { outside[target]! -= 1 }
+        }
+        roots += outside.filter { $0.value > 0 }.keys
+        var alive = Set(roots)
+        while let id = roots.popLast() {
+            for target in edges[id] ?? [] where alive.insert(target).inserted { roots.append(target) }
+        }
+        return Set(outside.keys).subtracting(alive)
+    }
+
+    /// Cycle collections run, and the objects they freed.
+    public var cycleStatistics: (collections: UInt64, freed: UInt64) {
+        (collections.load(ordering: .relaxed), cyclesFreed.load(ordering: .relaxed))
     }
 
     private func apply(_ changes: ReferenceChanges) {
-        retain(changes.adopted)
-        release(changes.dropped)
+        addReferences(changes.adopted)
+        dropReferences(changes.dropped)
     }
 
     /// Every pool object, with its id and name.

@@ -156,6 +156,9 @@ struct WaiterQueue<Payload> {
         return removed
     }
 
+    /// Every waiter, first first.
+    var all: ArraySlice<(call: ParkedCall, payload: Payload)> { items[head...] }
+
     /// Removes and returns every waiter.
     mutating func drain() -> [(call: ParkedCall, payload: Payload)] {
         defer {

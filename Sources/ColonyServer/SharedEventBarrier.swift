@@ -65,6 +65,8 @@ final class SharedEvent: BlockingObject, @unchecked Sendable {
         for waiter in waiting { waiter.call.fail(RemoteError(.noSuchObject, "the event was freed while this call waited on it")) }
         return []
     }
+
+    func referencedIDs() -> [UInt64] { [] }
 }
 
 /// Python `SyncManager.Barrier(parties, action, timeout)`. Indices count down in arrival
@@ -273,4 +275,6 @@ final class SharedBarrier: BlockingObject, @unchecked Sendable {
         for call in waiting { call.fail(RemoteError(.noSuchObject, "the barrier was freed while this call waited on it")) }
         return []
     }
+
+    func referencedIDs() -> [UInt64] { [] }
 }

@@ -181,6 +181,8 @@ final class SharedLock: BlockingObject, @unchecked Sendable {
         for waiter in waiting { waiter.call.fail(RemoteError(.noSuchObject, "the lock was freed while this call waited on it")) }
         return []
     }
+
+    func referencedIDs() -> [UInt64] { [] }
 }
 
 /// The lock methods shared by Lock, RLock and Condition (whose lock they are).
@@ -304,6 +306,8 @@ final class SharedCondition: BlockingObject, @unchecked Sendable {
         for call in waiting { call.fail(RemoteError(.noSuchObject, "the condition was freed while this call waited on it")) }
         return lockObject.map { [$0] } ?? []
     }
+
+    func referencedIDs() -> [UInt64] { lockObject.map { [$0] } ?? [] }
 }
 
 /// Python `SyncManager.Semaphore(n)` and `BoundedSemaphore(n)`. Permits a session took and
@@ -419,4 +423,6 @@ final class SharedSemaphore: BlockingObject, @unchecked Sendable {
         for waiter in waiting { waiter.call.fail(RemoteError(.noSuchObject, "the semaphore was freed while this call waited on it")) }
         return []
     }
+
+    func referencedIDs() -> [UInt64] { [] }
 }

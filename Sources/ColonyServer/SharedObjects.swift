@@ -35,6 +35,9 @@ protocol SharedObject: AnyObject, Sendable {
         -> CallResult
     /// Empties the object when it is freed; returns the references it held.
     func removeAll() -> [UInt64]
+    /// The references it holds now, once per occurrence: what `removeAll` would return
+    /// (the cycle collector's edges).
+    func referencedIDs() -> [UInt64]
 }
 
 /// Checks argument counts with Python-like messages.
@@ -115,6 +118,8 @@ final class SharedDict: SharedObject, @unchecked Sendable {
     func removeAll() -> [UInt64] {
         lock.withLock { state.removeAll() }
     }
+
+    func referencedIDs() -> [UInt64] { lock.withLock { state.referencedIDs } }
 }
 
 /// A dict's contents. One value, so that a call changes it through a single access.
@@ -158,6 +163,16 @@ struct DictState {
     }
 
     var livePairs: [WirePair] { entries.compactMap { $0 } }
+
+    /// The references in keys and values, once per occurrence.
+    var referencedIDs: [UInt64] {
+        var ids: [UInt64] = []
+        for case let pair? in entries {
+            pair.key.collectObjectIDs(into: &ids)
+            pair.value.collectObjectIDs(into: &ids)
+        }
+        return ids
+    }
 
     func keyError(_ key: WireValue) -> RemoteError {
         RemoteError(.keyError, "KeyError: \(key.pythonRepr)", detail: key)
@@ -514,6 +529,8 @@ final class SharedList: SharedObject, @unchecked Sendable {
             return changes.dropped
         }
     }
+
+    func referencedIDs() -> [UInt64] { lock.withLock { WireValue.array(items).objectIDs } }
 }
 
 // MARK: - Namespace
@@ -578,6 +595,8 @@ final class SharedNamespace: SharedObject, @unchecked Sendable {
             return changes.dropped
         }
     }
+
+    func referencedIDs() -> [UInt64] { lock.withLock { WireValue.array(Array(attributes.values)).objectIDs } }
 }
 
 // MARK: - Value and Array
@@ -708,6 +727,8 @@ final class SharedValue: SharedObject, LockCarrier, @unchecked Sendable {
             return value.objectIDs + (lockObject.map { [$0] } ?? [])
         }
     }
+
+    func referencedIDs() -> [UInt64] { lock.withLock { value.objectIDs + (lockObject.map { [$0] } ?? []) } }
 }
 
 /// Python `SyncManager.Array(typecode, sequence)`: a fixed-length typed sequence.
@@ -790,6 +811,8 @@ final class SharedArray: SharedObject, LockCarrier, @unchecked Sendable {
             return lockObject.map { [$0] } ?? []
         }
     }
+
+    func referencedIDs() -> [UInt64] { lock.withLock { lockObject.map { [$0] } ?? [] } }
 }
 
 /// Python's `get_lock()` on Value and Array: an RLock object made on first use, which the

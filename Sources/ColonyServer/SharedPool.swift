@@ -474,6 +474,8 @@ final class SharedPool: BlockingObject, @unchecked Sendable {
         return []
     }
 
+    func referencedIDs() -> [UInt64] { [] }
+
     // MARK: Worker sessions
 
     /// A worker-hello: the node joins with its capacity and tasks.

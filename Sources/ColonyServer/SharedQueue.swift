@@ -50,6 +50,9 @@ struct QueueItems {
         }
     }
 
+    /// Every item, in no particular order.
+    var all: ArraySlice<WireValue> { items[head...] }
+
     mutating func removeAll() -> [WireValue] {
         defer {
             items = []
@@ -334,5 +337,15 @@ final class SharedQueue: BlockingObject, @unchecked Sendable {
         }
         for call in waiting { call.fail(gone) }
         return references
+    }
+
+    func referencedIDs() -> [UInt64] {
+        lock.withLock {
+            var references = WireValue.array(Array(items.all)).objectIDs
+            for waiter in putters.all {
+                for item in waiter.payload { item.collectObjectIDs(into: &references) }
+            }
+            return references
+        }
     }
 }

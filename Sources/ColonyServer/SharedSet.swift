@@ -23,6 +23,8 @@ final class SharedSet: SharedObject, @unchecked Sendable {
         lock.withLock { members.removeAll() }
     }
 
+    func referencedIDs() -> [UInt64] { lock.withLock { members.referencedIDs } }
+
     private var list: [WireValue] { members.livePairs.map(\.key) }
 
     private func elements(_ arguments: Arguments, _ index: Int = 0) throws(RemoteError) -> [WireValue] {

@@ -119,6 +119,9 @@ struct ManagerCommand: AsyncParsableCommand {
     @Option(help: "Also listen on a Unix domain socket at this path, for clients and worker nodes on this host: mode 0600, the authkey handshake, no TLS.")
     var unix: String?
 
+    @Option(help: "Seconds between looks for anonymous objects that only reference each other (freed then); 0 never.")
+    var collectCycles: Double = 10
+
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
     var logLevel = "info"
 
@@ -130,6 +133,7 @@ struct ManagerCommand: AsyncParsableCommand {
         guard maxFrame >= 1024 else { throw ValidationError("--max-frame must be at least 1024 bytes") }
         guard eventLoopThreads >= 1 else { throw ValidationError("--event-loop-threads must be at least 1") }
         guard keepalive > 0 else { throw ValidationError("--keepalive must be positive") }
+        guard collectCycles >= 0, collectCycles <= 86_400 else { throw ValidationError("--collect-cycles must be 0...86400 seconds, got \(collectCycles)") }
         guard (0...1_000_000).contains(busyPollUs) else { throw ValidationError("--busy-poll-us must be 0...1000000, got \(busyPollUs)") }
         guard handshakeTimeout > 0, handshakeTimeout <= 600 else { throw ValidationError("--handshake-timeout must be in (0, 600]") }
         guard (certificate == nil) == (privateKey == nil) else {
@@ -167,6 +171,7 @@ struct ManagerCommand: AsyncParsableCommand {
         configuration.logger = logger
         configuration.unixSocketPath = unix
         configuration.objectIDFile = directory.objectIDsPath
+        configuration.cycleCollectionSeconds = collectCycles
 
         let server = try ManagerServer(configuration: configuration)
         let address = try await server.start()

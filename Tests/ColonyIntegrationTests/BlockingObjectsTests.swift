@@ -360,6 +360,23 @@ import Testing
         await observer.close()
     }
 
+    @Test func theManagerFreesAnonymousObjectsThatOnlyReferenceEachOther() async throws {
+        let server = try ManagerProcess(extraArguments: ["--collect-cycles", "0.2"])
+        let client = try await server.connect()
+        let observer = try await server.connect()
+        do {
+            let list = try await client.list(nil, DictProxy<String, ListProxy<Int>>.self)
+            let dict = try await client.dict(nil, String.self, ListProxy<Int>.self)
+            try await dict.set("back", try client.list(list.reference, Int.self))
+            try await list.append(dict)
+        }  // the proxies go: only the cycle keeps the two alive
+        let freed = { try await observer.status()["counters"]?["cycles_freed"]?.int64Value ?? 0 }
+        #expect(try await eventually { try await freed() == 2 })
+        #expect(try await observer.status()["objects"]?.arrayValue?.count == 0)
+        await client.close()
+        await observer.close()
+    }
+
     @Test func theChaptersMakeDictPassesADictProxyToChildProcesses() async throws {
         let server = try ManagerProcess()
         let program = Process()

@@ -324,3 +324,86 @@ struct StoreHarness {
         #expect(error.description.contains("object-ids") && error.description.contains("twelve"))
     }
 }
+
+@Suite struct CycleCollectorTests {
+    func ref(_ type: ObjectType, _ id: UInt64) -> WireValue { .objectRef(ObjectRef(type: type, id: id)) }
+
+    @Test func anonymousCyclesNothingElseReachesAreFreedWithWhatOnlyTheyHeld() throws {
+        let h = StoreHarness()
+        // A list holding a dict that holds the list, and a lock only the dict holds.
+        let list = try h.new(.list)
+        let dict = try h.new(.dict)
+        let lock = try h.new(.lock)
+        try h.call(list, "append", ref(.dict, dict))
+        try h.call(dict, "setitem", "list", ref(.list, list))
+        try h.call(dict, "setitem", "lock", ref(.lock, lock))
+        // A list holding itself, kept by a session (its creator's reference, not released).
+        let kept = try h.new(.list)
+        try h.call(kept, "append", ref(.list, kept))
+        // A named dict holding a cycle of two lists: reachable from a name.
+        let named = try h.new(.dict, "index")
+        let a = try h.new(.list)
+        let b = try h.new(.list)
+        try h.call(a, "append", ref(.list, b))
+        try h.call(b, "append", ref(.list, a))
+        try h.call(named, "setitem", "a", ref(.list, a))
+        h.store.release([list, dict, lock, a, b])  // the sessions let go
+        #expect(h.store.count == 7, "reference counts alone free nothing here")
+
+        #expect(h.store.collectCycles() == 3, "the list, the dict, and the lock only they reach")
+        #expect(h.store.count == 4)
+        #expect(h.code(lock, "locked") == .noSuchObject)
+        #expect(try h.call(kept, "len") == 1)
+        #expect(try h.call(a, "len") == 1)
+        #expect(h.store.cycleStatistics.freed == 3)
+
+        // Once the name goes, its cycle goes too.
+        #expect(h.store.delete(name: "index"))
+        #expect(h.store.collectCycles() == 2)
+        #expect(h.store.count == 1)
+        h.store.release([kept])
+        #expect(h.store.collectCycles() == 1)
+        #expect(h.store.count == 0)
+    }
+
+    @Test func collectingWhileSessionsBuildAndBreakCyclesNeverFreesWhatIsHeld() async throws {
+        let store = ObjectStore(maxObjects: 100_000)
+        let stop = ManagedFlag()
+        let collectorDone = DispatchSemaphore(value: 0)
+        DispatchQueue.global().async {
+            while !stop.isSet { store.collectCycles() }
+            collectorDone.signal()
+        }
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for _ in 0..<4 {
+                group.addTask {
+                    for _ in 0..<300 {
+                        let list = try store.create(type: .list, name: nil, options: .null)
+                        let dict = try store.create(type: .dict, name: nil, options: .null)
+                        _ = try store.call(object: list.id, method: "append", arguments: [.objectRef(dict)])
+                        _ = try store.call(object: dict.id, method: "setitem", arguments: ["l", .objectRef(list)])
+                        // Still held: every call works, whatever the collector does meanwhile.
+                        _ = try store.call(object: dict.id, method: "pop", arguments: ["l"])
+                        store.release([list.id])  // the popped answer's reference
+                        #expect(try store.call(object: list.id, method: "len", arguments: []) == 1)
+                        _ = try store.call(object: dict.id, method: "setitem", arguments: ["l", .objectRef(list)])
+                        store.release([list.id, dict.id])  // now a cycle only
+                    }
+                }
+            }
+            try await group.waitForAll()
+        }
+        stop.set()
+        #expect(collectorDone.wait(timeout: .now() + 30) == .success)
+        store.collectCycles()
+        #expect(store.count == 0)
+    }
+}
+
+/// A flag one thread sets and another polls.
+final class ManagedFlag: @unchecked Sendable {
+    private let lock = NSLock()
+    private var value = false
+    var isSet: Bool { lock.withLock { value } }
+    func set() { lock.withLock { value = true } }
+}
