@@ -174,6 +174,14 @@ public final class Manager: @unchecked Sendable {
         return ArrayProxy(handle: try await make(.array, name, options))
     }
 
+    /// Python `manager.Array(typecode, size)`: `size` zeros (of the typecode's kind).
+    public func array<Element: Codable & Sendable>(
+        _ name: String? = nil, typecode: String, size: Int, of elementType: Element.Type
+    ) async throws -> ArrayProxy<Element> {
+        let options: WireValue = ["typecode": .string(typecode), "size": .integer(Int64(size))]
+        return ArrayProxy(handle: try await make(.array, name, options))
+    }
+
     /// A live proxy for a reference received from the manager (a proxy stored in a shared
     /// container, or passed to this process), as Python unpickles a proxy.
     public func dict<Key: Codable & Hashable & Sendable, Value: Codable & Sendable>(

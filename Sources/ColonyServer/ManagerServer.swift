@@ -42,6 +42,9 @@ public struct ManagerConfiguration: Sendable {
     /// How often anonymous objects that only reference each other are looked for and freed
     /// (`ObjectStore.collectCycles`); 0 never.
     public var cycleCollectionSeconds: Double = 10
+    /// The most memory the manager may hold (`--max-memory`); nil: three quarters of what
+    /// this machine, or its cgroup, allows.
+    public var maxMemory: Int?
     public var authFailureDelaySeconds: Double = 0.5
     public var logger = Logger(label: "colony.manager")
 
@@ -75,6 +78,7 @@ public final class ManagerServer: ManagerContext, @unchecked Sendable {
     private var unixChannel: (any Channel)?
     private var poolTicks: RepeatedTask?
     private var cycleCollections: RepeatedTask?
+    private var memorySamples: RepeatedTask?
     private var sessions: [UInt64: SessionRecord] = [:]
     private var counters: [String: UInt64] = [:]
     private var isDraining = false
@@ -83,8 +87,9 @@ public final class ManagerServer: ManagerContext, @unchecked Sendable {
 
     public init(configuration: ManagerConfiguration) throws {
         self.configuration = configuration
-        store = try configuration.objectIDFile.map { try ObjectStore(maxObjects: configuration.maxObjects, objectIDFile: $0) }
-            ?? ObjectStore(maxObjects: configuration.maxObjects)
+        let budget = MemoryBudget(limit: configuration.maxMemory ?? MemoryBudget.defaultLimit())
+        store = try configuration.objectIDFile.map { try ObjectStore(maxObjects: configuration.maxObjects, objectIDFile: $0, budget: budget) }
+            ?? ObjectStore(maxObjects: configuration.maxObjects, budget: budget)
         group = MultiThreadedEventLoopGroup(numberOfThreads: max(1, configuration.eventLoopThreads))
         var handshake = HandshakeConfiguration(
             authKey: try AuthKey(configuration.authKey),
@@ -140,6 +145,10 @@ public final class ManagerServer: ManagerContext, @unchecked Sendable {
         let ticks = group.next().scheduleRepeatedTask(initialDelay: .seconds(1), delay: .seconds(1)) { _ in
             store.tickPools(now: ManagerServer.now())
         }
+        // The memory budget's view of what the manager holds, ten times a second.
+        let samples = group.next().scheduleRepeatedTask(initialDelay: .milliseconds(100), delay: .milliseconds(100)) { _ in
+            store.budget?.sample()
+        }
         // Off the event loops: the first pass reads every object alongside the sessions.
         let collections = configuration.cycleCollectionSeconds > 0 ? group.next().scheduleRepeatedTask(
             initialDelay: .nanoseconds(Int64(configuration.cycleCollectionSeconds * 1e9)),
@@ -150,6 +159,7 @@ public final class ManagerServer: ManagerContext, @unchecked Sendable {
         lock.withLock {
             serverChannel = channel
             poolTicks = ticks
+            memorySamples = samples
             cycleCollections = collections
         }
         configuration.logger.info("listening", metadata: ["address": "\(channel.localAddress!)"])
@@ -208,6 +218,8 @@ public final class ManagerServer: ManagerContext, @unchecked Sendable {
             poolTicks = nil
             cycleCollections?.cancel()
             cycleCollections = nil
+            memorySamples?.cancel()
+            memorySamples = nil
             defer {
                 serverChannel = nil
                 unixChannel = nil
@@ -244,6 +256,7 @@ public final class ManagerServer: ManagerContext, @unchecked Sendable {
         return [
             "version": .string(colonyReleaseVersion),
             "instance": .bytes(instance),
+            "memory": store.budget?.wireValue ?? .null,
             "uptime": .double(Date().timeIntervalSince(started)),
             "objects": store.describeObjects(),
             "pools": store.describePools(),

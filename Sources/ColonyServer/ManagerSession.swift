@@ -72,7 +72,7 @@ public struct ManagerSession {
         self.outlet = outlet
         self.context = context
         self.maxInFlight = maxInFlight
-        assembler = MessageAssembler(maxMessageSize: maxMessageSize, maxBufferedBytes: maxMessageSize)
+        assembler = MessageAssembler(maxMessageSize: maxMessageSize, maxBufferedBytes: maxMessageSize, budget: context.store.budget)
         state = .handshaking(
             ServerHandshake(configuration: handshake, sessionID: id, maxFrameBody: maxFrameBody, maxInFlight: maxInFlight, now: now))
     }
@@ -154,7 +154,8 @@ public struct ManagerSession {
             guard let complete = try assembler.receive(frame) else { return [] }
             message = complete
         } catch {
-            return [.answer(requestID: frame.requestID, .failure(RemoteError(.tooLarge, "\(error)"))), .close]
+            let code: ErrorCode = (error as? FrameError)?.code == .overBudget ? .outOfMemory : .tooLarge
+            return [.answer(requestID: frame.requestID, .failure(RemoteError(code, "\(error)"))), .close]
         }
         switch message.kind {
         case .request:
@@ -238,7 +239,7 @@ public struct ManagerSession {
                 .limitExceeded, "this session already has \(parked.count) requests waiting on the manager (max_in_flight); wait for some to finish")))
         } else {
             do {
-                outcome = execute(try Request(body: message.body), requestID: message.requestID)
+                outcome = execute(try Request(body: message.body), requestID: message.requestID, requestBytes: message.body.readableBytes)
             } catch let error as RemoteError {
                 outcome = .answered(.failure(error))
             } catch {
@@ -257,7 +258,7 @@ public struct ManagerSession {
 
     /// Runs one request against the store. `requestID` 0 marks a call inside a batch, which
     /// may not park.
-    mutating func execute(_ request: Request, requestID: UInt64 = 0) -> Outcome {
+    mutating func execute(_ request: Request, requestID: UInt64 = 0, requestBytes: Int = 0) -> Outcome {
         let store = context.store
         do {
             switch request {
@@ -266,7 +267,8 @@ public struct ManagerSession {
                 took([reference.id])
                 return .answered(.success(.objectRef(reference)))
             case .call(let object, let method, let arguments):
-                let callContext = CallContext(session: id, requestID: requestID, outlet: outlet, mayPark: requestID != 0)
+                let callContext = CallContext(
+                    session: id, requestID: requestID, outlet: outlet, mayPark: requestID != 0, requestBytes: requestBytes)
                 let (result, target, adopted) = try store.call(object: object, method: method, arguments: arguments, context: callContext)
                 took(adopted)
                 if let blocking = target.blocking { touched[ObjectIdentifier(blocking)] = blocking }
@@ -290,7 +292,7 @@ public struct ManagerSession {
                 var outcomes: [WireValue] = []
                 outcomes.reserveCapacity(requests.count)
                 for request in requests {
-                    guard case .answered(let result) = execute(request) else {
+                    guard case .answered(let result) = execute(request, requestBytes: requestBytes) else {
                         return .answered(.failure(RemoteError(.internalError, "a call inside a batch was parked")))
                     }
                     switch result {
@@ -356,6 +358,7 @@ public struct ManagerSession {
     public mutating func end() {
         joinedPool?.workerLeft(session: id)
         joinedPool = nil
+        assembler.discardAll()
         _ = withdrawAll()
         state = .closed
         let ids = Array(heldReferences.keys)

@@ -27,6 +27,8 @@ public final class ObjectStore: @unchecked Sendable {
     private let namesLock = Lock()
     private var names: [String: UInt64] = [:]  // guarded by namesLock
     private let ids: ObjectIDs
+    /// Refuses growth once the manager's memory is used up; nil: no budget.
+    public let budget: MemoryBudget?
     /// Mutations read, the cycle collector's last check writes.
     private let gate = ReadWriteGate()
     private let collecting = ManagedAtomic<Bool>(false)
@@ -40,15 +42,17 @@ public final class ObjectStore: @unchecked Sendable {
     private var poolRegistry: [UInt64: (name: String?, pool: SharedPool)] = [:]  // guarded by poolsLock
 
     /// Ids start at 1 and are not recorded anywhere.
-    public init(maxObjects: Int = 1_000_000) {
+    public init(maxObjects: Int = 1_000_000, budget: MemoryBudget? = nil) {
         self.maxObjects = maxObjects
+        self.budget = budget
         ids = ObjectIDs()
     }
 
     /// Ids never repeat across stores using the same `objectIDFile` (a manager's restarts on
     /// one state directory): the file records how far they may have gone.
-    public init(maxObjects: Int = 1_000_000, objectIDFile: String) throws {
+    public init(maxObjects: Int = 1_000_000, objectIDFile: String, budget: MemoryBudget? = nil) throws {
         self.maxObjects = maxObjects
+        self.budget = budget
         ids = try ObjectIDs(reservationFile: objectIDFile)
     }
 
@@ -76,6 +80,11 @@ public final class ObjectStore: @unchecked Sendable {
 
     private func insert(type: ObjectType, name: String?, options: WireValue) throws(RemoteError) -> ObjectRef {
         if options.mayContainReferences { try checkStorable(options) }
+        if let budget {
+            // Sized before it is made: a few bytes of options can ask for an Array of 10^8.
+            let elements = type == .array && options["items"] == nil ? Int(clamping: options["size"]?.int64Value ?? 0) : 0
+            try budget.admitGrowth(elements.multipliedReportingOverflow(by: MemoryLayout<WireValue>.stride).partialValue, for: "a new \(type.name)")
+        }
         guard objectCount.wrappingIncrementThenLoad(ordering: .relaxed) <= maxObjects else {
             objectCount.wrappingDecrement(ordering: .relaxed)
             throw RemoteError(.limitExceeded, "the manager holds its maximum of \(maxObjects) objects; release some first")
@@ -173,6 +182,9 @@ public final class ObjectStore: @unchecked Sendable {
             throw RemoteError(.noSuchObject, "object #\(id) does not exist (it was deleted, or its last reference was released)")
         }
         for argument in arguments where argument.mayContainReferences { try checkStorable(argument) }
+        if let budget, MemoryBudget.mayGrow(object.type, method) {
+            try budget.admitGrowth(growth(of: object, method, arguments, context), for: "\(object.type.name).\(method)()")
+        }
         var changes = ReferenceChanges()
         defer { if !changes.isEmpty { apply(changes) } }
         if method == "get_lock", let carrier = object as? LockCarrier {
@@ -189,6 +201,17 @@ public final class ObjectStore: @unchecked Sendable {
             addReferences(adopted)
         }
         return (result, object, adopted)
+    }
+
+    /// About how much a growing call adds: a list's multiplication its copies, anything
+    /// else the request's own size.
+    private func growth(of object: any SharedObject, _ method: String, _ arguments: [WireValue], _ context: CallContext) -> Int {
+        guard object.type == .list, method == "mul" || method == "imul", let times = arguments.first?.int64Value, times > 1 else {
+            return context.requestBytes
+        }
+        let copies = method == "mul" ? Int(clamping: times) : Int(clamping: times) - 1
+        let (bytes, overflow) = (object.size * MemoryLayout<WireValue>.stride).multipliedReportingOverflow(by: copies)
+        return overflow ? Int.max : bytes
     }
 
     /// `["attach", id]` (and opening a named object): one more reference to an existing

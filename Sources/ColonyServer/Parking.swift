@@ -24,6 +24,8 @@ struct CallContext {
     let outlet: any AnswerOutlet
     /// False inside a batch: a call that would block is refused instead of parked.
     let mayPark: Bool
+    /// The size of the request's body: what a growing call adds, about (the memory budget).
+    var requestBytes = 0
 
     func caller(_ owner: UInt64) -> Caller { Caller(session: session, owner: owner) }
 

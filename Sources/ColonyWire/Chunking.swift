@@ -70,6 +70,14 @@ extension ByteBuffer {
     }
 }
 
+/// Memory that partial messages of all of a receiver's connections share (a manager's
+/// memory budget): each assembler takes what it buffers and gives it back.
+public protocol PartialMessageBudget: Sendable {
+    /// Takes `bytes` more for partial messages; false when there is no room.
+    func reservePartial(_ bytes: Int) -> Bool
+    func releasePartial(_ bytes: Int)
+}
+
 /// Reassembles chunked messages from frames, for one connection. Chunks of different
 /// requests may interleave; chunks of one message arrive in order.
 ///
@@ -86,10 +94,12 @@ public struct MessageAssembler: Sendable {
 
     private var partial: [Key: ByteBuffer] = [:]
     private(set) public var bufferedBytes = 0
+    private let budget: (any PartialMessageBudget)?
 
-    public init(maxMessageSize: Int = 1 << 32, maxBufferedBytes: Int = 1 << 32) {
+    public init(maxMessageSize: Int = 1 << 32, maxBufferedBytes: Int = 1 << 32, budget: (any PartialMessageBudget)? = nil) {
         self.maxMessageSize = maxMessageSize
         self.maxBufferedBytes = maxBufferedBytes
+        self.budget = budget
     }
 
     /// Feeds one frame; returns the message it completes, if any.
@@ -111,7 +121,7 @@ public struct MessageAssembler: Sendable {
         do {
             try admit(frame.body.readableBytes, total: total, frame)
         } catch {
-            bufferedBytes -= buffer.readableBytes
+            forget(buffer.readableBytes)
             throw error
         }
         var chunk = frame.body
@@ -120,15 +130,26 @@ public struct MessageAssembler: Sendable {
             partial[key] = buffer
             return nil
         }
-        bufferedBytes -= total
+        forget(total)
         return Message(kind: frame.kind, requestID: frame.requestID, body: buffer)
     }
 
     /// Forgets a partial message, for example when its request was cancelled.
     public mutating func discard(kind: FrameKind, requestID: UInt64) {
         if let buffer = partial.removeValue(forKey: Key(kind: kind, requestID: requestID)) {
-            bufferedBytes -= buffer.readableBytes
+            forget(buffer.readableBytes)
         }
+    }
+
+    /// Forgets every partial message (the connection ended), giving their bytes back.
+    public mutating func discardAll() {
+        partial = [:]
+        forget(bufferedBytes)
+    }
+
+    private mutating func forget(_ bytes: Int) {
+        bufferedBytes -= bytes
+        budget?.releasePartial(bytes)
     }
 
     private mutating func admit(_ added: Int, total: Int, _ frame: Frame) throws {
@@ -138,6 +159,11 @@ public struct MessageAssembler: Sendable {
         guard bufferedBytes + added <= maxBufferedBytes else {
             throw FrameError(
                 .tooLarge, "partial messages would hold more than \(maxBufferedBytes) bytes", requestID: frame.requestID)
+        }
+        guard budget?.reservePartial(added) ?? true else {
+            throw FrameError(
+                .overBudget, "the receiver's memory budget has no room for \(added) more bytes of partial messages; send smaller messages or try later",
+                requestID: frame.requestID)
         }
         bufferedBytes += added
     }

@@ -124,6 +124,8 @@ public struct FrameError: Error, Hashable, CustomStringConvertible {
         public static let malformedHeader = Code("malformedHeader")
         /// The stream ended inside a frame.
         public static let truncated = Code("truncated")
+        /// Buffering the chunk would exceed the receiver's memory budget.
+        public static let overBudget = Code("overBudget")
         public var description: String { name }
     }
 

@@ -29,11 +29,12 @@ public struct ErrorCode: RawRepresentable, Hashable, Sendable, CustomStringConve
     public static let workerLost = ErrorCode(rawValue: 21)
     public static let noSuchTask = ErrorCode(rawValue: 22)
     public static let internalError = ErrorCode(rawValue: 23)
+    public static let outOfMemory = ErrorCode(rawValue: 24)
 
     public static let all: [ErrorCode] = [
         .badRequest, .authFailed, .unsupported, .tooLarge, .versionMismatch, .noSuchObject, .wrongType, .keyError,
         .indexError, .valueError, .attributeError, .empty, .full, .timeout, .brokenBarrier, .notOwner, .cancelled,
-        .shutDown, .limitExceeded, .taskFailed, .workerLost, .noSuchTask, .internalError,
+        .shutDown, .limitExceeded, .taskFailed, .workerLost, .noSuchTask, .internalError, .outOfMemory,
     ]
 
     public var name: String {
@@ -61,6 +62,7 @@ public struct ErrorCode: RawRepresentable, Hashable, Sendable, CustomStringConve
         case .workerLost: "WorkerLost"
         case .noSuchTask: "NoSuchTask"
         case .internalError: "Internal"
+        case .outOfMemory: "OutOfMemory"
         default: "Error\(rawValue)"
         }
     }
@@ -81,6 +83,7 @@ public struct ErrorCode: RawRepresentable, Hashable, Sendable, CustomStringConve
         case .cancelled: "concurrent.futures.CancelledError"
         case .shutDown: "queue.ShutDown"
         case .wrongType: "TypeError"
+        case .outOfMemory: "MemoryError"
         default: "RuntimeError"
         }
     }

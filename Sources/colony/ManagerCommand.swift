@@ -122,6 +122,9 @@ struct ManagerCommand: AsyncParsableCommand {
     @Option(help: "Seconds between looks for anonymous objects that only reference each other (freed then); 0 never.")
     var collectCycles: Double = 10
 
+    @Option(help: "The most memory the manager holds, like Redis's maxmemory: bytes, or with K, M, G or T (powers of 1024). Past it, requests that would grow it fail with OutOfMemory. Default: three quarters of the machine's (or cgroup's) memory.")
+    var maxMemory: ByteCount?
+
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
     var logLevel = "info"
 
@@ -172,6 +175,7 @@ struct ManagerCommand: AsyncParsableCommand {
         configuration.unixSocketPath = unix
         configuration.objectIDFile = directory.objectIDsPath
         configuration.cycleCollectionSeconds = collectCycles
+        configuration.maxMemory = maxMemory?.bytes
 
         let server = try ManagerServer(configuration: configuration)
         let address = try await server.start()
@@ -220,3 +224,22 @@ func waitForTerminationSignal() async {
 
 /// The signal sources live as long as the manager.
 nonisolated(unsafe) private var signalSources: [any DispatchSourceSignal] = []
+
+/// A size on the command line: `1073741824`, `512M`, `1.5G`, `2GiB` (powers of 1024).
+struct ByteCount: ExpressibleByArgument, Sendable {
+    let bytes: Int
+
+    init?(argument: String) {
+        let text = argument.trimmingCharacters(in: .whitespaces).uppercased()
+        var digits = Substring(text)
+        for suffix in ["IB", "B"] where digits.hasSuffix(suffix) { digits = digits.dropLast(suffix.count); break }
+        var scale = 1.0
+        if let unit = digits.last, let power = ["K": 1, "M": 2, "G": 3, "T": 4][String(unit)] {
+            scale = pow(1024, Double(power))
+            digits = digits.dropLast()
+        }
+        guard let number = Double(digits), number.isFinite, number > 0, number * scale < Double(Int.max) else { return nil }
+        bytes = Int(number * scale)
+        guard bytes > 0 else { return nil }
+    }
+}

@@ -24,6 +24,12 @@ struct StatusCommand: AsyncParsableCommand {
         }
         let instance = status["instance"]?.bytesValue.map { AuthKey.hex($0) } ?? "?"
         print("manager \(status["version"]?.stringValue ?? "?"), instance \(instance), up \(Int(status["uptime"]?.doubleValue ?? 0)) s")
+        if let memory = status["memory"], let used = memory["used"]?.int64Value, let limit = memory["limit"]?.int64Value {
+            let mebibytes = { (bytes: Int64) in String(format: "%.1f MiB", Double(bytes) / 1_048_576) }
+            print(
+                "memory \(mebibytes(used)) of \(mebibytes(limit)) (--max-memory), partial messages \(mebibytes(memory["partial"]?.int64Value ?? 0)), requests refused \(memory["refused"]?.int64Value ?? 0)"
+            )
+        }
         let objects = status["objects"]?.arrayValue ?? []
         print("\nobjects (\(objects.count))")
         printTable(

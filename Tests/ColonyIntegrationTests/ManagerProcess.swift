@@ -78,3 +78,19 @@ func eventually(_ seconds: Double = 10, _ condition: () async throws -> Bool) as
     }
     return try await condition()
 }
+
+extension Result where Failure == any Error {
+    /// Runs `body`, keeping its value or its error.
+    init(_ body: () async throws -> Success) async {
+        do {
+            self = .success(try await body())
+        } catch {
+            self = .failure(error)
+        }
+    }
+
+    var failure: (any Error)? {
+        if case .failure(let error) = self { return error }
+        return nil
+    }
+}

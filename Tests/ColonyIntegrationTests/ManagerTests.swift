@@ -227,6 +227,29 @@ import Testing
         await after.close()
     }
 
+    @Test func aMemoryBudgetRefusesWhatDoesNotFitAndTheManagerServesOn() async throws {
+        let server = try ManagerProcess(extraArguments: ["--max-memory", "200M"])
+        let manager = try await server.connect()
+        // Sized before it is made: 10^8 doubles do not fit in 200 MiB.
+        let huge = await Result { try await manager.array(typecode: "d", size: 100_000_000, of: Double.self) }
+        #expect((huge.failure as? RemoteError)?.code == .outOfMemory, "\(huge)")
+        #expect(try await manager.array(typecode: "d", size: 1000, of: Double.self).get(999) == 0)
+        // A 60 MiB value arrives in chunks; partial messages may hold a quarter of the budget.
+        let writer = try await server.connect()
+        let big = try await writer.dict(nil, String.self, String.self)
+        let refused = await Result { try await big.set("blob", String(repeating: "x", count: 60 << 20)) }
+        #expect(refused.failure != nil, "the connection was refused and closed: \(refused)")
+        let status = try await manager.status()
+        #expect(status["memory"]?["limit"]?.int64Value == 200 << 20)
+        #expect(status["memory"]?["refused"]?.int64Value ?? 0 >= 2)
+        #expect(status["memory"]?["partial"]?.int64Value == 0, "the closed connection's chunks were given back")
+        let scratch = try await manager.dict(nil, String.self, Int.self)
+        try await scratch.set("still", 1)
+        #expect(try await scratch.get("still") == 1)
+        await writer.close()
+        await manager.close()
+    }
+
     @Test func callsFromTheConnectionsOwnExecutor() async throws {
         let server = try ManagerProcess()
         let manager = try await server.connect()

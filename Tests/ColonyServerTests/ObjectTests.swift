@@ -1,5 +1,6 @@
 import ColonyWire
 import Foundation
+import NIOCore
 import Testing
 
 @testable import ColonyServer
@@ -406,4 +407,69 @@ final class ManagedFlag: @unchecked Sendable {
     private var value = false
     var isSet: Bool { lock.withLock { value } }
     func set() { lock.withLock { value = true } }
+}
+
+@Suite struct MemoryBudgetTests {
+    /// Memory in use as the test says it is.
+    final class Meter: @unchecked Sendable {
+        private let lock = NSLock()
+        private var bytes = 10 << 20
+        var value: Int {
+            get { lock.withLock { bytes } }
+            set { lock.withLock { bytes = newValue } }
+        }
+    }
+
+    @Test func growthIsRefusedPastTheBudgetAndLargeAllocationsAreSizedFirst() throws {
+        let meter = Meter()
+        let budget = MemoryBudget(limit: 100 << 20) { meter.value }
+        let store = ObjectStore(budget: budget)
+        func code(_ body: () throws -> Void) -> ErrorCode? {
+            do {
+                try body()
+                return nil
+            } catch {
+                return (error as? RemoteError)?.code
+            }
+        }
+        // A 20-byte request for 10^8 elements is sized before anything is allocated.
+        #expect(code { _ = try store.create(type: .array, name: nil, options: ["typecode": "d", "size": 100_000_000]) } == .outOfMemory)
+        let array = try store.create(type: .array, name: nil, options: ["typecode": "d", "size": 1000])
+        let list = try store.create(type: .list, name: nil, options: ["items": [1, 2, 3]])
+        #expect(code { _ = try store.call(object: list.id, method: "imul", arguments: [1_000_000_000]) } == .outOfMemory)
+        #expect(code { _ = try store.call(object: list.id, method: "mul", arguments: [1_000_000_000]) } == .outOfMemory)
+        _ = try store.call(object: list.id, method: "imul", arguments: [2])
+        #expect(try store.call(object: list.id, method: "len", arguments: []) == 6)
+
+        // Used up: what would grow is refused; reads, removals and fixed-size changes run.
+        meter.value = 101 << 20
+        budget.sample()
+        #expect(code { _ = try store.call(object: list.id, method: "append", arguments: [4]) } == .outOfMemory)
+        #expect(code { _ = try store.create(type: .dict, name: nil, options: .null) } == .outOfMemory)
+        #expect(try store.call(object: list.id, method: "pop", arguments: []) == 3)
+        _ = try store.call(object: array.id, method: "setitem", arguments: [0, 1.5])
+        _ = try store.call(object: list.id, method: "clear", arguments: [])
+        #expect(budget.refused == 5)
+
+        meter.value = 50 << 20
+        budget.sample()
+        _ = try store.call(object: list.id, method: "append", arguments: [4])
+        #expect(budget.wireValue["limit"] == .integer(100 << 20))
+    }
+
+    @Test func partialMessagesOfAllConnectionsShareAQuarterOfTheBudget() throws {
+        let budget = MemoryBudget(limit: 4 << 20) { 0 }
+        var first = MessageAssembler(budget: budget)
+        var second = MessageAssembler(budget: budget)
+        let chunk = ByteBuffer(repeating: 7, count: 400 << 10)
+        #expect(try first.receive(Frame(kind: .request, flags: .more, requestID: 1, body: chunk)) == nil)
+        #expect(try second.receive(Frame(kind: .request, flags: .more, requestID: 1, body: chunk)) == nil)
+        #expect(budget.partialBytes == 800 << 10)
+        // A third chunk would pass a quarter of 4 MiB.
+        #expect(throws: FrameError.self) { try second.receive(Frame(kind: .request, flags: .more, requestID: 2, body: chunk)) }
+        // A message that completes gives its bytes back; so does a connection that ends.
+        #expect(try first.receive(Frame(kind: .request, requestID: 1, body: ByteBuffer(repeating: 7, count: 100 << 10))) != nil)
+        second.discardAll()
+        #expect(budget.partialBytes == 0)
+    }
 }
