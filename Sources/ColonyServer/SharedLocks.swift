@@ -73,8 +73,7 @@ final class LockCore: @unchecked Sendable {
 
     func acquire(_ arguments: Arguments, _ context: CallContext, on object: any BlockingObject) throws(RemoteError) -> CallResult {
         let caller = context.caller(try arguments.owner(0))
-        let blocking = try arguments.bool(1, default: true)
-        let timeout = try timeoutArgument(arguments.optional(2), arguments.method)
+        let (blocking, timeout) = try acquireMode(arguments)
         if let granted = tryAcquire(caller) { return .answer(granted) }
         guard blocking, timeout != 0 else { return .answer(refusal) }
         let parked = try context.park(on: object, arguments.method)
@@ -183,6 +182,17 @@ final class SharedLock: BlockingObject, @unchecked Sendable {
     }
 
     func referencedIDs() -> [UInt64] { [] }
+}
+
+/// An acquire's `[owner, blocking, timeout]` after the owner: as in Python, a timeout for a
+/// non-blocking acquire is a ValueError.
+func acquireMode(_ arguments: Arguments) throws(RemoteError) -> (blocking: Bool, timeout: Double?) {
+    let blocking = try arguments.bool(1, default: true)
+    let timeout = try timeoutArgument(arguments.optional(2), arguments.method)
+    if !blocking, timeout != nil {
+        throw RemoteError(.valueError, "\(arguments.method)(): can't specify a timeout for a non-blocking call")
+    }
+    return (blocking, timeout)
 }
 
 /// The lock methods shared by Lock, RLock and Condition (whose lock they are).
@@ -364,8 +374,7 @@ final class SharedSemaphore: BlockingObject, @unchecked Sendable {
             case "acquire":
                 let arguments = try Arguments(method, values, count: 1...3)
                 _ = try arguments.owner(0)
-                let blocking = try arguments.bool(1, default: true)
-                let timeout = try timeoutArgument(arguments.optional(2), method)
+                let (blocking, timeout) = try acquireMode(arguments)
                 if value > 0 && waiters.isEmpty {
                     value -= 1
                     return .answer(take(context.session))

@@ -228,6 +228,7 @@ public struct ClientHandshake: Sendable {
     /// Feeds one frame from the server.
     public mutating func receive(_ frame: Frame, now: UInt64) -> HandshakeStep {
         if let expired = checkDeadline(now: now) { return expired }
+        if frame.flags.contains(.more) { return fail(.init(.protocolViolation, "the server sent a chunked \(frame.kind) frame during the handshake")) }
         switch (state, frame.kind) {
         case (_, .error):
             return fail(rejection(frame))
@@ -328,6 +329,7 @@ public struct ServerHandshake: Sendable {
     /// Feeds one frame from the client.
     public mutating func receive(_ frame: Frame, now: UInt64) -> HandshakeStep {
         if let expired = checkDeadline(now: now) { return expired }
+        if frame.flags.contains(.more) { return violation("handshake messages are single frames; a \(frame.kind) frame came chunked") }
         switch (state, frame.kind) {
         case (.awaitingHello, .hello):
             return answerHello(frame)

@@ -294,6 +294,11 @@ extension BatchOutcome {
         // A Lock may be released by anyone (Python's Lock); releasing it unlocked is an error.
         _ = try b.call(lock, "release", 9)
         #expect(try b.error(b.send(lock, "release", 9)) == .notOwner)
+        // As in Python, a non-blocking acquire takes no timeout (locks and semaphores alike).
+        #expect(try b.error(b.send(lock, "acquire", 1, false, 1.0)) == .valueError)
+        let semaphore = try a.new(.semaphore)
+        #expect(try a.error(a.send(semaphore, "acquire", 1, false, 0.5)) == .valueError)
+        #expect(try grantOf(a.call(semaphore, "acquire", 1, false, nil)).acquired)
     }
 
     @Test func aDeadHolderReleasesEverythingAndTheNextHolderIsTold() throws {
@@ -310,6 +315,19 @@ extension BatchOutcome {
         #expect(granted.acquired && granted.previousOwnerDied)
         _ = try b.call(rlock, "release", 1)
         #expect(try grantOf(b.call(rlock, "acquire", 1)).previousOwnerDied == false)
+    }
+
+    @Test func aGoodbyeReleasesHeldLocksAsADeathDoes() throws {
+        let context = TestContext()
+        let (a, b) = (try TestClient(context, id: 1), try TestClient(context, id: 2))
+        let lock = try a.new(.lock, name: "L")
+        _ = try b.new(.lock, name: "L")
+        _ = try a.call(lock, "acquire", 1)
+        let waiting = try b.send(lock, "acquire", 1)
+        #expect(a.session.receive(Frame(kind: .goodbye), now: 2).contains(.close))
+        a.session.end()
+        let granted = try grantOf(try #require(try b.answer(waiting)).get())
+        #expect(granted.acquired && granted.previousOwnerDied, "the next holder is told, as after a crash")
     }
 
     @Test func semaphoresCountPermitsAndGiveBackADeadSessionsPermits() throws {

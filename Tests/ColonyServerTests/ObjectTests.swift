@@ -473,3 +473,21 @@ final class ManagedFlag: @unchecked Sendable {
         #expect(budget.partialBytes == 0)
     }
 }
+
+@Suite struct KeyEqualityTests {
+    @Test func integralFloatsAreTheIntegersKeyAndBooleansAreNot() throws {
+        let h = StoreHarness()
+        let d = try h.new(.dict)
+        try h.call(d, "setitem", 1, "one")
+        #expect(try h.call(d, "getitem", 1.0) == "one")
+        try h.call(d, "setitem", 1.0, "uno")
+        #expect(try h.call(d, "len") == 1)
+        #expect(try h.call(d, "getitem", 1) == "uno")
+        #expect(h.code(d, "getitem", 1.5) == .keyError)
+        #expect(h.code(d, "getitem", true) == .keyError)
+        let s = try h.new(.set)
+        try h.call(s, "add", 2)
+        #expect(try h.call(s, "contains", 2.0) == true)
+        #expect(try h.call(s, "contains", false) == false)
+    }
+}

@@ -210,8 +210,46 @@ import Testing
         }
     }
 
+    @Test func handshakeMessagesAreSingleFramesAndTheFailureCodesAreFixed() throws {
+        // A whole, valid hello with MORE set is refused: handshake messages are never chunked.
+        var client = ClientHandshake(configuration: try configuration(key: key, nonce: clientNonce))
+        var hello = client.start(now: 0)
+        hello.flags.insert(.more)
+        var server = ServerHandshake(configuration: try configuration(key: key, nonce: serverNonce), sessionID: 1, now: 0)
+        guard case .failed(let failure, let frames, _) = server.receive(hello, now: 0) else {
+            Issue.record("a chunked hello was accepted")
+            return
+        }
+        #expect(failure.code == .protocolViolation)
+        #expect(try RemoteError(wireValue: frames[0].value()).code == .badRequest)
+
+        // A proof that is no proof at all, and a handshake that runs out of time, both end
+        // with AuthFailed, as a wrong proof does.
+        var malformed = ServerHandshake(configuration: try configuration(key: key, nonce: serverNonce), sessionID: 1, now: 0)
+        _ = malformed.receive(ClientHandshake(configuration: try configuration(key: key, nonce: clientNonce)).startedHello(), now: 0)
+        guard case .failed(_, let refusal, _) = malformed.receive(Frame(kind: .proof, value: ["proof": "not bytes"]), now: 1) else {
+            Issue.record("a malformed proof was accepted")
+            return
+        }
+        #expect(try RemoteError(wireValue: refusal[0].value()).code == .authFailed)
+        var slow = ServerHandshake(configuration: try configuration(key: key, nonce: serverNonce), sessionID: 1, now: 0)
+        guard case .failed(_, let expiry, _)? = slow.checkDeadline(now: 6_000_000_000) else {
+            Issue.record("the deadline did not fire")
+            return
+        }
+        #expect(try RemoteError(wireValue: expiry[0].value()).code == .authFailed)
+    }
+
     @Test func shortAuthKeysAreRefused() {
         #expect(throws: HandshakeFailure.self) { try AuthKey([1, 2, 3]) }
         #expect(AuthKey.random().bytes.count == 32)
+    }
+}
+
+extension ClientHandshake {
+    /// A fresh client's hello frame.
+    func startedHello() -> Frame {
+        var copy = self
+        return copy.start(now: 0)
     }
 }
