@@ -8,6 +8,8 @@ let package = Package(
         .library(name: "Colony", targets: ["Colony"]),
         // The wire protocol alone, for other clients and for the fuzz harness.
         .library(name: "ColonyWire", targets: ["ColonyWire"]),
+        // The manager's logic without its sockets, for embedding and for the fuzz harness.
+        .library(name: "ColonyServer", targets: ["ColonyServer"]),
         .executable(name: "colony", targets: ["colony"]),
         .executable(name: "colony-bench", targets: ["colony-bench"]),
     ],

@@ -336,7 +336,9 @@ final class SharedList: SharedObject, @unchecked Sendable {
     /// `l * n`'s n: negative counts as zero, as in Python; a result past 2^28 items is refused.
     static func repeatCount(_ arguments: Arguments, limit count: Int) throws(RemoteError) -> Int {
         let times = max(0, try arguments.int(0))
-        guard count == 0 || times <= (1 << 28) / count else { throw RemoteError(.valueError, "cannot repeat a list of \(count) items \(times) times: too large") }
+        // An empty list stays empty however often it repeats (Python: [] * 10**18 is []).
+        guard count > 0 else { return min(times, 1) }
+        guard times <= (1 << 28) / count else { throw RemoteError(.valueError, "cannot repeat a list of \(count) items \(times) times: too large") }
         return times
     }
     var size: Int { lock.withLock { items.count } }

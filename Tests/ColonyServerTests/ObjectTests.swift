@@ -474,6 +474,17 @@ final class ManagedFlag: @unchecked Sendable {
     }
 }
 
+@Suite struct ListRepetitionTests {
+    @Test func anEmptyListRepeatedAnyNumberOfTimesIsEmptyAtOnce() throws {
+        // Found by the fuzzer: this looped (imul) or allocated 2^62 empty arrays (mul).
+        let h = StoreHarness()
+        let l = try h.new(.list)
+        #expect(try h.call(l, "mul", .int(1 << 62)) == [])
+        try h.call(l, "imul", .int(1 << 62))
+        #expect(try h.call(l, "len") == 0)
+    }
+}
+
 @Suite struct KeyEqualityTests {
     @Test func integralFloatsAreTheIntegersKeyAndBooleansAreNot() throws {
         let h = StoreHarness()

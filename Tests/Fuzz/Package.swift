@@ -16,6 +16,7 @@ let package = Package(
             name: "colony-fuzz",
             dependencies: [
                 .product(name: "ColonyWire", package: "Colony"),
+                .product(name: "ColonyServer", package: "Colony"),
                 .product(name: "NIOCore", package: "swift-nio"),
             ])
     ],

@@ -1,11 +1,15 @@
+import ColonyServer
 import ColonyWire
 import NIOCore
 
-// One harness, three targets, chosen by the input's first byte:
+// One harness, four targets, chosen by the input's first byte:
 //   0: the MessagePack value decoder (and the canonical round trip of what it accepts),
 //   1: the frame decoder and message assembler with a small size limit, and requests read
 //      from the messages (the manager's shortcut against the general decoder),
-//   2: the manager's side of the handshake, fed frames cut from the input.
+//   2: the manager's side of the handshake, fed frames cut from the input,
+//   3: the object store, fed method calls whose arguments (references inside values
+//      included) come from the input; afterwards every reference is given back and
+//      nothing may be left.
 // Any crash, hang, or allocation beyond libFuzzer's -malloc_limit_mb is a finding.
 
 @_cdecl("LLVMFuzzerTestOneInput")
@@ -13,10 +17,11 @@ public func fuzzOneInput(_ start: UnsafeRawPointer, _ count: Int) -> CInt {
     guard count > 0 else { return 0 }
     let bytes = UnsafeRawBufferPointer(start: start, count: count)
     let input = ByteBuffer(bytes: bytes.dropFirst())
-    switch bytes[0] % 3 {
+    switch bytes[0] % 4 {
     case 0: fuzzValueDecoder(input)
     case 1: fuzzFrames(input)
-    default: fuzzServerHandshake(input)
+    case 2: fuzzServerHandshake(input)
+    default: fuzzObjectStore(input)
     }
     return 0
 }
@@ -74,6 +79,34 @@ func fuzzServerHandshake(_ input: ByteBuffer) {
         case .established, .failed: return
         }
     }
+}
+
+/// Methods the store target calls: containers' writes and reads, which store, hand out and
+/// drop references.
+let storeMethods = [
+    "setitem", "getitem", "pop", "update", "append", "extend", "insert", "add", "mul", "imul", "setattr",
+    "getattr", "set", "get", "put_nowait", "get_nowait", "copy", "clear", "get_lock", "discard", "or", "fromkeys",
+]
+
+func fuzzObjectStore(_ input: ByteBuffer) {
+    let store = ObjectStore(maxObjects: 64, budget: MemoryBudget(limit: 64 << 20) { 0 })
+    let types: [ObjectType] = [.dict, .list, .set, .namespace, .value, .queue]
+    // Ids 1...6, which references in the input can name (with right or wrong type codes).
+    let objects = types.compactMap { try? store.create(type: $0, name: nil, options: .null) }
+    precondition(objects.count == types.count, "the store refused its first objects")
+    var buffer = input
+    while let target = buffer.readInteger(as: UInt8.self), let method = buffer.readInteger(as: UInt8.self),
+        let arguments = try? buffer.readWireValue(limits: WireLimits(maxDepth: 16))
+    {
+        let object = objects[Int(target) % objects.count]
+        let values = arguments.arrayValue ?? [arguments]
+        guard let answer = try? store.call(object: object.id, method: storeMethods[Int(method) % storeMethods.count], arguments: values)
+        else { continue }
+        store.release(answer.objectIDs)  // the caller's references to what it received
+    }
+    store.release(objects.map(\.id))
+    store.collectCycles()
+    precondition(store.count == 0, "\(store.count) objects outlived every reference")
 }
 
 extension WireValue {
