@@ -451,7 +451,7 @@ enum ObjectFactory {
             guard let size = options["size"]?.int64Value, size >= 0, size <= 100_000_000 else {
                 throw RemoteError(.valueError, "an Array needs items or a size between 0 and 100000000")
             }
-            return try SharedArray(typeCode: code, items: Array(repeating: code.zero, count: Int(size)))
+            return SharedArray(typeCode: code, zeros: Int(size))
         case .queue, .joinableQueue, .lifoQueue, .priorityQueue:
             let maxSize = try PythonSemantics.optionalInt(options["maxsize"], "maxsize") ?? 0
             return SharedQueue(type: type, maxSize: maxSize)

@@ -749,6 +749,12 @@ final class SharedArray: SharedObject, LockCarrier, @unchecked Sendable {
         self.items = checked
     }
 
+    /// `count` zeros: nothing to check, and one allocation (Python `Array(typecode, size)`).
+    init(typeCode: TypeCode, zeros count: Int) {
+        self.typeCode = typeCode
+        items = Array(repeating: typeCode.zero, count: count)
+    }
+
     var size: Int { lock.withLock { items.count } }
 
     private func position(_ arguments: Arguments) throws(RemoteError) -> Int {
