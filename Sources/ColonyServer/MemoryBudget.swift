@@ -46,9 +46,10 @@ public final class MemoryBudget: PartialMessageBudget, @unchecked Sendable {
         let now = used
         guard now < limit, bytes <= limit - now else {
             refusals.wrappingIncrement(ordering: .relaxed)
+            let need = bytes >= MemoryBudget.trackedGrowth ? "needs about \(MemoryBudget.describe(bytes))" : "would store more"
             throw RemoteError(
                 .outOfMemory,
-                "\(what()) needs about \(MemoryBudget.describe(bytes)) but the manager uses \(MemoryBudget.describe(now)) of its \(MemoryBudget.describe(limit)) budget (--max-memory); free objects, or start the manager with a larger budget")
+                "\(what()) \(need), but the manager uses \(MemoryBudget.describe(now)) of its \(MemoryBudget.describe(limit)) budget (--max-memory); free objects, or start the manager with a larger budget")
         }
         if bytes >= MemoryBudget.trackedGrowth { unsampled.wrappingIncrement(by: bytes, ordering: .relaxed) }
     }

@@ -445,11 +445,13 @@ final class ManagedFlag: @unchecked Sendable {
         meter.value = 101 << 20
         budget.sample()
         #expect(code { _ = try store.call(object: list.id, method: "append", arguments: [4]) } == .outOfMemory)
+        let refusal = #expect(throws: RemoteError.self) { try store.call(object: list.id, method: "append", arguments: [4]) }
+        #expect(refusal?.message.hasPrefix("list.append() would store more, but the manager uses 101.0 MiB of its 100.0 MiB budget") == true)
         #expect(code { _ = try store.create(type: .dict, name: nil, options: .null) } == .outOfMemory)
         #expect(try store.call(object: list.id, method: "pop", arguments: []) == 3)
         _ = try store.call(object: array.id, method: "setitem", arguments: [0, 1.5])
         _ = try store.call(object: list.id, method: "clear", arguments: [])
-        #expect(budget.refused == 5)
+        #expect(budget.refused == 6)
 
         meter.value = 50 << 20
         budget.sample()
