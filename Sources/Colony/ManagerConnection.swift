@@ -417,7 +417,9 @@ final class ClientHandler: ChannelInboundHandler, @unchecked Sendable {
             guard let waiter = pending.removeValue(forKey: message.requestID) else { return }
             answeredInThisRead = true
             let answer: Result<WireValue, any Error> = Result { try message.value() }.mapError { ConnectionError("the manager's answer is not a valid value: \($0)") }
-            if case .success(let value) = answer { references.received(value) }
+            if case .success(let value) = answer, value.mayContainReferences, message.body.mayHoldObjectReference {
+                references.received(value)
+            }
             waiter.resume(with: answer)
         case .error:
             let error = (try? RemoteError(wireValue: message.value())) ?? RemoteError(.internalError, "malformed error frame")
@@ -534,6 +536,21 @@ extension RemoteError {
         case .cancelled: CancelledError()
         case .shutDown: QueueShutDown()
         default: self
+        }
+    }
+}
+
+extension ByteBuffer {
+    /// Whether these MessagePack bytes may hold an object reference (ext 1: `d7 01`): a scan
+    /// far cheaper than walking the decoded value, which most answers (plain data) skip.
+    var mayHoldObjectReference: Bool {
+        withUnsafeReadableBytes { bytes in
+            var start = bytes.startIndex
+            while let marker = bytes[start...].firstIndex(of: 0xD7) {
+                if marker + 1 < bytes.endIndex, bytes[marker + 1] == 0x01 { return true }
+                start = marker + 1
+            }
+            return false
         }
     }
 }

@@ -20,7 +20,6 @@ final class ReferenceLedger: @unchecked Sendable {
     /// An answer arrived (on the event loop, before anyone decodes it): counts each
     /// reference inside.
     func received(_ value: WireValue) {
-        guard value.mayContainReferences else { return }
         let ids = value.objectIDs
         guard !ids.isEmpty else { return }
         lock.withLock {
@@ -55,7 +54,4 @@ final class ReferenceLedger: @unchecked Sendable {
             return entry.seen
         }
     }
-
-    /// How many objects this client holds (for tests and status).
-    var count: Int { lock.withLock { entries.count } }
 }
