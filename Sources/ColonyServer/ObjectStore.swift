@@ -111,7 +111,6 @@ public final class ObjectStore: @unchecked Sendable {
         return ObjectRef(type: type, id: id)
     }
 
-    /// The object with this id, if it exists.
     /// How deeply a stored value may nest: the deepest answer wraps a stored value five
     /// levels down (a `batch` holding a `page` of entries), and answers must stay within the
     /// protocol's 64, so that everything stored can be read back through every method.
@@ -147,6 +146,7 @@ public final class ObjectStore: @unchecked Sendable {
         }
     }
 
+    /// The object with this id, if it exists.
     func object(_ id: UInt64) -> (any SharedObject)? {
         let shard = shard(id)
         return shard.lock.withLock { shard.entries[id]?.object }
@@ -270,11 +270,7 @@ public final class ObjectStore: @unchecked Sendable {
                 shard.entries[id] = nil
                 return entry.object
             }
-            if let freed {
-                forget(id, freed)
-                objectCount.wrappingDecrement(ordering: .relaxed)
-                pending.append(contentsOf: freed.removeAll())
-            }
+            if let freed { pending.append(contentsOf: discard(id, freed)) }
         }
     }
 
@@ -285,11 +281,7 @@ public final class ObjectStore: @unchecked Sendable {
             guard let id else { return false }
             let shard = shard(id)
             let removed: (any SharedObject)? = shard.lock.withLock { shard.entries.removeValue(forKey: id)?.object }
-            if let removed {
-                forget(id, removed)
-                objectCount.wrappingDecrement(ordering: .relaxed)
-                dropReferences(removed.removeAll())
-            }
+            if let removed { dropReferences(discard(id, removed)) }
             return true
         }
     }
@@ -321,11 +313,7 @@ public final class ObjectStore: @unchecked Sendable {
                 if let entry = shard.lock.withLock({ shard.entries.removeValue(forKey: id) }) { freed.append((id, entry.object)) }
             }
             var dropped: [UInt64] = []
-            for (id, object) in freed {
-                forget(id, object)
-                objectCount.wrappingDecrement(ordering: .relaxed)
-                dropped += object.removeAll()
-            }
+            for (id, object) in freed { dropped += discard(id, object) }
             dropReferences(dropped)  // those into the garbage find nothing; the rest may free more
             return freed
         }
@@ -372,8 +360,12 @@ public final class ObjectStore: @unchecked Sendable {
         poolsLock.withLock { poolRegistry.map { (id: $0.key, name: $0.value.name, pool: $0.value.pool) } }.sorted { $0.id < $1.id }
     }
 
-    private func forget(_ id: UInt64, _ object: any SharedObject) {
+    /// An object taken out of its shard: no longer counted or listed as a pool, and
+    /// emptied. Returns the references it held, for the caller to drop.
+    private func discard(_ id: UInt64, _ object: any SharedObject) -> [UInt64] {
         if object is SharedPool { poolsLock.withLock { _ = poolRegistry.removeValue(forKey: id) } }
+        objectCount.wrappingDecrement(ordering: .relaxed)
+        return object.removeAll()
     }
 
     /// Periodic: each pool loses the workers silent past their heartbeat deadline.
