@@ -341,6 +341,15 @@ final class SharedList: SharedObject, @unchecked Sendable {
         guard times <= (1 << 28) / count else { throw RemoteError(.valueError, "cannot repeat a list of \(count) items \(times) times: too large") }
         return times
     }
+
+    /// `items` `times` over, in one allocation of the final size (appending copies would grow
+    /// the storage by doubling, up to twice what the memory budget admitted).
+    static func repeated(_ items: [WireValue], _ times: Int) -> [WireValue] {
+        var result: [WireValue] = []
+        result.reserveCapacity(items.count * times)
+        for _ in 0..<times { result += items }
+        return result
+    }
     var size: Int { lock.withLock { items.count } }
 
     private func position(_ arguments: Arguments, _ index: Int, _ what: String = "list index out of range") throws(RemoteError) -> Int {
@@ -503,18 +512,17 @@ final class SharedList: SharedObject, @unchecked Sendable {
                 return .array(items + other)
             case "mul":
                 let times = try SharedList.repeatCount(Arguments(method, values, count: 1...1), limit: items.count)
-                return .array(Array([[WireValue]](repeating: items, count: times).joined()))
+                return .array(SharedList.repeated(items, times))
             case "imul":
                 let times = try SharedList.repeatCount(Arguments(method, values, count: 1...1), limit: items.count)
                 if times == 0 {
                     for item in items { changes.drop(item) }
                     items = []
                 } else {
-                    let original = items
-                    for _ in 1..<times {
-                        for item in original { changes.adopt(item) }
-                        items += original
-                    }
+                    // The references of one copy, found once, are adopted once per extra copy.
+                    let references = WireValue.array(items).objectIDs
+                    if !references.isEmpty { for _ in 1..<times { changes.adopted += references } }
+                    items = SharedList.repeated(items, times)
                 }
                 return .null
             default:

@@ -485,6 +485,22 @@ final class ManagedFlag: @unchecked Sendable {
         try h.call(l, "imul", .int(1 << 62))
         #expect(try h.call(l, "len") == 0)
     }
+
+    @Test func repeatingAListCountsEachCopysReferences() throws {
+        let h = StoreHarness()
+        let inner = try h.new(.dict)
+        let outer = try h.new(.list, nil, ["items": [1, .objectRef(ObjectRef(type: .dict, id: inner))]])
+        h.store.release([inner])
+        try h.call(outer, "imul", 3)
+        let doubled = try h.call(outer, "mul", 2)
+        #expect(doubled.arrayValue?.count == 12)
+        h.store.release(doubled.objectIDs)  // the caller's six, given back
+        #expect(h.store.describeObjects().arrayValue?.first { $0["id"] == .integer(inner) }?["refs"] == 3)
+        for index in [-1, -1, 1] { h.store.release(try h.call(outer, "pop", .integer(index)).objectIDs) }
+        #expect(h.store.count == 2)  // one copy of the reference is left
+        try h.call(outer, "clear")
+        #expect(h.store.count == 1)
+    }
 }
 
 @Suite struct KeyEqualityTests {

@@ -89,7 +89,9 @@ let storeMethods = [
 ]
 
 func fuzzObjectStore(_ input: ByteBuffer) {
-    let store = ObjectStore(maxObjects: 64, budget: MemoryBudget(limit: 64 << 20) { 0 })
+    // The budget sizes what objects may store; answers built from them (a copy, a sum, a
+    // repetition) take as much again, so it stays well under libFuzzer's -malloc_limit_mb.
+    let store = ObjectStore(maxObjects: 64, budget: MemoryBudget(limit: 2 << 20) { 0 })
     let types: [ObjectType] = [.dict, .list, .set, .namespace, .value, .queue]
     // Ids 1...6, which references in the input can name (with right or wrong type codes).
     let objects = types.compactMap { try? store.create(type: $0, name: nil, options: .null) }
