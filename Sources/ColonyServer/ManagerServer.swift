@@ -45,6 +45,10 @@ public struct ManagerConfiguration: Sendable {
     /// The most memory the manager may hold (`--max-memory`); nil: three quarters of what
     /// this machine, or its cgroup, allows.
     public var maxMemory: Int?
+    /// Keep named objects across restarts in this journal (`--persist`; the state
+    /// directory's `journal`), synced as `durability` says; nil keeps nothing.
+    public var journalPath: String?
+    public var durability: DurabilityPolicy = .no
     public var authFailureDelaySeconds: Double = 0.5
     public var logger = Logger(label: "colony.manager")
 
@@ -90,6 +94,9 @@ public final class ManagerServer: ManagerContext, @unchecked Sendable {
         let budget = MemoryBudget(limit: configuration.maxMemory ?? MemoryBudget.defaultLimit())
         store = try configuration.objectIDFile.map { try ObjectStore(maxObjects: configuration.maxObjects, objectIDFile: $0, budget: budget) }
             ?? ObjectStore(maxObjects: configuration.maxObjects, budget: budget)
+        if let journalPath = configuration.journalPath {
+            try Persistence.open(journalPath, policy: configuration.durability, into: store, logger: configuration.logger)
+        }
         group = MultiThreadedEventLoopGroup(numberOfThreads: max(1, configuration.eventLoopThreads))
         var handshake = HandshakeConfiguration(
             authKey: try AuthKey(configuration.authKey),
@@ -204,7 +211,8 @@ public final class ManagerServer: ManagerContext, @unchecked Sendable {
             SessionHandler(
                 session: session, record: record, outlet: outlet, poller: poller,
                 busyPollNanoseconds: UInt64(max(0, configuration.busyPollMicroseconds)) * 1000, maxFrameBody: configuration.maxFrameBody,
-                handshakeTimeout: configuration.handshakeTimeoutSeconds, logger: configuration.logger))
+                handshakeTimeout: configuration.handshakeTimeoutSeconds, journal: store.journal.flatMap { $0.policy == .always ? $0 : nil },
+                logger: configuration.logger))
     }
 
     static func now() -> UInt64 { UInt64(DispatchTime.now().uptimeNanoseconds) }
@@ -239,6 +247,8 @@ public final class ManagerServer: ManagerContext, @unchecked Sendable {
             _ = try? await record.channel.closeFuture.get()
         }
         try? await group.shutdownGracefully()
+        // Every change the sessions made is written and synced before the manager stops.
+        store.journal?.stop()
     }
 
     /// Sessions open now.
@@ -257,6 +267,7 @@ public final class ManagerServer: ManagerContext, @unchecked Sendable {
             "version": .string(colonyReleaseVersion),
             "instance": .bytes(instance),
             "memory": store.budget?.wireValue ?? .null,
+            "persistence": store.journal?.statistics.wireValue ?? .null,
             "uptime": .double(Date().timeIntervalSince(started)),
             "objects": store.describeObjects(),
             "pools": store.describePools(),
@@ -402,11 +413,17 @@ final class SessionHandler: ChannelInboundHandler {
     private let poller: BusyPoller
     private let busyPollNanoseconds: UInt64
     private var isWatched = false
+    /// With `--persist always`: answers leave only once the changes made before them are on
+    /// the disk, so no peer sees a change a crash could still lose.
+    private let journal: Journal?
+    /// How many bytes at the front of `outbound` wait for the journal (0: none).
+    private var awaitingJournal = 0
 
     init(
         session: ManagerSession, record: SessionRecord, outlet: ChannelOutlet, poller: BusyPoller, busyPollNanoseconds: UInt64,
-        maxFrameBody: Int, handshakeTimeout: Double, logger: Logger
+        maxFrameBody: Int, handshakeTimeout: Double, journal: Journal?, logger: Logger
     ) {
+        self.journal = journal
         self.session = session
         self.record = record
         self.outlet = outlet
@@ -499,6 +516,23 @@ final class SessionHandler: ChannelInboundHandler {
 
     private func flushIfNeeded(context: ChannelHandlerContext) {
         guard outbound.readableBytes > 0 else { return }
+        // Answers leave in order: what gathers while some wait for the journal goes after them.
+        if journal != nil, !closing, awaitingJournal > 0 { return }
+        if let journal, !closing, journal.hasUnkeptRecords {
+            // What is gathered now goes once the journal has kept what was recorded before
+            // it (one sync serves every session).
+            awaitingJournal = outbound.readableBytes
+            let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+            let eventLoop = context.eventLoop
+            journal.whenKept {
+                eventLoop.execute {
+                    let (handler, context) = loopBound.value
+                    handler.flushKept(context: context)
+                }
+            }
+            return
+        }
+        awaitingJournal = 0
         var gathered = spareOutbound.take() ?? context.channel.allocator.buffer(capacity: 1024)
         swap(&gathered, &outbound)
         context.writeAndFlush(wrapOutboundOut(gathered), promise: nil)
@@ -506,6 +540,15 @@ final class SessionHandler: ChannelInboundHandler {
         // usually ours again; `clear` copies only if it is still held.
         gathered.clear()
         spareOutbound = gathered
+    }
+
+    /// Sends the answers that waited for the journal, then sees to any gathered since.
+    private func flushKept(context: ChannelHandlerContext) {
+        let kept = awaitingJournal
+        awaitingJournal = 0
+        guard kept > 0, context.channel.isActive, let answers = outbound.readSlice(length: kept) else { return }
+        context.writeAndFlush(wrapOutboundOut(answers), promise: nil)
+        flushIfNeeded(context: context)
     }
 
     /// Writes `frames` now (outside a read burst, or before closing).

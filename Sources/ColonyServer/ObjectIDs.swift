@@ -60,6 +60,17 @@ final class ObjectIDs: @unchecked Sendable {
         return id
     }
 
+    /// Makes later ids larger than `id`, one a restart brought back (the file has covered
+    /// it since it was first given, so nothing is reserved here).
+    func advance(past id: UInt64) {
+        var current = next.load(ordering: .relaxed)
+        while current <= id {
+            let (exchanged, original) = next.compareExchange(expected: current, desired: id + 1, ordering: .relaxed)
+            if exchanged { return }
+            current = original
+        }
+    }
+
     private func reserve(through id: UInt64) throws {
         guard let file else { return }
         try reserveLock.withLock {

@@ -40,6 +40,9 @@ public final class ObjectStore: @unchecked Sendable {
     /// The pools, apart, so the once-a-second pool tick does not walk every object.
     private let poolsLock = Lock()
     private var poolRegistry: [UInt64: (name: String?, pool: SharedPool)] = [:]  // guarded by poolsLock
+    /// Where named objects of the kept types record their changes (`persist(to:)`); nil:
+    /// nothing is kept.
+    public private(set) var journal: Journal?
 
     /// Ids start at 1 and are not recorded anywhere.
     public init(maxObjects: Int = 1_000_000, budget: MemoryBudget? = nil) {
@@ -78,7 +81,8 @@ public final class ObjectStore: @unchecked Sendable {
         }
     }
 
-    private func insert(type: ObjectType, name: String?, options: WireValue) throws(RemoteError) -> ObjectRef {
+    /// Makes an object with one reference (none when `restoring` gives its id).
+    private func insert(type: ObjectType, name: String?, options: WireValue, restoring: UInt64? = nil) throws(RemoteError) -> ObjectRef {
         if options.mayContainReferences { try checkStorable(options) }
         if let budget {
             // Sized before it is made: a few bytes of options can ask for an Array of 10^8.
@@ -99,13 +103,18 @@ public final class ObjectStore: @unchecked Sendable {
         }
         let id: UInt64
         do {
-            id = try ids.take()
+            if let restoring { id = restoring } else { id = try ids.take() }
         } catch {
             objectCount.wrappingDecrement(ordering: .relaxed)
             throw error
         }
+        if let journal, let name, let kept = object as? any PersistentObject {
+            // Recorded before anyone can reach the object, so its creation precedes its changes.
+            journal.record(["create", .integer(id), .integer(type.rawValue), .string(name), options])
+            kept.journal = ObjectJournal(journal: journal, id: id, type: type)
+        }
         let shard = shard(id)
-        shard.lock.withLock { shard.entries[id] = Entry(object: object, name: name, references: 1) }
+        shard.lock.withLock { shard.entries[id] = Entry(object: object, name: name, references: restoring == nil ? 1 : 0) }
         if let pool = object as? SharedPool { poolsLock.withLock { poolRegistry[id] = (name, pool) } }
         apply(changes)
         return ObjectRef(type: type, id: id)
@@ -281,9 +290,59 @@ public final class ObjectStore: @unchecked Sendable {
             guard let id else { return false }
             let shard = shard(id)
             let removed: (any SharedObject)? = shard.lock.withLock { shard.entries.removeValue(forKey: id)?.object }
+            if let kept = removed as? any PersistentObject, let line = kept.journal { line.journal.record(["delete", .integer(id)]) }
             if let removed { dropReferences(discard(id, removed)) }
             return true
         }
+    }
+
+    // MARK: Persistence
+
+    /// Records, from now on, every change to named objects of the kept types in `journal`,
+    /// beginning with those restored.
+    public func persist(to journal: Journal) {
+        precondition(self.journal == nil, "a store records into one journal")
+        self.journal = journal
+        for shard in shards {
+            let entries = shard.lock.withLock { shard.entries }
+            for (id, entry) in entries where entry.name != nil {
+                guard let kept = entry.object as? any PersistentObject else { continue }
+                kept.journal = ObjectJournal(journal: journal, id: id, type: entry.object.type)
+            }
+        }
+    }
+
+    /// A named object as the journal made it (`restore`).
+    func restoreObject(id: UInt64, type: ObjectType, name: String, options: WireValue) throws(RemoteError) {
+        guard Persistence.types.contains(type) else { throw RemoteError(.unsupported, "\(type) objects are not kept") }
+        try namesLock.withLock { () throws(RemoteError) in
+            if let previous = names[name] {
+                // Only a journal cut short of a delete gets here; the later creation wins.
+                let shard = shard(previous)
+                if let removed = shard.lock.withLock({ shard.entries.removeValue(forKey: previous)?.object }) {
+                    dropReferences(discard(previous, removed))
+                }
+            }
+            ids.advance(past: id)
+            _ = try insert(type: type, name: name, options: options, restoring: id)
+            names[name] = id
+        }
+    }
+
+    /// Runs `change` on a restored object and counts the references it adopts or drops;
+    /// false if the object does not exist.
+    func replay(id: UInt64, _ change: (any SharedObject, inout ReferenceChanges) throws(RemoteError) -> Void) throws(RemoteError) -> Bool {
+        guard let object = object(id) else { return false }
+        var changes = ReferenceChanges()
+        defer { apply(changes) }
+        try change(object, &changes)
+        return true
+    }
+
+    /// The name of a named object.
+    func name(of id: UInt64) -> String? {
+        let shard = shard(id)
+        return shard.lock.withLock { shard.entries[id]?.name }
     }
 
     // MARK: Cycles

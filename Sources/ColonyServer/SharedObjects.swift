@@ -100,9 +100,10 @@ func unknownMethod(_ type: ObjectType, _ method: String) -> RemoteError {
 // MARK: - dict
 
 /// Python `dict` semantics: insertion order, `d[1] is d[1.0]`, LIFO `popitem`.
-final class SharedDict: SharedObject, @unchecked Sendable {
+final class SharedDict: PersistentObject, @unchecked Sendable {
     let type = ObjectType.dict
-    private let lock = Lock()
+    let lock = Lock()
+    var journal: ObjectJournal?
     private var state = DictState()  // guarded by lock
 
     init(items: [WirePair], changes: inout ReferenceChanges) {
@@ -112,7 +113,7 @@ final class SharedDict: SharedObject, @unchecked Sendable {
     var size: Int { lock.withLock { state.positions.count } }
 
     func call(_ method: String, _ values: [WireValue], _ changes: inout ReferenceChanges) throws(RemoteError) -> WireValue {
-        try lock.withLock { () throws(RemoteError) -> WireValue in try state.call(method, values, &changes) }
+        try recorded(method, values) { () throws(RemoteError) -> WireValue in try state.call(method, values, &changes) }
     }
 
     func removeAll() -> [UInt64] {
@@ -322,9 +323,10 @@ struct DictState {
 // MARK: - list
 
 /// Python `list` semantics, including negative indices and extended slices.
-final class SharedList: SharedObject, @unchecked Sendable {
+final class SharedList: PersistentObject, @unchecked Sendable {
     let type = ObjectType.list
-    private let lock = Lock()
+    let lock = Lock()
+    var journal: ObjectJournal?
     private var items: [WireValue]  // guarded by lock
 
     init(items: [WireValue], changes: inout ReferenceChanges) {
@@ -367,7 +369,7 @@ final class SharedList: SharedObject, @unchecked Sendable {
     }
 
     func call(_ method: String, _ values: [WireValue], _ changes: inout ReferenceChanges) throws(RemoteError) -> WireValue {
-        try lock.withLock { () throws(RemoteError) -> WireValue in
+        try recorded(method, values) { () throws(RemoteError) -> WireValue in
             switch method {
             case "getitem":
                 return items[try position(try Arguments(method, values, count: 1...1), 0)]
@@ -546,9 +548,10 @@ final class SharedList: SharedObject, @unchecked Sendable {
 // MARK: - Namespace
 
 /// Python `Namespace`: named attributes.
-final class SharedNamespace: SharedObject, @unchecked Sendable {
+final class SharedNamespace: PersistentObject, @unchecked Sendable {
     let type = ObjectType.namespace
-    private let lock = Lock()
+    let lock = Lock()
+    var journal: ObjectJournal?
     private var attributes: [String: WireValue] = [:]  // guarded by lock
     private var order: [String] = []
 
@@ -567,7 +570,7 @@ final class SharedNamespace: SharedObject, @unchecked Sendable {
     }
 
     func call(_ method: String, _ values: [WireValue], _ changes: inout ReferenceChanges) throws(RemoteError) -> WireValue {
-        try lock.withLock { () throws(RemoteError) -> WireValue in
+        try recorded(method, values) { () throws(RemoteError) -> WireValue in
             switch method {
             case "getattr":
                 let name = try Arguments(method, values, count: 1...1).string(0)
@@ -682,10 +685,11 @@ struct TypeCode: Sendable {
 }
 
 /// Python `SyncManager.Value(typecode, value)`; without a typecode it holds any value.
-final class SharedValue: SharedObject, LockCarrier, @unchecked Sendable {
+final class SharedValue: PersistentObject, LockCarrier, @unchecked Sendable {
     let type = ObjectType.value
     let typeCode: TypeCode
     let lock = Lock()
+    var journal: ObjectJournal?
     private var value: WireValue  // guarded by lock
     var lockObject: UInt64?  // guarded by lock
 
@@ -698,7 +702,7 @@ final class SharedValue: SharedObject, LockCarrier, @unchecked Sendable {
     var size: Int { 1 }
 
     func call(_ method: String, _ values: [WireValue], _ changes: inout ReferenceChanges) throws(RemoteError) -> WireValue {
-        try lock.withLock { () throws(RemoteError) -> WireValue in
+        try recorded(method, values) { () throws(RemoteError) -> WireValue in
             switch method {
             case "get":
                 _ = try Arguments(method, values, count: 0...0)
@@ -742,10 +746,11 @@ final class SharedValue: SharedObject, LockCarrier, @unchecked Sendable {
 }
 
 /// Python `SyncManager.Array(typecode, sequence)`: a fixed-length typed sequence.
-final class SharedArray: SharedObject, LockCarrier, @unchecked Sendable {
+final class SharedArray: PersistentObject, LockCarrier, @unchecked Sendable {
     let type = ObjectType.array
     let typeCode: TypeCode
     let lock = Lock()
+    var journal: ObjectJournal?
     private var items: [WireValue]  // guarded by lock
     var lockObject: UInt64?  // guarded by lock
 
@@ -773,7 +778,7 @@ final class SharedArray: SharedObject, LockCarrier, @unchecked Sendable {
     }
 
     func call(_ method: String, _ values: [WireValue], _ changes: inout ReferenceChanges) throws(RemoteError) -> WireValue {
-        try lock.withLock { () throws(RemoteError) -> WireValue in
+        try recorded(method, values) { () throws(RemoteError) -> WireValue in
             switch method {
             case "getitem":
                 return items[try position(try Arguments(method, values, count: 1...1))]

@@ -66,7 +66,7 @@ struct QueueItems {
 /// manager: blocking puts and gets park (FIFO among waiters), `task_done`/`join`, and 3.13's
 /// `shutdown`. Items handed to a parked getter go straight to it, without passing through
 /// the queue.
-final class SharedQueue: BlockingObject, @unchecked Sendable {
+final class SharedQueue: BlockingObject, PersistentObject, @unchecked Sendable {
     private enum Getter {
         case one
         case many(Int)
@@ -74,7 +74,9 @@ final class SharedQueue: BlockingObject, @unchecked Sendable {
 
     let type: ObjectType
     let maxSize: Int
-    private let lock = Lock()
+    let lock = Lock()
+    /// Kept queues record what each call did to their items (Persistence).
+    var journal: ObjectJournal?
     // Guarded by lock.
     private var items: QueueItems
     private var getters = WaiterQueue<Getter>()
@@ -118,6 +120,7 @@ final class SharedQueue: BlockingObject, @unchecked Sendable {
                     changes.adopt(item)  // handed over to the getter's session
                     _ = getters.popFirst()
                     unfinishedTasks += 1
+                    journal?.queue("handoff")
                     ready.append(answer(getter.call, getter.payload, [item]))
                     return .answer(.null)
                 }
@@ -125,6 +128,7 @@ final class SharedQueue: BlockingObject, @unchecked Sendable {
                     try items.push(arguments[0])
                     changes.adopt(arguments[0])
                     unfinishedTasks += 1
+                    journal?.queue("push", arguments[0])
                     return .answer(.null)
                 }
                 guard block, timeout != 0 else { throw RemoteError(.full, "the queue is full") }
@@ -146,6 +150,7 @@ final class SharedQueue: BlockingObject, @unchecked Sendable {
                         changes.adopt(item)
                         remaining.removeFirst()
                         unfinishedTasks += 1
+                        journal?.queue("push", item)
                         ready += serveGetters()
                     }
                 }
@@ -200,6 +205,7 @@ final class SharedQueue: BlockingObject, @unchecked Sendable {
                 _ = try Arguments(method, values, count: 0...0)
                 guard unfinishedTasks > 0 else { throw RemoteError(.valueError, "task_done() called too many times") }
                 unfinishedTasks -= 1
+                journal?.queue("done")
                 if unfinishedTasks == 0 { ready += joiners.drain().map { waiter in { waiter.call.answer(true) } } }
                 return .answer(.null)
             case "join":
@@ -214,6 +220,7 @@ final class SharedQueue: BlockingObject, @unchecked Sendable {
                 let arguments = try Arguments(method, values, count: 0...1)
                 let immediate = try arguments.bool(0, default: false)
                 isShutDown = true
+                journal?.queue("shutdown", .bool(immediate))
                 if immediate {
                     for item in items.removeAll() {
                         changes.drop(item)
@@ -239,10 +246,13 @@ final class SharedQueue: BlockingObject, @unchecked Sendable {
     }
 
     private func take(_ getter: Getter) -> [WireValue] {
-        switch getter {
-        case .one: return [items.pop()]
-        case .many(let most): return (0..<min(most, items.count)).map { _ in items.pop() }
-        }
+        let taken: [WireValue] =
+            switch getter {
+            case .one: [items.pop()]
+            case .many(let most): (0..<min(most, items.count)).map { _ in items.pop() }
+            }
+        journal?.queue("pop", .integer(taken.count))
+        return taken
     }
 
     private func answer(_ call: ParkedCall, _ getter: Getter, _ taken: [WireValue]) -> () -> Void {
@@ -267,8 +277,10 @@ final class SharedQueue: BlockingObject, @unchecked Sendable {
         while hasRoom, var putter = putters.first {
             while hasRoom, !putter.payload.isEmpty {
                 // Validated when first offered (put) or pushed in order (put_many).
-                try? items.push(putter.payload.removeFirst())
+                let item = putter.payload.removeFirst()
+                try? items.push(item)
                 unfinishedTasks += 1
+                journal?.queue("push", item)
             }
             if putter.payload.isEmpty {
                 _ = putters.popFirst()
@@ -278,6 +290,35 @@ final class SharedQueue: BlockingObject, @unchecked Sendable {
             }
         }
         return ready
+    }
+
+    /// Redoes a recorded effect (Persistence), on a queue no session uses yet.
+    func replay(_ effect: String, _ operand: WireValue, _ changes: inout ReferenceChanges) throws(RemoteError) {
+        try lock.withLock { () throws(RemoteError) in
+            switch effect {
+            case "push":
+                try items.push(operand)
+                changes.adopt(operand)
+                unfinishedTasks += 1
+            case "pop":
+                let count = min(Int(clamping: operand.int64Value ?? 0), items.count)
+                for _ in 0..<count { changes.drop(items.pop()) }
+            case "handoff":
+                unfinishedTasks += 1
+            case "done":
+                unfinishedTasks = max(0, unfinishedTasks - 1)
+            case "shutdown":
+                isShutDown = true
+                if operand.boolValue == true {
+                    for item in items.removeAll() {
+                        changes.drop(item)
+                        unfinishedTasks = max(0, unfinishedTasks - 1)
+                    }
+                }
+            default:
+                throw RemoteError(.badRequest, "a queue has no recorded effect '\(effect)'")
+            }
+        }
     }
 
     func cancel(_ call: ParkedCall) -> [UInt64] {

@@ -4,9 +4,10 @@ import Threading
 /// Python `set` semantics (Python 3.14's `SyncManager.set()`): members compare as Python's do
 /// (`1`, `1.0` and `True` are one member), kept in insertion order. Operations that make a
 /// new set (`union`, `|`...) answer a plain list of members; the `_update` ones change this set.
-final class SharedSet: SharedObject, @unchecked Sendable {
+final class SharedSet: PersistentObject, @unchecked Sendable {
     let type = ObjectType.set
-    private let lock = Lock()
+    let lock = Lock()
+    var journal: ObjectJournal?
     private var members = DictState()  // the members are its keys; guarded by lock
 
     init(items: [WireValue], changes: inout ReferenceChanges) {
@@ -16,7 +17,7 @@ final class SharedSet: SharedObject, @unchecked Sendable {
     var size: Int { lock.withLock { members.positions.count } }
 
     func call(_ method: String, _ values: [WireValue], _ changes: inout ReferenceChanges) throws(RemoteError) -> WireValue {
-        try lock.withLock { () throws(RemoteError) -> WireValue in try perform(method, values, &changes) }
+        try recorded(method, values) { () throws(RemoteError) -> WireValue in try perform(method, values, &changes) }
     }
 
     func removeAll() -> [UInt64] {

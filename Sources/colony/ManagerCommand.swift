@@ -125,6 +125,9 @@ struct ManagerCommand: AsyncParsableCommand {
     @Option(help: "The most memory the manager holds, like Redis's maxmemory: bytes, or with K, M, G or T (powers of 1024). Past it, requests that would grow it fail with OutOfMemory. Default: three quarters of the machine's (or cgroup's) memory.")
     var maxMemory: ByteCount?
 
+    @Option(help: "Keep named dicts, lists, sets, Namespaces, Values, Arrays and queues across restarts, in the state directory's journal, like Redis's appendonly: off, no (written at once, the OS syncs), everysec (synced each second), always (synced before each change is acknowledged).")
+    var persist: PersistOption = .off
+
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
     var logLevel = "info"
 
@@ -176,6 +179,10 @@ struct ManagerCommand: AsyncParsableCommand {
         configuration.objectIDFile = directory.objectIDsPath
         configuration.cycleCollectionSeconds = collectCycles
         configuration.maxMemory = maxMemory?.bytes
+        if let durability = persist.durability {
+            configuration.journalPath = directory.journalPath
+            configuration.durability = durability
+        }
 
         let server = try ManagerServer(configuration: configuration)
         let address = try await server.start()
@@ -188,6 +195,7 @@ struct ManagerCommand: AsyncParsableCommand {
               CA:       \(insecurePlaintext ? "none" : directory.caCertificatePath)
               connect:  try await Manager.connect(host: "\(host)", port: \(boundPort), trust: .stateDirectory(path: "\(directory.path)"))
               status:   colony status --port \(boundPort) --state-dir \(directory.path)
+              persist:  \(persist.durability == nil ? "off (named objects last until the manager stops)" : "\(persist.rawValue): \(directory.journalPath)")
             """)
         if let unix {
             print("""
@@ -226,6 +234,13 @@ func waitForTerminationSignal() async {
 nonisolated(unsafe) private var signalSources: [any DispatchSourceSignal] = []
 
 /// A size on the command line: `1073741824`, `512M`, `1.5G`, `2GiB` (powers of 1024).
+/// `--persist`: off, or the journal's sync policy.
+enum PersistOption: String, ExpressibleByArgument, CaseIterable, Sendable {
+    case off, no, everysec, always
+
+    var durability: DurabilityPolicy? { DurabilityPolicy(rawValue: rawValue) }
+}
+
 struct ByteCount: ExpressibleByArgument, Sendable {
     let bytes: Int
 

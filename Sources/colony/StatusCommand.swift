@@ -30,6 +30,14 @@ struct StatusCommand: AsyncParsableCommand {
                 "memory \(mebibytes(used)) of \(mebibytes(limit)) (--max-memory), partial messages \(mebibytes(memory["partial"]?.int64Value ?? 0)), requests refused \(memory["refused"]?.int64Value ?? 0)"
             )
         }
+        if let persistence = status["persistence"], let mode = persistence["mode"]?.stringValue {
+            let failure = persistence["failure"]?.stringValue.map { "; FAILING: \($0)" } ?? ""
+            print(
+                "persist \(mode): journal \(persistence["bytes"]?.plainText ?? "?") bytes, \(persistence["records"]?.plainText ?? "?") records since start, \(persistence["syncs"]?.plainText ?? "?") syncs, last sync \(String(format: "%.2f", persistence["last_sync_ms"]?.doubleValue ?? 0)) ms\(failure)"
+            )
+        } else {
+            print("persist off")
+        }
         let objects = status["objects"]?.arrayValue ?? []
         print("\nobjects (\(objects.count))")
         printTable(

@@ -1,0 +1,150 @@
+import Colony
+import Foundation
+import Testing
+
+/// What clients were told succeeded, gathered from concurrent tasks.
+private final class Acknowledged: @unchecked Sendable {
+    private let lock = NSLock()
+    private var entries: [String: Int] = [:]
+    private var put: [String] = []
+    private var got: [String] = []
+    private var times: [String: Date] = [:]
+
+    func entry(_ key: String, _ value: Int) {
+        lock.withLock {
+            entries[key] = value
+            times[key] = Date()
+        }
+    }
+    func putItem(_ item: String) { lock.withLock { put.append(item) } }
+    func gotItems(_ items: [String]) { lock.withLock { got += items } }
+
+    var snapshot: (entries: [String: Int], put: [String], got: [String], times: [String: Date]) {
+        lock.withLock { (entries, put, got, times) }
+    }
+}
+
+/// `colony manager --persist`: real managers killed with SIGKILL at random moments while
+/// clients write, restarted on the same state directory.
+@Suite(.serialized) struct PersistenceCrashTests {
+    /// Writers set dict entries and put queue items, a reader takes items, until the manager
+    /// is killed; every write they were told succeeded must be there after the restart.
+    private func writeUntilKilled(_ server: ManagerProcess, round: Int, killAfter: Double, into acknowledged: Acknowledged) async throws {
+        let manager = try await server.connect()
+        let entries = try await manager.dict("acknowledged", String.self, Int.self)
+        let jobs = try await manager.queue("jobs", String.self)
+        await withTaskGroup(of: Void.self) { group in
+            for writer in 0..<4 {
+                group.addTask {
+                    for index in 0... {
+                        let key = "r\(round)-w\(writer)-\(index)"
+                        do {
+                            try await entries.set(key, index)
+                            acknowledged.entry(key, index)
+                            try await jobs.put(key)
+                            acknowledged.putItem(key)
+                        } catch {
+                            return  // the manager is gone
+                        }
+                    }
+                }
+            }
+            group.addTask {
+                while true {
+                    guard let items = try? await jobs.get(upTo: 3, timeout: 5) else { return }
+                    acknowledged.gotItems(items)
+                }
+            }
+            group.addTask {
+                try? await Task.sleep(nanoseconds: UInt64(killAfter * 1e9))
+                kill(server.process.processIdentifier, SIGKILL)
+            }
+        }
+        server.stop()
+        await manager.close()
+    }
+
+    @Test func withAlwaysNoAcknowledgedWriteIsLostAndNoQueueItemComesTwice() async throws {
+        let first = try ManagerProcess(extraArguments: ["--persist", "always"])
+        let directory = first.stateDirectory
+        let acknowledged = Acknowledged()
+        // Each process removes the state directory when it goes, so all are kept to the end.
+        var servers = [first]
+        let rounds = 6
+        for round in 0..<rounds {
+            try await writeUntilKilled(servers.last!, round: round, killAfter: Double.random(in: 0.05...0.4), into: acknowledged)
+            servers.append(try ManagerProcess(extraArguments: ["--persist", "always"], stateDirectory: directory))
+        }
+        let server = servers.last!
+        defer { server.stop() }
+        let manager = try await server.connect()
+        let (entries, put, got, _) = acknowledged.snapshot
+        let stored = try await manager.dict("acknowledged", String.self, Int.self).copy()
+        let lost = entries.filter { stored[$0.key] != $0.value }
+        #expect(lost.isEmpty, "acknowledged entries missing or wrong after restarts: \(lost.keys.sorted().prefix(10))")
+        #expect(entries.count > rounds, "the writers should have written something each round (\(entries.count))")
+
+        let jobs = try await manager.queue("jobs", String.self)
+        let queued = try await jobs.qsize()
+        let remaining = queued == 0 ? [] : try await jobs.get(upTo: queued, block: false)
+        // Nothing twice: no item is both taken and still queued, and none is queued twice.
+        #expect(Set(remaining).count == remaining.count)
+        #expect(Set(remaining).isDisjoint(with: got))
+        #expect(Set(got).count == got.count)
+        // Nothing lost, but what a reader's unanswered get took as the manager died (one
+        // get of up to 3 items per round).
+        let unaccounted = Set(put).subtracting(remaining).subtracting(got)
+        #expect(unaccounted.count <= 3 * rounds, "acknowledged puts neither queued nor taken: \(unaccounted.sorted().prefix(10))")
+        await manager.close()
+        try? FileManager.default.removeItem(atPath: directory)
+    }
+
+    @Test func withEverysecAKillLosesAtMostTheLastSecond() async throws {
+        let first = try ManagerProcess(extraArguments: ["--persist", "everysec"])
+        let directory = first.stateDirectory
+        let acknowledged = Acknowledged()
+        try await writeUntilKilled(first, round: 0, killAfter: 1.5, into: acknowledged)
+        let killed = Date()
+        let second = try ManagerProcess(extraArguments: ["--persist", "everysec"], stateDirectory: directory)
+        defer { second.stop() }
+        let manager = try await second.connect()
+        let stored = try await manager.dict("acknowledged", String.self, Int.self).copy()
+        let (entries, _, _, times) = acknowledged.snapshot
+        let old = entries.filter { times[$0.key]! < killed.addingTimeInterval(-1.5) }
+        #expect(old.filter { stored[$0.key] != $0.value }.isEmpty, "entries acknowledged well before the kill are missing")
+        await manager.close()
+        try? FileManager.default.removeItem(atPath: directory)
+    }
+
+    @Test func aTornJournalTailIsCutAndSavedAndTheRestServed() async throws {
+        let first = try ManagerProcess(extraArguments: ["--persist", "always"])
+        let directory = first.stateDirectory
+        let manager = try await first.connect()
+        let entries = try await manager.dict("kept", String.self, Int.self)
+        for index in 0..<10 { try await entries.set("k\(index)", index) }
+        await manager.close()
+        first.stop()
+        // A crash mid-write: the last record's last bytes never reached the disk.
+        let journal = directory + "/journal"
+        let size = try FileManager.default.attributesOfItem(atPath: journal)[.size] as! Int
+        #expect(truncate(journal, off_t(size - 3)) == 0)
+
+        let second = try ManagerProcess(extraArguments: ["--persist", "always"], stateDirectory: directory)
+        defer { second.stop() }
+        let after = try await second.connect()
+        let stored = try await after.dict("kept", String.self, Int.self).copy()
+        #expect(stored == Dictionary(uniqueKeysWithValues: (0..<9).map { ("k\($0)", $0) }))
+        let saved = try FileManager.default.contentsOfDirectory(atPath: directory).filter { $0.hasPrefix("journal.damaged-") }
+        #expect(saved.count == 1)
+        // The journal goes on from the valid prefix: a new write survives the next restart.
+        try await after.dict("kept", String.self, Int.self).set("later", 1)
+        await after.close()
+        second.stop()
+        let third = try ManagerProcess(extraArguments: ["--persist", "always"], stateDirectory: directory)
+        defer { third.stop() }
+        let last = try await third.connect()
+        #expect(try await last.dict("kept", String.self, Int.self).copy().count == 10)
+        await last.close()
+        try? FileManager.default.removeItem(atPath: directory)
+    }
+}
