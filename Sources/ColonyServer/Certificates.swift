@@ -109,8 +109,6 @@ public struct StateDirectory: Sendable {
     public var managerKeyPath: String { path + "/manager-key.pem" }
     public var authKeyPath: String { path + "/authkey" }
     public var objectIDsPath: String { path + "/object-ids" }
-    /// The journal of kept objects (`colony manager --persist`).
-    public var journalPath: String { path + "/journal" }
 
     /// Creates whatever is missing; returns what it created, for the user's information.
     @discardableResult

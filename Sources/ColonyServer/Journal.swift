@@ -25,13 +25,14 @@ public enum DurabilityPolicy: String, Sendable, CaseIterable {
 /// body, and the body, a MessagePack array. A crash can tear only the tail, which the next
 /// start finds by its length or checksum and cuts off (`JournalFile.read`).
 public final class Journal: @unchecked Sendable {
-    public let path: String
     public let policy: DurabilityPolicy
-    private let descriptor: Int32
     /// Guards what follows and wakes the writer.
     private let lock = NSCondition()
+    private var file: JournalFile.Opened
     private var pending = ByteBuffer()
     private var spare = ByteBuffer()
+    /// A compaction's cut (`rotate(to:)`): the next file, and what was recorded before the cut.
+    private var rotation: (next: JournalFile.Opened, before: ByteBuffer)?
     private var stopping = false
     private var waiters: [(sequence: UInt64, resume: @Sendable () -> Void)] = []
     private var failure: String?
@@ -48,37 +49,34 @@ public final class Journal: @unchecked Sendable {
     /// given yet.
     static let writeInterval = 0.005
 
-    /// Opens (creating) the journal at `path` for appending after its valid records; a
-    /// file from `JournalFile.read` must have been cut to `validBytes` first.
-    public init(path: String, policy: DurabilityPolicy) throws(JournalError) {
-        self.path = path
+    /// Appends to the journal at `path` after its valid records (a file from
+    /// `JournalFile.read` must have been cut to `validBytes` first); a missing file is
+    /// created, beginning `generation`.
+    public convenience init(path: String, policy: DurabilityPolicy, generation: UInt64 = 0) throws(JournalError) {
+        try self.init(file: try JournalFile.open(path, generation: generation), policy: policy)
+    }
+
+    init(file: JournalFile.Opened, policy: DurabilityPolicy) throws(JournalError) {
+        self.file = file
         self.policy = policy
-        descriptor = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o600)
-        guard descriptor >= 0 else { throw JournalError.cannotOpen(path, errno) }
-        var size = lseek(descriptor, 0, SEEK_END)
-        if size == 0 {
-            var header = Array(JournalFile.magic.utf8)
-            guard Foundation.write(descriptor, &header, header.count) == header.count, fsync(descriptor) == 0 else {
-                let code = errno
-                close(descriptor)
-                throw JournalError.cannotWrite(path, code)
-            }
-            size = off_t(header.count)
-        }
-        bytes = ManagedAtomic(Int(size))
+        bytes = ManagedAtomic(file.size)
         pending.reserveCapacity(1 << 16)
         spare.reserveCapacity(1 << 16)
         let writer = Threading.Thread(name: "colony-journal", daemon: true) { [unowned self] in run() }
         do {
             try writer.start()
         } catch {
-            close(descriptor)
+            close(file.descriptor)
             throw JournalError(description: "cannot start the journal's writer thread: \(error)")
         }
         self.writer = writer
     }
 
-    deinit { close(descriptor) }
+    deinit { close(file.descriptor) }
+
+    /// The file records go to, and the generation it began.
+    public var path: String { lock.withLock { rotation?.next.path ?? file.path } }
+    public var generation: UInt64 { lock.withLock { rotation?.next.generation ?? file.generation } }
 
     /// Adds a record; call it while holding the lock of the object it changes, so that
     /// records of one object are in the order of its changes. Cheap: no system call.
@@ -108,6 +106,26 @@ public final class Journal: @unchecked Sendable {
         }
     }
 
+    /// Records from now on go to `next`; what was recorded before is written and synced to
+    /// the current file, which is then closed. Returns at once (`awaitRotation` waits).
+    func rotate(to next: JournalFile.Opened) {
+        lock.withLock {
+            precondition(rotation == nil, "one journal rotation at a time")
+            let before = pending
+            pending = ByteBuffer()
+            pending.reserveCapacity(1 << 16)
+            rotation = (next, before)
+            lock.signal()
+        }
+    }
+
+    /// Waits until the writer has finished the previous file (`rotate(to:)`).
+    func awaitRotation() {
+        lock.withLock {
+            while rotation != nil { lock.wait() }
+        }
+    }
+
     /// Writes and syncs everything recorded, then stops the thread. Records after this are
     /// not written.
     public func stop() {
@@ -131,19 +149,43 @@ public final class Journal: @unchecked Sendable {
         var lastSync = DispatchTime.now().uptimeNanoseconds
         var unsynced = false
         while true {
-            let (batch, through, done) = lock.withLock { () -> (ByteBuffer, UInt64, Bool) in
-                if !stopping && (policy != .always || waiters.isEmpty) && failure == nil {
+            let (batch, through, done, cut) = lock.withLock { () -> (ByteBuffer, UInt64, Bool, (next: JournalFile.Opened, before: ByteBuffer)?) in
+                if !stopping && rotation == nil && (policy != .always || waiters.isEmpty) && failure == nil {
                     _ = lock.wait(until: Date(timeIntervalSinceNow: policy == .always ? 1 : Journal.writeInterval))
                 }
                 swap(&pending, &spare)
-                return (spare, appended.load(ordering: .relaxed), stopping)
+                return (spare, appended.load(ordering: .relaxed), stopping, rotation)
             }
-            var written = write(batch)
+            if let cut {
+                // The old file gets everything before the cut and is synced and closed.
+                guard write(cut.before, to: file, keepingOnFailure: { self.rotation!.before = $0 }), sync(file) else {
+                    lock.withLock {
+                        var again = batch
+                        again.writeBuffer(&pending)
+                        pending = again
+                        spare.clear()
+                    }
+                    continue
+                }
+                close(file.descriptor)
+                lock.withLock {
+                    file = cut.next
+                    rotation = nil
+                    lock.broadcast()
+                }
+                bytes.store(cut.next.size, ordering: .relaxed)
+                unsynced = false
+            }
+            var written = write(batch, to: file) { kept in
+                var again = kept
+                again.writeBuffer(&self.pending)
+                self.pending = again
+            }
             lock.withLock { spare.clear() }
             unsynced = unsynced || batch.readableBytes > 0
             let now = DispatchTime.now().uptimeNanoseconds
             if written && unsynced && (policy == .always || done || (policy == .everysec && now - lastSync >= 1_000_000_000)) {
-                written = sync()
+                written = sync(file)
                 unsynced = !written
                 lastSync = now
             }
@@ -161,20 +203,18 @@ public final class Journal: @unchecked Sendable {
         }
     }
 
-    /// Writes a batch; on failure keeps it to try again (answers that wait stay held) and
-    /// says why in `statistics`.
-    private func write(_ batch: ByteBuffer) -> Bool {
+    /// Writes a batch; on failure hands what is left to `keep` (under the lock) to try again
+    /// (answers that wait stay held) and says why in `statistics`.
+    private func write(_ batch: ByteBuffer, to file: JournalFile.Opened, keepingOnFailure keep: (ByteBuffer) -> Void) -> Bool {
         var remaining = batch.readableBytesView[...]
         while !remaining.isEmpty {
-            let count = remaining.withUnsafeBytes { Foundation.write(descriptor, $0.baseAddress, $0.count) }
+            let count = remaining.withUnsafeBytes { Foundation.write(file.descriptor, $0.baseAddress, $0.count) }
             if count < 0 && errno == EINTR { continue }
             guard count > 0 else {
-                let reason = "cannot write \(path): \(String(cString: strerror(errno)))"
+                let reason = "cannot write \(file.path): \(String(cString: strerror(errno)))"
                 lock.withLock {
                     failure = reason
-                    var kept = ByteBuffer(remaining)
-                    kept.writeBuffer(&pending)
-                    pending = kept
+                    keep(ByteBuffer(remaining))
                 }
                 Thread.sleep(forTimeInterval: 0.1)
                 return false
@@ -185,11 +225,12 @@ public final class Journal: @unchecked Sendable {
         return true
     }
 
-    private func sync() -> Bool {
+    private func sync(_ file: JournalFile.Opened) -> Bool {
         let start = DispatchTime.now().uptimeNanoseconds
-        guard fdatasync(descriptor) == 0 else {
-            let reason = "cannot sync \(path): \(String(cString: strerror(errno)))"
+        guard fdatasync(file.descriptor) == 0 else {
+            let reason = "cannot sync \(file.path): \(String(cString: strerror(errno)))"
             lock.withLock { failure = reason }
+            Thread.sleep(forTimeInterval: 0.1)
             return false
         }
         lastSyncNanoseconds.store(DispatchTime.now().uptimeNanoseconds - start, ordering: .relaxed)
@@ -225,6 +266,10 @@ public enum JournalFile {
         /// Bytes after the valid prefix (a torn or damaged tail), and why they are invalid.
         public var droppedBytes: Int
         public var damage: String?
+        /// From the file's first record, `["begin", generation]` (a journal) or
+        /// `["snapshot", generation]`, which `records` leaves out.
+        public var generation: UInt64?
+        public var isSnapshot = false
     }
 
     /// Reads a journal; a missing file is an empty journal. Records after the first torn or
@@ -271,7 +316,47 @@ public enum JournalFile {
             records.append(record)
             offset += 8 + length
         }
-        return Contents(records: records, validBytes: offset, droppedBytes: bytes.count - offset, damage: damage)
+        var contents = Contents(records: records, validBytes: offset, droppedBytes: bytes.count - offset, damage: damage)
+        if let first = records.first?.arrayValue, first.count == 2, let kind = first[0].stringValue,
+            kind == "begin" || kind == "snapshot", let generation = first[1].uint64Value
+        {
+            contents.generation = generation
+            contents.isSnapshot = kind == "snapshot"
+            contents.records.removeFirst()
+        }
+        return contents
+    }
+
+    /// A journal file open for appending.
+    struct Opened: Sendable {
+        let descriptor: Int32
+        let path: String
+        let generation: UInt64
+        let size: Int
+    }
+
+    /// Opens `path` for appending; a missing or empty file is created and begun with
+    /// `["begin", generation]`, synced. An existing file's generation is its first record's.
+    static func open(_ path: String, generation: UInt64) throws(JournalError) -> Opened {
+        let descriptor = Foundation.open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o600)
+        guard descriptor >= 0 else { throw JournalError.cannotOpen(path, errno) }
+        var size = Int(lseek(descriptor, 0, SEEK_END))
+        var begun = generation
+        if size == 0 {
+            var header = ByteBuffer(bytes: Array(magic.utf8))
+            writeRecord(["begin", .integer(generation)], into: &header)
+            let count = header.withUnsafeReadableBytes { Foundation.write(descriptor, $0.baseAddress, $0.count) }
+            guard count == header.readableBytes, fsync(descriptor) == 0 else {
+                let code = errno
+                close(descriptor)
+                throw JournalError.cannotWrite(path, code)
+            }
+            size = count
+        } else {
+            let contents = try read(path: path)
+            begun = contents.generation ?? generation
+        }
+        return Opened(descriptor: descriptor, path: path, generation: begun, size: size)
     }
 
     /// Writes one record: length, checksum, body.

@@ -45,10 +45,13 @@ public struct ManagerConfiguration: Sendable {
     /// The most memory the manager may hold (`--max-memory`); nil: three quarters of what
     /// this machine, or its cgroup, allows.
     public var maxMemory: Int?
-    /// Keep named objects across restarts in this journal (`--persist`; the state
-    /// directory's `journal`), synced as `durability` says; nil keeps nothing.
-    public var journalPath: String?
+    /// Keep named objects across restarts in this directory (`--persist`: the state
+    /// directory), journaled and synced as `durability` says; nil keeps nothing.
+    public var persistDirectory: String?
     public var durability: DurabilityPolicy = .no
+    /// The journal size from which it is compacted into a snapshot (when it is also larger
+    /// than the last snapshot).
+    public var journalCompactionBytes = 64 << 20
     public var authFailureDelaySeconds: Double = 0.5
     public var logger = Logger(label: "colony.manager")
 
@@ -68,6 +71,8 @@ public struct ManagerConfiguration: Sendable {
 public final class ManagerServer: ManagerContext, @unchecked Sendable {
     public let store: ObjectStore
     public let configuration: ManagerConfiguration
+    /// Keeps named objects across restarts (`--persist`); nil keeps nothing.
+    public let persistence: Persistence?
     /// This run's identity, drawn at start and sent in every welcome: a client that sees
     /// another one than before knows the manager restarted.
     public let instance: [UInt8] = (0..<16).map { _ in UInt8.random(in: 0...255) }
@@ -94,8 +99,11 @@ public final class ManagerServer: ManagerContext, @unchecked Sendable {
         let budget = MemoryBudget(limit: configuration.maxMemory ?? MemoryBudget.defaultLimit())
         store = try configuration.objectIDFile.map { try ObjectStore(maxObjects: configuration.maxObjects, objectIDFile: $0, budget: budget) }
             ?? ObjectStore(maxObjects: configuration.maxObjects, budget: budget)
-        if let journalPath = configuration.journalPath {
-            try Persistence.open(journalPath, policy: configuration.durability, into: store, logger: configuration.logger)
+        let store = store
+        persistence = try configuration.persistDirectory.map {
+            try Persistence(
+                directory: $0, policy: configuration.durability, compactionBytes: configuration.journalCompactionBytes, store: store,
+                logger: configuration.logger)
         }
         group = MultiThreadedEventLoopGroup(numberOfThreads: max(1, configuration.eventLoopThreads))
         var handshake = HandshakeConfiguration(
@@ -148,9 +156,14 @@ public final class ManagerServer: ManagerContext, @unchecked Sendable {
         }
         // Pools lose workers whose heartbeats stopped; once a second is often enough for
         // deadlines of three intervals.
+        // The journal is compacted, off the event loops, once it has grown enough.
         let store = self.store
+        let persistence = self.persistence
         let ticks = group.next().scheduleRepeatedTask(initialDelay: .seconds(1), delay: .seconds(1)) { _ in
             store.tickPools(now: ManagerServer.now())
+            if let persistence, persistence.wantsCompaction {
+                DispatchQueue.global(qos: .utility).async { persistence.compactIfDue() }
+            }
         }
         // The memory budget's view of what the manager holds, ten times a second.
         let samples = group.next().scheduleRepeatedTask(initialDelay: .milliseconds(100), delay: .milliseconds(100)) { _ in
@@ -248,7 +261,7 @@ public final class ManagerServer: ManagerContext, @unchecked Sendable {
         }
         try? await group.shutdownGracefully()
         // Every change the sessions made is written and synced before the manager stops.
-        store.journal?.stop()
+        persistence?.stop()
     }
 
     /// Sessions open now.
@@ -267,7 +280,7 @@ public final class ManagerServer: ManagerContext, @unchecked Sendable {
             "version": .string(colonyReleaseVersion),
             "instance": .bytes(instance),
             "memory": store.budget?.wireValue ?? .null,
-            "persistence": store.journal?.statistics.wireValue ?? .null,
+            "persistence": persistence?.wireValue ?? .null,
             "uptime": .double(Date().timeIntervalSince(started)),
             "objects": store.describeObjects(),
             "pools": store.describePools(),

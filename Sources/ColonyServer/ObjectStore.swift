@@ -312,6 +312,24 @@ public final class ObjectStore: @unchecked Sendable {
         }
     }
 
+    /// The named objects of the kept types and what a snapshot keeps of each, taken with
+    /// every mutation paused, so they are one moment's; `atThatMoment` runs before mutations
+    /// resume (a journal's cut).
+    func keptStates(atThatMoment: () -> Void = {}) -> [(id: UInt64, name: String, type: ObjectType, state: KeptState)] {
+        gate.writing {
+            var states: [(id: UInt64, name: String, type: ObjectType, state: KeptState)] = []
+            for shard in shards {
+                let entries = shard.lock.withLock { shard.entries }
+                for (id, entry) in entries {
+                    guard let name = entry.name, let kept = entry.object as? any PersistentObject else { continue }
+                    states.append((id, name, entry.object.type, kept.snapshot()))
+                }
+            }
+            atThatMoment()
+            return states.sorted { $0.id < $1.id }
+        }
+    }
+
     /// A named object as the journal made it (`restore`).
     func restoreObject(id: UInt64, type: ObjectType, name: String, options: WireValue) throws(RemoteError) {
         guard Persistence.types.contains(type) else { throw RemoteError(.unsupported, "\(type) objects are not kept") }

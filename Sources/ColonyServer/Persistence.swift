@@ -1,21 +1,11 @@
+import Atomics
 import ColonyWire
 import Foundation
 import Logging
+import NIOCore
 import Threading
 
-/// What a manager with `--persist` keeps across restarts (SPEC 6.9): named dicts, lists,
-/// sets, Namespaces, Values, Arrays and queues, with their contents. Sessions, anonymous
-/// objects, locks and other synchronization objects, parked calls and pools are not kept.
-///
-/// Journal records (MessagePack arrays):
-/// - `["create", id, type, name, options]`: a named object was made with these options;
-/// - `["call", id, method, arguments]`: a method changed it (replayed as called: the
-///   methods of these types depend only on the object and the arguments);
-/// - `["queue", id, effect, ...]`: what a queue's call did to its items, which depends on
-///   the waiters of the moment (`push item`, `pop count`, `handoff`, `done`,
-///   `shutdown immediate`);
-/// - `["delete", id]`: the named object was deleted.
-enum Persistence {
+extension Persistence {
     /// The types whose named objects are kept.
     static let types: Set<ObjectType> = [
         .dict, .list, .set, .namespace, .value, .array, .queue, .joinableQueue, .lifoQueue, .priorityQueue,
@@ -47,29 +37,205 @@ enum Persistence {
     ]
 }
 
-extension Persistence {
-    /// Brings back what the journal at `path` kept into `store`, then records every later
-    /// change there. A torn or damaged tail (a crash mid-write) is cut off and saved next to
-    /// the journal, and the log says what was dropped.
-    static func open(_ path: String, policy: DurabilityPolicy, into store: ObjectStore, logger: Logger) throws {
-        let contents = try JournalFile.read(path: path)
-        if contents.droppedBytes > 0 {
-            let saved = path + ".damaged-\(Int(Date().timeIntervalSince1970))"
-            let bytes = try Data(contentsOf: URL(fileURLWithPath: path))
-            try bytes.subdata(in: contents.validBytes..<bytes.count).write(to: URL(fileURLWithPath: saved))
-            guard truncate(path, off_t(contents.validBytes)) == 0 else { throw JournalError.cannotWrite(path, errno) }
-            logger.warning(
-                "journal: cut \(contents.droppedBytes) bytes off its end, after \(contents.records.count) valid records: \(contents.damage ?? "damage"); the bytes are saved in \(saved)")
+/// Where a manager keeps its objects (in its state directory, `--persist`): `snapshot`
+/// holds them as of the start of a generation, and `journal.<generation>` the changes
+/// from there. A compaction starts the next generation's journal, writes the snapshot of
+/// that moment beside the old one and renames it over it, then removes the older journals;
+/// a crash at any step leaves a snapshot and the journals after it.
+public struct PersistenceFiles: Sendable {
+    public let directory: String
+
+    public init(directory: String) { self.directory = directory }
+
+    public var snapshot: String { directory + "/snapshot" }
+    public func journal(_ generation: UInt64) -> String { directory + "/journal.\(generation)" }
+
+    /// The journals in the directory, oldest first.
+    func journals() throws -> [(generation: UInt64, path: String)] {
+        let names = try FileManager.default.contentsOfDirectory(atPath: directory)
+        return names.compactMap { name in
+            guard name.hasPrefix("journal."), let generation = UInt64(name.dropFirst("journal.".count)) else { return nil }
+            return (generation, directory + "/" + name)
+        }.sorted { $0.generation < $1.generation }
+    }
+}
+
+/// What a manager with `--persist` keeps across restarts (SPEC 6.9): named dicts, lists,
+/// sets, Namespaces, Values, Arrays and queues, with their contents. Sessions, anonymous
+/// objects, locks and other synchronization objects, parked calls and pools are not kept.
+///
+/// Journal records (MessagePack arrays):
+/// - `["create", id, type, name, options]`: a named object was made with these options;
+/// - `["call", id, method, arguments]`: a method changed it (replayed as called: the
+///   methods of these types depend only on the object and the arguments);
+/// - `["queue", id, effect, ...]`: what a queue's call did to its items, which depends on
+///   the waiters of the moment (`push item`, `pop count`, `handoff`, `done`,
+///   `shutdown immediate`);
+/// - `["delete", id]`: the named object was deleted.
+///
+/// An instance restores the objects at start, then journals their changes and compacts
+/// the journal into a snapshot when it has grown.
+public final class Persistence: @unchecked Sendable {
+    public let files: PersistenceFiles
+    let store: ObjectStore
+    let journal: Journal
+    private let logger: Logger
+    /// A compaction runs when the journal is at least this large and at least as large as
+    /// the last snapshot (Redis's auto-aof-rewrite-min-size and -percentage 100).
+    let compactionBytes: Int
+    private let compacting = ManagedAtomic<Bool>(false)
+    private let snapshotBytes: ManagedAtomic<Int>
+    private let compactions = ManagedAtomic<UInt64>(0)
+    /// What the start brought back.
+    public let restored: RestoreReport
+
+    /// Brings back what the directory kept into `store` (which must be empty), writes a
+    /// snapshot of it, and records every later change in a new journal. A torn or damaged
+    /// journal tail (a crash mid-write) is cut off and saved next to it, and the log says what
+    /// was dropped; a damaged snapshot is refused, since serving from it would serve wrong data.
+    public init(
+        directory: String, policy: DurabilityPolicy, compactionBytes: Int = 64 << 20, store: ObjectStore, logger: Logger
+    ) throws {
+        files = PersistenceFiles(directory: directory)
+        self.store = store
+        self.logger = logger
+        self.compactionBytes = compactionBytes
+        var records: [WireValue] = []
+        var generation: UInt64 = 0
+        if FileManager.default.fileExists(atPath: files.snapshot) {
+            let snapshot = try JournalFile.read(path: files.snapshot)
+            guard snapshot.damage == nil, snapshot.droppedBytes == 0, snapshot.isSnapshot, let begun = snapshot.generation else {
+                throw JournalError(
+                    description: "the snapshot \(files.snapshot) is damaged (\(snapshot.damage ?? "it does not begin as a snapshot")), so the manager will not serve from it. Restore it from a backup, or move it away to start from the journals alone (what only the snapshot held is then lost)")
+            }
+            records = snapshot.records
+            generation = begun
         }
-        let report = store.restore(contents.records)
-        if !contents.records.isEmpty {
+        var newest = generation
+        for (begun, path) in try files.journals() {
+            newest = max(newest, begun)
+            guard begun >= generation else { continue }  // the snapshot holds it
+            let contents = try JournalFile.read(path: path)
+            if contents.droppedBytes > 0 { try Persistence.cutDamagedTail(path, contents, logger) }
+            records += contents.records
+        }
+        let report = store.restore(records)
+        restored = report
+        if !records.isEmpty {
             logger.info(
-                "journal: restored \(report.objects) named objects from \(report.records) records",
-                metadata: [
-                    "skipped": "\(report.skipped)", "references_to_unkept_objects": "\(report.droppedReferences)",
-                ])
+                "persistence: restored \(report.objects) named objects from \(records.count) records",
+                metadata: ["skipped": "\(report.skipped)", "references_to_unkept_objects": "\(report.droppedReferences)"])
         }
-        store.persist(to: try Journal(path: path, policy: policy))
+        // Start afresh: this moment's snapshot, an empty journal after it.
+        let next = newest + 1
+        let opened = try JournalFile.open(files.journal(next), generation: next)
+        snapshotBytes = ManagedAtomic(try Persistence.writeSnapshot(store.keptStates(), generation: next, to: files))
+        try Persistence.removeJournals(before: next, in: files)
+        journal = try Journal(file: opened, policy: policy)
+        store.persist(to: journal)
+    }
+
+    /// Whether the journal has grown enough for a compaction.
+    var wantsCompaction: Bool {
+        let size = journal.statistics.bytes
+        return size >= compactionBytes && size >= snapshotBytes.load(ordering: .relaxed)
+    }
+
+    /// Writes a snapshot of every kept object and starts a new journal after it, so that the
+    /// journal stops growing; mutations pause only while the objects' states are taken (no
+    /// copying: their storage is shared until next changed). Runs at most once at a time.
+    public func compact() throws {
+        guard compacting.compareExchange(expected: false, desired: true, ordering: .acquiring).exchanged else { return }
+        defer { compacting.store(false, ordering: .releasing) }
+        let next = journal.generation + 1
+        let opened = try JournalFile.open(files.journal(next), generation: next)
+        let states = store.keptStates { journal.rotate(to: opened) }
+        let size = try Persistence.writeSnapshot(states, generation: next, to: files)
+        journal.awaitRotation()
+        try Persistence.removeJournals(before: next, in: files)
+        snapshotBytes.store(size, ordering: .relaxed)
+        compactions.wrappingIncrement(ordering: .relaxed)
+        logger.debug("persistence: compacted", metadata: ["snapshot_bytes": "\(size)", "generation": "\(next)"])
+    }
+
+    /// Compacts if the journal has grown enough; for a periodic timer.
+    public func compactIfDue() {
+        guard wantsCompaction else { return }
+        do {
+            try compact()
+        } catch {
+            logger.error("persistence: cannot compact the journal, which keeps growing: \(error)")
+        }
+    }
+
+    /// What `status` shows: the journal's figures, the snapshot's size and the compactions.
+    public var wireValue: WireValue {
+        var value = journal.statistics.wireValue
+        if case .map(var pairs) = value {
+            pairs.append(WirePair("snapshot_bytes", .integer(snapshotBytes.load(ordering: .relaxed))))
+            pairs.append(WirePair("compactions", .integer(compactions.load(ordering: .relaxed))))
+            pairs.append(WirePair("journal", .string(journal.path)))
+            value = .map(pairs)
+        }
+        return value
+    }
+
+    /// Writes and syncs what is recorded; call when the manager stops.
+    public func stop() { journal.stop() }
+
+    /// Saves the invalid end of a journal next to it, cuts it off, and says so in the log.
+    private static func cutDamagedTail(_ path: String, _ contents: JournalFile.Contents, _ logger: Logger) throws {
+        let saved = path + ".damaged-\(Int(Date().timeIntervalSince1970))"
+        let bytes = try Data(contentsOf: URL(fileURLWithPath: path))
+        try bytes.subdata(in: contents.validBytes..<bytes.count).write(to: URL(fileURLWithPath: saved))
+        guard truncate(path, off_t(contents.validBytes)) == 0 else { throw JournalError.cannotWrite(path, errno) }
+        logger.warning(
+            "persistence: cut \(contents.droppedBytes) bytes off the end of \(path), after \(contents.records.count) valid records: \(contents.damage ?? "damage"); the bytes are saved in \(saved)")
+    }
+
+    /// Writes `["snapshot", generation]` and a `create` record (and a queue's effects) per
+    /// object to a temporary file, syncs it and renames it over the snapshot. Returns its size.
+    static func writeSnapshot(
+        _ states: [(id: UInt64, name: String, type: ObjectType, state: KeptState)], generation: UInt64, to files: PersistenceFiles
+    ) throws -> Int {
+        let temporary = files.snapshot + ".new"
+        let descriptor = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
+        guard descriptor >= 0 else { throw JournalError.cannotOpen(temporary, errno) }
+        defer { close(descriptor) }
+        var buffer = ByteBuffer(bytes: Array(JournalFile.magic.utf8))
+        var size = 0
+        func write(ifAtLeast limit: Int) throws {
+            guard buffer.readableBytes >= limit else { return }
+            let count = buffer.withUnsafeReadableBytes { Foundation.write(descriptor, $0.baseAddress, $0.count) }
+            guard count == buffer.readableBytes else { throw JournalError.cannotWrite(temporary, errno) }
+            size += count
+            buffer.clear()
+        }
+        JournalFile.writeRecord(["snapshot", .integer(generation)], into: &buffer)
+        for (id, name, type, state) in states {
+            JournalFile.writeRecord(["create", .integer(id), .integer(type.rawValue), .string(name), state.options], into: &buffer)
+            for (effect, operand) in state.effects {
+                JournalFile.writeRecord(["queue", .integer(id), .string(effect), operand], into: &buffer)
+            }
+            try write(ifAtLeast: 1 << 20)
+        }
+        try write(ifAtLeast: 1)
+        guard fsync(descriptor) == 0, rename(temporary, files.snapshot) == 0 else { throw JournalError.cannotWrite(files.snapshot, errno) }
+        try syncDirectory(files.directory)
+        return size
+    }
+
+    private static func removeJournals(before generation: UInt64, in files: PersistenceFiles) throws {
+        for (begun, path) in try files.journals() where begun < generation { unlink(path) }
+        try syncDirectory(files.directory)
+    }
+
+    /// Makes renames, creations and removals in `directory` durable.
+    private static func syncDirectory(_ directory: String) throws {
+        let descriptor = open(directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        guard descriptor >= 0 else { throw JournalError.cannotOpen(directory, errno) }
+        defer { close(descriptor) }
+        guard fsync(descriptor) == 0 else { throw JournalError.cannotWrite(directory, errno) }
     }
 }
 
@@ -114,6 +280,15 @@ protocol PersistentObject: SharedObject {
     var journal: ObjectJournal? { get set }
     /// The lock its calls hold.
     var lock: Lock { get }
+    /// What a snapshot keeps of it now.
+    func snapshot() -> KeptState
+}
+
+/// An object's contents as a snapshot keeps them: the options that make it again, and for
+/// a queue the effects that fill it.
+struct KeptState {
+    var options: WireValue
+    var effects: [(effect: String, operand: WireValue)] = []
 }
 
 extension PersistentObject {

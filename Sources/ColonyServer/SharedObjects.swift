@@ -121,6 +121,8 @@ final class SharedDict: PersistentObject, @unchecked Sendable {
     }
 
     func referencedIDs() -> [UInt64] { lock.withLock { state.referencedIDs } }
+
+    func snapshot() -> KeptState { lock.withLock { KeptState(options: ["items": .map(state.livePairs)]) } }
 }
 
 /// A dict's contents. One value, so that a call changes it through a single access.
@@ -354,6 +356,8 @@ final class SharedList: PersistentObject, @unchecked Sendable {
     }
     var size: Int { lock.withLock { items.count } }
 
+    func snapshot() -> KeptState { lock.withLock { KeptState(options: ["items": .array(items)]) } }
+
     private func position(_ arguments: Arguments, _ index: Int, _ what: String = "list index out of range") throws(RemoteError) -> Int {
         guard let position = PythonSemantics.index(try arguments.int(index), count: items.count) else {
             throw RemoteError(.indexError, "IndexError: \(what)")
@@ -564,6 +568,10 @@ final class SharedNamespace: PersistentObject, @unchecked Sendable {
 
     var size: Int { lock.withLock { attributes.count } }
 
+    func snapshot() -> KeptState {
+        lock.withLock { KeptState(options: ["attrs": .map(order.map { WirePair(.string($0), attributes[$0]!) })]) }
+    }
+
     private func set(_ name: String, _ value: WireValue, _ changes: inout ReferenceChanges) {
         changes.adopt(value)
         if let old = attributes.updateValue(value, forKey: name) { changes.drop(old) } else { order.append(name) }
@@ -619,6 +627,9 @@ struct TypeCode: Sendable {
     let code: Character
     private enum Kind { case integer(ClosedRange<Int64>), unsigned(UInt64), float, character, any }
     private let kind: Kind
+
+    /// The code as `new` options give it (nil: any value).
+    var wireValue: WireValue { code == "*" ? .null : .string(String(code)) }
 
     init(_ code: String?) throws(RemoteError) {
         guard let code else {
@@ -701,6 +712,8 @@ final class SharedValue: PersistentObject, LockCarrier, @unchecked Sendable {
 
     var size: Int { 1 }
 
+    func snapshot() -> KeptState { lock.withLock { KeptState(options: ["typecode": typeCode.wireValue, "value": value]) } }
+
     func call(_ method: String, _ values: [WireValue], _ changes: inout ReferenceChanges) throws(RemoteError) -> WireValue {
         try recorded(method, values) { () throws(RemoteError) -> WireValue in
             switch method {
@@ -769,6 +782,8 @@ final class SharedArray: PersistentObject, LockCarrier, @unchecked Sendable {
     }
 
     var size: Int { lock.withLock { items.count } }
+
+    func snapshot() -> KeptState { lock.withLock { KeptState(options: ["typecode": typeCode.wireValue, "items": .array(items)]) } }
 
     private func position(_ arguments: Arguments) throws(RemoteError) -> Int {
         guard let position = PythonSemantics.index(try arguments.int(0), count: items.count) else {

@@ -50,6 +50,16 @@ struct QueueItems {
         }
     }
 
+    /// Every item, in an order that pushing them again makes the same queue: arrival order
+    /// for FIFO and LIFO, leaving order for priorities (equal ones then keep theirs).
+    var pushOrder: [WireValue] {
+        switch order {
+        case .fifo: Array(items[head...])
+        case .lifo: items
+        case .priority: items.reversed()
+        }
+    }
+
     /// Every item, in no particular order.
     var all: ArraySlice<WireValue> { items[head...] }
 
@@ -290,6 +300,16 @@ final class SharedQueue: BlockingObject, PersistentObject, @unchecked Sendable {
             }
         }
         return ready
+    }
+
+    func snapshot() -> KeptState {
+        lock.withLock {
+            // Tasks not done beyond the items queued are handoffs, as far as a restart can tell.
+            var effects = items.pushOrder.map { (effect: "push", operand: $0) }
+            effects += Array(repeating: (effect: "handoff", operand: .null), count: max(0, unfinishedTasks - items.count))
+            if isShutDown { effects.append((effect: "shutdown", operand: false)) }
+            return KeptState(options: ["maxsize": .integer(maxSize)], effects: effects)
+        }
     }
 
     /// Redoes a recorded effect (Persistence), on a queue no session uses yet.

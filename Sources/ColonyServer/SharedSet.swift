@@ -26,6 +26,8 @@ final class SharedSet: PersistentObject, @unchecked Sendable {
 
     func referencedIDs() -> [UInt64] { lock.withLock { members.referencedIDs } }
 
+    func snapshot() -> KeptState { lock.withLock { KeptState(options: ["items": .array(list)]) } }
+
     private var list: [WireValue] { members.livePairs.map(\.key) }
 
     private func elements(_ arguments: Arguments, _ index: Int = 0) throws(RemoteError) -> [WireValue] {

@@ -128,6 +128,9 @@ struct ManagerCommand: AsyncParsableCommand {
     @Option(help: "Keep named dicts, lists, sets, Namespaces, Values, Arrays and queues across restarts, in the state directory's journal, like Redis's appendonly: off, no (written at once, the OS syncs), everysec (synced each second), always (synced before each change is acknowledged).")
     var persist: PersistOption = .off
 
+    @Option(help: "With --persist: compact the journal into a snapshot once it is this large (and larger than the last snapshot), like Redis's auto-aof-rewrite-min-size.")
+    var journalCompactSize = ByteCount(argument: "64M")!
+
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
     var logLevel = "info"
 
@@ -180,7 +183,8 @@ struct ManagerCommand: AsyncParsableCommand {
         configuration.cycleCollectionSeconds = collectCycles
         configuration.maxMemory = maxMemory?.bytes
         if let durability = persist.durability {
-            configuration.journalPath = directory.journalPath
+            configuration.persistDirectory = directory.path
+            configuration.journalCompactionBytes = journalCompactSize.bytes
             configuration.durability = durability
         }
 
@@ -195,7 +199,7 @@ struct ManagerCommand: AsyncParsableCommand {
               CA:       \(insecurePlaintext ? "none" : directory.caCertificatePath)
               connect:  try await Manager.connect(host: "\(host)", port: \(boundPort), trust: .stateDirectory(path: "\(directory.path)"))
               status:   colony status --port \(boundPort) --state-dir \(directory.path)
-              persist:  \(persist.durability == nil ? "off (named objects last until the manager stops)" : "\(persist.rawValue): \(directory.journalPath)")
+              persist:  \(persist.durability == nil ? "off (named objects last until the manager stops)" : "\(persist.rawValue): journal and snapshot in \(directory.path)")
             """)
         if let unix {
             print("""
