@@ -167,7 +167,7 @@ public struct ManagerSession {
             return []
         case .cancel:
             assembler.discard(kind: .request, requestID: message.requestID)
-            if let call = parked[message.requestID] { context.store.release(call.object.cancel(call)) }
+            if let call = parked[message.requestID] { context.store.release(context.store.changing { call.object.cancel(call) }) }
             return []
         case .goodbye:
             for object in touched.values { object.sessionSaidGoodbye(id) }
@@ -325,7 +325,7 @@ public struct ManagerSession {
     /// A parked call's timeout passed.
     public func expire(requestID: UInt64) {
         guard let call = parked[requestID] else { return }
-        context.store.release(call.object.expire(call))
+        context.store.release(context.store.changing { call.object.expire(call) })
     }
 
     /// The manager is shutting down: parked calls are answered with ShutDown, then goodbye.
@@ -346,7 +346,7 @@ public struct ManagerSession {
     private mutating func withdrawAll() -> [UInt64] {
         // Every object a call is parked on is among the touched ones.
         var dropped: [UInt64] = []
-        for object in touched.values { dropped += object.sessionEnded(id) }
+        context.store.changing { for object in touched.values { dropped += object.sessionEnded(id) } }
         context.store.release(dropped)
         touched = [:]
         defer { parked = [:] }

@@ -223,6 +223,10 @@ public final class ObjectStore: @unchecked Sendable {
         return overflow ? Int.max : bytes
     }
 
+    /// Runs a change that is not a call (a timeout, a cancel, a session's end giving back its
+    /// locks) as calls run: a compaction's snapshot sees it whole or not at all.
+    func changing<Result>(_ body: () -> Result) -> Result { gate.reading(body) }
+
     /// `["attach", id]` (and opening a named object): one more reference to an existing
     /// object, which must have the `expecting` type when one is given.
     func attach(_ id: UInt64) throws(RemoteError) -> ObjectRef {

@@ -8,7 +8,7 @@ import Threading
 extension Persistence {
     /// The types whose named objects are kept.
     static let types: Set<ObjectType> = [
-        .dict, .list, .set, .namespace, .value, .array, .queue, .joinableQueue, .lifoQueue, .priorityQueue,
+        .dict, .list, .set, .namespace, .value, .array, .queue, .joinableQueue, .lifoQueue, .priorityQueue, .lock, .rlock,
     ]
 
     /// Whether `method` may change an object of `type` (queues record their effects instead).
@@ -61,16 +61,19 @@ public struct PersistenceFiles: Sendable {
 }
 
 /// What a manager with `--persist` keeps across restarts (SPEC 6.9): named dicts, lists,
-/// sets, Namespaces, Values, Arrays and queues, with their contents. Sessions, anonymous
-/// objects, locks and other synchronization objects, parked calls and pools are not kept.
+/// sets, Namespaces, Values, Arrays and queues with their contents, and named Locks and
+/// RLocks with their fencing tokens: a lock held when the manager died is free after the
+/// restart, and its next holder is told the previous owner died; tokens go on rising.
+/// Sessions, anonymous objects, other synchronization objects, parked calls and pools are
+/// not kept.
 ///
 /// Journal records (MessagePack arrays):
 /// - `["create", id, type, name, options]`: a named object was made with these options;
 /// - `["call", id, method, arguments]`: a method changed it (replayed as called: the
 ///   methods of these types depend only on the object and the arguments);
-/// - `["queue", id, effect, ...]`: what a queue's call did to its items, which depends on
-///   the waiters of the moment (`push item`, `pop count`, `handoff`, `done`,
-///   `shutdown immediate`);
+/// - `["effect", id, effect, operand]`: what a call did where that depends on the waiters of
+///   the moment: a queue's `push item`, `pop count`, `handoff`, `done`,
+///   `shutdown immediate`; a lock's `taken token` and `freed`;
 /// - `["delete", id]`: the named object was deleted.
 ///
 /// An instance restores the objects at start, then journals their changes and compacts
@@ -215,7 +218,7 @@ public final class Persistence: @unchecked Sendable {
         for (id, name, type, state) in states {
             JournalFile.writeRecord(["create", .integer(id), .integer(type.rawValue), .string(name), state.options], into: &buffer)
             for (effect, operand) in state.effects {
-                JournalFile.writeRecord(["queue", .integer(id), .string(effect), operand], into: &buffer)
+                JournalFile.writeRecord(["effect", .integer(id), .string(effect), operand], into: &buffer)
             }
             try write(ifAtLeast: 1 << 20)
         }
@@ -268,9 +271,9 @@ final class ObjectJournal: Sendable {
         journal.record(["call", .integer(id), .string(method), .array(arguments)])
     }
 
-    /// A queue's change: `push item`, `pop count`, `handoff`, `done`, `shutdown immediate`.
-    func queue(_ effect: String, _ operand: WireValue = .null) {
-        journal.record(["queue", .integer(id), .string(effect), operand])
+    /// A change recorded as its effect (a queue's items, a lock's holder).
+    func effect(_ effect: String, _ operand: WireValue = .null) {
+        journal.record(["effect", .integer(id), .string(effect), operand])
     }
 }
 
@@ -282,6 +285,8 @@ protocol PersistentObject: SharedObject {
     var lock: Lock { get }
     /// What a snapshot keeps of it now.
     func snapshot() -> KeptState
+    /// Redoes a recorded effect, on an object no session uses yet.
+    func replay(_ effect: String, _ operand: WireValue, _ changes: inout ReferenceChanges) throws(RemoteError)
 }
 
 /// An object's contents as a snapshot keeps them: the options that make it again, and for
@@ -292,6 +297,11 @@ struct KeptState {
 }
 
 extension PersistentObject {
+    /// Objects whose changes are all method calls record no effects.
+    func replay(_ effect: String, _ operand: WireValue, _ changes: inout ReferenceChanges) throws(RemoteError) {
+        throw RemoteError(.badRequest, "a \(type) has no recorded effect '\(effect)'")
+    }
+
     /// Runs a call under the object's lock and, if it succeeded, records it before the lock
     /// is let go.
     func recorded(_ method: String, _ values: [WireValue], _ body: () throws(RemoteError) -> WireValue) throws(RemoteError)
@@ -349,15 +359,15 @@ extension ObjectStore {
                         report.skipped += 1
                         continue
                     }
-                case "queue" where fields.count == 4:
+                case "effect" where fields.count == 4:
                     guard let effect = fields[2].stringValue else {
                         report.skipped += 1
                         continue
                     }
                     let operand = keepingLiveReferences(fields[3], &report)
                     guard try replay(id: id, { object, changes throws(RemoteError) in
-                        guard let queue = object as? SharedQueue else { throw RemoteError(.wrongType, "not a queue") }
-                        try queue.replay(effect, operand, &changes)
+                        guard let kept = object as? any PersistentObject else { throw RemoteError(.wrongType, "not kept") }
+                        try kept.replay(effect, operand, &changes)
                     }) else {
                         report.skipped += 1
                         continue

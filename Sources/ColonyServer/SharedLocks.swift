@@ -44,8 +44,36 @@ final class LockCore: @unchecked Sendable {
     private var lastToken: UInt64 = 0
     private var ownerDied = false
     var waiters = WaiterQueue<Waiter>()
+    /// A named lock's line into the journal: it records who holds it, not who waits.
+    var journal: ObjectJournal?
 
     init(reentrant: Bool) { self.reentrant = reentrant }
+
+    /// Fencing tokens skip this many after a restart: grants the journal lost (with
+    /// `--persist no` or `everysec`) may have handed out the next ones.
+    static let restartTokenGap: UInt64 = 1 << 32
+
+    /// What a snapshot keeps: the last token, and whether the lock was held.
+    var keptState: KeptState {
+        guard lastToken > 0 else { return KeptState(options: .null) }
+        var effects: [(effect: String, operand: WireValue)] = [("taken", .integer(lastToken))]
+        if holder == nil { effects.append(("freed", .bool(ownerDied))) }
+        return KeptState(options: .null, effects: effects)
+    }
+
+    /// Redoes `taken token` or `freed ownerDied`. Nobody holds the lock after a restart; if
+    /// someone did, or its holder's session died, the next holder is told its owner died.
+    func replay(_ effect: String, _ operand: WireValue) throws(RemoteError) {
+        switch effect {
+        case "taken":
+            lastToken = (operand.uint64Value ?? 0) &+ LockCore.restartTokenGap
+            ownerDied = true
+        case "freed":
+            ownerDied = operand.boolValue ?? false
+        default:
+            throw RemoteError(.badRequest, "a lock has no recorded effect '\(effect)'")
+        }
+    }
 
     var typeName: String { reentrant ? "RLock" : "Lock" }
 
@@ -64,6 +92,7 @@ final class LockCore: @unchecked Sendable {
         holder = caller
         self.depth = depth
         lastToken += 1
+        journal?.effect("taken", .integer(lastToken))
         defer { ownerDied = false }
         return grant(true, token: lastToken, ownerDied: ownerDied)
     }
@@ -105,6 +134,7 @@ final class LockCore: @unchecked Sendable {
     func handOff() -> Replies {
         holder = nil
         depth = 0
+        journal?.effect("freed", .bool(ownerDied))
         guard let next = waiters.popFirst() else { return [] }
         let granted = take(next.payload.caller, depth: next.payload.depth)
         switch next.payload.reply {
@@ -132,9 +162,14 @@ final class LockCore: @unchecked Sendable {
 
 /// Python `SyncManager.Lock()` and `RLock()`, with FIFO hand-off, fencing tokens and release
 /// on session death.
-final class SharedLock: BlockingObject, @unchecked Sendable {
+final class SharedLock: BlockingObject, PersistentObject, @unchecked Sendable {
     let type: ObjectType
     let core: LockCore
+    var lock: Lock { core.mutex }
+    var journal: ObjectJournal? {
+        get { core.mutex.withLock { core.journal } }
+        set { core.mutex.withLock { core.journal = newValue } }
+    }
 
     init(reentrant: Bool) {
         type = reentrant ? .rlock : .lock
@@ -182,6 +217,12 @@ final class SharedLock: BlockingObject, @unchecked Sendable {
     }
 
     func referencedIDs() -> [UInt64] { [] }
+
+    func snapshot() -> KeptState { core.mutex.withLock { core.keptState } }
+
+    func replay(_ effect: String, _ operand: WireValue, _ changes: inout ReferenceChanges) throws(RemoteError) {
+        try core.mutex.withLock { () throws(RemoteError) in try core.replay(effect, operand) }
+    }
 }
 
 /// An acquire's `[owner, blocking, timeout]` after the owner: as in Python, a timeout for a

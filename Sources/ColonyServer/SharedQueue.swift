@@ -130,7 +130,7 @@ final class SharedQueue: BlockingObject, PersistentObject, @unchecked Sendable {
                     changes.adopt(item)  // handed over to the getter's session
                     _ = getters.popFirst()
                     unfinishedTasks += 1
-                    journal?.queue("handoff")
+                    journal?.effect("handoff")
                     ready.append(answer(getter.call, getter.payload, [item]))
                     return .answer(.null)
                 }
@@ -138,7 +138,7 @@ final class SharedQueue: BlockingObject, PersistentObject, @unchecked Sendable {
                     try items.push(arguments[0])
                     changes.adopt(arguments[0])
                     unfinishedTasks += 1
-                    journal?.queue("push", arguments[0])
+                    journal?.effect("push", arguments[0])
                     return .answer(.null)
                 }
                 guard block, timeout != 0 else { throw RemoteError(.full, "the queue is full") }
@@ -160,7 +160,7 @@ final class SharedQueue: BlockingObject, PersistentObject, @unchecked Sendable {
                         changes.adopt(item)
                         remaining.removeFirst()
                         unfinishedTasks += 1
-                        journal?.queue("push", item)
+                        journal?.effect("push", item)
                         ready += serveGetters()
                     }
                 }
@@ -215,7 +215,7 @@ final class SharedQueue: BlockingObject, PersistentObject, @unchecked Sendable {
                 _ = try Arguments(method, values, count: 0...0)
                 guard unfinishedTasks > 0 else { throw RemoteError(.valueError, "task_done() called too many times") }
                 unfinishedTasks -= 1
-                journal?.queue("done")
+                journal?.effect("done")
                 if unfinishedTasks == 0 { ready += joiners.drain().map { waiter in { waiter.call.answer(true) } } }
                 return .answer(.null)
             case "join":
@@ -230,7 +230,7 @@ final class SharedQueue: BlockingObject, PersistentObject, @unchecked Sendable {
                 let arguments = try Arguments(method, values, count: 0...1)
                 let immediate = try arguments.bool(0, default: false)
                 isShutDown = true
-                journal?.queue("shutdown", .bool(immediate))
+                journal?.effect("shutdown", .bool(immediate))
                 if immediate {
                     for item in items.removeAll() {
                         changes.drop(item)
@@ -261,7 +261,7 @@ final class SharedQueue: BlockingObject, PersistentObject, @unchecked Sendable {
             case .one: [items.pop()]
             case .many(let most): (0..<min(most, items.count)).map { _ in items.pop() }
             }
-        journal?.queue("pop", .integer(taken.count))
+        journal?.effect("pop", .integer(taken.count))
         return taken
     }
 
@@ -290,7 +290,7 @@ final class SharedQueue: BlockingObject, PersistentObject, @unchecked Sendable {
                 let item = putter.payload.removeFirst()
                 try? items.push(item)
                 unfinishedTasks += 1
-                journal?.queue("push", item)
+                journal?.effect("push", item)
             }
             if putter.payload.isEmpty {
                 _ = putters.popFirst()

@@ -150,4 +150,24 @@ private final class Acknowledged: @unchecked Sendable {
         await last.close()
         try? FileManager.default.removeItem(atPath: directory)
     }
+
+    @Test func aLockHeldAtAKillIsFreeAfterTheRestartAndItsNextHolderIsTold() async throws {
+        let first = try ManagerProcess(extraArguments: ["--persist", "always"])
+        let directory = first.stateDirectory
+        let manager = try await first.connect()
+        let before = try await manager.lock("leader").acquireGrant()
+        kill(first.process.processIdentifier, SIGKILL)
+        first.stop()
+        await manager.close()
+
+        let second = try ManagerProcess(extraArguments: ["--persist", "always"], stateDirectory: directory)
+        defer { second.stop() }
+        let after = try await second.connect()
+        let grant = try await after.lock("leader").acquireGrant(timeout: 10)
+        #expect(grant.acquired && grant.previousOwnerDied)
+        #expect(grant.fencingToken > before.fencingToken, "a holder from before the restart is still refused by token")
+        await after.close()
+        try? FileManager.default.removeItem(atPath: directory)
+    }
 }
+

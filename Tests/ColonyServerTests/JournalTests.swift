@@ -134,7 +134,7 @@ private struct JournalDirectory: ~Copyable {
             // Not kept: anonymous objects, and named objects of other types.
             let anonymous = try h.new(.list)
             try h.call(dict, "setitem", "nested", .objectRef(ObjectRef(type: .list, id: anonymous)))
-            _ = try h.new(.lock, "mutex")
+            _ = try h.new(.event, "flag")
             // Failed calls change nothing and are not recorded.
             #expect(h.code(list, "remove", 99) == .valueError)
             journal.stop()
@@ -357,6 +357,34 @@ private struct JournalDirectory: ~Copyable {
             _ = try directory.openStore()
         } throws: { error in
             "\(error)".contains("snapshot") && "\(error)".contains("damaged")
+        }
+    }
+
+    @Test func aLockHeldWhenTheManagerDiedIsFreeAfterwardAndTokensGoOnRising() throws {
+        let directory = try JournalDirectory()
+        var lastToken: UInt64 = 0
+        do {
+            let (h, persistence, _) = try directory.openStore()
+            let held = try h.new(.lock, "held")
+            let free = try h.new(.rlock, "free")
+            lastToken = try LockGrant.decode(try h.call(held, "acquire", 1)).fencingToken
+            _ = try h.call(free, "acquire", 1)
+            try h.call(free, "release", 1)
+            persistence.stop()  // the manager dies with "held" held
+        }
+        for restart in 0..<2 {
+            let (h, persistence, _) = try directory.openStore()
+            let held = try h.new(.lock, "held")
+            let grant = try LockGrant.decode(try h.call(held, "acquire", 2))
+            #expect(grant.acquired)
+            #expect(grant.previousOwnerDied == (restart == 0), "told once, by the first grant after the restart")
+            #expect(grant.fencingToken > lastToken)
+            lastToken = grant.fencingToken
+            try h.call(held, "release", 2)
+            let free = try h.new(.rlock, "free")
+            #expect(try LockGrant.decode(try h.call(free, "acquire", 2)).previousOwnerDied == false)
+            try h.call(free, "release", 2)
+            persistence.stop()
         }
     }
 }
