@@ -138,7 +138,13 @@ let package = Package(
                 .product(name: "NIOEmbedded", package: "swift-nio"),
             ]
         ),
-        .testTarget(name: "ColonyServerTests", dependencies: ["ColonyServer", "ColonyWire", "Threading"]),
+        .testTarget(
+            name: "ColonyServerTests",
+            dependencies: [
+                "ColonyServer", "ColonyWire", "ColonyTransport", "Threading",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOEmbedded", package: "swift-nio"),
+            ]),
         .testTarget(name: "ColonyPoolTests", dependencies: ["ColonyPool", "ColonyWire"]),
         .testTarget(
             name: "ColonyWireTests",

@@ -93,6 +93,8 @@ public final class ManagerServer: ManagerContext, @unchecked Sendable {
     private var isDraining = false
     /// The busy pollers of the event loops that have had sessions.
     private var pollers: [ObjectIdentifier: BusyPoller] = [:]
+    /// With `--persist always`, each event loop's answers that wait for the journal.
+    private var keptAnswers: [ObjectIdentifier: KeptAnswers] = [:]
 
     public init(configuration: ManagerConfiguration) throws {
         self.configuration = configuration
@@ -224,11 +226,23 @@ public final class ManagerServer: ManagerContext, @unchecked Sendable {
             SessionHandler(
                 session: session, record: record, outlet: outlet, poller: poller,
                 busyPollNanoseconds: UInt64(max(0, configuration.busyPollMicroseconds)) * 1000, maxFrameBody: configuration.maxFrameBody,
-                handshakeTimeout: configuration.handshakeTimeoutSeconds, journal: store.journal.flatMap { $0.policy == .always ? $0 : nil },
+                handshakeTimeout: configuration.handshakeTimeoutSeconds,
+                keptAnswers: keptAnswers(for: poller),
                 logger: configuration.logger))
     }
 
     static func now() -> UInt64 { UInt64(DispatchTime.now().uptimeNanoseconds) }
+
+    /// With `--persist always`, the waiting answers of `poller`'s event loop; else nil.
+    private func keptAnswers(for poller: BusyPoller) -> KeptAnswers? {
+        guard let journal = store.journal, journal.policy == .always else { return nil }
+        return lock.withLock {
+            if let existing = keptAnswers[ObjectIdentifier(poller)] { return existing }
+            let made = KeptAnswers(poller: poller, journal: journal)
+            keptAnswers[ObjectIdentifier(poller)] = made
+            return made
+        }
+    }
 
     /// Stops accepting, says goodbye to every session, and waits (up to `gracePeriod`
     /// seconds) for them to close before closing the rest and stopping the event loops.
@@ -428,15 +442,15 @@ final class SessionHandler: ChannelInboundHandler {
     private var isWatched = false
     /// With `--persist always`: answers leave only once the changes made before them are on
     /// the disk, so no peer sees a change a crash could still lose.
-    private let journal: Journal?
+    private let keptAnswers: KeptAnswers?
     /// How many bytes at the front of `outbound` wait for the journal (0: none).
     private var awaitingJournal = 0
 
     init(
         session: ManagerSession, record: SessionRecord, outlet: ChannelOutlet, poller: BusyPoller, busyPollNanoseconds: UInt64,
-        maxFrameBody: Int, handshakeTimeout: Double, journal: Journal?, logger: Logger
+        maxFrameBody: Int, handshakeTimeout: Double, keptAnswers: KeptAnswers?, logger: Logger
     ) {
-        self.journal = journal
+        self.keptAnswers = keptAnswers
         self.session = session
         self.record = record
         self.outlet = outlet
@@ -530,19 +544,12 @@ final class SessionHandler: ChannelInboundHandler {
     private func flushIfNeeded(context: ChannelHandlerContext) {
         guard outbound.readableBytes > 0 else { return }
         // Answers leave in order: what gathers while some wait for the journal goes after them.
-        if journal != nil, !closing, awaitingJournal > 0 { return }
-        if let journal, !closing, journal.hasUnkeptRecords {
+        if keptAnswers != nil, !closing, awaitingJournal > 0 { return }
+        if let keptAnswers, !closing, keptAnswers.journal.hasUnkeptRecords {
             // What is gathered now goes once the journal has kept what was recorded before
             // it (one sync serves every session).
             awaitingJournal = outbound.readableBytes
-            let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
-            let eventLoop = context.eventLoop
-            journal.whenKept {
-                eventLoop.execute {
-                    let (handler, context) = loopBound.value
-                    handler.flushKept(context: context)
-                }
-            }
+            keptAnswers.wait { [self] in flushKept(context: context) }
             return
         }
         awaitingJournal = 0
@@ -649,6 +656,47 @@ final class SessionHandler: ChannelInboundHandler {
             isWatched = false
         }
         context.fireChannelInactive()
+    }
+}
+
+/// The answers of one event loop's sessions that wait for the journal (`--persist always`):
+/// one registration with the journal and one task on the loop per sync, however many sessions
+/// wait, instead of one of each per session.
+final class KeptAnswers: @unchecked Sendable {
+    let journal: Journal
+    private let poller: BusyPoller
+    // Touched only on the event loop.
+    private var waiting: [(target: UInt64, send: () -> Void)] = []
+    private var registered = false
+
+    init(poller: BusyPoller, journal: Journal) {
+        self.poller = poller
+        self.journal = journal
+    }
+
+    /// On the loop: runs `send` once every record appended so far is kept.
+    func wait(_ send: @escaping () -> Void) {
+        waiting.append((journal.appendedCount, send))
+        register()
+    }
+
+    private func register() {
+        guard !registered, let target = waiting.map(\.target).max() else { return }
+        registered = true
+        let loopBound = NIOLoopBound(self, eventLoop: poller.eventLoop)
+        // Through the poller: a busy poll on the loop stops for it.
+        let poller = self.poller
+        journal.whenKept(through: target) { poller.execute { loopBound.value.sendKept() } }
+    }
+
+    private func sendKept() {
+        registered = false
+        let kept = journal.keptCount
+        let ready = waiting.filter { $0.target <= kept }
+        waiting.removeAll { $0.target <= kept }
+        // The next sync starts before these answers are encrypted and sent.
+        register()
+        for answer in ready { answer.send() }
     }
 }
 

@@ -60,7 +60,7 @@ public struct PersistenceFiles: Sendable {
     }
 }
 
-/// What a manager with `--persist` keeps across restarts (SPEC 6.9): named dicts, lists,
+/// What a manager with `--persist` keeps across restarts (SPEC 6.4): named dicts, lists,
 /// sets, Namespaces, Values, Arrays and queues with their contents, and named Locks and
 /// RLocks with their fencing tokens: a lock held when the manager died is free after the
 /// restart, and its next holder is told the previous owner died; tokens go on rising.
@@ -89,6 +89,8 @@ public final class Persistence: @unchecked Sendable {
     private let compacting = ManagedAtomic<Bool>(false)
     private let snapshotBytes: ManagedAtomic<Int>
     private let compactions = ManagedAtomic<UInt64>(0)
+    /// When the last snapshot was written (uptime nanoseconds).
+    private let snapshotTime = ManagedAtomic<UInt64>(DispatchTime.now().uptimeNanoseconds)
     /// What the start brought back.
     public let restored: RestoreReport
 
@@ -157,6 +159,7 @@ public final class Persistence: @unchecked Sendable {
         journal.awaitRotation()
         try Persistence.removeJournals(before: next, in: files)
         snapshotBytes.store(size, ordering: .relaxed)
+        snapshotTime.store(DispatchTime.now().uptimeNanoseconds, ordering: .relaxed)
         compactions.wrappingIncrement(ordering: .relaxed)
         logger.debug("persistence: compacted", metadata: ["snapshot_bytes": "\(size)", "generation": "\(next)"])
     }
@@ -171,12 +174,15 @@ public final class Persistence: @unchecked Sendable {
         }
     }
 
-    /// What `status` shows: the journal's figures, the snapshot's size and the compactions.
+    /// What `status` shows: the journal's figures, the last snapshot's size and age, and the
+    /// compactions.
     public var wireValue: WireValue {
         var value = journal.statistics.wireValue
         if case .map(var pairs) = value {
             pairs.append(WirePair("snapshot_bytes", .integer(snapshotBytes.load(ordering: .relaxed))))
             pairs.append(WirePair("compactions", .integer(compactions.load(ordering: .relaxed))))
+            let age = DispatchTime.now().uptimeNanoseconds - snapshotTime.load(ordering: .relaxed)
+            pairs.append(WirePair("snapshot_age", .double(Double(age) / 1e9)))
             pairs.append(WirePair("journal", .string(journal.path)))
             value = .map(pairs)
         }

@@ -32,8 +32,9 @@ struct StatusCommand: AsyncParsableCommand {
         }
         if let persistence = status["persistence"], let mode = persistence["mode"]?.stringValue {
             let failure = persistence["failure"]?.stringValue.map { "; FAILING: \($0)" } ?? ""
+            let figure = { (key: String) in persistence[key]?.plainText ?? "?" }
             print(
-                "persist \(mode): journal \(persistence["bytes"]?.plainText ?? "?") bytes, \(persistence["records"]?.plainText ?? "?") records since start, \(persistence["syncs"]?.plainText ?? "?") syncs, last sync \(String(format: "%.2f", persistence["last_sync_ms"]?.doubleValue ?? 0)) ms\(failure)"
+                "persist \(mode): journal \(figure("bytes")) bytes, \(figure("records")) records since start, \(figure("syncs")) syncs, last sync \(String(format: "%.2f", persistence["last_sync_ms"]?.doubleValue ?? 0)) ms; snapshot \(figure("snapshot_bytes")) bytes, \(Int(persistence["snapshot_age"]?.doubleValue ?? 0)) s old, \(figure("compactions")) compactions\(failure)"
             )
         } else {
             print("persist off")

@@ -1,6 +1,8 @@
 import ColonyWire
+import ColonyTransport
 import Foundation
 import Logging
+import NIOEmbedded
 import Testing
 
 @testable import ColonyServer
@@ -63,6 +65,45 @@ private struct JournalDirectory: ~Copyable {
         #expect(!journal.hasUnkeptRecords)
         #expect(journal.statistics.syncs >= 1)
         #expect(try JournalFile.read(path: directory.journal).records == [["delete", 1]])
+    }
+
+    @Test func anEventLoopsWaitingAnswersLeaveOnlyOnceTheirOwnRecordsAreSynced() throws {
+        let directory = try JournalDirectory()
+        // Syncs complete when the test says so.
+        let started = DispatchSemaphore(value: 0)
+        let release = DispatchSemaphore(value: 0)
+        let journal = try Journal(
+            file: JournalFile.open(directory.journal, generation: 1), policy: .always,
+            syncFile: { descriptor in
+                started.signal()
+                release.wait()
+                return fdatasync(descriptor)
+            })
+        defer {
+            release.signal()
+            journal.stop()
+        }
+        let loop = EmbeddedEventLoop()
+        let answers = KeptAnswers(poller: BusyPoller.shared(by: loop), journal: journal)
+        var sent: [String] = []
+        journal.record(["delete", 1])
+        answers.wait { sent.append("first") }
+        #expect(started.wait(timeout: .now() + 10) == .success)  // the first record's sync runs
+        journal.record(["delete", 2])
+        answers.wait { sent.append("second") }
+        release.signal()  // the first sync completes
+        for _ in 0..<10_000 where journal.keptCount < 1 { usleep(1000) }
+        loop.run()
+        #expect(sent == ["first"], "the second answer waits for its own record's sync")
+        #expect(started.wait(timeout: .now() + 10) == .success)  // which now runs
+        loop.run()
+        #expect(sent == ["first"])
+        release.signal()
+        for _ in 0..<1000 where sent.count < 2 {
+            usleep(1000)
+            loop.run()
+        }
+        #expect(sent == ["first", "second"])
     }
 
     @Test func aTornTailIsCutAndTheValidPrefixKept() throws {
