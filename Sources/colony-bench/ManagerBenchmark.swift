@@ -53,6 +53,9 @@ struct ManagerBench: AsyncParsableCommand {
     @Flag(help: "Also run the raw ping-pong floor, redis-benchmark over TLS and CPython's SyncManager in this run.")
     var compare = false
 
+    @Option(help: "The manager it starts keeps named objects (colony manager --persist): off, no, everysec or always. With --compare, the same clients against a manager without persistence and redis-benchmark against Redis with appendonly yes and the same appendfsync run too.")
+    var persist = "off"
+
     static let workloads = [
         "dict_set_get", "list_append_pop", "value_increment", "pipeline", "batch", "queue_put_get", "queue_batch", "lock_acquire_release",
         "event_ping_pong",
@@ -69,6 +72,8 @@ struct ManagerBench: AsyncParsableCommand {
         if blockingFace && workload != "dict_set_get" { throw ValidationError("--blocking-face goes with --workload dict_set_get") }
         if connect != nil && stateDir == nil && !plaintext { throw ValidationError("--connect needs --state-dir (or --plaintext)") }
         if unix && (connect != nil || plaintext || blockingFace) { throw ValidationError("--unix starts its own manager; it goes without --connect, --plaintext and --blocking-face") }
+        guard ["off", "no", "everysec", "always"].contains(persist) else { throw ValidationError("--persist must be off, no, everysec or always") }
+        if persist != "off" && (connect != nil || unix) { throw ValidationError("--persist starts its own manager over TCP; it goes without --connect and --unix") }
     }
 
     func run() async throws {
@@ -79,7 +84,9 @@ struct ManagerBench: AsyncParsableCommand {
             guard parts.count == 2, let parsed = Int(parts[1]) else { throw ValidationError("--connect takes HOST:PORT") }
             (server, host, port, directory) = (nil, String(parts[0]), parsed, stateDir ?? "")
         } else {
-            let spawned = try SpawnedManager(plaintext: plaintext, threads: serverThreads, busyPollMicroseconds: busyPollUs, unixSocket: unix)
+            let spawned = try SpawnedManager(
+                plaintext: plaintext, threads: serverThreads, busyPollMicroseconds: busyPollUs, unixSocket: unix,
+                extraArguments: ["--persist", persist])
             (server, host, port, directory) = (spawned, "127.0.0.1", spawned.port, spawned.stateDirectory)
         }
         defer { server?.stop() }
@@ -87,8 +94,13 @@ struct ManagerBench: AsyncParsableCommand {
         let trust: ManagerTrust = plaintext ? .insecurePlaintext : .stateDirectory(path: directory)
 
         let group: any EventLoopGroup = clientThreads == 0 ? Manager.defaultEventLoopGroup : MultiThreadedEventLoopGroup(numberOfThreads: clientThreads)
-        /// One measured run with fresh client connections, over the socket or over TCP.
-        func measure(overUnixSocket: Bool) async throws -> (ClientLoad.Result, serverCPU: Double, clientCPU: Double) {
+        /// One measured run with fresh client connections, over the socket or over TCP, against
+        /// the manager above or `other`.
+        func measure(overUnixSocket: Bool, against other: SpawnedManager? = nil) async throws -> (ClientLoad.Result, serverCPU: Double, clientCPU: Double) {
+            let server = other ?? server
+            let port = other?.port ?? port
+            let key = try other.map { try AuthKey.bytes(fromFile: $0.stateDirectory + "/authkey") } ?? key
+            let trust: ManagerTrust = other.map { plaintext ? .insecurePlaintext : .stateDirectory(path: $0.stateDirectory) } ?? trust
             var managers: [Manager] = []
             for _ in 0..<clients {
                 if overUnixSocket, let path = server?.unixSocketPath {
@@ -115,7 +127,7 @@ struct ManagerBench: AsyncParsableCommand {
 
         var report: [String: Any] = [
             "benchmark": "manager", "workload": workload, "clients": clients, "tls": !plaintext && !unix, "transport": unix ? "unix" : "tcp", "seconds": seconds,
-            "server_threads": serverThreads, "client_threads": clientThreads, "busy_poll_us": busyPollUs, "client_tasks_on": blockingFace ? "threads (blocking face)" : globalExecutor ? "global executor" : "event loop", "unit": ClientLoad.unit(workload),
+            "server_threads": serverThreads, "client_threads": clientThreads, "persist": persist, "busy_poll_us": busyPollUs, "client_tasks_on": blockingFace ? "threads (blocking face)" : globalExecutor ? "global executor" : "event loop", "unit": ClientLoad.unit(workload),
             "ops_per_s": result.opsPerSecond, "p50_us": result.percentile(0.5), "p99_us": result.percentile(0.99),
         ]
         if server != nil { report["server_cpu_us_per_op"] = serverCPU * 1e6 / Double(max(result.operations, 1)) }
@@ -127,8 +139,15 @@ struct ManagerBench: AsyncParsableCommand {
             var references: [String: Any] = [:]
             references["raw_tcp_ping_pong_round_trips_per_s"] = PingPongFloor.measure(seconds: min(seconds, 2))
             references["raw_tcp_ping_pong_busy_poll_round_trips_per_s"] = PingPongFloor.measure(seconds: min(seconds, 2), busyPolling: true)
+            if persist != "off" {
+                // The same clients against a manager that keeps nothing: what persistence costs.
+                let bare = try SpawnedManager(plaintext: plaintext, threads: serverThreads, busyPollMicroseconds: busyPollUs)
+                defer { bare.stop() }
+                references["colony_without_persistence_ops_per_s"] = try await measure(overUnixSocket: false, against: bare).0.opsPerSecond
+            }
             if ["dict_set_get", "pipeline"].contains(workload) {
-                references["redis"] = RedisReference.measure(clients: clients, seconds: seconds, pipeline: workload == "pipeline" ? 100 : 1)
+                references["redis"] = RedisReference.measure(
+                    clients: clients, seconds: seconds, pipeline: workload == "pipeline" ? 100 : 1, appendfsync: persist == "off" ? nil : persist)
                 if unix {
                     references["redis_unix"] = RedisReference.measure(
                         clients: clients, seconds: seconds, pipeline: workload == "pipeline" ? 100 : 1, overUnixSocket: true)
@@ -167,6 +186,9 @@ struct ManagerBench: AsyncParsableCommand {
         }
         if let tls = references["colony_tls_ops_per_s"] as? Double, tls > 0 {
             ratios["vs_colony_tls"] = ours / tls
+        }
+        if let bare = references["colony_without_persistence_ops_per_s"] as? Double, bare > 0 {
+            ratios["vs_colony_without_persistence"] = ours / bare
         }
         if let python = references["cpython_syncmanager"] as? [String: Any], let ops = python["ops_per_s"] as? Double, ops > 0 {
             ratios["vs_cpython"] = ours / ops
@@ -435,7 +457,7 @@ final class SpawnedManager {
     /// Its Unix domain socket, when started with one.
     let unixSocketPath: String?
 
-    init(plaintext: Bool, threads: Int, busyPollMicroseconds: Int, unixSocket: Bool = false) throws {
+    init(plaintext: Bool, threads: Int, busyPollMicroseconds: Int, unixSocket: Bool = false, extraArguments: [String] = []) throws {
         let executable = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("colony")
         guard FileManager.default.isExecutableFile(atPath: executable.path) else {
             throw ValidationError("\(executable.path) is missing: build it too (swift build -c release)")
@@ -446,7 +468,7 @@ final class SpawnedManager {
         process.executableURL = executable
         process.arguments = ["manager", "--port", "0", "--state-dir", stateDirectory, "--port-file", portFile,
                              "--event-loop-threads", String(threads), "--busy-poll-us", String(busyPollMicroseconds), "--log-level", "warning"] + (plaintext ? ["--insecure-plaintext"] : [])
-            + (unixSocketPath.map { ["--unix", $0] } ?? [])
+            + (unixSocketPath.map { ["--unix", $0] } ?? []) + extraArguments
         process.standardOutput = FileHandle.nullDevice
         try process.run()
         var found: Int?

@@ -87,9 +87,10 @@ func runCommand(_ path: String, _ arguments: [String]) -> (status: Int32, output
 }
 
 /// `redis-benchmark` SET/GET against a `redis-server` started with TLS (or reached over its
-/// Unix domain socket), same client count.
+/// Unix domain socket), same client count; with `appendfsync`, Redis keeps an append-only
+/// file synced that way (Colony's `--persist` counterpart).
 enum RedisReference {
-    static func measure(clients: Int, seconds: Double, pipeline: Int, overUnixSocket: Bool = false) -> [String: Any] {
+    static func measure(clients: Int, seconds: Double, pipeline: Int, overUnixSocket: Bool = false, appendfsync: String? = nil) -> [String: Any] {
         guard let server = findExecutable("redis-server"), let benchmark = findExecutable("redis-benchmark"),
             let openssl = findExecutable("openssl")
         else {
@@ -114,7 +115,8 @@ enum RedisReference {
                 : [
                     "--port", "0", "--tls-port", String(port), "--bind", "127.0.0.1", "--tls-cert-file", directory + "/cert.pem",
                     "--tls-key-file", directory + "/key.pem", "--tls-ca-cert-file", directory + "/cert.pem", "--tls-auth-clients", "no",
-                ]) + ["--save", "", "--appendonly", "no", "--io-threads", "1"]
+                ]) + ["--save", "", "--io-threads", "1", "--dir", directory]
+            + (appendfsync.map { ["--appendonly", "yes", "--appendfsync", $0] } ?? ["--appendonly", "no"])
         process.standardOutput = FileHandle.nullDevice
         process.standardError = FileHandle.nullDevice
         guard (try? process.run()) != nil else { return ["unavailable": "redis-server did not start"] }
@@ -142,6 +144,7 @@ enum RedisReference {
         }
         return [
             "ops_per_s": (set + get) / 2, "set_per_s": set, "get_per_s": get, "pipeline": pipeline, "clients": clients,
+            "appendfsync": appendfsync ?? "off (appendonly no)",
             "server_cpu_us_per_op": (cpuAfter - cpuBefore) * 1e6 / Double(2 * requests),
         ]
     }
