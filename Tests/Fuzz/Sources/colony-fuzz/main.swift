@@ -2,14 +2,17 @@ import ColonyServer
 import ColonyWire
 import NIOCore
 
-// One harness, four targets, chosen by the input's first byte:
+// One harness, five targets, chosen by the input's first byte:
 //   0: the MessagePack value decoder (and the canonical round trip of what it accepts),
 //   1: the frame decoder and message assembler with a small size limit, and requests read
 //      from the messages (the manager's shortcut against the general decoder),
 //   2: the manager's side of the handshake, fed frames cut from the input,
 //   3: the object store, fed method calls whose arguments (references inside values
 //      included) come from the input; afterwards every reference is given back and
-//      nothing may be left.
+//      nothing may be left,
+//   4: a persistence journal file as a crash or a disk could leave it: read (a damaged
+//      tail is cut, never trusted) and replayed into a store, which must then serve its
+//      objects.
 // Any crash, hang, or allocation beyond libFuzzer's -malloc_limit_mb is a finding.
 
 @_cdecl("LLVMFuzzerTestOneInput")
@@ -17,11 +20,12 @@ public func fuzzOneInput(_ start: UnsafeRawPointer, _ count: Int) -> CInt {
     guard count > 0 else { return 0 }
     let bytes = UnsafeRawBufferPointer(start: start, count: count)
     let input = ByteBuffer(bytes: bytes.dropFirst())
-    switch bytes[0] % 4 {
+    switch bytes[0] % 5 {
     case 0: fuzzValueDecoder(input)
     case 1: fuzzFrames(input)
     case 2: fuzzServerHandshake(input)
-    default: fuzzObjectStore(input)
+    case 3: fuzzObjectStore(input)
+    default: fuzzJournal(input)
     }
     return 0
 }
@@ -109,6 +113,32 @@ func fuzzObjectStore(_ input: ByteBuffer) {
     store.release(objects.map(\.id))
     store.collectCycles()
     precondition(store.count == 0, "\(store.count) objects outlived every reference")
+}
+
+/// The journal's header, then the input as records (a body, framed with its length and
+/// checksum so that most inputs reach the replay) or, if its first byte is odd, raw bytes.
+func fuzzJournal(_ input: ByteBuffer) {
+    var bytes = Array("COLONYJ1".utf8)
+    var rest = input
+    guard let mode = rest.readInteger(as: UInt8.self) else { return }
+    if mode & 1 == 1 {
+        bytes += rest.readableBytesView
+    } else {
+        while let length = rest.readInteger(as: UInt8.self), let body = rest.readSlice(length: min(Int(length), rest.readableBytes)) {
+            var framed = ByteBuffer()
+            JournalFile.writeRecord(bytes: body, into: &framed)
+            bytes += framed.readableBytesView
+        }
+    }
+    guard let contents = try? JournalFile.parse(bytes, path: "fuzz") else { return }
+    precondition(contents.validBytes + contents.droppedBytes == bytes.count, "the journal's parts do not add up")
+    let store = ObjectStore(maxObjects: 64, budget: MemoryBudget(limit: 2 << 20) { 0 })
+    _ = store.restore(contents.records)
+    // Whatever came back answers its calls.
+    for row in store.describeObjects().arrayValue ?? [] {
+        guard let id = row["id"]?.uint64Value else { continue }
+        _ = try? store.call(object: id, method: "len", arguments: [])
+    }
 }
 
 extension WireValue {
