@@ -143,7 +143,7 @@ let package = Package(
             dependencies: [
                 "ColonyServer", "ColonyWire", "ColonyTransport", "Threading",
                 .product(name: "NIOCore", package: "swift-nio"),
-                .product(name: "NIOEmbedded", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
             ]),
         .testTarget(name: "ColonyPoolTests", dependencies: ["ColonyPool", "ColonyWire"]),
         .testTarget(

@@ -453,15 +453,13 @@ extension CodingUserInfoKey {
 func decodeHandle(_ decoder: any Decoder, accepting types: [ObjectType]) throws -> ProxyHandle {
     let reference: ObjectRef
     let manager: Manager
+    /// The instance of the manager the proxy was passed on from, when it has restarted since.
+    var restartedSince: String?
     if case .map = try decoder.singleValueContainer().decode(WireValue.self) {
         let container = try decoder.container(keyedBy: TransferKeys.self)
         reference = try container.decode(ObjectRef.self, forKey: .proxy)
         manager = try Manager.transferred(to: try container.decode(ManagerAddress.self, forKey: .manager))
-        if let sent = try container.decodeIfPresent(String.self, forKey: .instance), sent != manager.instance {
-            throw RemoteError(
-                .noSuchObject,
-                "the manager restarted since this \(reference.type.name) proxy was passed on (instance \(sent.prefix(8)), now \(manager.instance.prefix(8))): the object it named is gone")
-        }
+        if let sent = try container.decodeIfPresent(String.self, forKey: .instance), sent != manager.instance { restartedSince = sent }
     } else {
         reference = try decoder.singleValueContainer().decode(ObjectRef.self)
         guard let received = decoder.userInfo[.colonyManager] as? Manager else {
@@ -477,7 +475,15 @@ func decodeHandle(_ decoder: any Decoder, accepting types: [ObjectType]) throws 
     }
     if decoder.userInfo[.colonyManager] == nil {
         // Not received through this connection: take a reference of this session's own.
-        _ = try manager.connection.callBlocking(.attach(object: reference.id))
+        // Ids never repeat across restarts, so after one the id names the same object (a
+        // named object the manager kept, --persist) or nothing.
+        do {
+            _ = try manager.connection.callBlocking(.attach(object: reference.id))
+        } catch let error as RemoteError where error.code == .noSuchObject && restartedSince != nil {
+            throw RemoteError(
+                .noSuchObject,
+                "the manager restarted since this \(reference.type.name) proxy was passed on (instance \(restartedSince!.prefix(8)), now \(manager.instance.prefix(8))) and did not keep the object it named (only named objects are kept, with --persist)")
+        }
     }
     return ProxyHandle(manager: manager, reference: reference)
 }

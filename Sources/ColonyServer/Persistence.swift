@@ -73,7 +73,7 @@ public struct PersistenceFiles: Sendable {
 ///   methods of these types depend only on the object and the arguments);
 /// - `["effect", id, effect, operand]`: what a call did where that depends on the waiters of
 ///   the moment: a queue's `push item`, `pop count`, `handoff`, `done`,
-///   `shutdown immediate`; a lock's `taken token` and `freed`;
+///   `shutdown immediate`; a lock's `taken token` and `freed ownerDied`;
 /// - `["delete", id]`: the named object was deleted.
 ///
 /// An instance restores the objects at start, then journals their changes and compacts

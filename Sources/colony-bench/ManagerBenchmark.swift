@@ -53,7 +53,7 @@ struct ManagerBench: AsyncParsableCommand {
     @Flag(help: "Also run the raw ping-pong floor, redis-benchmark over TLS and CPython's SyncManager in this run.")
     var compare = false
 
-    @Option(help: "The manager it starts keeps named objects (colony manager --persist): off, no, everysec or always. With --compare, the same clients against a manager without persistence and redis-benchmark against Redis with appendonly yes and the same appendfsync run too.")
+    @Option(help: "The manager it starts keeps named objects (colony manager --persist): off (the default here, to measure the manager alone), no, everysec or always. With --compare, the same clients against a manager without persistence and redis-benchmark against Redis with appendonly yes and the same appendfsync run too.")
     var persist = "off"
 
     static let workloads = [

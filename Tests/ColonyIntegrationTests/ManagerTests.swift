@@ -198,7 +198,8 @@ import Testing
     }
 
     @Test func aRestartedManagerNeverGivesAnOldIdToANewObjectAndSaysItRestarted() async throws {
-        let first = try ManagerProcess()
+        // Nothing kept, so the named dict is made anew.
+        let first = try ManagerProcess(extraArguments: ["--persist", "off"])
         let before = try await first.connect()
         let old = try await before.dict("config", String.self, Int.self)
         try await old.set("a", 1)
@@ -208,7 +209,7 @@ import Testing
         await before.close()
         first.stop()
 
-        let second = try ManagerProcess(extraArguments: ["--port", String(first.port)], stateDirectory: first.stateDirectory)
+        let second = try ManagerProcess(extraArguments: ["--port", String(first.port), "--persist", "off"], stateDirectory: first.stateDirectory)
         defer { second.stop() }
         let after = try await second.connect()
         #expect(after.instance.count == 32 && after.instance != firstInstance)

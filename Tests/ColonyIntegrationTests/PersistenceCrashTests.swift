@@ -169,5 +169,33 @@ private final class Acknowledged: @unchecked Sendable {
         await after.close()
         try? FileManager.default.removeItem(atPath: directory)
     }
+
+    @Test func byDefaultANamedDictAndAProxyPassedOnBeforeARestartComeBack() async throws {
+        let first = try ManagerProcess()
+        let directory = first.stateDirectory
+        let before = try await first.connect()
+        let config = try await before.dict("config", String.self, Int.self)
+        try await config.set("a", 1)
+        // A proxy as a child process receives it: with the manager's address and instance.
+        let passedOn = try WireValueEncoder(userInfo: [CodingUserInfoKey(rawValue: "colony.process-transfer")!: true]).encode(config)
+        let anonymous = try await before.list(nil, Int.self)
+        let passedOnAnonymous = try WireValueEncoder(userInfo: [CodingUserInfoKey(rawValue: "colony.process-transfer")!: true]).encode(anonymous)
+        await before.close()
+        first.stop()
+
+        let second = try ManagerProcess(extraArguments: ["--port", String(first.port)], stateDirectory: directory)
+        defer { second.stop() }
+        let after = try await second.connect()
+        #expect(try await after.dict("config", String.self, Int.self).copy() == ["a": 1])
+        let revived = try WireValueDecoder().decode(DictProxy<String, Int>.self, from: passedOn)
+        #expect(try await revived.get("a") == 1)
+        #expect {
+            try WireValueDecoder().decode(ListProxy<Int>.self, from: passedOnAnonymous)
+        } throws: { error in
+            (error as? RemoteError)?.code == .noSuchObject && "\(error)".contains("restarted")
+        }
+        await after.close()
+        try? FileManager.default.removeItem(atPath: directory)
+    }
 }
 

@@ -2,7 +2,9 @@ import ColonyWire
 import ColonyTransport
 import Foundation
 import Logging
-import NIOEmbedded
+import NIOCore
+import NIOPosix
+import Threading
 import Testing
 
 @testable import ColonyServer
@@ -83,27 +85,25 @@ private struct JournalDirectory: ~Copyable {
             release.signal()
             journal.stop()
         }
-        let loop = EmbeddedEventLoop()
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        defer { try? group.syncShutdownGracefully() }
+        let loop = group.next()
         let answers = KeptAnswers(poller: BusyPoller.shared(by: loop), journal: journal)
-        var sent: [String] = []
+        let sent = Threading.Queue<String>()
+        func wait(_ name: String) throws {
+            try loop.submit { answers.wait { try? sent.put(name) } }.wait()
+        }
         journal.record(["delete", 1])
-        answers.wait { sent.append("first") }
+        try wait("first")
         #expect(started.wait(timeout: .now() + 10) == .success)  // the first record's sync runs
         journal.record(["delete", 2])
-        answers.wait { sent.append("second") }
+        try wait("second")
         release.signal()  // the first sync completes
-        for _ in 0..<10_000 where journal.keptCount < 1 { usleep(1000) }
-        loop.run()
-        #expect(sent == ["first"], "the second answer waits for its own record's sync")
-        #expect(started.wait(timeout: .now() + 10) == .success)  // which now runs
-        loop.run()
-        #expect(sent == ["first"])
+        #expect(try sent.get(timeout: 10) == "first")
+        #expect(started.wait(timeout: .now() + 10) == .success)  // the second's runs
+        #expect(throws: (any Error).self) { try sent.get(timeout: 0.05) }  // and the second answer waits for it
         release.signal()
-        for _ in 0..<1000 where sent.count < 2 {
-            usleep(1000)
-            loop.run()
-        }
-        #expect(sent == ["first", "second"])
+        #expect(try sent.get(timeout: 10) == "second")
     }
 
     @Test func aTornTailIsCutAndTheValidPrefixKept() throws {
