@@ -72,7 +72,7 @@ private final class Acknowledged: @unchecked Sendable {
         let acknowledged = Acknowledged()
         // Each process removes the state directory when it goes, so all are kept to the end.
         var servers = [first]
-        let rounds = 6
+        let rounds = 10
         for round in 0..<rounds {
             try await writeUntilKilled(servers.last!, round: round, killAfter: Double.random(in: 0.05...0.4), into: acknowledged)
             servers.append(try ManagerProcess(extraArguments: arguments, stateDirectory: directory))
@@ -97,6 +97,9 @@ private final class Acknowledged: @unchecked Sendable {
         // get of up to 3 items per round).
         let unaccounted = Set(put).subtracting(remaining).subtracting(got)
         #expect(unaccounted.count <= 3 * rounds, "acknowledged puts neither queued nor taken: \(unaccounted.sorted().prefix(10))")
+        print(
+            "persistence crash test: \(rounds) SIGKILLs; \(entries.count) acknowledged dict writes, all there; \(put.count) acknowledged puts: \(got.count) taken, \(remaining.count) still queued, \(unaccounted.count) taken by gets the kill left unanswered; none twice"
+        )
         await manager.close()
         try? FileManager.default.removeItem(atPath: directory)
     }
