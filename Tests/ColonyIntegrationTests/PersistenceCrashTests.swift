@@ -121,7 +121,7 @@ private final class Acknowledged: @unchecked Sendable {
         try? FileManager.default.removeItem(atPath: directory)
     }
 
-    @Test func aTornJournalTailIsCutAndSavedAndTheRestServed() async throws {
+    @Test func aTornOrDamagedJournalTailIsCutAndSavedAndTheRestServed() async throws {
         let first = try ManagerProcess(extraArguments: ["--persist", "always"])
         let directory = first.stateDirectory
         let manager = try await first.connect()
@@ -147,10 +147,32 @@ private final class Acknowledged: @unchecked Sendable {
         await after.close()
         second.stop()
         let third = try ManagerProcess(extraArguments: ["--persist", "always"], stateDirectory: directory)
-        defer { third.stop() }
         let last = try await third.connect()
-        #expect(try await last.dict("kept", String.self, Int.self).copy().count == 10)
+        let kept = try await last.dict("kept", String.self, Int.self)
+        #expect(try await kept.copy().count == 10)
+        let status = try await last.status()["persistence"]
+        #expect(status?["mode"] == "always" && status?["failure"] == .null)
+        // Eleven more writes, then a byte flipped in the journal's fourth record (after the
+        // begin record): the three before it come back.
+        for index in 0..<11 { try await kept.set("more\(index)", index) }
+        let journalNow = try #require(status?["journal"]?.stringValue)
         await last.close()
+        third.stop()
+        var bytes = try Array(Data(contentsOf: URL(fileURLWithPath: journalNow)))
+        // Records are a 4-byte length, a 4-byte checksum and the body, after the 8-byte magic.
+        var offset = 8
+        for _ in 0..<4 { offset += 8 + bytes[offset..<(offset + 4)].reduce(0) { $0 << 8 | Int($1) } }
+        bytes[offset + 10] ^= 0x20  // inside the body of the record setting more3
+        try Data(bytes).write(to: URL(fileURLWithPath: journalNow))
+
+        let fourth = try ManagerProcess(extraArguments: ["--persist", "always"], stateDirectory: directory)
+        defer { fourth.stop() }
+        let final = try await fourth.connect()
+        let survived = try await final.dict("kept", String.self, Int.self).copy()
+        #expect(survived.count == 13, "the ten from the snapshot and the three records before the flipped byte")
+        #expect(survived["more2"] == 2 && survived["more3"] == nil)
+        #expect(try FileManager.default.contentsOfDirectory(atPath: directory).filter { $0.contains(".damaged-") }.count == 2)
+        await final.close()
         try? FileManager.default.removeItem(atPath: directory)
     }
 
