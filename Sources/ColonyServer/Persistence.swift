@@ -9,6 +9,7 @@ extension Persistence {
     /// The types whose named objects are kept.
     static let types: Set<ObjectType> = [
         .dict, .list, .set, .namespace, .value, .array, .queue, .joinableQueue, .lifoQueue, .priorityQueue, .lock, .rlock,
+        .semaphore, .boundedSemaphore, .event,
     ]
 
     /// Whether `method` may change an object of `type` (queues record their effects instead).
@@ -61,11 +62,11 @@ public struct PersistenceFiles: Sendable {
 }
 
 /// What a manager with `--persist` keeps across restarts (SPEC 6.4): named dicts, lists,
-/// sets, Namespaces, Values, Arrays and queues with their contents, and named Locks and
-/// RLocks with their fencing tokens: a lock held when the manager died is free after the
-/// restart, and its next holder is told the previous owner died; tokens go on rising.
-/// Sessions, anonymous objects, other synchronization objects, parked calls and pools are
-/// not kept.
+/// sets, Namespaces, Values, Arrays and queues with their contents, named Locks, RLocks and
+/// Semaphores with their fencing tokens (a lock held when the manager died is free after the
+/// restart, a semaphore has its held permits back, and the next holder is told the previous
+/// owner died; tokens go on rising), and Events, set or clear. Sessions, anonymous objects,
+/// Conditions, Barriers, parked calls and pools are not kept.
 ///
 /// Journal records (MessagePack arrays):
 /// - `["create", id, type, name, options]`: a named object was made with these options;
@@ -73,7 +74,8 @@ public struct PersistenceFiles: Sendable {
 ///   methods of these types depend only on the object and the arguments);
 /// - `["effect", id, effect, operand]`: what a call did where that depends on the waiters of
 ///   the moment: a queue's `push item`, `pop count`, `handoff`, `done`,
-///   `shutdown immediate`; a lock's `taken token` and `freed ownerDied`;
+///   `shutdown immediate`; a lock's `taken token` and `freed ownerDied`; a semaphore's
+///   `state [value, ownerDied, token]` as a restart would leave it; an Event's `set`, `clear`;
 /// - `["delete", id]`: the named object was deleted.
 ///
 /// An instance restores the objects at start, then journals their changes and compacts

@@ -2,12 +2,14 @@ import ColonyWire
 import Threading
 
 /// Python `SyncManager.Event()`.
-final class SharedEvent: BlockingObject, @unchecked Sendable {
+final class SharedEvent: BlockingObject, PersistentObject, @unchecked Sendable {
     let type = ObjectType.event
-    private let lock = Lock()
+    let lock = Lock()
     // Guarded by lock.
     private var flag = false
     private var waiters = WaiterQueue<Void>()
+    /// A named Event keeps whether it is set (`set`, `clear` effects).
+    var journal: ObjectJournal?
 
     var size: Int { lock.withLock { flag ? 1 : 0 } }
     var waiting: Int { lock.withLock { waiters.count } }
@@ -22,11 +24,13 @@ final class SharedEvent: BlockingObject, @unchecked Sendable {
             case "set":
                 _ = try Arguments(method, values, count: 0...0)
                 flag = true
+                journal?.effect("set")
                 woken = waiters.drain().map(\.call)
                 return .answer(.null)
             case "clear":
                 _ = try Arguments(method, values, count: 0...0)
                 flag = false
+                journal?.effect("clear")
                 return .answer(.null)
             case "is_set":
                 _ = try Arguments(method, values, count: 0...0)
@@ -43,6 +47,13 @@ final class SharedEvent: BlockingObject, @unchecked Sendable {
                 throw unknownMethod(type, method)
             }
         }
+    }
+
+    func snapshot() -> KeptState { lock.withLock { KeptState(options: .null, effects: flag ? [("set", .null)] : []) } }
+
+    func replay(_ effect: String, _ operand: WireValue, _ changes: inout ReferenceChanges) throws(RemoteError) {
+        guard effect == "set" || effect == "clear" else { throw RemoteError(.badRequest, "an Event has no recorded effect '\(effect)'") }
+        lock.withLock { flag = effect == "set" }
     }
 
     func cancel(_ call: ParkedCall) -> [UInt64] {

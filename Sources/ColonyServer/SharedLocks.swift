@@ -363,16 +363,20 @@ final class SharedCondition: BlockingObject, @unchecked Sendable {
 
 /// Python `SyncManager.Semaphore(n)` and `BoundedSemaphore(n)`. Permits a session took and
 /// did not give back are returned if the session dies.
-final class SharedSemaphore: BlockingObject, @unchecked Sendable {
+final class SharedSemaphore: BlockingObject, PersistentObject, @unchecked Sendable {
     let type: ObjectType
     private let initialValue: Int
-    private let lock = Lock()
+    let lock = Lock()
     // Guarded by lock.
     private var value: Int
     private var heldBySession: [UInt64: Int] = [:]
     private var waiters = WaiterQueue<Void>()
     private var lastToken: UInt64 = 0
     private var ownerDied = false
+    /// A named semaphore keeps its value as a restart leaves it: every holder's session is
+    /// gone then, so their permits are back (a `state` effect, recorded when that changes).
+    var journal: ObjectJournal?
+    private var recordedState: KeptSemaphore?
 
     init(bounded: Bool, value: Int) throws(RemoteError) {
         guard value >= 0 else { throw RemoteError(.valueError, "semaphore initial value must be >= 0") }
@@ -418,6 +422,7 @@ final class SharedSemaphore: BlockingObject, @unchecked Sendable {
                 let (blocking, timeout) = try acquireMode(arguments)
                 if value > 0 && waiters.isEmpty {
                     value -= 1
+                    defer { recordState() }
                     return .answer(take(context.session))
                 }
                 guard blocking, timeout != 0 else { return .answer(grant(false, token: lastToken)) }
@@ -435,6 +440,7 @@ final class SharedSemaphore: BlockingObject, @unchecked Sendable {
                 let held = heldBySession[context.session, default: 0]
                 heldBySession[context.session] = held > n ? held - n : nil
                 replies += give(n)
+                recordState()
                 return .answer(.null)
             case "value":
                 _ = try Arguments(method, values, count: 0...0)
@@ -462,6 +468,7 @@ final class SharedSemaphore: BlockingObject, @unchecked Sendable {
             _ = waiters.removeAll(session: session)
             guard let held = heldBySession.removeValue(forKey: session) else { return [] }
             ownerDied = true
+            defer { recordState() }
             return give(type == .boundedSemaphore ? min(held, initialValue - value) : held)
         }
         for reply in replies { reply() }
@@ -474,5 +481,62 @@ final class SharedSemaphore: BlockingObject, @unchecked Sendable {
         return []
     }
 
+    /// What a restart would leave now: the value with every held permit back (a bounded
+    /// semaphore's no higher than it started), whether a holder would die, the last token.
+    private var stateAfterRestart: KeptSemaphore {
+        let held = heldBySession.values.reduce(0, +)
+        let restored = type == .boundedSemaphore ? min(value + held, initialValue) : value + held
+        return KeptSemaphore(value: restored, ownerDied: ownerDied || held > 0, token: lastToken)
+    }
+
+    /// With the lock held, after a change: records the state a restart would leave if it
+    /// differs from the last recorded, or the token has gone far past it.
+    private func recordState() {
+        guard let journal else { return }
+        let state = stateAfterRestart
+        if let recorded = recordedState, recorded.value == state.value, recorded.ownerDied == state.ownerDied,
+            state.token - recorded.token < LockCore.restartTokenGap / 2
+        {
+            return
+        }
+        recordedState = state
+        journal.effect("state", state.wireValue)
+    }
+
+    func snapshot() -> KeptState { lock.withLock { KeptState(options: ["value": .integer(initialValue)], effects: [("state", stateAfterRestart.wireValue)]) } }
+
+    func replay(_ effect: String, _ operand: WireValue, _ changes: inout ReferenceChanges) throws(RemoteError) {
+        guard effect == "state", let state = KeptSemaphore(operand) else {
+            throw RemoteError(.badRequest, "a semaphore has no recorded effect '\(effect)' with \(operand.kindDescription)")
+        }
+        lock.withLock {
+            value = state.value
+            ownerDied = state.ownerDied
+            lastToken = state.token &+ LockCore.restartTokenGap
+        }
+    }
+
     func referencedIDs() -> [UInt64] { [] }
+}
+
+/// A semaphore as a restart leaves it: `[value, ownerDied, token]` in its `state` effect.
+struct KeptSemaphore: Equatable {
+    var value: Int
+    var ownerDied: Bool
+    var token: UInt64
+
+    init(value: Int, ownerDied: Bool, token: UInt64) {
+        self.value = value
+        self.ownerDied = ownerDied
+        self.token = token
+    }
+
+    init?(_ operand: WireValue) {
+        guard let fields = operand.arrayValue, fields.count == 3, let value = fields[0].int64Value.flatMap({ Int(exactly: $0) }), value >= 0,
+            let died = fields[1].boolValue, let token = fields[2].uint64Value
+        else { return nil }
+        self.init(value: value, ownerDied: died, token: token)
+    }
+
+    var wireValue: WireValue { [.integer(value), .bool(ownerDied), .integer(token)] }
 }

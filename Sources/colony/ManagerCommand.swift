@@ -125,7 +125,7 @@ struct ManagerCommand: AsyncParsableCommand {
     @Option(help: "The most memory the manager holds, like Redis's maxmemory: bytes, or with K, M, G or T (powers of 1024). Past it, requests that would grow it fail with OutOfMemory. Default: three quarters of the machine's (or cgroup's) memory.")
     var maxMemory: ByteCount?
 
-    @Option(help: "Keep named dicts, lists, sets, Namespaces, Values, Arrays, queues and locks across restarts, in the state directory's journal and snapshot, like Redis's appendonly: no (the default: written within milliseconds, the OS syncs), everysec (synced each second), always (synced before each change is acknowledged), or off (nothing kept).")
+    @Option(help: "Keep named dicts, lists, sets, Namespaces, Values, Arrays, queues, locks, semaphores and events across restarts, in the state directory's journal and snapshot, like Redis's appendonly: no (the default: written within milliseconds, the OS syncs), everysec (synced each second), always (synced before each change is acknowledged), or off (nothing kept).")
     var persist: PersistOption = .no
 
     @Option(help: "With --persist: compact the journal into a snapshot once it is this large (and larger than the last snapshot), like Redis's auto-aof-rewrite-min-size.")

@@ -175,7 +175,7 @@ private struct JournalDirectory: ~Copyable {
             // Not kept: anonymous objects, and named objects of other types.
             let anonymous = try h.new(.list)
             try h.call(dict, "setitem", "nested", .objectRef(ObjectRef(type: .list, id: anonymous)))
-            _ = try h.new(.event, "flag")
+            _ = try h.new(.barrier, "gate", ["parties": 2])
             // Failed calls change nothing and are not recorded.
             #expect(h.code(list, "remove", 99) == .valueError)
             journal.stop()
@@ -427,6 +427,36 @@ private struct JournalDirectory: ~Copyable {
             try h.call(free, "release", 2)
             persistence.stop()
         }
+    }
+
+    @Test func aSemaphoreComesBackWithItsHeldPermitsFreeAndAnEventSetOrClear() throws {
+        let directory = try JournalDirectory()
+        do {
+            let (h, persistence, _) = try directory.openStore()
+            let bounded = try h.new(.boundedSemaphore, "slots", ["value": 2])
+            _ = try h.call(bounded, "acquire", 1)  // held when the manager dies
+            let counting = try h.new(.semaphore, "tickets", ["value": 0])
+            try h.call(counting, "release", 1, 3)  // Python's release(n): three permits
+            try h.call(try h.new(.event, "ready"), "set")
+            let cleared = try h.new(.event, "done")
+            try h.call(cleared, "set")
+            try h.call(cleared, "clear")
+            persistence.stop()
+        }
+        for _ in 0..<2 {  // from the journal, then from the snapshot alone
+            let (h, persistence, _) = try directory.openStore()
+            let bounded = try h.new(.boundedSemaphore, "slots")
+            #expect(try h.call(bounded, "value") == 2)
+            #expect(try h.call(try h.new(.semaphore, "tickets"), "value") == 3)
+            #expect(try h.call(try h.new(.event, "ready"), "is_set") == true)
+            #expect(try h.call(try h.new(.event, "done"), "is_set") == false)
+            persistence.stop()
+        }
+        let (h, persistence, _) = try directory.openStore()
+        defer { persistence.stop() }
+        let grant = try LockGrant.decode(try h.call(try h.new(.boundedSemaphore, "slots"), "acquire", 2))
+        #expect(grant.previousOwnerDied, "a holder's permit came back when the manager died")
+        #expect(grant.fencingToken > LockCore.restartTokenGap)
     }
 }
 
