@@ -337,6 +337,7 @@ public final class ObjectStore: @unchecked Sendable {
     /// A named object as the journal made it (`restore`).
     func restoreObject(id: UInt64, type: ObjectType, name: String, options: WireValue) throws(RemoteError) {
         guard Persistence.types.contains(type) else { throw RemoteError(.unsupported, "\(type) objects are not kept") }
+        guard object(id) == nil else { throw RemoteError(.badRequest, "object #\(id) was created twice") }
         try namesLock.withLock { () throws(RemoteError) in
             if let previous = names[name] {
                 // Only a journal cut short of a delete gets here; the later creation wins.

@@ -458,5 +458,23 @@ private struct JournalDirectory: ~Copyable {
         #expect(grant.previousOwnerDied, "a holder's permit came back when the manager died")
         #expect(grant.fencingToken > LockCore.restartTokenGap)
     }
+
+    @Test func recordsNoManagerWritesAreSkippedAndCountedNotTrusted() throws {
+        let store = ObjectStore()
+        let report = store.restore([
+            ["create", 5, 1, "d", nil],
+            ["create", 5, 2, "other", nil],  // the same id twice
+            ["create", 6, 17, "pool", nil],  // a type that is not kept
+            ["call", 5, "setitem", ["k", .objectRef(ObjectRef(type: .list, id: 99))]],  // a reference to nothing
+            ["call", 7, "setitem", ["k", 1]],  // no such object
+            ["effect", 5, "push", 1],  // a dict has no effects
+            ["what", 5],
+        ])
+        #expect(report.objects == 1)
+        #expect(report.skipped == 5)
+        #expect(report.droppedReferences == 1)
+        #expect(store.count == 1)
+        #expect(try store.call(object: 5, method: "copy", arguments: []) == ["k": nil])
+    }
 }
 

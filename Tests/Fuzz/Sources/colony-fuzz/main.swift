@@ -134,8 +134,10 @@ func fuzzJournal(_ input: ByteBuffer) {
     precondition(contents.validBytes + contents.droppedBytes == bytes.count, "the journal's parts do not add up")
     let store = ObjectStore(maxObjects: 64, budget: MemoryBudget(limit: 2 << 20) { 0 })
     _ = store.restore(contents.records)
-    // Whatever came back answers its calls.
-    for row in store.describeObjects().arrayValue ?? [] {
+    // Whatever came back is counted and answers its calls.
+    let rows = store.describeObjects().arrayValue ?? []
+    precondition(rows.count == store.count, "the store counts \(store.count) objects but lists \(rows.count)")
+    for row in rows {
         guard let id = row["id"]?.uint64Value else { continue }
         _ = try? store.call(object: id, method: "len", arguments: [])
     }
