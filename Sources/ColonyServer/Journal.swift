@@ -168,8 +168,11 @@ public final class Journal: @unchecked Sendable {
                 return (spare, appended.load(ordering: .relaxed), stopping, rotation)
             }
             if let cut {
-                // The old file gets everything before the cut and is synced and closed.
-                guard write(cut.before, to: file, keepingOnFailure: { self.rotation!.before = $0 }), sync(file) else {
+                // The old file gets everything before the cut and is synced and closed. What
+                // was written is not written again when only the sync failed.
+                let written = write(cut.before, to: file, keepingOnFailure: { self.rotation!.before = $0 })
+                if written { lock.withLock { rotation!.before = ByteBuffer() } }
+                guard written, sync(file) else {
                     lock.withLock {
                         var again = batch
                         again.writeBuffer(&pending)

@@ -106,6 +106,27 @@ private struct JournalDirectory: ~Copyable {
         #expect(try sent.get(timeout: 10) == "second")
     }
 
+    @Test func aSyncThatFailsAtACutWritesNoRecordTwice() throws {
+        let directory = try JournalDirectory()
+        final class FailOnce: @unchecked Sendable {
+            let lock = NSLock()
+            var failed = false
+            func shouldFail() -> Bool { lock.withLock { defer { failed = true }; return !failed } }
+        }
+        let once = FailOnce()
+        let journal = try Journal(
+            file: JournalFile.open(directory.path + "/journal.1", generation: 1), policy: .no,
+            syncFile: { once.shouldFail() ? -1 : fdatasync($0) })
+        journal.record(["delete", 1])
+        journal.rotate(to: try JournalFile.open(directory.path + "/journal.2", generation: 2))
+        journal.awaitRotation()
+        journal.record(["delete", 2])
+        journal.stop()
+        #expect(once.failed)
+        #expect(try JournalFile.read(path: directory.path + "/journal.1").records == [["delete", 1]])
+        #expect(try JournalFile.read(path: directory.path + "/journal.2").records == [["delete", 2]])
+    }
+
     @Test func aTornTailIsCutAndTheValidPrefixKept() throws {
         let directory = try JournalDirectory()
         let journal = try Journal(path: directory.journal, policy: .no)
