@@ -525,18 +525,15 @@ struct KeptSemaphore: Equatable {
     var ownerDied: Bool
     var token: UInt64
 
-    init(value: Int, ownerDied: Bool, token: UInt64) {
-        self.value = value
-        self.ownerDied = ownerDied
-        self.token = token
-    }
+    var wireValue: WireValue { [.integer(value), .bool(ownerDied), .integer(token)] }
+}
 
+extension KeptSemaphore {
+    /// Reads a `state` effect's operand (nil if it is not one).
     init?(_ operand: WireValue) {
         guard let fields = operand.arrayValue, fields.count == 3, let value = fields[0].int64Value.flatMap({ Int(exactly: $0) }), value >= 0,
             let died = fields[1].boolValue, let token = fields[2].uint64Value
         else { return nil }
         self.init(value: value, ownerDied: died, token: token)
     }
-
-    var wireValue: WireValue { [.integer(value), .bool(ownerDied), .integer(token)] }
 }
