@@ -321,8 +321,10 @@ final class SharedQueue: BlockingObject, PersistentObject, @unchecked Sendable {
                 changes.adopt(operand)
                 unfinishedTasks += 1
             case "pop":
-                let count = min(Int(clamping: operand.int64Value ?? 0), items.count)
-                for _ in 0..<count { changes.drop(items.pop()) }
+                guard let count = operand.int64Value, count >= 0 else {
+                    throw RemoteError(.badRequest, "a queue's recorded pop needs a count of items, not \(operand)")
+                }
+                for _ in 0..<min(Int(clamping: count), items.count) { changes.drop(items.pop()) }
             case "handoff":
                 unfinishedTasks += 1
             case "done":

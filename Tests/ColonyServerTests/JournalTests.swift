@@ -490,12 +490,16 @@ private struct JournalDirectory: ~Copyable {
             ["call", 7, "setitem", ["k", 1]],  // no such object
             ["effect", 5, "push", 1],  // a dict has no effects
             ["what", 5],
+            ["create", 8, 7, "q", ["maxsize": 0]],
+            ["effect", 8, "push", "x"],
+            ["effect", 8, "pop", -1],  // a negative count of items
         ])
-        #expect(report.objects == 1)
-        #expect(report.skipped == 5)
+        #expect(report.objects == 2)
+        #expect(report.skipped == 6)
         #expect(report.droppedReferences == 1)
-        #expect(store.count == 1)
+        #expect(store.count == 2)
         #expect(try store.call(object: 5, method: "copy", arguments: []) == ["k": nil])
+        #expect(try store.call(object: 8, method: "qsize", arguments: []) == 1)
     }
 }
 
