@@ -53,6 +53,10 @@ final class LockCore: @unchecked Sendable {
     /// `--persist no` or `everysec`) may have handed out the next ones.
     static let restartTokenGap: UInt64 = 1 << 32
 
+    /// The largest token a journal may name: a manager that handed out a billion grants a
+    /// second would need centuries to reach it, and tokens rising from it cannot overflow.
+    static let largestKeptToken: UInt64 = 1 << 62
+
     /// What a snapshot keeps: the last token, and whether the lock was held.
     var keptState: KeptState {
         guard lastToken > 0 else { return KeptState(options: .null) }
@@ -66,7 +70,10 @@ final class LockCore: @unchecked Sendable {
     func replay(_ effect: String, _ operand: WireValue) throws(RemoteError) {
         switch effect {
         case "taken":
-            lastToken = (operand.uint64Value ?? 0) &+ LockCore.restartTokenGap
+            guard let token = operand.uint64Value, token <= LockCore.largestKeptToken else {
+                throw RemoteError(.badRequest, "a lock's recorded token must be at most 2^62, not \(operand)")
+            }
+            lastToken = token + LockCore.restartTokenGap
             ownerDied = true
         case "freed":
             ownerDied = operand.boolValue ?? false
@@ -512,7 +519,7 @@ final class SharedSemaphore: BlockingObject, PersistentObject, @unchecked Sendab
         lock.withLock {
             value = state.value
             ownerDied = state.ownerDied
-            lastToken = state.token &+ LockCore.restartTokenGap
+            lastToken = state.token + LockCore.restartTokenGap
         }
     }
 
@@ -532,7 +539,7 @@ extension KeptSemaphore {
     /// Reads a `state` effect's operand (nil if it is not one).
     init?(_ operand: WireValue) {
         guard let fields = operand.arrayValue, fields.count == 3, let value = fields[0].int64Value.flatMap({ Int(exactly: $0) }), value >= 0,
-            let died = fields[1].boolValue, let token = fields[2].uint64Value
+            let died = fields[1].boolValue, let token = fields[2].uint64Value, token <= LockCore.largestKeptToken
         else { return nil }
         self.init(value: value, ownerDied: died, token: token)
     }

@@ -493,13 +493,16 @@ private struct JournalDirectory: ~Copyable {
             ["create", 8, 7, "q", ["maxsize": 0]],
             ["effect", 8, "push", "x"],
             ["effect", 8, "pop", -1],  // a negative count of items
+            ["create", 9, 10, "l", nil],
+            ["effect", 9, "taken", .integer(UInt64.max)],  // a token that later grants would overflow
         ])
-        #expect(report.objects == 2)
-        #expect(report.skipped == 6)
+        #expect(report.objects == 3)
+        #expect(report.skipped == 7)
         #expect(report.droppedReferences == 1)
-        #expect(store.count == 2)
+        #expect(store.count == 3)
         #expect(try store.call(object: 5, method: "copy", arguments: []) == ["k": nil])
         #expect(try store.call(object: 8, method: "qsize", arguments: []) == 1)
+        #expect(try store.call(object: 9, method: "locked", arguments: []) == false)
     }
 }
 
