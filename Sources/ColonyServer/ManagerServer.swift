@@ -53,6 +53,9 @@ public struct ManagerConfiguration: Sendable {
     /// than the last snapshot).
     public var journalCompactionBytes = 64 << 20
     public var authFailureDelaySeconds: Double = 0.5
+    /// Counts requests, errors, handshakes and sessions through swift-metrics (`--http-listen`
+    /// serves them); nil counts nothing.
+    public var metrics: ManagerMetrics?
     public var logger = Logger(label: "colony.manager")
 
     public init(host: String, port: Int, transport: Transport, authKey: [UInt8]) {
@@ -95,6 +98,8 @@ public final class ManagerServer: ManagerContext, @unchecked Sendable {
     private var pollers: [ObjectIdentifier: BusyPoller] = [:]
     /// With `--persist always`, each event loop's answers that wait for the journal.
     private var keptAnswers: [ObjectIdentifier: KeptAnswers] = [:]
+    /// With metrics, each event loop's request counters.
+    private var meters: [ObjectIdentifier: RequestMeter] = [:]
 
     public init(configuration: ManagerConfiguration) throws {
         self.configuration = configuration
@@ -216,11 +221,18 @@ public final class ManagerServer: ManagerContext, @unchecked Sendable {
         try operations.addHandler(
             IdleStateHandler(readTimeout: .nanoseconds(Int64(configuration.keepaliveIntervalSeconds * 1e9))))
         let poller = BusyPoller.shared(by: channel.eventLoop)
-        lock.withLock { pollers[ObjectIdentifier(poller)] = poller }
+        let meter: RequestMeter? = lock.withLock {
+            pollers[ObjectIdentifier(poller)] = poller
+            guard let metrics = configuration.metrics else { return nil }
+            if let existing = meters[ObjectIdentifier(poller)] { return existing }
+            let made = RequestMeter(metrics: metrics)
+            meters[ObjectIdentifier(poller)] = made
+            return made
+        }
         let outlet = ChannelOutlet(poller: poller, store: store)
         let session = ManagerSession(
             id: id, context: self, handshake: handshake, maxFrameBody: configuration.maxFrameBody,
-            maxMessageSize: configuration.maxMessageSize, maxInFlight: configuration.maxInFlight, outlet: outlet,
+            maxMessageSize: configuration.maxMessageSize, maxInFlight: configuration.maxInFlight, outlet: outlet, meter: meter,
             now: ManagerServer.now())
         try operations.addHandler(
             SessionHandler(

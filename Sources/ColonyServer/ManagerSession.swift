@@ -63,15 +63,22 @@ public struct ManagerSession {
     private var joinedPool: SharedPool?
     /// Requests answered and frames received, for `status`.
     public private(set) var requestsServed: UInt64 = 0
+    /// This event loop's request metrics; nil when the manager keeps none.
+    private let meter: RequestMeter?
+    /// The type of the object the last call reached (set by `execute`, for its metrics).
+    private var calledType: ObjectType?
+    /// With metrics: when each parked call arrived, and what it is counted as.
+    private var parkedSince: [UInt64: (kind: RequestMeter.Kind, start: UInt64)] = [:]
 
     public init(
         id: UInt64, context: any ManagerContext, handshake: HandshakeConfiguration, maxFrameBody: Int, maxMessageSize: Int,
-        maxInFlight: Int, outlet: any AnswerOutlet, now: UInt64
+        maxInFlight: Int, outlet: any AnswerOutlet, meter: RequestMeter? = nil, now: UInt64
     ) {
         self.id = id
         self.outlet = outlet
         self.context = context
         self.maxInFlight = maxInFlight
+        self.meter = meter
         assembler = MessageAssembler(maxMessageSize: maxMessageSize, maxBufferedBytes: maxMessageSize, budget: context.store.budget)
         state = .handshaking(
             ServerHandshake(configuration: handshake, sessionID: id, maxFrameBody: maxFrameBody, maxInFlight: maxInFlight, now: now))
@@ -141,9 +148,11 @@ public struct ManagerSession {
             return frames.map(SessionAction.send)
         case .established(let session, let frames):
             state = .open(session)
+            meter?.metrics.sessionOpened(role: session.role)
             return frames.map(SessionAction.send)
-        case .failed(_, let frames, let delay):
+        case .failed(let failure, let frames, let delay):
             state = .closed
+            meter?.metrics.handshakeFailed(failure.code)
             return [.failAfter(delayNanoseconds: delay, frames: frames)]
         }
     }
@@ -229,6 +238,8 @@ public struct ManagerSession {
     }
 
     private mutating func answer(_ message: Message) -> [SessionAction] {
+        let start = meter == nil ? 0 : NIODeadline.now().uptimeNanoseconds
+        var request: Request?
         let outcome: Outcome
         if parked[message.requestID] != nil {
             // Its answer would be taken for the parked one's: refused, and not run.
@@ -239,13 +250,17 @@ public struct ManagerSession {
                 .limitExceeded, "this session already has \(parked.count) requests waiting on the manager (max_in_flight); wait for some to finish")))
         } else {
             do {
-                outcome = execute(try Request(body: message.body), requestID: message.requestID, requestBytes: message.body.readableBytes)
+                let parsed = try Request(body: message.body)
+                request = parsed
+                calledType = nil
+                outcome = execute(parsed, requestID: message.requestID, requestBytes: message.body.readableBytes)
             } catch let error as RemoteError {
                 outcome = .answered(.failure(error))
             } catch {
                 outcome = .answered(.failure(RemoteError(.badRequest, "the request body is not a valid value: \(error)")))
             }
         }
+        if let meter { measure(request, outcome, requestID: message.requestID, since: start, meter) }
         switch outcome {
         case .answered(let result):
             return [.answer(requestID: message.requestID, result)]
@@ -253,6 +268,38 @@ public struct ManagerSession {
             return [.scheduleTimeout(requestID: message.requestID, afterNanoseconds: UInt64(min(timeout, 1e9) * 1e9))]
         case .parked(nil):
             return []
+        }
+    }
+
+    /// Counts and times a request (a parked one when its answer comes). Labels come from
+    /// the object the call reached, never from the peer's words alone: a call that reached
+    /// no method is counted as "invalid".
+    private mutating func measure(_ request: Request?, _ outcome: Outcome, requestID: UInt64, since start: UInt64, _ meter: RequestMeter) {
+        var failure: ErrorCode?
+        if case .answered(.failure(let error)) = outcome {
+            failure = error.code
+            meter.metrics.requestFailed(error.code)
+        }
+        let kind: RequestMeter.Kind
+        switch request {
+        case .call(let object, let method, _):
+            // A call that threw from inside its method (KeyError, Empty, ...) reached it.
+            let reached = failure.map { ![.unsupported, .noSuchObject, .wrongType, .badRequest].contains($0) } ?? true
+            let type = calledType ?? (reached ? context.store.object(object)?.type : nil)
+            kind = meter.kind(type: type, method: type == nil ? "invalid" : method)
+        case .new(let type, _, _):
+            kind = meter.kind(type: ObjectType.all.contains(type) ? type : nil, method: "new")
+        case .release: kind = meter.kind(type: nil, method: "release")
+        case .attach: kind = meter.kind(type: nil, method: "attach")
+        case .delete: kind = meter.kind(type: nil, method: "delete")
+        case .batch: kind = meter.kind(type: nil, method: "batch")
+        case .status: kind = meter.kind(type: nil, method: "status")
+        case nil: kind = meter.kind(type: nil, method: "invalid")
+        }
+        if case .parked = outcome {
+            parkedSince[requestID] = (kind, start)
+        } else {
+            kind.record(nanoseconds: NIODeadline.now().uptimeNanoseconds &- start)
         }
     }
 
@@ -270,6 +317,7 @@ public struct ManagerSession {
                 let callContext = CallContext(
                     session: id, requestID: requestID, outlet: outlet, mayPark: requestID != 0, requestBytes: requestBytes)
                 let (result, target, adopted) = try store.call(object: object, method: method, arguments: arguments, context: callContext)
+                calledType = target.type
                 took(adopted)
                 if let blocking = target.blocking { touched[ObjectIdentifier(blocking)] = blocking }
                 switch result {
@@ -318,6 +366,10 @@ public struct ManagerSession {
             context.store.release(references)
             return []
         }
+        if let meter, let since = parkedSince.removeValue(forKey: requestID) {
+            since.kind.record(nanoseconds: NIODeadline.now().uptimeNanoseconds &- since.start)
+            if case .failure(let error) = outcome { meter.metrics.requestFailed(error.code) }
+        }
         took(references)
         return [.answer(requestID: requestID, outcome)]
     }
@@ -349,6 +401,7 @@ public struct ManagerSession {
         context.store.changing { for object in touched.values { dropped += object.sessionEnded(id) } }
         context.store.release(dropped)
         touched = [:]
+        parkedSince = [:]
         defer { parked = [:] }
         return parked.keys.sorted()
     }

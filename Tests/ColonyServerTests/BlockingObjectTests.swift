@@ -30,12 +30,12 @@ final class TestClient {
     private var nextID: UInt64 = 1
     private(set) var timeouts: Set<UInt64> = []
 
-    init(_ context: TestContext, id: UInt64, maxInFlight: Int = 64) throws {
+    init(_ context: TestContext, id: UInt64, maxInFlight: Int = 64, meter: RequestMeter? = nil) throws {
         let key = Array(repeating: UInt8(5), count: 32)
         let configuration = HandshakeConfiguration(authKey: try AuthKey(key), failureDelayNanoseconds: 0)
         session = ManagerSession(
             id: id, context: context, handshake: configuration, maxFrameBody: 1 << 20, maxMessageSize: 1 << 20,
-            maxInFlight: maxInFlight, outlet: outlet, now: 0)
+            maxInFlight: maxInFlight, outlet: outlet, meter: meter, now: 0)
         var client = ClientHandshake(configuration: configuration)
         var toServer = [client.start(now: 0)]
         while let frame = toServer.popLast() {
