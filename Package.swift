@@ -23,6 +23,9 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-asn1", from: "1.7.4"),
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
         .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1", traits: []),
         .package(url: "https://github.com/swiftlang/swift-subprocess", from: "1.0.2"),
         .package(url: "https://github.com/apple/swift-system", from: "1.8.1"),
     ],
@@ -87,6 +90,23 @@ let package = Package(
                 .product(name: "CoreMetrics", package: "swift-metrics"),
             ]
         ),
+        // Seeing what the manager does: its HTTP listener (`--http-listen`: the live dashboard,
+        // the status as JSON, Prometheus metrics) and JSON log lines.
+        .target(
+            name: "ColonyObservability",
+            dependencies: [
+                "ColonyServer", "ColonyWire",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HummingbirdCore", package: "hummingbird"),
+                .product(name: "HummingbirdTLS", package: "hummingbird"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
         // The client library users import; re-exports the local core and the wire values.
         .target(
             name: "Colony",
@@ -113,7 +133,7 @@ let package = Package(
         .executableTarget(
             name: "colony",
             dependencies: [
-                "Colony", "ColonyServer", "ColonyWorker",
+                "Colony", "ColonyServer", "ColonyWorker", "ColonyObservability",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
@@ -149,6 +169,10 @@ let package = Package(
                 .product(name: "MetricsTestKit", package: "swift-metrics"),
             ]),
         .testTarget(name: "ColonyPoolTests", dependencies: ["ColonyPool", "ColonyWire"]),
+        .testTarget(
+            name: "ColonyObservabilityTests",
+            dependencies: ["ColonyObservability", "ColonyWire", .product(name: "Logging", package: "swift-log")]
+        ),
         .testTarget(
             name: "ColonyWireTests",
             dependencies: [

@@ -37,6 +37,8 @@ final class Job {
     private(set) var completed = 0
     private(set) var delivered = 0
     private(set) var failed = 0
+    /// Calls run again after their worker was lost.
+    var retried = 0
     /// Whether the job is in the scheduler's turn queue.
     var inTurn = false
     /// The job left the scheduler (taken in full, cancelled and dropped): late results for

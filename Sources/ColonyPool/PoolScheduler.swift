@@ -423,6 +423,17 @@ public struct PoolScheduler {
         }
     }
 
+    /// One row per job not yet taken in full, oldest first, for `status` and the dashboard's
+    /// progress bars.
+    public var jobRows: [PoolJobRow] {
+        jobs.keys.sorted().map { id in
+            let job = jobs[id]!
+            return PoolJobRow(
+                id: id, task: job.task, completed: job.completed, received: job.received, inputComplete: job.inputComplete,
+                failed: job.failed, retried: job.retried)
+        }
+    }
+
     /// Calls waiting for a worker, calls being run, and jobs not yet taken in full.
     public var load: (queued: Int, running: Int, jobs: Int) {
         var queued = 0
@@ -518,6 +529,7 @@ public struct PoolScheduler {
                     failedNow = true
                 } else {
                     job.retries.append(Chunk(start: index, count: 1, attempt: attempt))
+                    job.retried += 1
                     counters.retriedCalls += 1
                 }
             } else {
@@ -622,6 +634,17 @@ public struct PoolCounters: Sendable, Equatable {
 }
 
 /// A worker as `status` shows it.
+/// One job's progress: calls finished of those received (all of them once `inputComplete`).
+public struct PoolJobRow: Sendable, Equatable {
+    public var id: PoolJobID
+    public var task: String
+    public var completed: Int
+    public var received: Int
+    public var inputComplete: Bool
+    public var failed: Int
+    public var retried: Int
+}
+
 public struct PoolWorkerRow: Sendable, Equatable {
     public var id: PoolWorkerID
     public var node: String

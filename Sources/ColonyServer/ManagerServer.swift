@@ -100,6 +100,7 @@ public final class ManagerServer: ManagerContext, @unchecked Sendable {
     private var keptAnswers: [ObjectIdentifier: KeptAnswers] = [:]
     /// With metrics, each event loop's request counters.
     private var meters: [ObjectIdentifier: RequestMeter] = [:]
+    private var dashboardURL: String?
 
     public init(configuration: ManagerConfiguration) throws {
         self.configuration = configuration
@@ -212,7 +213,12 @@ public final class ManagerServer: ManagerContext, @unchecked Sendable {
             counters["connections_accepted", default: 0] += 1
         }
         channel.closeFuture.whenComplete { [weak self] _ in
-            self?.lock.withLock { _ = self?.sessions.removeValue(forKey: id) }
+            guard let self else { return }
+            lock.withLock {
+                // Kept so that request totals (the dashboard's rate) do not fall when sessions end.
+                guard let ended = sessions.removeValue(forKey: id) else { return }
+                counters["requests_of_closed_sessions", default: 0] += ended.requestCount
+            }
         }
         let operations = channel.pipeline.syncOperations
         if tls, let sslContext {
@@ -293,8 +299,14 @@ public final class ManagerServer: ManagerContext, @unchecked Sendable {
     /// Sessions open now.
     public var sessionCount: Int { lock.withLock { sessions.count } }
 
+    /// Where the manager's HTTP listener serves its dashboard (`--http-listen`), without the
+    /// token: `status` reports it, and `colony status --dashboard-url` adds the token.
+    public func announceDashboard(url: String) { lock.withLock { dashboardURL = url } }
+
     public func statusReport() -> WireValue {
-        let (records, recorded, pollers) = lock.withLock { (Array(sessions.values), self.counters, Array(self.pollers.values)) }
+        let (records, recorded, pollers, dashboard) = lock.withLock {
+            (Array(sessions.values), self.counters, Array(self.pollers.values), dashboardURL)
+        }
         var counters = recorded
         let polling = pollers.map(\.statistics)
         (counters["cycle_collections"], counters["cycles_freed"]) = store.cycleStatistics
@@ -308,6 +320,7 @@ public final class ManagerServer: ManagerContext, @unchecked Sendable {
             "memory": store.budget?.wireValue ?? .null,
             "persistence": persistence?.wireValue ?? .null,
             "uptime": .double(Date().timeIntervalSince(started)),
+            "dashboard": dashboard.map(WireValue.string) ?? .null,
             "objects": store.describeObjects(),
             "pools": store.describePools(),
             "sessions": .array(records.sorted { $0.id < $1.id }.map(\.wireValue)),
@@ -342,6 +355,8 @@ final class SessionRecord: @unchecked Sendable {
             self.objects = objects
         }
     }
+
+    var requestCount: UInt64 { lock.withLock { requests } }
 
     /// Records who the peer said it is, once the handshake succeeded.
     func established(_ negotiated: NegotiatedSession) {
@@ -438,7 +453,9 @@ final class SessionHandler: ChannelInboundHandler {
     private let record: SessionRecord
     private let outlet: ChannelOutlet
     private let handshakeTimeout: Double
-    private let logger: Logger
+    /// Carries the session's id and peer on every line, and its role (and a worker's node)
+    /// once known.
+    private var logger: Logger
     private var outbound = ByteBuffer()
     /// The previous write's buffer, reused for the next one.
     private var spareOutbound: ByteBuffer?
@@ -470,6 +487,9 @@ final class SessionHandler: ChannelInboundHandler {
         self.busyPollNanoseconds = busyPollNanoseconds
         self.maxFrameBody = maxFrameBody
         self.handshakeTimeout = handshakeTimeout
+        var logger = logger
+        logger[metadataKey: "session"] = "\(record.id)"
+        logger[metadataKey: "peer"] = "\(record.peer)"
         self.logger = logger
     }
 
@@ -499,7 +519,7 @@ final class SessionHandler: ChannelInboundHandler {
     /// The pool found this worker silent: close without waiting for it.
     func disconnect(reason: String, context: ChannelHandlerContext) {
         guard !closing else { return }
-        logger.notice("closing a worker session", metadata: ["session": "\(record.id)", "reason": "\(reason)"])
+        logger.notice("closing a worker session", metadata: ["reason": "\(reason)"])
         closing = true
         session.end()
         context.close(promise: nil)
@@ -549,6 +569,12 @@ final class SessionHandler: ChannelInboundHandler {
         if !recordedPeer, let negotiated = session.negotiated {
             record.established(negotiated)
             recordedPeer = true
+            logger[metadataKey: "role"] = "\(negotiated.role)"
+            logger.debug("session established", metadata: ["agent": "\(negotiated.peerAgent)"])
+        }
+        if logger[metadataKey: "node"] == nil, let node = session.workerNode {
+            logger[metadataKey: "node"] = "\(node)"
+            logger.info("worker node joined its pool")
         }
         record.update(requests: session.requestsServed, objects: session.objectCount)
     }
@@ -602,7 +628,7 @@ final class SessionHandler: ChannelInboundHandler {
                 context.close(promise: nil)
             case .failAfter(let delay, let frames):
                 closing = true
-                logger.notice("handshake failed", metadata: ["session": "\(record.id)", "peer": "\(record.peer)"])
+                logger.notice("handshake failed")
                 let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
                 context.eventLoop.scheduleTask(in: .nanoseconds(Int64(delay))) {
                     let (handler, context) = loopBound.value
@@ -632,7 +658,7 @@ final class SessionHandler: ChannelInboundHandler {
         if awaitingPong || session.negotiated == nil {
             // Silent for two intervals: the peer is gone. Give back what it held now, not
             // after the TLS close, which waits for a peer that will never answer.
-            logger.notice("session silent past its keepalive; closing", metadata: ["session": "\(record.id)", "peer": "\(record.peer)"])
+            logger.notice("session silent past its keepalive; closing")
             session.end()
             context.close(promise: nil)
         } else {
@@ -647,7 +673,7 @@ final class SessionHandler: ChannelInboundHandler {
 
     /// Bad bytes or a failed connection: answer a framing error with an error frame, then close.
     private func failFraming(_ error: any Error, context: ChannelHandlerContext) {
-        logger.notice("closing session after an error", metadata: ["session": "\(record.id)", "error": "\(error)"])
+        logger.notice("closing session after an error", metadata: ["error": "\(error)"])
         if let frameError = error as? FrameError, !closing {
             let code: ErrorCode = frameError.code == .tooLarge ? .tooLarge : .badRequest
             outbound.writeAnswer(requestID: frameError.requestID, .failure(RemoteError(code, frameError.message)), maxFrameBody: maxFrameBody)
@@ -658,7 +684,7 @@ final class SessionHandler: ChannelInboundHandler {
     }
 
     func channelInactive(context: ChannelHandlerContext) {
-        logger.debug("session ended", metadata: ["session": "\(record.id)", "objects": "\(session.objectCount)"])
+        logger.debug("session ended", metadata: ["objects": "\(session.objectCount)"])
         for timeout in timeouts.values { timeout.cancel() }
         timeouts = [:]
         session.end()

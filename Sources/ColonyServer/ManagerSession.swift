@@ -61,6 +61,8 @@ public struct ManagerSession {
     private let maxInFlight: Int
     /// For a worker node's session, after its worker-hello: the pool it joined.
     private var joinedPool: SharedPool?
+    /// For a worker node's session, after its worker-hello: the node's name, for logs.
+    public private(set) var workerNode: String?
     /// Requests answered and frames received, for `status`.
     public private(set) var requestsServed: UInt64 = 0
     /// This event loop's request metrics; nil when the manager keeps none.
@@ -222,6 +224,7 @@ public struct ManagerSession {
             }
             try pool.workerJoined(session: id, outlet: outlet, hello: hello, now: now)
             joinedPool = pool
+            workerNode = hello.node
             return []
         } catch let error as RemoteError {
             return refuse(error)

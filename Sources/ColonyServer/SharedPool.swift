@@ -571,8 +571,20 @@ final class SharedPool: BlockingObject, @unchecked Sendable {
                 "submitted": .integer(counters.submittedCalls), "done": .integer(counters.completedCalls),
                 "failed": .integer(counters.failedCalls), "retried": .integer(counters.retriedCalls),
                 "lost_assignments": .integer(counters.lostAssignments),
+                "job_progress": .array(scheduler.jobRows.map(\.wireValue)),
             ]
         }
+    }
+}
+
+extension PoolJobRow {
+    /// `total` is nil while the job's input is still arriving (an `imap` being fed).
+    var wireValue: WireValue {
+        [
+            "id": .integer(id.rawValue), "task": .string(task), "done": .integer(completed),
+            "total": inputComplete ? .integer(received) : .null, "received": .integer(received),
+            "failed": .integer(failed), "retried": .integer(retried),
+        ]
     }
 }
 

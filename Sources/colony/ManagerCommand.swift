@@ -1,5 +1,6 @@
 import ArgumentParser
 import Colony
+import ColonyObservability
 import ColonyServer
 import Dispatch
 import Foundation
@@ -134,6 +135,23 @@ struct ManagerCommand: AsyncParsableCommand {
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
     var logLevel = "info"
 
+    @Option(help: "Log lines as text, or as json (one object per line with session, peer, role and node as fields, for log shippers).")
+    var logFormat: LogFormat = .text
+
+    @Option(
+        help: "Serve a live dashboard at /, the status as JSON at /api/status and Prometheus metrics at /metrics, over HTTP at HOST:PORT (port 0 picks a free one). On loopback anyone on this host may open them; on any other address they take TLS with the manager's certificate and the token this command prints.",
+        transform: { try HTTPListenAddress(parsing: $0) })
+    var httpListen: HTTPListenAddress?
+
+    @Flag(help: "With --http-listen: require the token on loopback too (a host shared with other users), and serve it over TLS like off loopback.")
+    var httpRequireToken = false
+
+    @Flag(help: "With --http-listen and the token: scrapers may read /metrics without it.")
+    var metricsPublic = false
+
+    @Option(help: "Write the HTTP listener's bound port to this file once listening (with --http-listen HOST:0).")
+    var httpPortFile: String?
+
     func validate() throws {
         guard (0...65535).contains(port) else { throw ValidationError("--port must be 0...65535, got \(port)") }
         guard maxConnections > 0, maxInFlight > 0, maxObjects > 0 else {
@@ -151,9 +169,17 @@ struct ManagerCommand: AsyncParsableCommand {
         guard Logger.Level(rawValue: logLevel) != nil else {
             throw ValidationError("--log-level must be one of trace, debug, info, notice, warning, error, critical")
         }
+        if let httpListen, !DashboardAccess.isLoopback(host: httpListen.host), insecurePlaintext {
+            throw ValidationError(
+                "--http-listen \(httpListen.host) is not loopback, and the dashboard there needs TLS, which --insecure-plaintext turns off; listen on 127.0.0.1, or drop --insecure-plaintext")
+        }
+        guard httpListen != nil || (!metricsPublic && !httpRequireToken && httpPortFile == nil) else {
+            throw ValidationError("--metrics-public, --http-require-token and --http-port-file go with --http-listen")
+        }
     }
 
     func run() async throws {
+        if logFormat == .json { LoggingSystem.bootstrap { JSONLogHandler(label: $0) } }
         var logger = Logger(label: "colony.manager")
         logger.logLevel = Logger.Level(rawValue: logLevel)!
         let directory = StateDirectory(path: stateDir ?? StateDirectory.defaultPath())
@@ -167,8 +193,8 @@ struct ManagerCommand: AsyncParsableCommand {
                 certificatePath: certificate ?? directory.managerCertificatePath,
                 privateKeyPath: privateKey ?? directory.managerKeyPath, clientCAPath: clientCa)
         let authkeyPath = authkeyFile ?? directory.authKeyPath
-        var configuration = ManagerConfiguration(
-            host: host, port: port, transport: transport, authKey: try AuthKey.bytes(fromFile: authkeyPath))
+        let authKey = try AuthKey.bytes(fromFile: authkeyPath)
+        var configuration = ManagerConfiguration(host: host, port: port, transport: transport, authKey: authKey)
         configuration.maxConnections = maxConnections
         configuration.maxFrameBody = maxFrame
         configuration.maxInFlight = maxInFlight
@@ -188,6 +214,9 @@ struct ManagerCommand: AsyncParsableCommand {
             configuration.durability = durability
         }
 
+        let exporter = httpListen.map { _ in PrometheusExporter() }
+        configuration.metrics = exporter?.metrics
+
         let server = try ManagerServer(configuration: configuration)
         let address = try await server.start()
         let boundPort = address.port ?? port
@@ -206,11 +235,36 @@ struct ManagerCommand: AsyncParsableCommand {
                   unix:     \(unix) (mode 0600, no TLS): Manager.connect(unixSocket: "\(unix)", stateDirectory: "\(directory.path)")
                 """)
         }
+        var dashboard: Dashboard?
+        if let httpListen, let exporter {
+            // Wherever the token is needed it travels over TLS (on loopback, unless the manager
+            // itself runs without TLS).
+            let needsToken = httpRequireToken || !DashboardAccess.isLoopback(host: httpListen.host)
+            var settings = DashboardConfiguration(
+                host: httpListen.host, port: httpListen.port,
+                access: DashboardAccess(authKey: authKey, requiresToken: needsToken, metricsArePublic: metricsPublic))
+            if needsToken, !insecurePlaintext {
+                settings.certificatePath = certificate ?? directory.managerCertificatePath
+                settings.privateKeyPath = privateKey ?? directory.managerKeyPath
+            }
+            settings.logger = logger
+            let started = try Dashboard(manager: server, exporter: exporter, configuration: settings)
+            let bound = try await started.start()
+            dashboard = started
+            let url = "\(settings.usesTLS ? "https" : "http")://\(httpListen.urlHost):\(bound.port ?? httpListen.port)/"
+            server.announceDashboard(url: url)
+            if let httpPortFile { try "\(bound.port ?? httpListen.port)\n".write(toFile: httpPortFile, atomically: true, encoding: .utf8) }
+            print("""
+                  dashboard: \(needsToken ? url + "?token=" + settings.access.token + " (the token also works as Authorization: Bearer)" : url)
+                  metrics:   \(url)metrics\(needsToken && !metricsPublic ? " (with the token)" : "")
+                """)
+        }
         fflush(nil)  // all streams: the lines above must reach a pipe before we block
         if insecurePlaintext { logger.warning("serving without TLS: anyone on the network path can read and change the traffic") }
 
         await waitForTerminationSignal()
         logger.notice("shutting down: finishing in-flight requests and closing sessions")
+        await dashboard?.shutdown()
         await server.shutdown(gracePeriod: 5)
         logger.notice("stopped")
     }
@@ -239,6 +293,10 @@ nonisolated(unsafe) private var signalSources: [any DispatchSourceSignal] = []
 
 /// A size on the command line: `1073741824`, `512M`, `1.5G`, `2GiB` (powers of 1024).
 /// `--persist`: off, or the journal's sync policy.
+enum LogFormat: String, ExpressibleByArgument, CaseIterable, Sendable {
+    case text, json
+}
+
 enum PersistOption: String, ExpressibleByArgument, CaseIterable, Sendable {
     case off, no, everysec, always
 

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Colony
+import ColonyObservability
 import ColonyServer
 import Foundation
 
@@ -13,13 +14,22 @@ struct StatusCommand: AsyncParsableCommand {
     @Flag(help: "Print the raw status as JSON.")
     var json = false
 
+    @Flag(help: "Print only the URL that opens the manager's dashboard (its --http-listen), with the token it needs off loopback.")
+    var dashboardURL = false
+
     func run() async throws {
         let manager = try await connection.connect()
         let status = try await manager.status()
         await manager.close()
+        if dashboardURL {
+            guard let url = status["dashboard"]?.stringValue else {
+                throw ValidationError("this manager serves no dashboard: start it with --http-listen HOST:PORT")
+            }
+            print(url + "?token=" + DashboardAccess.token(authKey: try connection.credentials().1))
+            return
+        }
         if json {
-            let data = try JSONSerialization.data(withJSONObject: status.jsonObject, options: [.sortedKeys, .prettyPrinted])
-            print(String(decoding: data, as: UTF8.self))
+            print(String(decoding: try status.jsonData(pretty: true), as: UTF8.self))
             return
         }
         let instance = status["instance"]?.bytesValue.map { AuthKey.hex($0) } ?? "?"
@@ -71,37 +81,6 @@ struct StatusCommand: AsyncParsableCommand {
         let widths = header.indices.map { column in ([header] + rows).map { $0[column].count }.max() ?? 0 }
         for row in [header] + rows {
             print("  " + row.enumerated().map { $1.padding(toLength: widths[$0], withPad: " ", startingAt: 0) }.joined(separator: "  "))
-        }
-    }
-}
-
-extension WireValue {
-    /// A value as text for tables.
-    var plainText: String {
-        switch self {
-        case .null: "-"
-        case .string(let text): text
-        case .int(let number): String(number)
-        case .uint(let number): String(number)
-        case .double(let number): String(number)
-        case .bool(let flag): String(flag)
-        default: "\(self)"
-        }
-    }
-
-    /// The value as Foundation JSON objects (bytes become hex strings).
-    var jsonObject: Any {
-        switch self {
-        case .null: NSNull()
-        case .bool(let flag): flag
-        case .int(let number): number
-        case .uint(let number): number
-        case .double(let number): number
-        case .string(let text): text
-        case .bytes(let bytes): AuthKey.hex(bytes)
-        case .array(let elements): elements.map(\.jsonObject)
-        case .map(let pairs): Dictionary(pairs.map { ($0.key.plainText, $0.value.jsonObject) }, uniquingKeysWith: { $1 })
-        case .objectRef(let reference): ["type": reference.type.name, "id": reference.id] as [String: Any]
         }
     }
 }
