@@ -220,7 +220,6 @@ struct ManagerCommand: AsyncParsableCommand {
         let server = try ManagerServer(configuration: configuration)
         let address = try await server.start()
         let boundPort = address.port ?? port
-        if let portFile { try "\(boundPort)\n".write(toFile: portFile, atomically: true, encoding: .utf8) }
         let security = insecurePlaintext ? "PLAINTEXT, NOT ENCRYPTED" : "TLS 1.3" + (clientCa == nil ? "" : " with client certificates")
         print("""
             colony manager listening on \(host):\(boundPort) (\(security))
@@ -259,6 +258,8 @@ struct ManagerCommand: AsyncParsableCommand {
                   metrics:   \(url)metrics\(needsToken && !metricsPublic ? " (with the token)" : "")
                 """)
         }
+        // Last: whoever waits for the port file finds every listener up.
+        if let portFile { try "\(boundPort)\n".write(toFile: portFile, atomically: true, encoding: .utf8) }
         fflush(nil)  // all streams: the lines above must reach a pipe before we block
         if insecurePlaintext { logger.warning("serving without TLS: anyone on the network path can read and change the traffic") }
 
