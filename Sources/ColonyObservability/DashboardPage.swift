@@ -16,8 +16,8 @@ enum DashboardPage {
           header h1 { font-size: 1.2em; margin: 0; }
           header .state { color: #9fe0bf; }
           header .state.lost { color: #ffb3b3; }
-          main { padding: 1em 1.5em; display: grid; gap: 1em; grid-template-columns: repeat(auto-fit, minmax(420px, 1fr)); }
-          section { background: #fff; border: 1px solid var(--line); border-radius: 6px; padding: 0.8em 1em; }
+          main { padding: 1em 1.5em; display: grid; gap: 1em; grid-template-columns: repeat(auto-fit, minmax(520px, 1fr)); }
+          section { background: #fff; border: 1px solid var(--line); border-radius: 6px; padding: 0.8em 1em; overflow-x: auto; min-width: 0; }
           section.wide { grid-column: 1 / -1; }
           h2 { font-size: 1em; margin: 0 0 0.6em; }
           .figures { display: flex; flex-wrap: wrap; gap: 1.5em; }
