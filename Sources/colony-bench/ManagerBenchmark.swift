@@ -56,6 +56,9 @@ struct ManagerBench: AsyncParsableCommand {
     @Option(help: "The manager it starts keeps named objects (colony manager --persist): off (the default here, to measure the manager alone), no, everysec or always. With --compare, the same clients against a manager without persistence and redis-benchmark against Redis with appendonly yes and the same appendfsync run too.")
     var persist = "off"
 
+    @Flag(help: "The manager it starts counts metrics and serves them (colony manager --http-listen 127.0.0.1:0). With --compare, the same clients against a manager without them run too.")
+    var metrics = false
+
     static let workloads = [
         "dict_set_get", "list_append_pop", "value_increment", "pipeline", "batch", "queue_put_get", "queue_batch", "lock_acquire_release",
         "event_ping_pong",
@@ -74,6 +77,7 @@ struct ManagerBench: AsyncParsableCommand {
         if unix && (connect != nil || plaintext || blockingFace) { throw ValidationError("--unix starts its own manager; it goes without --connect, --plaintext and --blocking-face") }
         guard ["off", "no", "everysec", "always"].contains(persist) else { throw ValidationError("--persist must be off, no, everysec or always") }
         if persist != "off" && (connect != nil || unix) { throw ValidationError("--persist starts its own manager over TCP; it goes without --connect and --unix") }
+        if metrics && connect != nil { throw ValidationError("--metrics starts its own manager; it goes without --connect") }
     }
 
     func run() async throws {
@@ -86,7 +90,7 @@ struct ManagerBench: AsyncParsableCommand {
         } else {
             let spawned = try SpawnedManager(
                 plaintext: plaintext, threads: serverThreads, busyPollMicroseconds: busyPollUs, unixSocket: unix,
-                extraArguments: ["--persist", persist])
+                extraArguments: ["--persist", persist] + (metrics ? ["--http-listen", "127.0.0.1:0"] : []))
             (server, host, port, directory) = (spawned, "127.0.0.1", spawned.port, spawned.stateDirectory)
         }
         defer { server?.stop() }
@@ -127,7 +131,7 @@ struct ManagerBench: AsyncParsableCommand {
 
         var report: [String: Any] = [
             "benchmark": "manager", "workload": workload, "clients": clients, "tls": !plaintext && !unix, "transport": unix ? "unix" : "tcp", "seconds": seconds,
-            "server_threads": serverThreads, "client_threads": clientThreads, "persist": persist, "busy_poll_us": busyPollUs, "client_tasks_on": blockingFace ? "threads (blocking face)" : globalExecutor ? "global executor" : "event loop", "unit": ClientLoad.unit(workload),
+            "server_threads": serverThreads, "client_threads": clientThreads, "persist": persist, "metrics": metrics, "busy_poll_us": busyPollUs, "client_tasks_on": blockingFace ? "threads (blocking face)" : globalExecutor ? "global executor" : "event loop", "unit": ClientLoad.unit(workload),
             "ops_per_s": result.opsPerSecond, "p50_us": result.percentile(0.5), "p99_us": result.percentile(0.99),
         ]
         if server != nil { report["server_cpu_us_per_op"] = serverCPU * 1e6 / Double(max(result.operations, 1)) }
@@ -144,6 +148,13 @@ struct ManagerBench: AsyncParsableCommand {
                 let bare = try SpawnedManager(plaintext: plaintext, threads: serverThreads, busyPollMicroseconds: busyPollUs)
                 defer { bare.stop() }
                 references["colony_without_persistence_ops_per_s"] = try await measure(overUnixSocket: false, against: bare).0.opsPerSecond
+            }
+            if metrics {
+                // The same clients against a manager that counts nothing: what metrics cost.
+                let bare = try SpawnedManager(
+                    plaintext: plaintext, threads: serverThreads, busyPollMicroseconds: busyPollUs, unixSocket: unix, extraArguments: ["--persist", persist])
+                defer { bare.stop() }
+                references["colony_without_metrics_ops_per_s"] = try await measure(overUnixSocket: unix, against: bare).0.opsPerSecond
             }
             if ["dict_set_get", "pipeline"].contains(workload) {
                 references["redis"] = RedisReference.measure(
@@ -189,6 +200,9 @@ struct ManagerBench: AsyncParsableCommand {
         }
         if let bare = references["colony_without_persistence_ops_per_s"] as? Double, bare > 0 {
             ratios["vs_colony_without_persistence"] = ours / bare
+        }
+        if let bare = references["colony_without_metrics_ops_per_s"] as? Double, bare > 0 {
+            ratios["vs_colony_without_metrics"] = ours / bare
         }
         if let python = references["cpython_syncmanager"] as? [String: Any], let ops = python["ops_per_s"] as? Double, ops > 0 {
             ratios["vs_cpython"] = ours / ops

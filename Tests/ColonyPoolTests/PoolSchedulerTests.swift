@@ -112,6 +112,20 @@ func values(_ outcomes: [PoolOutcome]) -> [Int] { outcomes.map { Int((try? $0.ge
         #expect(finished)
     }
 
+    @Test func eachJobsProgressCountsItsCallsDoneFailedAndRetried() throws {
+        var pool = Harness()
+        pool.join(1, capacity: 4)
+        let job = try pool.submit([1, 2, 3, 4], chunksize: 1)
+        let assigned = pool.assignments(of: 1)
+        try pool.complete(assigned[0])
+        pool.held = [:]
+        pool.apply(pool.scheduler.workerLeft(PoolWorkerID(1)))
+        let row = try #require(pool.scheduler.jobRows.first)
+        #expect(pool.scheduler.jobRows.count == 1)
+        #expect(row.id == job && row.task == "echo" && row.inputComplete)
+        #expect((row.completed, row.received, row.failed, row.retried) == (1, 4, 0, 3))
+    }
+
     @Test func aLostWorkersCallsRunAgainOneByOneWithOneMoreAttempt() throws {
         var pool = Harness()
         pool.join(1)
@@ -125,6 +139,7 @@ func values(_ outcomes: [PoolOutcome]) -> [Int] { outcomes.map { Int((try? $0.ge
         for assignment in pool.assignments(of: 2) { try pool.complete(assignment) }
         #expect(values(try pool.takeAll(job)) == [1, 2, 3])
         #expect(pool.scheduler.counters.retriedCalls == 3)
+        #expect(pool.scheduler.jobRows.isEmpty)  // taken in full
     }
 
     @Test func aCallThatKeepsKillingItsWorkerFailsWithWorkerLostAndTheRestComplete() throws {
