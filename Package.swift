@@ -141,7 +141,7 @@ let package = Package(
         .executableTarget(
             name: "colony-bench",
             dependencies: [
-                "Colony", "ColonyServer", "ColonyWire", "ColonyPool", "CMemoryMapShim",
+                "Colony", "ColonyServer", "ColonyObservability", "ColonyWire", "ColonyPool", "CMemoryMapShim",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),

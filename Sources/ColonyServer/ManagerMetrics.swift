@@ -81,7 +81,8 @@ public final class RequestMeter {
     let metrics: ManagerMetrics
     private var kinds: [Key: Kind] = [:]
 
-    init(metrics: ManagerMetrics) { self.metrics = metrics }
+    /// One per event loop (the manager makes them; benchmarks and embedders may too).
+    public init(metrics: ManagerMetrics) { self.metrics = metrics }
 
     /// The counters of `method` called on a `type` object (`type` nil: a request to the
     /// manager itself, such as `new` or `release`).
