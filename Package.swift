@@ -171,7 +171,7 @@ let package = Package(
         .testTarget(name: "ColonyPoolTests", dependencies: ["ColonyPool", "ColonyWire"]),
         .testTarget(
             name: "ColonyObservabilityTests",
-            dependencies: ["ColonyObservability", "ColonyWire", .product(name: "Logging", package: "swift-log")]
+            dependencies: ["ColonyObservability", "ColonyServer", "ColonyWire", "Colony", .product(name: "Logging", package: "swift-log")]
         ),
         .testTarget(
             name: "ColonyWireTests",
