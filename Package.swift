@@ -186,7 +186,13 @@ let package = Package(
         // Start the real `colony` executable on ephemeral loopback ports.
         .testTarget(
             name: "ColonyIntegrationTests",
-            dependencies: ["Colony", "ColonyWorker", "colony", "colony-examples", .product(name: "NIOPosix", package: "swift-nio")]
+            dependencies: [
+                "Colony", "ColonyWorker", "colony", "colony-examples",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+            ]
         ),
     ],
     swiftLanguageModes: [.v6]

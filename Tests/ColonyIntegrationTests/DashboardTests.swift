@@ -2,50 +2,6 @@ import Colony
 import Foundation
 import Testing
 
-/// What an HTTP request to the manager's listener got back.
-struct HTTPAnswer: Decodable {
-    var status: Int
-    var headers: [String: String]
-    var body: String
-}
-
-/// Requests through Python's urllib (TLS checked against `caFile`), so that the manager's
-/// HTTP listener is tested from outside Swift's stack. `firstEvent` reads a server-sent event
-/// stream up to its first event and stops.
-func httpRequest(_ url: String, caFile: String? = nil, headers: [String: String] = [:], firstEvent: Bool = false) throws -> HTTPAnswer {
-    let script = """
-        import json, ssl, sys, urllib.request, urllib.error
-        url, cafile, headers, first_event = sys.argv[1], sys.argv[2], json.loads(sys.argv[3]), sys.argv[4] == "1"
-        context = ssl.create_default_context(cafile=cafile) if cafile else None
-        request = urllib.request.Request(url, headers=headers)
-        try:
-            response = urllib.request.urlopen(request, timeout=20, context=context)
-            status = response.status
-        except urllib.error.HTTPError as error:
-            response, status = error, error.code
-        if first_event and status == 200:
-            body = b""
-            while not body.endswith(b"\\n\\n"):
-                line = response.readline()
-                if not line: break
-                body += line
-        else:
-            body = response.read()
-        print(json.dumps({"status": status, "headers": {k.lower(): v for k, v in response.headers.items()}, "body": body.decode()}))
-        """
-    let process = Process()
-    process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-    let headerJSON = String(decoding: try JSONSerialization.data(withJSONObject: headers), as: UTF8.self)
-    process.arguments = ["python3", "-c", script, url, caFile ?? "", headerJSON, firstEvent ? "1" : "0"]
-    let output = Pipe()
-    process.standardOutput = output
-    try process.run()
-    let data = output.fileHandleForReading.readDataToEndOfFile()
-    process.waitUntilExit()
-    try #require(process.terminationStatus == 0, "the HTTP request to \(url) failed: \(String(decoding: data, as: UTF8.self))")
-    return try JSONDecoder().decode(HTTPAnswer.self, from: data)
-}
-
 /// The value of one Prometheus sample line (`name{labels} value`), if present.
 func sample(_ text: String, _ series: String) -> Double? {
     for line in text.split(separator: "\n") where line.hasPrefix(series + " ") {
@@ -68,7 +24,7 @@ func startObservedManager(_ extra: [String] = []) throws -> (ManagerProcess, Int
     @Test func metricsMoveWithTrafficAndTheStatusIsServedAsJSON() async throws {
         let (manager, httpPort) = try startObservedManager()
         let base = "http://127.0.0.1:\(httpPort)"
-        let before = try httpRequest(base + "/metrics")
+        let before = try await httpRequest(base + "/metrics")
         #expect(before.status == 200)
         #expect(before.headers["content-type"]?.hasPrefix("text/plain; version=0.0.4") == true)
         let setitems = #"colony_requests_total{type="dict",method="setitem"}"#
@@ -77,7 +33,7 @@ func startObservedManager(_ extra: [String] = []) throws -> (ManagerProcess, Int
         let client = try await manager.connect()
         let dict = try await client.dict("observed", String.self, Int.self)
         for index in 0..<25 { try await dict.set("k\(index)", index) }
-        let during = try httpRequest(base + "/metrics").body
+        let during = try await httpRequest(base + "/metrics").body
         #expect(sample(during, setitems) == 25)
         #expect(sample(during, #"colony_request_duration_seconds_count{type="dict",method="setitem"}"#) == 25)
         #expect(sample(during, #"colony_sessions{role="client"}"#) == 1)
@@ -86,22 +42,22 @@ func startObservedManager(_ extra: [String] = []) throws -> (ManagerProcess, Int
         #expect(sample(during, #"colony_sessions_opened_total{role="client"}"#) == 1)
         _ = try? await dict.get("missing")
         for index in 0..<25 { try await dict.set("k\(index)", index) }
-        let after = try httpRequest(base + "/metrics").body
+        let after = try await httpRequest(base + "/metrics").body
         #expect(sample(after, setitems) == 50)
         #expect(sample(after, #"colony_request_errors_total{code="KeyError"}"#) == 1)
 
-        let status = try httpRequest(base + "/api/status")
+        let status = try await httpRequest(base + "/api/status")
         #expect(status.status == 200)
         let json = try #require(try JSONSerialization.jsonObject(with: Data(status.body.utf8)) as? [String: Any])
         #expect(json["dashboard"] as? String == base + "/")
         let objects = try #require(json["objects"] as? [[String: Any]])
         #expect(objects.contains { $0["name"] as? String == "observed" && $0["size"] as? Int == 25 })
 
-        let page = try httpRequest(base + "/")
+        let page = try await httpRequest(base + "/")
         #expect(page.status == 200)
         #expect(page.body.contains("<title>Colony manager</title>"))
         #expect(page.headers["content-security-policy"]?.contains("default-src 'self'") == true)
-        let event = try httpRequest(base + "/api/events", firstEvent: true)
+        let event = try await httpRequest(base + "/api/events", firstEvent: true)
         #expect(event.headers["content-type"] == "text/event-stream")
         let feed = try #require(event.body.split(separator: "\n").first.map { String($0.dropFirst("data: ".count)) })
         let snapshot = try #require(try JSONSerialization.jsonObject(with: Data(feed.utf8)) as? [String: Any])
@@ -117,20 +73,20 @@ func startObservedManager(_ extra: [String] = []) throws -> (ManagerProcess, Int
         let ca = manager.stateDirectory + "/ca.pem"
         let token = try dashboardURLToken(manager)
         for path in ["/", "/api/status", "/api/events", "/metrics"] {
-            #expect(try httpRequest(base + path, caFile: ca).status == 401, "\(path) without a token")
-            #expect(try httpRequest(base + path + "?token=" + String(repeating: "0", count: 64), caFile: ca).status == 401)
-            #expect(try httpRequest(base + path, caFile: ca, headers: ["Authorization": "Bearer wrong"]).status == 401)
+            #expect(try await httpRequest(base + path, caFile: ca).status == 401, "\(path) without a token")
+            #expect(try await httpRequest(base + path + "?token=" + String(repeating: "0", count: 64), caFile: ca).status == 401)
+            #expect(try await httpRequest(base + path, caFile: ca, headers: ["Authorization": "Bearer wrong"]).status == 401)
         }
-        let metrics = try httpRequest(base + "/metrics", caFile: ca, headers: ["Authorization": "Bearer \(token)"])
+        let metrics = try await httpRequest(base + "/metrics", caFile: ca, headers: ["Authorization": "Bearer \(token)"])
         #expect(metrics.status == 200)
         #expect(metrics.body.contains("colony_uptime_seconds"))
         // The URL `colony status --dashboard-url` prints opens the page and leaves the token
         // as a cookie for the page's own requests.
-        let page = try httpRequest(base + "/?token=" + token, caFile: ca)
+        let page = try await httpRequest(base + "/?token=" + token, caFile: ca)
         #expect(page.status == 200)
         let cookie = try #require(page.headers["set-cookie"])
         #expect(cookie.contains("colony_token=\(token)") && cookie.contains("Secure") && cookie.contains("HttpOnly"))
-        let status = try httpRequest(base + "/api/status", caFile: ca, headers: ["Cookie": "colony_token=\(token)"])
+        let status = try await httpRequest(base + "/api/status", caFile: ca, headers: ["Cookie": "colony_token=\(token)"])
         #expect(status.status == 200)
         #expect(manager.stop() == 0)
     }
