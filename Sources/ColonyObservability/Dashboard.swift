@@ -49,6 +49,9 @@ public final class Dashboard: Sendable {
     private let exporter: PrometheusExporter
     private let configuration: DashboardConfiguration
     private let running = Mutex<(group: ServiceGroup, task: Task<Void, any Error>)?>(nil)
+    /// The rows of the object table the live feed sends each second (a manager may hold a
+    /// million objects); the feed also sends the total and the sums by type.
+    static let objectRows = 200
 
     public init(manager: ManagerServer, exporter: PrometheusExporter, configuration: DashboardConfiguration) throws {
         guard configuration.usesTLS || DashboardAccess.isLoopback(host: configuration.host) else {
@@ -126,7 +129,7 @@ public final class Dashboard: Sendable {
         router.get("/metrics") { _, _ in
             Response(
                 status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
-                body: ResponseBody(byteBuffer: ByteBuffer(bytes: exporter.scrape(manager.statusReport()))))
+                body: ResponseBody(byteBuffer: ByteBuffer(bytes: exporter.scrape(manager.statusReport(objectRowLimit: 0)))))
         }
         router.get("/api/status") { _, _ in
             Response(
@@ -138,7 +141,7 @@ public final class Dashboard: Sendable {
                 status: .ok, headers: [.contentType: "text/event-stream", .cacheControl: "no-store"],
                 body: ResponseBody { writer in
                     while !Task.isCancelled, !Task.isShuttingDownGracefully {
-                        let snapshot = try DashboardSnapshot(manager.statusReport()).value.jsonData()
+                        let snapshot = try manager.statusReport(objectRowLimit: Dashboard.objectRows).jsonData()
                         try await writer.write(ByteBuffer(string: "data: \(String(decoding: snapshot, as: UTF8.self))\n\n"))
                         try? await Task.sleep(for: interval)
                     }
@@ -173,20 +176,5 @@ struct AccessMiddleware<Context: RequestContext>: RouterMiddleware {
             response.setCookie(Cookie(name: DashboardAccess.cookieName, value: access.token, path: "/", secure: true, httpOnly: true, sameSite: .strict))
         }
         return response
-    }
-}
-
-/// What the page's live feed sends each second: the status, with the object table cut to
-/// its first rows (a manager may hold a million objects) and the full count beside it.
-struct DashboardSnapshot {
-    static let objectRows = 200
-    let value: WireValue
-
-    init(_ status: WireValue) {
-        let objects = status["objects"]?.arrayValue ?? []
-        var pairs = status.mapValue?.filter { $0.key != "objects" } ?? []
-        pairs.append(WirePair("objects", .array(Array(objects.prefix(Self.objectRows)))))
-        pairs.append(WirePair("objects_total", .integer(objects.count)))
-        value = .map(pairs)
     }
 }

@@ -26,7 +26,8 @@ public final class PrometheusExporter: Sendable {
         scraped = Mutex(ScrapedSeries(registry: registry))
     }
 
-    /// The text a scrape gets, with the status-based series brought up to date from `status`.
+    /// The text a scrape gets, with the status-based series brought up to date from `status`
+    /// (`ManagerServer.statusReport(objectRowLimit:)`: objects summed by type).
     public func scrape(_ status: WireValue) -> [UInt8] {
         scraped.withLock { $0.update(from: status) }
         return registry.emitToBuffer()
@@ -122,14 +123,15 @@ struct StatusSeries {
             let role = session["role"]?.stringValue.flatMap { Self.roles.contains($0) ? $0 : nil } ?? "other"
             gauges[SeriesKey("colony_sessions", [("role", role)]), default: 0] += 1
         }
-        for object in status["objects"]?.arrayValue ?? [] {
-            let type = [("type", object["type"]?.stringValue ?? "?")]
-            gauges[SeriesKey("colony_objects", type), default: 0] += 1
-            gauges[SeriesKey("colony_object_items", type), default: 0] += Double(object["size"]?.int64Value ?? 0)
-            gauges[SeriesKey("colony_parked_calls", type), default: 0] += Double(object["waiting"]?.int64Value ?? 0)
-            if let name = object["name"]?.stringValue, object["type"]?.stringValue?.hasSuffix("queue") == true {
-                gauges[SeriesKey("colony_queue_items", [("name", name)])] = Double(object["size"]?.int64Value ?? 0)
-            }
+        for row in status["object_types"]?.arrayValue ?? [] {
+            let type = [("type", row["type"]?.stringValue ?? "?")]
+            gauges[SeriesKey("colony_objects", type)] = Double(row["count"]?.int64Value ?? 0)
+            gauges[SeriesKey("colony_object_items", type)] = Double(row["items"]?.int64Value ?? 0)
+            gauges[SeriesKey("colony_parked_calls", type)] = Double(row["waiting"]?.int64Value ?? 0)
+        }
+        for queue in status["named_queues"]?.arrayValue ?? [] {
+            guard let name = queue["name"]?.stringValue else { continue }
+            gauges[SeriesKey("colony_queue_items", [("name", name)])] = Double(queue["size"]?.int64Value ?? 0)
         }
         for pair in status["counters"]?.mapValue ?? [] {
             guard let name = pair.key.stringValue, let value = pair.value.int64Value else { continue }

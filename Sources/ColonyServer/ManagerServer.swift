@@ -303,7 +303,13 @@ public final class ManagerServer: ManagerContext, @unchecked Sendable {
     /// token: `status` reports it, and `colony status --dashboard-url` adds the token.
     public func announceDashboard(url: String) { lock.withLock { dashboardURL = url } }
 
-    public func statusReport() -> WireValue {
+    public func statusReport() -> WireValue { statusReport(objectRowLimit: nil) }
+
+    /// The status; with `objectRowLimit`, the object table holds only that many rows (the
+    /// lowest ids) and the objects are summed up instead: `objects_total`, `object_types`
+    /// (`[{type, count, items, waiting}]`) and `named_queues` (`[{name, size}]`). For what
+    /// reads the status often (the dashboard's feed each second, `/metrics` at each scrape).
+    public func statusReport(objectRowLimit: Int?) -> WireValue {
         let (records, recorded, pollers, dashboard) = lock.withLock {
             (Array(sessions.values), self.counters, Array(self.pollers.values), dashboardURL)
         }
@@ -314,18 +320,26 @@ public final class ManagerServer: ManagerContext, @unchecked Sendable {
         counters["busy_polls_timed_out"] = polling.reduce(0) { $0 + $1.timedOut }
         counters["busy_poll_chances_skipped"] = polling.reduce(0) { $0 + $1.skipped }
         counters["busy_poll_chances_skipped_while_crowded"] = polling.reduce(0) { $0 + $1.skippedWhileCrowded }
-        return [
+        var objects: [WirePair] = [WirePair("objects", store.describeObjects())]
+        if let objectRowLimit {
+            let summary = store.summarizeObjects(rowLimit: objectRowLimit)
+            objects = [
+                WirePair("objects", summary.rows), WirePair("objects_total", .integer(summary.total)),
+                WirePair("object_types", summary.byType), WirePair("named_queues", summary.namedQueues),
+            ]
+        }
+        let report: WireValue = [
             "version": .string(colonyReleaseVersion),
             "instance": .bytes(instance),
             "memory": store.budget?.wireValue ?? .null,
             "persistence": persistence?.wireValue ?? .null,
             "uptime": .double(Date().timeIntervalSince(started)),
             "dashboard": dashboard.map(WireValue.string) ?? .null,
-            "objects": store.describeObjects(),
             "pools": store.describePools(),
             "sessions": .array(records.sorted { $0.id < $1.id }.map(\.wireValue)),
             "counters": .map(counters.sorted { $0.key < $1.key }.map { WirePair(.string($0.key), .integer($0.value)) }),
         ]
+        return .map((report.mapValue ?? []) + objects)
     }
 }
 

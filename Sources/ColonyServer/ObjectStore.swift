@@ -465,16 +465,69 @@ public final class ObjectStore: @unchecked Sendable {
         var rows: [(UInt64, WireValue)] = []
         for shard in shards {
             let entries = shard.lock.withLock { shard.entries }
-            for (id, entry) in entries {
-                rows.append((id, [
-                    "id": .integer(id), "type": .string(entry.object.type.name),
-                    "name": entry.name.map(WireValue.string) ?? .null, "size": .integer(entry.object.size),
-                    "waiting": .integer(entry.object.waiting),
-                    "refs": .integer(entry.references),
-                ]))
-            }
+            for (id, entry) in entries { rows.append((id, Self.row(id, entry))) }
         }
         return .array(rows.sorted { $0.0 < $1.0 }.map(\.1))
+    }
+
+    /// The objects without a row for each (the dashboard's feed and `/metrics`, read every
+    /// second or scrape even when the manager holds a million): the rows of the `rowLimit`
+    /// lowest ids, the total, `[{type, count, items, waiting}]` by type, and each named
+    /// queue's `{name, size}`.
+    public func summarizeObjects(rowLimit: Int) -> (rows: WireValue, total: Int, byType: WireValue, namedQueues: WireValue) {
+        var lowest: [(id: UInt64, entry: Entry)] = []  // ascending, at most rowLimit
+        var byType: [UInt8: (count: Int, items: Int, waiting: Int)] = [:]
+        var queues: [(name: String, size: Int)] = []
+        var total = 0
+        for shard in shards {
+            let entries = shard.lock.withLock { shard.entries }
+            for (id, entry) in entries {
+                total += 1
+                let (size, waiting) = (entry.object.size, entry.object.waiting)
+                byType[entry.object.type.rawValue, default: (0, 0, 0)].count += 1
+                byType[entry.object.type.rawValue]!.items += size
+                byType[entry.object.type.rawValue]!.waiting += waiting
+                if let name = entry.name, entry.object is SharedQueue { queues.append((name, size)) }
+                if lowest.count < rowLimit || (lowest.last.map { id < $0.id } ?? false) {
+                    let index = lowest.partitioningIndex { $0.id > id }
+                    lowest.insert((id, entry), at: index)
+                    if lowest.count > rowLimit { lowest.removeLast() }
+                }
+            }
+        }
+        let types: [WireValue] = byType.keys.sorted().map { code in
+            let figures = byType[code]!
+            return [
+                "type": .string(ObjectType(rawValue: code).name), "count": .integer(figures.count), "items": .integer(figures.items),
+                "waiting": .integer(figures.waiting),
+            ]
+        }
+        return (
+            .array(lowest.map { Self.row($0.id, $0.entry) }), total, .array(types),
+            .array(queues.sorted { $0.name < $1.name }.map { ["name": .string($0.name), "size": .integer($0.size)] })
+        )
+    }
+
+    private static func row(_ id: UInt64, _ entry: Entry) -> WireValue {
+        [
+            "id": .integer(id), "type": .string(entry.object.type.name),
+            "name": entry.name.map(WireValue.string) ?? .null, "size": .integer(entry.object.size),
+            "waiting": .integer(entry.object.waiting),
+            "refs": .integer(entry.references),
+        ]
+    }
+}
+
+extension Array {
+    /// The first index whose element satisfies `belongsAfter`, in an array partitioned by it
+    /// (all that do not, then all that do): a binary search.
+    fileprivate func partitioningIndex(where belongsAfter: (Element) -> Bool) -> Int {
+        var (low, high) = (0, count)
+        while low < high {
+            let middle = (low + high) / 2
+            if belongsAfter(self[middle]) { high = middle } else { low = middle + 1 }
+        }
+        return low
     }
 }
 

@@ -58,11 +58,8 @@ import Testing
         "uptime": 12.5,
         "memory": ["used": 1000, "limit": 4000, "refused": 2],
         "sessions": [["role": "client"], ["role": "client"], ["role": "worker"], ["role": "made-up"]],
-        "objects": [
-            ["type": "dict", "name": "d", "size": 3, "waiting": 0],
-            ["type": "queue", "name": "jobs", "size": 7, "waiting": 2],
-            ["type": "queue", "name": nil, "size": 1, "waiting": 0],
-        ],
+        "object_types": [["type": "dict", "count": 1, "items": 3, "waiting": 0], ["type": "queue", "count": 2, "items": 8, "waiting": 2]],
+        "named_queues": [["name": "jobs", "size": 7]],
         "counters": ["connections_accepted": 5],
         "pools": [
             [
@@ -98,19 +95,11 @@ import Testing
         #expect(first.contains("colony_queue_items{name=\"jobs\"} 7"))
         #expect(first.contains("colony_connections_accepted_total 5"))
         #expect(first.contains("# HELP colony_pool_calls_total"))
-        let later: WireValue = ["uptime": 13.0, "objects": [], "counters": ["connections_accepted": 8]]
+        let later: WireValue = ["uptime": 13.0, "object_types": [], "named_queues": [], "counters": ["connections_accepted": 8]]
         let second = String(decoding: exporter.scrape(later), as: UTF8.self)
         #expect(second.contains("colony_connections_accepted_total 8"))
         #expect(!second.contains("colony_queue_items"))
         #expect(!second.contains("colony_pool_nodes"))
-    }
-
-    @Test func theLiveFeedCutsTheObjectTableButCountsItAll() {
-        let objects: [WireValue] = (0..<(DashboardSnapshot.objectRows + 5)).map { ["id": .integer($0)] }
-        let snapshot = DashboardSnapshot(["uptime": 1.0, "objects": .array(objects)]).value
-        #expect(snapshot["objects"]?.arrayValue?.count == DashboardSnapshot.objectRows)
-        #expect(snapshot["objects_total"] == .integer(objects.count))
-        #expect(snapshot["uptime"] == 1.0)
     }
 }
 

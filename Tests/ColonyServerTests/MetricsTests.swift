@@ -71,3 +71,28 @@ import Testing
         #expect(count("colony_sessions_opened_total", [("role", "other")]) == 1)
     }
 }
+
+@Suite struct ObjectSummaryTests {
+    @Test func theSummaryCountsEveryObjectButListsOnlyTheLowestIds() throws {
+        let store = ObjectStore()
+        var dicts: [UInt64] = []
+        for index in 0..<50 {
+            let dict = try store.create(type: .dict, name: index == 7 ? "named dict" : nil, options: .null).id
+            _ = try store.call(object: dict, method: "setitem", arguments: ["k", .integer(index)])
+            dicts.append(dict)
+        }
+        let queue = try store.create(type: .queue, name: "jobs", options: .null).id
+        for item in 0..<3 { _ = try store.call(object: queue, method: "put", arguments: [.integer(item)]) }
+        _ = try store.create(type: .lifoQueue, name: nil, options: .null)
+
+        let summary = store.summarizeObjects(rowLimit: 5)
+        #expect(summary.total == 52)
+        #expect(summary.rows.arrayValue?.compactMap { $0["id"]?.uint64Value } == Array(dicts.sorted().prefix(5)))
+        #expect(summary.byType.arrayValue?.count == 3)
+        let dictRow = try #require(summary.byType.arrayValue?.first { $0["type"] == "dict" })
+        #expect(dictRow["count"] == 50 && dictRow["items"] == 50 && dictRow["waiting"] == 0)
+        #expect(summary.namedQueues == [["name": "jobs", "size": 3]])
+        #expect(store.summarizeObjects(rowLimit: 0).rows == [])
+        #expect(store.summarizeObjects(rowLimit: 100).rows == store.describeObjects())
+    }
+}
