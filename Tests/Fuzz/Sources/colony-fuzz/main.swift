@@ -89,7 +89,7 @@ func fuzzServerHandshake(_ input: ByteBuffer) {
 /// drop references.
 let storeMethods = [
     "setitem", "getitem", "pop", "update", "append", "extend", "insert", "add", "mul", "imul", "setattr",
-    "getattr", "set", "get", "put_nowait", "get_nowait", "copy", "clear", "get_lock", "discard", "or", "fromkeys",
+    "getattr", "set", "get", "put", "put_many", "get_many", "task_done", "copy", "clear", "get_lock", "discard", "or", "fromkeys",
 ]
 
 func fuzzObjectStore(_ input: ByteBuffer) {
