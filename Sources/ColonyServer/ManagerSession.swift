@@ -254,7 +254,7 @@ public struct ManagerSession {
         } else {
             do {
                 let parsed = try Request(body: message.body)
-                request = parsed
+                if meter != nil { request = parsed }
                 calledType = nil
                 outcome = execute(parsed, requestID: message.requestID, requestBytes: message.body.readableBytes)
             } catch let error as RemoteError {
