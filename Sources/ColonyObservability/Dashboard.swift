@@ -14,7 +14,7 @@ import Synchronization
 public struct DashboardConfiguration: Sendable {
     public var host: String
     public var port: Int
-    /// The manager's certificate chain and key (PEM): the listener speaks TLS with them.
+    /// The manager's certificate chain and key (PEM): with both, the listener speaks TLS.
     /// Required on any address but loopback.
     public var certificatePath: String?
     public var privateKeyPath: String?
@@ -29,7 +29,7 @@ public struct DashboardConfiguration: Sendable {
         self.access = access
     }
 
-    public var usesTLS: Bool { certificatePath != nil }
+    public var usesTLS: Bool { certificatePath != nil && privateKeyPath != nil }
 }
 
 /// A reason the dashboard cannot start, with what to do about it.

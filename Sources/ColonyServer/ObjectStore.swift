@@ -483,10 +483,12 @@ public final class ObjectStore: @unchecked Sendable {
             let entries = shard.lock.withLock { shard.entries }
             for (id, entry) in entries {
                 total += 1
-                let (size, waiting) = (entry.object.size, entry.object.waiting)
-                byType[entry.object.type.rawValue, default: (0, 0, 0)].count += 1
-                byType[entry.object.type.rawValue]!.items += size
-                byType[entry.object.type.rawValue]!.waiting += waiting
+                let size = entry.object.size
+                var figures = byType[entry.object.type.rawValue, default: (0, 0, 0)]
+                figures.count += 1
+                figures.items += size
+                figures.waiting += entry.object.waiting
+                byType[entry.object.type.rawValue] = figures
                 if let name = entry.name, entry.object is SharedQueue { queues.append((name, size)) }
                 if lowest.count < rowLimit || (lowest.last.map { id < $0.id } ?? false) {
                     let index = lowest.partitioningIndex { $0.id > id }
