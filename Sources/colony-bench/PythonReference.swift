@@ -8,7 +8,7 @@ func runPythonReference(script: String, arguments: [String]) -> Result<[String: 
     }
     let process = Process()
     process.executableURL = URL(fileURLWithPath: python)
-    process.arguments = ["-c", script] + arguments
+    process.arguments = ["-c", unblockSignals + script] + arguments
     let output = Pipe()
     let errors = Pipe()
     process.standardOutput = output
@@ -18,8 +18,7 @@ func runPythonReference(script: String, arguments: [String]) -> Result<[String: 
     } catch {
         return .failure(ReferenceUnavailable(reason: "could not start \(python): \(error)"))
     }
-    // CPython's fork-based pools now and then hang at shutdown (a child forked while another
-    // thread held a lock); a reference that hangs must not hang the benchmark.
+    // A reference that hangs must not hang the benchmark.
     let started = DispatchTime.now()
     let watchdog = DispatchWorkItem { kill(-process.processIdentifier, SIGKILL) }
     DispatchQueue.global().asyncAfter(deadline: started + referenceTimeoutSeconds, execute: watchdog)
@@ -28,7 +27,7 @@ func runPythonReference(script: String, arguments: [String]) -> Result<[String: 
     process.waitUntilExit()
     watchdog.cancel()
     if process.terminationReason == .uncaughtSignal, DispatchTime.now().uptimeNanoseconds - started.uptimeNanoseconds >= UInt64(referenceTimeoutSeconds * 1e9) {
-        return .failure(ReferenceUnavailable(reason: "the CPython reference did not finish within \(Int(referenceTimeoutSeconds)) s and was killed (CPython's fork-based pools sometimes hang at shutdown); run again"))
+        return .failure(ReferenceUnavailable(reason: "the CPython reference did not finish within \(Int(referenceTimeoutSeconds)) s and was killed ; run again"))
     }
     guard process.terminationStatus == 0,
         let object = try? JSONSerialization.jsonObject(with: data) as? [String: Any]
@@ -41,6 +40,16 @@ func runPythonReference(script: String, arguments: [String]) -> Result<[String: 
     }
     return .success(figures)
 }
+
+/// The first lines of every reference script. A process inherits the signal mask of the
+/// thread that spawns it, and Swift's concurrency threads block nearly every signal: CPython's
+/// `Pool` stops its workers with SIGTERM at `with` exit, and with SIGTERM blocked it waits for
+/// them forever.
+private let unblockSignals = """
+    import signal
+    signal.pthread_sigmask(signal.SIG_SETMASK, [])
+
+    """
 
 /// How long a CPython reference may run before the benchmark gives up on it.
 let referenceTimeoutSeconds = 300.0
