@@ -66,13 +66,14 @@ let sha256Task = PoolTask<String, String>("sha256")
             #expect(error.message.contains("do not decode"))
         }
 
-        // A timeout leaves the call running; its result can be had later.
-        let slow = try await pool.applyAsync(sleepTask, 0.5)
+        // A timeout leaves the call running; its result can be had later. (Long enough that a
+        // loaded machine still checks it before it ends.)
+        let slow = try await pool.applyAsync(sleepTask, 5)
         await #expect(throws: TimeoutError.self) { try await slow.get(timeout: 0.05) }
         #expect(await slow.wait(timeout: 0.01) == false)
         #expect(throws: ThreadingError.self) { try slow.successful() }
         #expect(await slow.wait(timeout: 10))
-        #expect(try await slow.get(timeout: 10) == 0.5)
+        #expect(try await slow.get(timeout: 10) == 5)
         let starred = try await pool.starmapAsync(PoolTask<[Int], [Int]>("echo"), [[1, 2], [3, 4]])
         #expect(try await starred.get(timeout: 10) == [[1, 2], [3, 4]])
         let failing = try await pool.mapAsync(failTask, ["a", "b"])
