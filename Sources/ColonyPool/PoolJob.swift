@@ -2,7 +2,8 @@ import ColonyWire
 
 /// One job's calls and outcomes. Calls are numbered from 0 in input order; the ones
 /// already handed to the client are dropped from the front, so a long streamed `imap` holds
-/// only what is queued, running or not yet taken.
+/// only what is queued, running or not yet taken. Arguments and results stay in their
+/// MessagePack encoding: the job copies bytes, and builds no value per call.
 ///
 /// A class: the scheduler changes a job in place at every result, and a struct copied out
 /// of the jobs dictionary would copy its million-call storage each time.
@@ -24,6 +25,12 @@ final class Job {
     /// Calls not taken yet (and those after them), from call number `base` on.
     private var base = 0
     private var slots: [Slot] = []
+    /// The arguments of the calls from `base` on (kept for retries until handed out).
+    private var calls = EncodedValues()
+    /// Results; a succeeded slot names its index here.
+    private var results = EncodedValues()
+    /// Results already handed out, whose bytes the next compaction drops.
+    private var resultsHandedOut = 0
     private(set) var received = 0
     /// The first call not yet put in any chunk.
     private var nextUnchunked = 0
@@ -49,23 +56,21 @@ final class Job {
     /// them out of `Slot` keeps every slot small).
     private var errors: [Int: RemoteError] = [:]
 
-    private enum Slot {
-        /// Queued or running: the argument list is kept for a retry.
-        case waiting(WireValue)
-        case succeeded(WireValue)
-        case failed
-        case delivered
+    /// A call's state in one word: its result's index in `results` once it succeeded.
+    private struct Slot: Equatable {
+        let raw: Int
+        /// Queued or running.
+        static let waiting = Slot(raw: -1)
+        static let failed = Slot(raw: -2)
+        static let delivered = Slot(raw: -3)
+        static func succeeded(_ result: Int) -> Slot { Slot(raw: result) }
 
-        var isDone: Bool {
-            switch self {
-            case .succeeded, .failed: true
-            case .waiting, .delivered: false
-            }
-        }
+        var result: Int? { raw >= 0 ? raw : nil }
+        var isDone: Bool { raw >= 0 || self == .failed }
     }
 
     init(
-        id: PoolJobID, client: PoolClientID, task: String, taskKey: Int, starred: Bool, ordered: Bool, chunksize: Int, calls: [WireValue],
+        id: PoolJobID, client: PoolClientID, task: String, taskKey: Int, starred: Bool, ordered: Bool, chunksize: Int, calls: EncodedValues,
         inputComplete: Bool
     ) {
         self.id = id
@@ -82,9 +87,9 @@ final class Job {
     /// The job is now owned by `client` (it adopted a lost client's job).
     func reassign(to client: PoolClientID) { self.client = client }
 
-    func append(_ calls: [WireValue]) {
-        slots.reserveCapacity(slots.count + calls.count)
-        for call in calls { slots.append(.waiting(call)) }
+    func append(_ calls: EncodedValues) {
+        slots.append(contentsOf: repeatElement(.waiting, count: calls.count))
+        self.calls.append(contentsOf: calls)
         received += calls.count
     }
 
@@ -106,16 +111,19 @@ final class Job {
         return Chunk(start: nextUnchunked, count: count, attempt: 1)
     }
 
-    func arguments(_ chunk: Chunk) -> [WireValue] {
-        slots[(chunk.start - base)..<(chunk.start - base + chunk.count)].map { slot in
-            if case .waiting(let arguments) = slot { return arguments }
-            return .null
+    /// The chunk's arguments; nil in place of a call that already has its outcome.
+    func arguments(_ chunk: Chunk) -> EncodedValues {
+        let range = (chunk.start - base)..<(chunk.start - base + chunk.count)
+        if slots[range].allSatisfy({ $0 == .waiting }) { return calls[range] }
+        var arguments = EncodedValues()
+        for slot in range {
+            if slots[slot] == .waiting { arguments.append(calls, at: slot) } else { arguments.append(.null) }
         }
+        return arguments
     }
 
     func isWaiting(_ index: Int) -> Bool {
-        guard index >= base, index - base < slots.count, case .waiting = slots[index - base] else { return false }
-        return true
+        index >= base && index - base < slots.count && slots[index - base] == .waiting
     }
 
     /// Records a call's outcome; false if it already had one (a cancelled call's late result).
@@ -123,7 +131,8 @@ final class Job {
         guard isWaiting(index) else { return false }
         switch outcome {
         case .success(let value):
-            slots[index - base] = .succeeded(value)
+            results.append(value)
+            slots[index - base] = .succeeded(results.count - 1)
         case .failure(let error):
             slots[index - base] = .failed
             errors[index] = error
@@ -136,7 +145,7 @@ final class Job {
 
     /// Every call without an outcome yet (queued or running).
     func undoneIndices() -> [Int] {
-        slots.indices.filter { if case .waiting = slots[$0] { true } else { false } }.map { $0 + base }
+        slots.indices.filter { slots[$0] == .waiting }.map { $0 + base }
     }
 
     /// Calls waiting in the queue (not running).
@@ -156,21 +165,27 @@ final class Job {
 
     /// Records successes for the calls from `start` on; those that already had an outcome
     /// (cancelled calls' late results) are skipped. Returns how many were recorded.
-    func recordSuccesses(from start: Int, _ values: [WireValue]) -> Int {
-        var recorded = 0
-        var newlyReady: [Int] = []
-        withSlots { slots in
-            for (offset, value) in values.enumerated() {
-                let slot = start + offset - base
-                guard slot >= 0, slot < slots.count, case .waiting = slots[slot] else { continue }
-                slots[slot] = .succeeded(value)
-                recorded += 1
-                if !ordered { newlyReady.append(start + offset) }
+    func recordSuccesses(from start: Int, _ values: EncodedValues) -> Int {
+        let first = start - base
+        if first >= 0, first + values.count <= slots.count, slots[first..<(first + values.count)].allSatisfy({ $0 == .waiting }) {
+            // The usual case, every call still waiting: one copy of the results.
+            let firstResult = results.count
+            results.append(contentsOf: values)
+            withSlots { slots in
+                for offset in 0..<values.count { slots[first + offset] = .succeeded(firstResult + offset) }
             }
+            completed += values.count
+            if !ordered { for index in start..<(start + values.count) { ready.append(index) } }
+            return values.count
         }
-        completed += recorded
-        for index in newlyReady { ready.append(index) }
-        return recorded
+        let recorded = (0..<values.count).filter { isWaiting(start + $0) }.map { offset in
+            results.append(values, at: offset)
+            slots[first + offset] = .succeeded(results.count - 1)
+            return start + offset
+        }
+        completed += recorded.count
+        if !ordered { for index in recorded { ready.append(index) } }
+        return recorded.count
     }
 
     /// Hands out up to `limit` outcomes: the next in input order (ordered), or in completion
@@ -182,43 +197,76 @@ final class Job {
         let ordered = self.ordered
         var unordered = FIFO<Int>()
         swap(&unordered, &ready)  // moved out, not copied
+        var results = EncodedValues()
+        swap(&results, &self.results)
+        var handed = 0
         withSlots { slots in
+            // Consecutive results go in one copy.
+            var run: Range<Int> = 0..<0
+            func flush() {
+                batch.values.append(results, in: run)
+                run = 0..<0
+            }
             func hand(_ index: Int) {
-                switch slots[index - base] {
-                case .succeeded(let value):
-                    batch.values.append(value)
-                case .failed:
+                let slot = slots[index - base]
+                precondition(slot.isDone, "only finished calls are handed out")
+                handed += 1
+                if let result = slot.result {
+                    if run.isEmpty || run.upperBound != result {
+                        flush()
+                        run = result..<result
+                    }
+                    run = run.lowerBound..<(result + 1)
+                } else {
+                    flush()
                     batch.failures.append((batch.values.count, errors.removeValue(forKey: index) ?? RemoteError(.internalError, "call \(index) failed")))
                     batch.values.append(.null)
-                case .waiting, .delivered:
-                    preconditionFailure("only finished calls are handed out")
                 }
                 slots[index - base] = .delivered
             }
             if ordered {
-                batch.values.reserveCapacity(min(limit, received - next))
-                while batch.count < limit, next < received, slots[next - base].isDone {
+                while handed < limit, next < received, slots[next - base].isDone {
                     hand(next)
                     next += 1
                 }
             } else {
-                while batch.count < limit, let index = unordered.popFirst() {
+                while handed < limit, let index = unordered.popFirst() {
                     guard slots[index - base].isDone else { continue }
                     hand(index)
                 }
-                while next < received, case .delivered = slots[next - base] { next += 1 }
+                while next < received, slots[next - base] == .delivered { next += 1 }
             }
+            flush()
         }
+        swap(&results, &self.results)
         swap(&unordered, &ready)
         nextToDeliver = next
         delivered += batch.count
+        resultsHandedOut += batch.count - batch.failures.count
         // Drop the handed-out front once it is most of the storage.
         let handedOut = nextToDeliver - base
         if handedOut > 1024, handedOut * 2 > slots.count {
             slots.removeFirst(handedOut)
+            calls.removeFirst(handedOut)
             self.base = nextToDeliver
         }
+        if resultsHandedOut > 1024, resultsHandedOut * 2 > self.results.count { compactResults() }
         return batch
+    }
+
+    /// Keeps only the results not handed out yet.
+    private func compactResults() {
+        var kept = EncodedValues()
+        let results = self.results
+        withSlots { slots in
+            for slot in slots.indices {
+                guard let result = slots[slot].result else { continue }
+                kept.append(results, at: result)
+                slots[slot] = .succeeded(kept.count - 1)
+            }
+        }
+        self.results = kept
+        resultsHandedOut = 0
     }
 
     /// Runs `body` on the slots moved out of the job: the loops over a million calls then
@@ -234,14 +282,14 @@ final class Job {
 /// Outcomes handed out together: each call's value in order (nil where it failed) and the
 /// failures by their position in `values`, as the `next` answer carries them.
 public struct PoolBatch: Sendable {
-    public var values: [WireValue] = []
+    public var values = EncodedValues()
     public var failures: [(position: Int, error: RemoteError)] = []
 
     public var count: Int { values.count }
 
     /// The same outcomes one by one.
     public var outcomes: [PoolOutcome] {
-        var outcomes = values.map { PoolOutcome.success($0) }
+        var outcomes = values.values.map { PoolOutcome.success($0) }
         for (position, error) in failures { outcomes[position] = .failure(error) }
         return outcomes
     }

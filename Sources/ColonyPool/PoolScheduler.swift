@@ -8,7 +8,7 @@ public typealias PoolOutcome = Result<WireValue, RemoteError>
 public enum PoolAction: Equatable, Sendable {
     /// Send `calls` of `task` to `worker` as assignment `assignment`: each call its one
     /// argument, or with `starred` its argument list.
-    case assign(worker: PoolWorkerID, assignment: PoolAssignmentID, task: String, calls: [WireValue], starred: Bool, attempt: Int)
+    case assign(worker: PoolWorkerID, assignment: PoolAssignmentID, task: String, calls: EncodedValues, starred: Bool, attempt: Int)
     /// Tell `worker` to stop running `assignment` (its job was cancelled or terminated); the
     /// worker still answers it, and that answer frees its place.
     case abort(worker: PoolWorkerID, assignment: PoolAssignmentID)
@@ -184,7 +184,7 @@ public struct PoolScheduler {
     /// `chunksize` nil picks Python's automatic size for a complete input, 1 for a streamed
     /// one (as `imap`'s default).
     public mutating func submit(
-        client: PoolClientID, task: String, calls: [WireValue], starred: Bool = false, chunksize: Int?, ordered: Bool, moreInput: Bool = false,
+        client: PoolClientID, task: String, calls: EncodedValues, starred: Bool = false, chunksize: Int?, ordered: Bool, moreInput: Bool = false,
         id chosen: PoolJobID? = nil
     ) throws(RemoteError) -> (PoolJobID, [PoolAction]) {
         if clients[client]?.closed == true {
@@ -214,7 +214,7 @@ public struct PoolScheduler {
     }
 
     /// More input for a job submitted with `moreInput`; `last` ends it.
-    public mutating func feed(_ id: PoolJobID, calls: [WireValue], last: Bool) throws(RemoteError) -> [PoolAction] {
+    public mutating func feed(_ id: PoolJobID, calls: EncodedValues, last: Bool) throws(RemoteError) -> [PoolAction] {
         guard let job = jobs[id] else { throw RemoteError(.valueError, "\(id) does not exist (finished and taken, or cancelled)") }
         guard !job.inputComplete else { throw RemoteError(.valueError, "\(id) already has all its input") }
         job.append(calls)
@@ -307,7 +307,7 @@ public struct PoolScheduler {
     // MARK: Results from workers
 
     /// Every call of `assignment` succeeded, with `results` in call order.
-    public mutating func completed(_ assignmentID: PoolAssignmentID, by worker: PoolWorkerID, results: [WireValue])
+    public mutating func completed(_ assignmentID: PoolAssignmentID, by worker: PoolWorkerID, results: EncodedValues)
         throws(RemoteError) -> [PoolAction]
     {
         let assignment = try take(assignmentID, from: worker)
@@ -326,7 +326,7 @@ public struct PoolScheduler {
     /// Call `index` of `assignment` threw `error` (the task's own error: not retried); the
     /// calls before it gave `results`, the calls after it go back to the queue.
     public mutating func failed(
-        _ assignmentID: PoolAssignmentID, by worker: PoolWorkerID, index: Int, results: [WireValue], error: RemoteError
+        _ assignmentID: PoolAssignmentID, by worker: PoolWorkerID, index: Int, results: EncodedValues, error: RemoteError
     ) throws(RemoteError) -> [PoolAction] {
         let assignment = try take(assignmentID, from: worker)
         var actions: [PoolAction] = []
@@ -350,13 +350,13 @@ public struct PoolScheduler {
     /// The process running call `index` of `assignment` died (or was stopped by an abort):
     /// the calls before it gave `results`; call `index` is retried with one more attempt (or
     /// fails with WorkerLost), the calls after it are queued again as they were.
-    public mutating func lost(_ assignmentID: PoolAssignmentID, by worker: PoolWorkerID, index: Int, results: [WireValue])
+    public mutating func lost(_ assignmentID: PoolAssignmentID, by worker: PoolWorkerID, index: Int, results: EncodedValues)
         throws(RemoteError) -> [PoolAction]
     {
         let assignment = try take(assignmentID, from: worker)
         var actions: [PoolAction] = []
         let index = min(max(0, index), assignment.count - 1)
-        let finished = Array(results.prefix(index))
+        let finished = results[0..<min(index, results.count)]
         record(assignment, results: finished, into: &actions)
         requeue(assignment, from: finished.count, blamedOffsets: index..<(index + 1), node: nodeName(worker), into: &actions)
         dispatch(into: &actions)
@@ -488,7 +488,7 @@ public struct PoolScheduler {
     }
 
     /// Records the first `results.count` calls of `assignment` as succeeded.
-    private mutating func record(_ assignment: Assignment, results: [WireValue], into actions: inout [PoolAction]) {
+    private mutating func record(_ assignment: Assignment, results: EncodedValues, into actions: inout [PoolAction]) {
         let job = assignment.job
         guard !results.isEmpty, !job.dropped else { return }
         let recorded = job.recordSuccesses(from: assignment.start, results)

@@ -402,7 +402,7 @@ final class ChannelOutlet: AnswerOutlet, WorkerOutlet, @unchecked Sendable {
     fileprivate var target: (handler: SessionHandler, context: ChannelHandlerContext)?
     private let queueLock = Threading.Lock()
     /// Worker frames queued and not yet written, in order (guarded by queueLock).
-    private var queued: [(kind: FrameKind, requestID: UInt64, value: WireValue)] = []
+    private var queued: [Message] = []
 
     init(poller: BusyPoller, store: ObjectStore) {
         self.poller = poller
@@ -430,12 +430,12 @@ final class ChannelOutlet: AnswerOutlet, WorkerOutlet, @unchecked Sendable {
 }
 
 extension ChannelOutlet {
-    func send(kind: FrameKind, requestID: UInt64, value: WireValue) {
+    func send(_ message: Message) {
         // Always queued, never written inline: the pool calls this under its lock, and frames
         // must leave in the order it decided them. Frames queued before the event loop gets
         // to them leave together: one task, one TLS record, one system call.
         let first = queueLock.withLock {
-            queued.append((kind, requestID, value))
+            queued.append(message)
             return queued.count == 1
         }
         guard first else { return }
@@ -522,11 +522,9 @@ final class SessionHandler: ChannelInboundHandler {
 
     /// A message from the pool to this worker: written with this read's answers when the
     /// handler is mid-read, at once otherwise.
-    func writeMessages(_ messages: [(kind: FrameKind, requestID: UInt64, value: WireValue)], context: ChannelHandlerContext) {
+    func writeMessages(_ messages: [Message], context: ChannelHandlerContext) {
         guard !closing else { return }
-        for message in messages {
-            outbound.writeMessage(kind: message.kind, requestID: message.requestID, value: message.value, maxFrameBody: maxFrameBody)
-        }
+        for message in messages { outbound.writeMessage(message, maxFrameBody: maxFrameBody) }
         if !isBusy { flushIfNeeded(context: context) }
     }
 

@@ -9,7 +9,7 @@ import Threading
 public protocol WorkerOutlet: AnyObject, Sendable {
     /// Queues one message (chunked if large) for the worker, after every message queued
     /// before it; never writes inline.
-    func send(kind: FrameKind, requestID: UInt64, value: WireValue)
+    func send(_ message: Message)
     /// Closes the worker's connection (it was found silent).
     func disconnect(reason: String)
 }
@@ -123,7 +123,7 @@ final class SharedPool: BlockingObject, @unchecked Sendable {
                 let call = try argumentList(arguments.values[1], method)
                 let chosen = try chosenJob(arguments.optional(2), client)
                 let (job, actions) = try scheduler.submit(
-                    client: client, task: task, calls: [call], starred: true, chunksize: 1, ordered: true, id: chosen)
+                    client: client, task: task, calls: EncodedValues([call]), starred: true, chunksize: 1, ordered: true, id: chosen)
                 if chosen != nil { pushed.insert(job) }
                 perform(actions, into: &effects)
                 return .answer(.integer(job.rawValue))
@@ -273,12 +273,12 @@ final class SharedPool: BlockingObject, @unchecked Sendable {
     }
 
     /// A map's calls: single arguments, or argument lists when `starred`.
-    private func callList(_ value: WireValue, _ method: String, starred: Bool) throws(RemoteError) -> [WireValue] {
+    private func callList(_ value: WireValue, _ method: String, starred: Bool) throws(RemoteError) -> EncodedValues {
         guard let calls = value.arrayValue else {
             throw RemoteError(.wrongType, "\(method)(): calls are an array, not \(value.kindDescription)")
         }
         if starred { for call in calls { _ = try argumentList(call, method) } }
-        return calls
+        return EncodedValues(calls)
     }
 
     /// A job id argument that names a job of this client.
@@ -305,7 +305,7 @@ final class SharedPool: BlockingObject, @unchecked Sendable {
         let (batch, finished) = try scheduler.takeBatch(job, limit: limit)
         let total: WireValue = progress?.total.map { .integer($0) } ?? .null
         let failures = batch.failures.map { WireValue.array([.integer($0.position), $0.error.wireValue]) }
-        return [.bool(finished), .array(batch.values), .integer(progress?.completed ?? 0), total, .array(failures)]
+        return [.bool(finished), .array(batch.values.values), .integer(progress?.completed ?? 0), total, .array(failures)]
     }
 
     private func park(_ job: PoolJobID, _ kind: WaitKind, timeout: Double?, _ context: CallContext) throws(RemoteError) -> CallResult {
@@ -320,10 +320,10 @@ final class SharedPool: BlockingObject, @unchecked Sendable {
         for action in actions {
             switch action {
             case .assign(let worker, let assignment, let task, let calls, let starred, let attempt):
-                outlets[worker]?.send(
-                    kind: .taskAssign, requestID: assignment.rawValue, value: TaskAssignment.body(task: task, calls: calls, starred: starred, attempt: attempt))
+                let body = TaskAssignment(task: task, calls: calls, starred: starred, attempt: attempt).body
+                outlets[worker]?.send(Message(kind: .taskAssign, requestID: assignment.rawValue, body: body))
             case .abort(let worker, let assignment):
-                outlets[worker]?.send(kind: .cancel, requestID: assignment.rawValue, value: .null)
+                outlets[worker]?.send(Message(kind: .cancel, requestID: assignment.rawValue, body: WireValue.null.encoded()))
             case .resultsReady(let job):
                 if pushed.contains(job), scheduler.isFinished(job), let owner = scheduler.owner(of: job) {
                     pushable[owner, default: []].append(job)
@@ -502,15 +502,14 @@ final class SharedPool: BlockingObject, @unchecked Sendable {
         let assignment = PoolAssignmentID(message.requestID)
         var effects = Effects()
         defer { effects.deliver() }
-        let value = try message.value()
         try lock.withLock {
             scheduler.heard(from: worker, now: now)
             switch message.kind {
             case .taskResult:
-                let result = try TaskResult(wireValue: value)
+                let result = try TaskResult(body: message.body)
                 perform(try scheduler.completed(assignment, by: worker, results: result.results), into: &effects)
             case .taskFailure:
-                let failure = try TaskFailure(wireValue: value)
+                let failure = try TaskFailure(body: message.body)
                 if failure.lost {
                     perform(try scheduler.lost(assignment, by: worker, index: failure.index, results: failure.results), into: &effects)
                 } else {
@@ -521,13 +520,13 @@ final class SharedPool: BlockingObject, @unchecked Sendable {
                         try scheduler.failed(assignment, by: worker, index: failure.index, results: failure.results, error: error), into: &effects)
                 }
             case .heartbeat:
-                _ = try Heartbeat(wireValue: value)
+                _ = try Heartbeat(body: message.body)
             case .drain:
-                _ = try Drain(wireValue: value)
+                _ = try Drain(body: message.body)
                 scheduler.workerDraining(worker)
                 // After every assignment already sent: the node may leave once it has answered
                 // everything that came before this.
-                outlets[worker]?.send(kind: .drain, requestID: 0, value: Drain(reason: "acknowledged: no more assignments").wireValue)
+                outlets[worker]?.send(Message(kind: .drain, requestID: 0, body: Drain(reason: "acknowledged: no more assignments").body))
             default:
                 throw RemoteError(.unsupported, "a worker does not send \(message.kind) frames")
             }

@@ -47,6 +47,13 @@ extension ByteBuffer {
         chunkIfNeeded(kind: kind, requestID: requestID, from: start, maxFrameBody: maxFrameBody)
     }
 
+    /// Appends `message`, or, when its body is over `maxFrameBody` bytes, its chunks.
+    public mutating func writeMessage(_ message: Message, maxFrameBody: Int) {
+        let start = writerIndex
+        writeFrame(Frame(kind: message.kind, requestID: message.requestID, body: message.body))
+        chunkIfNeeded(kind: message.kind, requestID: message.requestID, from: start, maxFrameBody: maxFrameBody)
+    }
+
     /// Appends a request message (chunked when its body is over `maxFrameBody` bytes); a call
     /// is encoded from its fields.
     public mutating func writeRequest(_ request: Request, requestID: UInt64, maxFrameBody: Int) {

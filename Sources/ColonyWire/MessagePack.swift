@@ -176,7 +176,7 @@ struct MessagePackWriter {
         case .array(let elements):
             write(array: elements)
         case .map(let pairs):
-            header(pairs.count, fix: 0x80, fixLimit: 15, eight: nil, sixteen: 0xde, thirtyTwo: 0xdf)
+            mapHeader(pairs.count)
             pairs.withUnsafeBufferPointer { pairs in
                 for index in pairs.indices {
                     write(pairs[index].key)
@@ -192,11 +192,24 @@ struct MessagePackWriter {
     }
 
     mutating func write(array elements: [WireValue]) {
-        header(elements.count, fix: 0x90, fixLimit: 15, eight: nil, sixteen: 0xdc, thirtyTwo: 0xdd)
+        arrayHeader(elements.count)
         elements.withUnsafeBufferPointer { elements in
             for index in elements.indices { write(elements[index]) }
         }
     }
+
+    /// An array's header; its `count` elements follow.
+    mutating func arrayHeader(_ count: Int) {
+        header(count, fix: 0x90, fixLimit: 15, eight: nil, sixteen: 0xdc, thirtyTwo: 0xdd)
+    }
+
+    /// A map's header; its `count` entries follow.
+    mutating func mapHeader(_ count: Int) {
+        header(count, fix: 0x80, fixLimit: 15, eight: nil, sixteen: 0xde, thirtyTwo: 0xdf)
+    }
+
+    /// Bytes that already are MessagePack.
+    mutating func raw(_ encoded: UnsafeRawBufferPointer) { bytes(encoded) }
 
     /// A request's body; a `call` is written from its fields, with no array built for it.
     mutating func write(_ request: Request) {
@@ -447,6 +460,115 @@ struct MessagePackReader {
             offset = start
             throw error
         }
+    }
+}
+
+extension MessagePackReader {
+    /// Reads an array's header at nesting level `depth`; returns its element count.
+    mutating func arrayHeader(depth: Int) throws -> Int {
+        guard depth <= limits.maxDepth else { throw WireFormatError(.tooDeep, "values nest deeper than \(limits.maxDepth) levels") }
+        let start = offset
+        let count: Int
+        switch try byte() {
+        case let lead where (0x90...0x9f).contains(lead): count = Int(lead & 0x0f)
+        case 0xdc: count = Int(try big(UInt16.self))
+        case 0xdd: count = Int(try big(UInt32.self))
+        default:
+            offset = start
+            throw WireFormatError(.malformedMessage, "an array was expected at offset \(start)")
+        }
+        do {
+            try checkCount(count, perElement: 1)
+        } catch {
+            offset = start
+            throw error
+        }
+        return count
+    }
+
+    /// Reads a map's header; returns its entry count.
+    mutating func mapHeader() throws -> Int {
+        let start = offset
+        let count: Int
+        switch try byte() {
+        case let lead where (0x80...0x8f).contains(lead): count = Int(lead & 0x0f)
+        case 0xde: count = Int(try big(UInt16.self))
+        case 0xdf: count = Int(try big(UInt32.self))
+        default:
+            offset = start
+            throw WireFormatError(.malformedMessage, "a map was expected at offset \(start)")
+        }
+        do {
+            try checkCount(count, perElement: 2)
+        } catch {
+            offset = start
+            throw error
+        }
+        return count
+    }
+
+    /// Moves past one value, checking it by the rules `readValue` applies (limits, depth,
+    /// UTF-8, extension types) without building it.
+    mutating func skipValue(depth: Int) throws {
+        guard depth <= limits.maxDepth else {
+            throw WireFormatError(.tooDeep, "values nest deeper than \(limits.maxDepth) levels")
+        }
+        let start = offset
+        let lead = try byte()
+        do {
+            switch lead {
+            case 0x00...0x7f, 0xc0, 0xc2, 0xc3, 0xe0...0xff: break
+            case 0x80...0x8f: try skipEntries(Int(lead & 0x0f) * 2, perElement: 2, depth: depth)
+            case 0x90...0x9f: try skipEntries(Int(lead & 0x0f), perElement: 1, depth: depth)
+            case 0xa0...0xbf: try skipString(Int(lead & 0x1f))
+            case 0xc1: throw WireFormatError(.reservedByte, "byte 0xc1 at offset \(start) is never used by MessagePack")
+            case 0xc4: _ = try blob(Int(try big(UInt8.self)))
+            case 0xc5: _ = try blob(Int(try big(UInt16.self)))
+            case 0xc6: _ = try blob(Int(try big(UInt32.self)))
+            case 0xc7: _ = try ext(Int(try big(UInt8.self)))
+            case 0xc8: _ = try ext(Int(try big(UInt16.self)))
+            case 0xc9: _ = try ext(Int(try big(UInt32.self)))
+            case 0xca, 0xce, 0xd2: try skip(4)
+            case 0xcb, 0xcf, 0xd3: try skip(8)
+            case 0xcc, 0xd0: try skip(1)
+            case 0xcd, 0xd1: try skip(2)
+            case 0xd4: _ = try ext(1)
+            case 0xd5: _ = try ext(2)
+            case 0xd6: _ = try ext(4)
+            case 0xd7: _ = try ext(8)
+            case 0xd8: _ = try ext(16)
+            case 0xd9: try skipString(Int(try big(UInt8.self)))
+            case 0xda: try skipString(Int(try big(UInt16.self)))
+            case 0xdb: try skipString(Int(try big(UInt32.self)))
+            case 0xdc: try skipEntries(Int(try big(UInt16.self)), perElement: 1, depth: depth)
+            case 0xdd: try skipEntries(Int(try big(UInt32.self)), perElement: 1, depth: depth)
+            case 0xde: try skipEntries(Int(try big(UInt16.self)) * 2, perElement: 2, depth: depth)
+            default: try skipEntries(Int(try big(UInt32.self)) * 2, perElement: 2, depth: depth)  // 0xdf
+            }
+        } catch {
+            offset = start
+            throw error
+        }
+    }
+
+    private mutating func skip(_ count: Int) throws {
+        try need(count)
+        offset += count
+    }
+
+    private mutating func skipString(_ length: Int) throws {
+        let utf8 = try blob(length)
+        var highBits: UInt8 = 0
+        for byte in utf8 { highBits |= byte }
+        if highBits >= 0x80, String(validating: utf8, as: UTF8.self) == nil {
+            throw WireFormatError(.invalidUTF8, "a string at offset \(offset - length) is not valid UTF-8")
+        }
+    }
+
+    /// Skips `count` values, the elements of an array or (counted twice) the entries of a map.
+    private mutating func skipEntries(_ count: Int, perElement: Int, depth: Int) throws {
+        try checkCount(count / perElement, perElement: perElement)
+        for _ in 0..<count { try skipValue(depth: depth + 1) }
     }
 }
 

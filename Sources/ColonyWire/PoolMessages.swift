@@ -1,3 +1,5 @@
+import NIOCore
+
 /// The messages between the manager and worker nodes of the distributed pool (SPEC.md,
 /// "Worker nodes"). Each is one frame whose body is a map; `frame()` builds it and
 /// `init(frame:)` parses and checks it.
@@ -5,21 +7,39 @@ public protocol PoolMessage: Hashable, Sendable {
     static var kind: FrameKind { get }
     var wireValue: WireValue { get }
     init(wireValue: WireValue) throws
+    /// The frame body. Messages that carry calls or results write those from their bytes.
+    var body: ByteBuffer { get }
+    /// Parses a frame body. Messages that carry calls or results scan those, not decode them.
+    init(body: ByteBuffer) throws
 }
 
 extension PoolMessage {
-    public func frame(requestID: UInt64 = 0) -> Frame { Frame(kind: Self.kind, requestID: requestID, value: wireValue) }
+    public var body: ByteBuffer { wireValue.encoded() }
+
+    public init(body: ByteBuffer) throws {
+        try self.init(wireValue: try Frame(kind: Self.kind, body: body).value())
+    }
+
+    public func frame(requestID: UInt64 = 0) -> Frame { Frame(kind: Self.kind, requestID: requestID, body: body) }
 
     public init(frame: Frame) throws {
         guard frame.kind == Self.kind else {
             throw WireFormatError(.malformedMessage, "expected a \(Self.kind) frame, got \(frame.kind)")
         }
-        try self.init(wireValue: try frame.value())
+        try self.init(body: frame.body)
     }
 }
 
 private func field<T>(_ map: WireValue, _ key: String, _ kind: FrameKind, _ convert: (WireValue) -> T?) throws -> T {
-    guard let value = map[key], let converted = convert(value) else {
+    try field(map[key], key, kind, convert)
+}
+
+private func field<T>(_ fields: [String: WireValue], _ key: String, _ kind: FrameKind, _ convert: (WireValue) -> T?) throws -> T {
+    try field(fields[key], key, kind, convert)
+}
+
+private func field<T>(_ value: WireValue?, _ key: String, _ kind: FrameKind, _ convert: (WireValue) -> T?) throws -> T {
+    guard let value, let converted = convert(value) else {
         throw WireFormatError(.malformedMessage, "a \(kind) message needs a valid '\(key)'")
     }
     return converted
@@ -88,36 +108,50 @@ public struct WorkerHello: PoolMessage {
 public struct TaskAssignment: PoolMessage {
     public static let kind = FrameKind.taskAssign
     public var task: String
-    public var calls: [WireValue]
+    public var calls: EncodedValues
     public var starred: Bool
     public var attempt: Int
 
-    public init(task: String, calls: [WireValue], starred: Bool = false, attempt: Int) {
+    public init(task: String, calls: EncodedValues, starred: Bool = false, attempt: Int) {
         self.task = task
         self.calls = calls
         self.starred = starred
         self.attempt = attempt
     }
 
-    public var wireValue: WireValue { Self.body(task: task, calls: calls, starred: starred, attempt: attempt) }
+    public init(task: String, calls: [WireValue], starred: Bool = false, attempt: Int) {
+        self.init(task: task, calls: EncodedValues(calls), starred: starred, attempt: attempt)
+    }
 
-    public static func body(task: String, calls: [WireValue], starred: Bool, attempt: Int) -> WireValue {
-        ["task": .string(task), "calls": .array(calls), "starred": .bool(starred), "attempt": .integer(attempt)]
+    public var wireValue: WireValue {
+        ["task": .string(task), "calls": .array(calls.values), "starred": .bool(starred), "attempt": .integer(attempt)]
+    }
+
+    public var body: ByteBuffer {
+        var body = ByteBuffer()
+        body.writeMap(["task": .string(task), "starred": .bool(starred), "attempt": .integer(attempt)], array: "calls", calls)
+        return body
     }
 
     /// Call `index`'s arguments.
     public func arguments(_ index: Int) -> TaskArguments {
-        starred ? .list(calls[index].arrayValue ?? [calls[index]]) : .single(calls[index])
+        let call = calls[index]
+        return starred ? .list(call.arrayValue ?? [call]) : .single(call)
     }
 
     public init(wireValue: WireValue) throws {
-        task = try field(wireValue, "task", Self.kind, \.stringValue)
-        starred = wireValue["starred"]?.boolValue ?? true
-        let starred = self.starred
-        calls = try field(wireValue, "calls", Self.kind) { value in
-            value.arrayValue.flatMap { calls in !starred || calls.allSatisfy({ $0.arrayValue != nil }) ? calls : nil }
+        try self.init(body: wireValue.encoded())
+    }
+
+    public init(body: ByteBuffer) throws {
+        let map = try ScannedMap(body, scanning: ["calls"])
+        task = try field(map.fields, "task", Self.kind, \.stringValue)
+        starred = map.fields["starred"]?.boolValue ?? true
+        guard let calls = map.arrays["calls"], !starred || (0..<calls.count).allSatisfy(calls.isArray) else {
+            throw WireFormatError(.malformedMessage, "a \(Self.kind) message needs a valid 'calls'")
         }
-        attempt = try field(wireValue, "attempt", Self.kind) { $0.int64Value.flatMap(Int.init(exactly:)) }
+        self.calls = calls
+        attempt = try field(map.fields, "attempt", Self.kind) { $0.int64Value.flatMap(Int.init(exactly:)) }
     }
 }
 
@@ -130,14 +164,26 @@ public enum TaskArguments: Sendable, Hashable {
 /// Worker → manager: every call of an assignment succeeded; `results` in call order.
 public struct TaskResult: PoolMessage {
     public static let kind = FrameKind.taskResult
-    public var results: [WireValue]
+    public var results: EncodedValues
 
-    public init(results: [WireValue]) { self.results = results }
+    public init(results: EncodedValues) { self.results = results }
+    public init(results: [WireValue]) { self.init(results: EncodedValues(results)) }
 
-    public var wireValue: WireValue { ["results": .array(results)] }
+    public var wireValue: WireValue { ["results": .array(results.values)] }
 
-    public init(wireValue: WireValue) throws {
-        results = try field(wireValue, "results", Self.kind, \.arrayValue)
+    public var body: ByteBuffer {
+        var body = ByteBuffer()
+        body.writeMap([:], array: "results", results)
+        return body
+    }
+
+    public init(wireValue: WireValue) throws { try self.init(body: wireValue.encoded()) }
+
+    public init(body: ByteBuffer) throws {
+        guard let results = try ScannedMap(body, scanning: ["results"]).arrays["results"] else {
+            throw WireFormatError(.malformedMessage, "a \(Self.kind) message needs a valid 'results'")
+        }
+        self.results = results
     }
 }
 
@@ -148,14 +194,14 @@ public struct TaskResult: PoolMessage {
 public struct TaskFailure: PoolMessage {
     public static let kind = FrameKind.taskFailure
     public var index: Int
-    public var results: [WireValue]
+    public var results: EncodedValues
     /// The Swift type of the error, for the caller's message.
     public var errorType: String
     public var message: String
     /// The process running call `index` died (or was stopped): not the task's own error.
     public var lost: Bool
 
-    public init(index: Int, results: [WireValue], errorType: String, message: String, lost: Bool = false) {
+    public init(index: Int, results: EncodedValues, errorType: String, message: String, lost: Bool = false) {
         self.index = index
         self.results = results
         self.errorType = errorType
@@ -163,18 +209,36 @@ public struct TaskFailure: PoolMessage {
         self.lost = lost
     }
 
-    public var wireValue: WireValue {
-        var map: WireValue = ["index": .integer(index), "results": .array(results), "type": .string(errorType), "message": .string(message)]
+    public init(index: Int, results: [WireValue], errorType: String, message: String, lost: Bool = false) {
+        self.init(index: index, results: EncodedValues(results), errorType: errorType, message: message, lost: lost)
+    }
+
+    private var otherFields: WireValue {
+        var map: WireValue = ["index": .integer(index), "type": .string(errorType), "message": .string(message)]
         if lost { map = .map((map.mapValue ?? []) + [WirePair("lost", true)]) }
         return map
     }
 
-    public init(wireValue: WireValue) throws {
-        index = try field(wireValue, "index", Self.kind) { $0.int64Value.flatMap(Int.init(exactly:)) }
-        results = try field(wireValue, "results", Self.kind, \.arrayValue)
-        errorType = try field(wireValue, "type", Self.kind, \.stringValue)
-        message = try field(wireValue, "message", Self.kind, \.stringValue)
-        lost = wireValue["lost"]?.boolValue ?? false
+    public var wireValue: WireValue { .map((otherFields.mapValue ?? []) + [WirePair("results", .array(results.values))]) }
+
+    public var body: ByteBuffer {
+        var body = ByteBuffer()
+        body.writeMap(otherFields, array: "results", results)
+        return body
+    }
+
+    public init(wireValue: WireValue) throws { try self.init(body: wireValue.encoded()) }
+
+    public init(body: ByteBuffer) throws {
+        let map = try ScannedMap(body, scanning: ["results"])
+        index = try field(map.fields, "index", Self.kind) { $0.int64Value.flatMap(Int.init(exactly:)) }
+        guard let results = map.arrays["results"] else {
+            throw WireFormatError(.malformedMessage, "a \(Self.kind) message needs a valid 'results'")
+        }
+        self.results = results
+        errorType = try field(map.fields, "type", Self.kind, \.stringValue)
+        message = try field(map.fields, "message", Self.kind, \.stringValue)
+        lost = map.fields["lost"]?.boolValue ?? false
     }
 }
 

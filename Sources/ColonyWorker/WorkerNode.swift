@@ -339,8 +339,8 @@ enum WorkerReport {
     /// The report as the message the manager gets for assignment `requestID`.
     func message(requestID: UInt64) -> Message {
         switch self {
-        case .result(let result): Message(kind: TaskResult.kind, requestID: requestID, body: result.wireValue.encoded())
-        case .failure(let failure): Message(kind: TaskFailure.kind, requestID: requestID, body: failure.wireValue.encoded())
+        case .result(let result): Message(kind: TaskResult.kind, requestID: requestID, body: result.body)
+        case .failure(let failure): Message(kind: TaskFailure.kind, requestID: requestID, body: failure.body)
         case .encoded(let kind, let body): Message(kind: kind, requestID: requestID, body: body)
         }
     }
@@ -348,7 +348,7 @@ enum WorkerReport {
     /// Runs an encoded assignment (a decoding failure fails its first call).
     static func run(_ assignment: [UInt8], registry: TaskRegistry, afterEach: () -> Void = {}) -> WorkerReport {
         do {
-            return run(try TaskAssignment(wireValue: WireValue(messagePack: assignment)), registry: registry, afterEach: afterEach)
+            return run(try TaskAssignment(body: ByteBuffer(bytes: assignment)), registry: registry, afterEach: afterEach)
         } catch {
             return .failure(TaskFailure(index: 0, results: [], errorType: "MalformedAssignment", message: "\(error)"))
         }
@@ -358,7 +358,7 @@ enum WorkerReport {
     static func run(_ assignment: TaskAssignment, registry: TaskRegistry, afterEach: () -> Void = {}) -> WorkerReport {
         var results: [WireValue] = []
         results.reserveCapacity(assignment.calls.count)
-        for index in assignment.calls.indices {
+        for index in 0..<assignment.calls.count {
             do {
                 results.append(try registry.run(assignment.task, assignment.arguments(index)))
             } catch {

@@ -30,7 +30,7 @@ struct SchedulerBench: ParsableCommand {
         // Memory held per queued call (its argument list and the job's slot for it): submit
         // everything before any worker joins.
         let heapBefore = colony_heap_bytes_in_use()
-        let calls = (0..<tasks).map { WireValue.array([.int(Int64($0))]) }
+        let calls = EncodedValues((0..<tasks).map { WireValue.array([.int(Int64($0))]) })
         var scheduler = PoolScheduler()
         var (job, actions) = try scheduler.submit(client: PoolClientID(1), task: "echo", calls: calls, chunksize: chunksize, ordered: true)
         let heapAfter = colony_heap_bytes_in_use()
@@ -52,11 +52,11 @@ struct SchedulerBench: ParsableCommand {
         }
         var delivered = 0
         var cursor = 0
-        let results = [WireValue](repeating: .int(1), count: chunksize)
+        let results = EncodedValues([WireValue](repeating: .int(1), count: chunksize))
         while cursor < pending.count {
             let (assignment, worker, count) = pending[cursor]
             cursor += 1
-            actions = try scheduler.completed(assignment, by: worker, results: count == chunksize ? results : Array(results.prefix(count)))
+            actions = try scheduler.completed(assignment, by: worker, results: count == chunksize ? results : results[0..<count])
             operations += 1
             collect(actions)
             if cursor % 4096 == 0 {

@@ -20,7 +20,7 @@ struct Harness {
             switch action {
             case .assign(let worker, let assignment, let task, let calls, _, let attempt):
                 #expect(held[assignment] == nil, "assignment ids are never reused")
-                held[assignment] = (worker, task, calls, attempt)
+                held[assignment] = (worker, task, calls.values, attempt)
             case .abort(_, let assignment): aborted.insert(assignment)
             case .resultsReady(let job): ready.insert(job)
             case .clientIdle(let client): idle.insert(client)
@@ -96,6 +96,27 @@ func values(_ outcomes: [PoolOutcome]) -> [Int] { outcomes.map { Int((try? $0.ge
         let (rest, finished) = try pool.scheduler.take(job)
         #expect(taken + values(rest) == Array(0..<100))
         #expect(finished)
+    }
+
+    /// Thousands of calls, answered out of order and taken a few at a time: the job drops the
+    /// arguments and results it handed out as it goes, and every result still comes once, in
+    /// order (ordered) or as each finished (unordered).
+    @Test(arguments: [true, false]) func longJobsDropWhatTheyHandedOutAndKeepEveryResult(ordered: Bool) throws {
+        var pool = Harness()
+        pool.join(1, capacity: 3)
+        let count = 20_000
+        let job = try pool.submit(Array(0..<count), chunksize: 7, ordered: ordered)
+        var rng = SystemRandomNumberGenerator()
+        var taken: [Int] = []
+        var finished = false
+        while !finished {
+            if let assignment = pool.held.keys.randomElement(using: &rng) { try pool.complete(assignment) }
+            let (outcomes, done) = try pool.scheduler.take(job, limit: Int.random(in: 1...50, using: &rng))
+            taken += values(outcomes)
+            finished = done
+        }
+        #expect(pool.held.isEmpty)
+        #expect(ordered ? taken == Array(0..<count) : taken.sorted() == Array(0..<count))
     }
 
     @Test func imapUnorderedHandsOutResultsInCompletionOrder() throws {

@@ -107,3 +107,77 @@ import Testing
         #expect(ObjectType.all.allSatisfy { ObjectType(name: $0.name) == $0 })
     }
 }
+
+@Suite struct EncodedValuesTests {
+    /// The body of a task-result message whose results array is `array` (any bytes).
+    private func resultBody(_ array: [UInt8]) -> ByteBuffer {
+        var body = ByteBuffer(bytes: [0x81])
+        body.writeWireValue("results")
+        body.writeBytes(array)
+        return body
+    }
+
+    @Test func scanningAcceptsExactlyWhatDecodingAccepts() throws {
+        var rng = SplitMix(seed: 5)
+        var accepted = 0
+        for round in 0..<3_000 {
+            // Half well-formed values with a byte changed, half random bytes.
+            var bytes: [UInt8]
+            if round % 2 == 0 {
+                bytes = Array(WireValue.array([randomValue(&rng), randomValue(&rng)]).encoded().readableBytesView)
+                bytes[Int.random(in: 0..<bytes.count, using: &rng)] = UInt8.random(in: 0...255, using: &rng)
+            } else {
+                bytes = [0x92] + (0..<Int.random(in: 0..<24, using: &rng)).map { _ in UInt8.random(in: 0...255, using: &rng) }
+            }
+            let decoded = Result { try WireValue(messagePack: bytes) }
+            let scanned = Result { try TaskResult(body: resultBody(bytes)) }
+            switch (decoded, scanned) {
+            case (.success(let value), .success(let result)):
+                #expect(result.results.values == value.arrayValue, "\(bytes)")
+                accepted += 1
+            case (.failure(let decodeError as WireFormatError), .failure(let scanError as WireFormatError)):
+                if decodeError.code != .malformedMessage {
+                    #expect(scanError.code == decodeError.code || scanError.code == .malformedMessage, "\(bytes): \(decodeError) vs \(scanError)")
+                }
+            case (.success(let value), .failure(let error)):
+                // Decoding accepts a non-array; a result must be an array.
+                #expect(value.arrayValue == nil, "\(bytes) decodes but was refused: \(error)")
+            default:
+                Issue.record("\(bytes): decoding \(decoded), scanning \(scanned)")
+            }
+        }
+        #expect(accepted > 150)
+    }
+
+    @Test func everyInvalidVectorIsRefusedWhenScannedToo() throws {
+        let vectors = try loadJSON("Protocol/vectors/invalid-values.json") as! [[String: Any]]
+        for vector in vectors {
+            let name = vector["name"] as! String
+            do {
+                _ = try TaskResult(body: resultBody([0x91] + bytes(hex: vector["hex"] as! String)))
+                Issue.record("\(name) was accepted")
+            } catch let error as WireFormatError {
+                #expect(["\(error.code)", "trailingBytes"].contains(vector["error"] as! String), "\(name): \(error)")
+            }
+        }
+    }
+
+    @Test func valuesAreCopiedRemovedAndSlicedByIndex() throws {
+        let values: [WireValue] = [1, "two", [3, 4], nil, ["five": 5.5], .bytes([6]), -7]
+        var encoded = EncodedValues(values)
+        #expect(encoded.count == values.count)
+        #expect(encoded.values == values)
+        #expect(encoded[2] == [3, 4])
+        #expect(encoded[1..<4].values == Array(values[1..<4]))
+        var copy = EncodedValues()
+        copy.append(encoded, at: 4)
+        copy.append(encoded, in: 0..<2)
+        copy.append(.string("end"))
+        #expect(copy.values == [values[4], values[0], values[1], "end"])
+        encoded.removeFirst(3)
+        #expect(encoded.values == Array(values[3...]))
+        var buffer = ByteBuffer()
+        buffer.writeArray(encoded)
+        #expect(try WireValue(messagePack: buffer.readableBytesView) == .array(Array(values[3...])))
+    }
+}

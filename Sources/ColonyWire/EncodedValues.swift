@@ -1,0 +1,196 @@
+import NIOCore
+
+/// Values kept as their MessagePack bytes, back to back, with where each one ends. A pool's
+/// calls and results cross the manager this way: each value is checked once, when it is
+/// scanned (by the rules decoding applies), and from then on only copied, never rebuilt as
+/// a `WireValue` per call.
+public struct EncodedValues: Hashable, Sendable {
+    /// The values' encodings, back to back.
+    public private(set) var bytes: [UInt8] = []
+    /// Where each value's encoding ends in `bytes`.
+    private var ends: [Int] = []
+
+    public init() {}
+
+    /// `values`, encoded.
+    public init(_ values: [WireValue]) {
+        var buffer = ByteBuffer()
+        var ends: [Int] = []
+        ends.reserveCapacity(values.count)
+        buffer.writeEncoded { writer in
+            for value in values {
+                writer.write(value)
+                ends.append(writer.offset)
+            }
+        }
+        self.ends = ends
+        bytes = Array(buffer.readableBytesView)
+    }
+
+    public var count: Int { ends.count }
+    public var isEmpty: Bool { ends.isEmpty }
+
+    private func range(_ index: Int) -> Range<Int> { (index == 0 ? 0 : ends[index - 1])..<ends[index] }
+
+    /// Value `index`, decoded.
+    public subscript(index: Int) -> WireValue {
+        let range = range(index)
+        return bytes.withUnsafeBufferPointer { all in
+            var reader = MessagePackReader(bytes: UnsafeBufferPointer(rebasing: all[range]), limits: .default)
+            do {
+                return try reader.readValue(depth: 0)
+            } catch {
+                preconditionFailure("EncodedValues holds only values that were checked or encoded here: \(error)")
+            }
+        }
+    }
+
+    /// Every value, decoded.
+    public var values: [WireValue] { (0..<count).map { self[$0] } }
+
+    /// Whether value `index` is an array (a `starmap` call's argument list).
+    func isArray(_ index: Int) -> Bool {
+        let lead = bytes[range(index).lowerBound]
+        return (0x90...0x9f).contains(lead) || lead == 0xdc || lead == 0xdd
+    }
+
+    public mutating func append(_ value: WireValue) {
+        var buffer = ByteBuffer()
+        buffer.writeWireValue(value)
+        bytes += buffer.readableBytesView
+        ends.append(bytes.count)
+    }
+
+    /// Appends value `index` of `other`.
+    public mutating func append(_ other: EncodedValues, at index: Int) {
+        bytes += other.bytes[other.range(index)]
+        ends.append(bytes.count)
+    }
+
+    /// Appends the values of `other` at `indices` (one copy of their bytes).
+    public mutating func append(_ other: EncodedValues, in indices: Range<Int>) {
+        guard !indices.isEmpty else { return }
+        let first = indices.lowerBound == 0 ? 0 : other.ends[indices.lowerBound - 1]
+        let shift = bytes.count - first
+        bytes += other.bytes[first..<other.ends[indices.upperBound - 1]]
+        ends.reserveCapacity(ends.count + indices.count)
+        for index in indices { ends.append(other.ends[index] + shift) }
+    }
+
+    public mutating func append(contentsOf other: EncodedValues) { append(other, in: 0..<other.count) }
+
+    /// The values at `indices`.
+    public subscript(indices: Range<Int>) -> EncodedValues {
+        var slice = EncodedValues()
+        slice.append(self, in: indices)
+        return slice
+    }
+
+    /// Drops the first `count` values.
+    public mutating func removeFirst(_ count: Int) {
+        guard count > 0 else { return }
+        let cut = ends[count - 1]
+        bytes.removeFirst(cut)
+        ends.removeFirst(count)
+        for index in ends.indices { ends[index] -= cut }
+    }
+
+    /// Reads a MessagePack array of values, checking each as decoding would (depth counted
+    /// from `depth`, the array's own level) but building none of them.
+    static func scanArray(_ reader: inout MessagePackReader, depth: Int) throws -> EncodedValues {
+        let count = try reader.arrayHeader(depth: depth)
+        var scanned = EncodedValues()
+        scanned.ends.reserveCapacity(count)
+        let start = reader.offset
+        let end = reader.bytes.count
+        let fixedSizes = fixedSizes
+        for _ in 0..<count {
+            // Numbers, nil and booleans need no checking beyond their length.
+            if reader.offset < end, case let size = fixedSizes[Int(reader.bytes[reader.offset])], size > 0, reader.offset + Int(size) <= end {
+                reader.offset += Int(size)
+            } else {
+                try reader.skipValue(depth: depth + 1)
+            }
+            scanned.ends.append(reader.offset - start)
+        }
+        scanned.bytes = Array(UnsafeBufferPointer(rebasing: reader.bytes[start..<reader.offset]))
+        return scanned
+    }
+}
+
+/// The encoded size of each value whose lead byte fixes it (numbers, nil, booleans); 0 for
+/// the others.
+private let fixedSizes: [UInt8] = (0...255).map { lead -> UInt8 in
+    switch lead {
+    case 0x00...0x7f, 0xe0...0xff, 0xc0, 0xc2, 0xc3: 1
+    case 0xcc, 0xd0: 2
+    case 0xcd, 0xd1: 3
+    case 0xca, 0xce, 0xd2: 5
+    case 0xcb, 0xcf, 0xd3: 9
+    default: 0
+    }
+}
+
+extension ByteBuffer {
+    /// Appends `values` as one MessagePack array.
+    @discardableResult
+    public mutating func writeArray(_ values: EncodedValues) -> Int {
+        writeEncoded { $0.write(array: values) }
+    }
+
+    /// Appends the map `fields` (a `WireValue.map`) with one more entry: `key` and the array
+    /// `values`.
+    @discardableResult
+    public mutating func writeMap(_ fields: WireValue, array key: String, _ values: EncodedValues) -> Int {
+        let pairs = fields.mapValue ?? []
+        return writeEncoded { writer in
+            writer.mapHeader(pairs.count + 1)
+            for pair in pairs {
+                writer.write(pair.key)
+                writer.write(pair.value)
+            }
+            writer.write(.string(key))
+            writer.write(array: values)
+        }
+    }
+}
+
+extension MessagePackWriter {
+    mutating func write(array values: EncodedValues) {
+        arrayHeader(values.count)
+        values.bytes.withUnsafeBytes { raw($0) }
+    }
+}
+
+/// A MessagePack map read field by field, with the arrays under some keys kept encoded: the
+/// pool messages whose calls or results the manager passes on without decoding them.
+public struct ScannedMap: Sendable {
+    public private(set) var fields: [String: WireValue] = [:]
+    public private(set) var arrays: [String: EncodedValues] = [:]
+
+    /// Reads `body`, which must be exactly one map with string keys; the arrays under
+    /// `scanning` are scanned, everything else decoded.
+    public init(_ body: ByteBuffer, scanning: Set<String>, limits: WireLimits = .default) throws {
+        var fields: [String: WireValue] = [:]
+        var arrays: [String: EncodedValues] = [:]
+        try body.withUnsafeReadableBytes { raw in
+            var reader = MessagePackReader(bytes: raw.bindMemory(to: UInt8.self), limits: limits)
+            let count = try reader.mapHeader()
+            for _ in 0..<count {
+                guard case .string(let key) = try reader.readValue(depth: 1) else {
+                    throw WireFormatError(.malformedMessage, "a pool message's keys are strings")
+                }
+                if scanning.contains(key) {
+                    arrays[key] = try EncodedValues.scanArray(&reader, depth: 1)
+                } else {
+                    fields[key] = try reader.readValue(depth: 1)
+                }
+            }
+            guard reader.offset == raw.count else {
+                throw WireFormatError(.trailingBytes, "\(raw.count - reader.offset) bytes follow the message's map")
+            }
+        }
+        self.fields = fields
+        self.arrays = arrays
+    }
+}
