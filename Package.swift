@@ -133,7 +133,7 @@ let package = Package(
         .executableTarget(
             name: "colony",
             dependencies: [
-                "Colony", "ColonyServer", "ColonyWorker", "ColonyObservability",
+                "CMemoryMapShim", "Colony", "ColonyServer", "ColonyWorker", "ColonyObservability",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]

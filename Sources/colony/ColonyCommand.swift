@@ -1,4 +1,5 @@
 import ArgumentParser
+import CMemoryMapShim
 import Colony
 import ColonyWorker
 
@@ -13,6 +14,7 @@ struct ColonyCommand: AsyncParsableCommand {
     )
 
     static func main() async {
+        colony_keep_freed_memory()
         // `colony worker`'s child processes are this program started again: they run their
         // loop here and exit before any argument is parsed.
         do {

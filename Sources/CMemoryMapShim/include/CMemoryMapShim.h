@@ -77,4 +77,11 @@ int colony_futex_wake_shared(uint32_t *word, int count);
 /// report memory per item.
 size_t colony_heap_bytes_in_use(void);
 
+/// Lets malloc keep freed memory for reuse instead of handing it back to the kernel at once:
+/// blocks up to 32 MiB come from the heap (not a fresh mmap each), and up to 256 MiB of free
+/// heap top stays mapped. A server that builds and drops multi-megabyte messages otherwise
+/// pays a page fault per 4 KiB each time. Same as MALLOC_MMAP_THRESHOLD_=33554432
+/// MALLOC_TRIM_THRESHOLD_=268435456 in the environment.
+void colony_keep_freed_memory(void);
+
 #endif
