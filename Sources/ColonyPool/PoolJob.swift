@@ -29,6 +29,8 @@ final class Job {
     private var calls = EncodedValues()
     /// Results; a succeeded slot names its index here.
     private var results = EncodedValues()
+    /// The call number of each result.
+    private var resultCalls: [Int] = []
     /// Results already handed out, whose bytes the next compaction drops.
     private var resultsHandedOut = 0
     private(set) var received = 0
@@ -132,6 +134,7 @@ final class Job {
         switch outcome {
         case .success(let value):
             results.append(value)
+            resultCalls.append(index)
             slots[index - base] = .succeeded(results.count - 1)
         case .failure(let error):
             slots[index - base] = .failed
@@ -171,6 +174,7 @@ final class Job {
             // The usual case, every call still waiting: one copy of the results.
             let firstResult = results.count
             results.append(contentsOf: values)
+            resultCalls.append(contentsOf: start..<(start + values.count))
             withSlots { slots in
                 for offset in 0..<values.count { slots[first + offset] = .succeeded(firstResult + offset) }
             }
@@ -180,6 +184,7 @@ final class Job {
         }
         let recorded = (0..<values.count).filter { isWaiting(start + $0) }.map { offset in
             results.append(values, at: offset)
+            resultCalls.append(start + offset)
             slots[first + offset] = .succeeded(results.count - 1)
             return start + offset
         }
@@ -254,18 +259,28 @@ final class Job {
         return batch
     }
 
-    /// Keeps only the results not handed out yet.
+    /// Keeps only the results not handed out yet (a pass over the results, not the calls).
     private func compactResults() {
         var kept = EncodedValues()
-        let results = self.results
+        var keptCalls: [Int] = []
+        let (results, base) = (self.results, self.base)
         withSlots { slots in
-            for slot in slots.indices {
-                guard let result = slots[slot].result else { continue }
-                kept.append(results, at: result)
-                slots[slot] = .succeeded(kept.count - 1)
+            var run: Range<Int> = 0..<0
+            for (result, call) in resultCalls.enumerated() {
+                let slot = call - base
+                guard slot >= 0, slot < slots.count, slots[slot].result == result else { continue }
+                if run.upperBound != result {
+                    kept.append(results, in: run)
+                    run = result..<result
+                }
+                run = run.lowerBound..<(result + 1)
+                keptCalls.append(call)
+                slots[slot] = .succeeded(keptCalls.count - 1)
             }
+            kept.append(results, in: run)
         }
         self.results = kept
+        resultCalls = keptCalls
         resultsHandedOut = 0
     }
 

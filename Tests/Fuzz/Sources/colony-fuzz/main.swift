@@ -3,7 +3,9 @@ import ColonyWire
 import NIOCore
 
 // One harness, five targets, chosen by the input's first byte:
-//   0: the MessagePack value decoder (and the canonical round trip of what it accepts),
+//   0: the MessagePack value decoder (and the canonical round trip of what it accepts), and
+//      the scanner that checks a pool's results without decoding them (it must accept
+//      exactly what the decoder accepts),
 //   1: the frame decoder and message assembler with a small size limit, and requests read
 //      from the messages (the manager's shortcut against the general decoder),
 //   2: the manager's side of the handshake, fed frames cut from the input,
@@ -38,6 +40,23 @@ func fuzzValueDecoder(_ input: ByteBuffer) {
     let again = try? WireValue(messagePack: encoded.readableBytesView, limits: WireLimits(maxDepth: 32))
     precondition(again == value || value.containsNaN, "round trip changed \(value)")
     precondition(encoded.readableBytes <= input.readableBytes * 2 + 16, "re-encoding grew far beyond the input")
+    checkScanner(input)
+}
+
+/// A task result whose one result is the input: scanning must accept it exactly when
+/// decoding does, and keep the same value.
+func checkScanner(_ input: ByteBuffer) {
+    var array = ByteBuffer(bytes: [0x91])
+    array.writeImmutableBuffer(input)
+    let decoded = try? WireValue(messagePack: array.readableBytesView)
+    var body = ByteBuffer(bytes: [0x81])
+    body.writeWireValue("results")
+    body.writeImmutableBuffer(array)
+    let scanned = try? TaskResult(body: body)
+    precondition((decoded?.arrayValue != nil) == (scanned != nil), "the scanner and the decoder disagree on \(Array(input.readableBytesView))")
+    if let decoded, let scanned {
+        precondition(scanned.results.values.map { $0.encoded() } == (decoded.arrayValue ?? []).map { $0.encoded() }, "the scanner kept other values")
+    }
 }
 
 func fuzzFrames(_ input: ByteBuffer) {
