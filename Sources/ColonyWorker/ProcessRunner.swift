@@ -196,9 +196,9 @@ final class ProcessRunner: AssignmentRunner, @unchecked Sendable {
         let kind: UInt8
         switch report {
         case .result(let result):
-            (kind, body) = (0, result.wireValue.encoded())
+            (kind, body) = (0, result.body)
         case .failure(let failure):
-            (kind, body) = (1, failure.wireValue.encoded())
+            (kind, body) = (1, failure.body)
         case .encoded(let frameKind, let encoded):
             (kind, body) = (frameKind == .taskResult ? 0 : 1, encoded)
         }
@@ -270,10 +270,10 @@ final class ProcessRunner: AssignmentRunner, @unchecked Sendable {
             let bodies = try assignments(in: bytes)
             for (index, body) in bodies.enumerated() {
                 var calls = 0
-                setup.progress.value = index << 32
+                setup.progress.store(index << 32)
                 let report = WorkerReport.run(body, registry: registry) {
                     calls += 1
-                    _ = setup.progress.add(1)
+                    setup.progress.store(index << 32 | calls)
                 }
                 done += calls
                 var encoded = ByteBuffer()

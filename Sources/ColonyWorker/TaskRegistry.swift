@@ -42,8 +42,13 @@ public struct TaskRegistry: Sendable {
     /// Runs one call. Unknown tasks and undecodable arguments throw `TaskError`; the task's
     /// own errors pass through.
     public func run(_ task: String, _ arguments: TaskArguments) throws -> WireValue {
+        try body(of: task)(arguments)
+    }
+
+    /// The body of `task`, to run many calls of it.
+    func body(of task: String) throws -> Body {
         guard let body = bodies[task] else { throw TaskError("this worker has no task named '\(task)'") }
-        return try body(arguments)
+        return body
     }
 
     func initialize(_ name: String, _ arguments: WireValue) throws {

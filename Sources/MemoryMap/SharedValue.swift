@@ -96,6 +96,10 @@ extension SharedValue where Value: AtomicInteger {
     @discardableResult
     public func add(_ delta: Value) -> Value { atomic.wrappingIncrementThenLoad(by: delta, ordering: .sequentiallyConsistent) }
 
+    /// Beyond Python: sets the value atomically without the lock, for a single writer that
+    /// others watch (a release store: no read-modify-write, so cheap enough per call).
+    public func store(_ newValue: Value) { atomic.store(newValue, ordering: .releasing) }
+
     /// Beyond Python: sets `desired` if the value is `expected`, atomically; returns whether it did.
     @discardableResult
     public func compareExchange(expected: Value, desired: Value) -> Bool {
