@@ -162,15 +162,15 @@ public struct Pool: Proxy {
         _ task: PoolTask<A, R>, _ items: some Sequence<A>, chunksize: Int? = nil, callback: (@Sendable ([R]) -> Void)? = nil,
         errorCallback: (@Sendable (any Error) -> Void)? = nil
     ) async throws -> AsyncResult<[R]> {
-        let call = PoolCall.map(task: task.name, calls: try Pool.calls(items), chunksize: chunksize, ordered: true, more: false)
-        return list(try await Pool.submitting(task.name) { try await handle.run(call) }, task, callback: callback, errorCallback: errorCallback)
+        let job = try await sendMap(MapInput(task: task.name, calls: try Pool.calls(items), chunksize: chunksize, starred: false))
+        return list(job, task, callback: callback, errorCallback: errorCallback)
     }
     public func mapAsync<A, R>(
         _ task: PoolTask<A, R>, _ items: some Sequence<A>, chunksize: Int? = nil, callback: (@Sendable ([R]) -> Void)? = nil,
         errorCallback: (@Sendable (any Error) -> Void)? = nil
     ) throws -> AsyncResult<[R]> {
-        let call = PoolCall.map(task: task.name, calls: try Pool.calls(items), chunksize: chunksize, ordered: true, more: false)
-        return list(try Pool.submitting(task.name) { try handle.runBlocking(call) }, task, callback: callback, errorCallback: errorCallback)
+        let job = try sendMap(MapInput(task: task.name, calls: try Pool.calls(items), chunksize: chunksize, starred: false))
+        return list(job, task, callback: callback, errorCallback: errorCallback)
     }
 
     /// Python `pool.starmap(f, [(a, b), ...])`: each item is a positional argument list. The
@@ -192,17 +192,66 @@ public struct Pool: Proxy {
         _ task: PoolTask<A, R>, _ argumentLists: some Sequence<[any Encodable & Sendable]>, chunksize: Int? = nil,
         callback: (@Sendable ([R]) -> Void)? = nil, errorCallback: (@Sendable (any Error) -> Void)? = nil
     ) async throws -> AsyncResult<[R]> {
-        let call = PoolCall.map(
-            task: task.name, calls: try Pool.argumentLists(argumentLists), chunksize: chunksize, ordered: true, more: false, starred: true)
-        return list(try await Pool.submitting(task.name) { try await handle.run(call) }, task, callback: callback, errorCallback: errorCallback)
+        let job = try await sendMap(MapInput(task: task.name, calls: try Pool.argumentLists(argumentLists), chunksize: chunksize, starred: true))
+        return list(job, task, callback: callback, errorCallback: errorCallback)
     }
     public func starmapAsync<A, R>(
         _ task: PoolTask<A, R>, _ argumentLists: some Sequence<[any Encodable & Sendable]>, chunksize: Int? = nil,
         callback: (@Sendable ([R]) -> Void)? = nil, errorCallback: (@Sendable (any Error) -> Void)? = nil
     ) throws -> AsyncResult<[R]> {
-        let call = PoolCall.map(
-            task: task.name, calls: try Pool.argumentLists(argumentLists), chunksize: chunksize, ordered: true, more: false, starred: true)
-        return list(try Pool.submitting(task.name) { try handle.runBlocking(call) }, task, callback: callback, errorCallback: errorCallback)
+        let job = try sendMap(MapInput(task: task.name, calls: try Pool.argumentLists(argumentLists), chunksize: chunksize, starred: true))
+        return list(job, task, callback: callback, errorCallback: errorCallback)
+    }
+
+    /// A map's whole input, sent as one request or, when long, as a streamed job whose first
+    /// piece the workers start on while the rest follows in `feed`s.
+    struct MapInput {
+        let task: String
+        let calls: [WireValue]
+        let chunksize: Int?
+        let starred: Bool
+
+        /// Calls in the first request and in each `feed` after it.
+        static let piece = 16_384
+
+        var isStreamed: Bool { calls.count > 2 * MapInput.piece }
+
+        var first: ObjectCall<UInt64> {
+            guard isStreamed else { return PoolCall.map(task: task, calls: calls, chunksize: chunksize, ordered: true, more: false, starred: starred) }
+            return PoolCall.map(
+                task: task, calls: Array(calls[0..<MapInput.piece]), chunksize: chunksize, ordered: true, more: true, starred: starred,
+                total: calls.count)
+        }
+
+        func feeds(_ job: UInt64) -> [ObjectCall<Void>] {
+            guard isStreamed else { return [] }
+            return stride(from: MapInput.piece, to: calls.count, by: MapInput.piece).map { start in
+                let end = Swift.min(start + MapInput.piece, calls.count)
+                return PoolCall.feed(job: job, calls: Array(calls[start..<end]), last: end == calls.count)
+            }
+        }
+    }
+
+    /// Sends a map; a feed that fails cancels the job (its input could never end).
+    private func sendMap(_ input: MapInput) async throws -> UInt64 {
+        let job = try await Pool.submitting(input.task) { try await handle.run(input.first) }
+        do {
+            for feed in input.feeds(job) { try await handle.run(feed) }
+        } catch {
+            _ = try? await handle.run(PoolCall.cancel(job: job))
+            throw error
+        }
+        return job
+    }
+    private func sendMap(_ input: MapInput) throws -> UInt64 {
+        let job = try Pool.submitting(input.task) { try handle.runBlocking(input.first) }
+        do {
+            for feed in input.feeds(job) { try handle.runBlocking(feed) }
+        } catch {
+            _ = try? handle.runBlocking(PoolCall.cancel(job: job))
+            throw error
+        }
+        return job
     }
 
     private static func argumentLists(_ lists: some Sequence<[any Encodable & Sendable]>) throws -> [WireValue] {
@@ -289,14 +338,20 @@ public struct Pool: Proxy {
     ) -> AsyncResult<[R]> {
         let pool = self
         return AsyncResult(pool: self, job: job, fetch: {
-            var values: [WireValue] = []
+            // Each batch is decoded as it comes, while the workers run the rest.
+            var results: [R] = []
             while true {
                 let batch = try await pool.handle.run(PoolCall.next(job: job))
                 if let (_, error) = batch.failures.first { throw PoolError.from(error, task: task.name) }
-                values += batch.values
+                if results.isEmpty {
+                    results = try pool.decodeAll(R.self, batch.values)
+                    if let total = batch.total { results.reserveCapacity(total) }
+                } else {
+                    results += try pool.decodeAll(R.self, batch.values)
+                }
                 if batch.finished { break }
             }
-            return try pool.decodeAll(R.self, values)
+            return results
         }, callback: callback, errorCallback: errorCallback)
     }
 
@@ -320,12 +375,15 @@ public struct Pool: Proxy {
 
     /// Results as `R`, element by element (the common scalars without a decoder).
     func decodeAll<R: Decodable>(_ type: R.Type, _ values: [WireValue]) throws -> [R] {
+        // `[Int] as! [R]` would cast element by element; with R == Int the bits are the same.
         if R.self == Int.self, let numbers = Pool.scalars(values, { if case .int(let n) = $0 { Int(exactly: n) } else { nil } }) {
-            return numbers as! [R]
+            return unsafeBitCast(numbers, to: [R].self)
         }
-        if R.self == String.self, let texts = Pool.scalars(values, { if case .string(let t) = $0 { t } else { nil } }) { return texts as! [R] }
+        if R.self == String.self, let texts = Pool.scalars(values, { if case .string(let t) = $0 { t } else { nil } }) {
+            return unsafeBitCast(texts, to: [R].self)
+        }
         if R.self == Double.self, let numbers = Pool.scalars(values, { if case .double(let d) = $0 { d } else { nil } }) {
-            return numbers as! [R]
+            return unsafeBitCast(numbers, to: [R].self)
         }
         return try values.map { try handle.decode(R.self, $0) }
     }

@@ -181,11 +181,11 @@ public struct PoolScheduler {
     /// Python's `apply_async` / `map_async` / `imap`: a job running `task` once per call in
     /// `calls` (each its one argument, or with `starred` its argument list; the scheduler
     /// does not look inside). `moreInput` keeps the job open for `feed` (streamed input).
-    /// `chunksize` nil picks Python's automatic size for a complete input, 1 for a streamed
-    /// one (as `imap`'s default).
+    /// `chunksize` nil picks Python's automatic size for a complete input, or for a streamed
+    /// one whose `total` calls are known, and 1 for another streamed one (as `imap`'s default).
     public mutating func submit(
         client: PoolClientID, task: String, calls: EncodedValues, starred: Bool = false, chunksize: Int?, ordered: Bool, moreInput: Bool = false,
-        id chosen: PoolJobID? = nil
+        total: Int? = nil, id chosen: PoolJobID? = nil
     ) throws(RemoteError) -> (PoolJobID, [PoolAction]) {
         if clients[client]?.closed == true {
             throw RemoteError(.valueError, "Pool not running: this client closed or terminated the pool")
@@ -199,7 +199,10 @@ public struct PoolScheduler {
         if let chosen, jobs[chosen] != nil { throw RemoteError(.valueError, "\(chosen) exists already; choose a new id") }
         let id = chosen ?? PoolJobID(nextJob)
         if chosen == nil { nextJob += 1 }
-        let size = chunksize ?? settings.chunksize ?? (moreInput ? 1 : automaticChunksize(calls: calls.count))
+        if let total, total < calls.count {
+            throw RemoteError(.valueError, "total (\(total)) is less than the \(calls.count) calls already given")
+        }
+        let size = chunksize ?? settings.chunksize ?? (moreInput && total == nil ? 1 : automaticChunksize(calls: total ?? calls.count))
         let job = Job(
             id: id, client: client, task: task, taskKey: taskKey(task), starred: starred, ordered: ordered, chunksize: size, calls: calls,
             inputComplete: !moreInput)

@@ -141,15 +141,17 @@ final class SharedPool: BlockingObject, @unchecked Sendable {
                 resultsWaiters[client] = (parked, limit)
                 return .parked(parked, timeout: timeout)
             case .map:
-                let arguments = try Arguments(method, values, count: 2...6)
+                let arguments = try Arguments(method, values, count: 2...7)
                 let task = try taskName(arguments.values[0])
                 let starred = arguments.optional(5)?.boolValue ?? false
                 let calls = try callList(arguments.values[1], method, starred: starred)
                 let chunksize = try PythonSemantics.optionalInt(arguments.optional(2), "chunksize")
                 let ordered = arguments.optional(3)?.boolValue ?? true
                 let more = arguments.optional(4)?.boolValue ?? false
+                let total = try PythonSemantics.optionalInt(arguments.optional(6), "total")
                 let (job, actions) = try scheduler.submit(
-                    client: client, task: task, calls: calls, starred: starred, chunksize: chunksize, ordered: ordered, moreInput: more)
+                    client: client, task: task, calls: calls, starred: starred, chunksize: chunksize, ordered: ordered, moreInput: more,
+                    total: total)
                 perform(actions, into: &effects)
                 return .answer(.integer(job.rawValue))
             case .feed:

@@ -398,12 +398,14 @@ public enum PoolCall {
     }
     /// Each call is its one argument, or with `starred` its argument list; `more` keeps the
     /// input open for `feed`.
-    public static func map(task: String, calls: [WireValue], chunksize: Int?, ordered: Bool, more: Bool, starred: Bool = false)
-        -> ObjectCall<UInt64>
-    {
+    /// `total`: how many calls a streamed input will have (for the automatic chunk size).
+    public static func map(
+        task: String, calls: [WireValue], chunksize: Int?, ordered: Bool, more: Bool, starred: Bool = false, total: Int? = nil
+    ) -> ObjectCall<UInt64> {
         .init(
             PoolMethod.map.rawValue,
-            [.string(task), .array(calls), chunksize.map { .integer($0) } ?? .null, .bool(ordered), .bool(more), .bool(starred)],
+            [.string(task), .array(calls), chunksize.map { .integer($0) } ?? .null, .bool(ordered), .bool(more), .bool(starred)]
+                + (total.map { [.integer($0)] } ?? []),
             decode: Answer.uint)
     }
     public static func feed(job: UInt64, calls: [WireValue], last: Bool) -> ObjectCall<Void> {

@@ -28,6 +28,9 @@ let sha256Task = PoolTask<String, String>("sha256")
         #expect(try async.successful())
 
         #expect(try await pool.map(echo, 0..<1000) == Array(0..<1000))
+        // A long input goes in pieces (a first request with its total, then feeds).
+        #expect(try await pool.map(echo, 0..<50_000) == Array(0..<50_000))
+        #expect(try await pool.starmap(PoolTask<[Int], [Int]>("echo"), (0..<40_000).map { [$0, -$0] }).last == [39_999, -39_999])
         #expect(try await pool.map(echo, 0..<10, chunksize: 3) == Array(0..<10))
         let mapped = try await pool.mapAsync(echo, [3, 2, 1])
         #expect(try await mapped.get() == [3, 2, 1])
@@ -101,6 +104,7 @@ let sha256Task = PoolTask<String, String>("sha256")
             do {
                 var results = [try pool.apply(echo, 1)]
                 results += try pool.map(echo, [2, 3])
+                guard try pool.map(echo, 0..<40_000) == Array(0..<40_000) else { throw TaskError("a long map in pieces lost its order") }
                 let iterator = try pool.imap(echo, [4, 5])
                 while let value = try iterator.next(timeout: 10) { results.append(value) }
                 try outcome.setResult(results)

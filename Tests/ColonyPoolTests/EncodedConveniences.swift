@@ -6,10 +6,11 @@ import ColonyWire
 extension PoolScheduler {
     mutating func submit(
         client: PoolClientID, task: String, calls: [WireValue], starred: Bool = false, chunksize: Int?, ordered: Bool, moreInput: Bool = false,
-        id: PoolJobID? = nil
+        total: Int? = nil, id: PoolJobID? = nil
     ) throws(RemoteError) -> (PoolJobID, [PoolAction]) {
         try submit(
-            client: client, task: task, calls: EncodedValues(calls), starred: starred, chunksize: chunksize, ordered: ordered, moreInput: moreInput, id: id)
+            client: client, task: task, calls: EncodedValues(calls), starred: starred, chunksize: chunksize, ordered: ordered, moreInput: moreInput,
+            total: total, id: id)
     }
 
     mutating func feed(_ id: PoolJobID, calls: [WireValue], last: Bool) throws(RemoteError) -> [PoolAction] {

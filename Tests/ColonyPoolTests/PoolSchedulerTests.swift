@@ -384,6 +384,33 @@ func values(_ outcomes: [PoolOutcome]) -> [Int] { outcomes.map { Int((try? $0.ge
         #expect(values(try pool.takeAll(job)) == [1, 2, 3])
     }
 
+    /// A long map sent in pieces: with its total given, the automatic chunk size is the one
+    /// the whole input would get, and the first chunks run while the rest is on its way.
+    @Test func aStreamedInputWithItsTotalGetsTheAutomaticChunksize() throws {
+        var pool = Harness()
+        pool.join(1, capacity: 4, processes: 2)
+        let calls = (0..<100).map { WireValue.array([.int($0)]) }
+        #expect(throws: RemoteError.self) {
+            try pool.scheduler.submit(
+                client: PoolClientID(1), task: "echo", calls: calls, chunksize: nil, ordered: true, moreInput: true, total: 99)
+        }
+        // Python: divmod(100, 2 processes * 4) = (12, 4), so 13 per chunk.
+        let (job, actions) = try pool.scheduler.submit(
+            client: PoolClientID(1), task: "echo", calls: Array(calls[0..<30]), chunksize: nil, ordered: true, moreInput: true, total: 100)
+        pool.apply(actions)
+        #expect(pool.held.values.map(\.calls.count) == [13, 13], "two full chunks of the first 30 calls run; 4 wait for more")
+        pool.apply(try pool.scheduler.feed(job, calls: Array(calls[30...]), last: true))
+        var taken: [Int] = []
+        var finished = false
+        while !finished {
+            if let assignment = pool.held.keys.min(by: { $0.rawValue < $1.rawValue }) { try pool.complete(assignment) }
+            let (outcomes, done) = try pool.scheduler.take(job)
+            taken += values(outcomes)
+            finished = done
+        }
+        #expect(taken == Array(0..<100))
+    }
+
     @Test func aJobWhoseTaskNoRemainingWorkerHasFailsWithNoSuchTask() throws {
         var pool = Harness()
         pool.join(1, tasks: ["echo", "rare"])
