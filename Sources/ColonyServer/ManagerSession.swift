@@ -253,10 +253,14 @@ public struct ManagerSession {
                 .limitExceeded, "this session already has \(parked.count) requests waiting on the manager (max_in_flight); wait for some to finish")))
         } else {
             do {
-                let parsed = try Request(body: message.body)
+                // A pool's map or feed keeps its calls encoded (checked as stored values are).
+                let pooled = PoolCallsRequest(body: message.body, limits: ManagerSession.encodedCallLimits).flatMap {
+                    context.store.object($0.object)?.type == .pool ? $0 : nil
+                }
+                let parsed = try pooled.map { Request.call(object: $0.object, method: $0.method, arguments: $0.arguments) } ?? Request(body: message.body)
                 if meter != nil { request = parsed }
                 calledType = nil
-                outcome = execute(parsed, requestID: message.requestID, requestBytes: message.body.readableBytes)
+                outcome = execute(parsed, requestID: message.requestID, requestBytes: message.body.readableBytes, encodedCalls: pooled?.calls)
             } catch let error as RemoteError {
                 outcome = .answered(.failure(error))
             } catch {
@@ -306,9 +310,13 @@ public struct ManagerSession {
         }
     }
 
+    /// How deep a pool call read encoded may nest: its calls array is at depth 2 of the
+    /// request and at level 0 of `ObjectStore.checkStorable`, whose limit it keeps.
+    static let encodedCallLimits = WireLimits(maxDepth: ObjectStore.maxStoredNesting + 2)
+
     /// Runs one request against the store. `requestID` 0 marks a call inside a batch, which
     /// may not park.
-    mutating func execute(_ request: Request, requestID: UInt64 = 0, requestBytes: Int = 0) -> Outcome {
+    mutating func execute(_ request: Request, requestID: UInt64 = 0, requestBytes: Int = 0, encodedCalls: EncodedValues? = nil) -> Outcome {
         let store = context.store
         do {
             switch request {
@@ -318,7 +326,8 @@ public struct ManagerSession {
                 return .answered(.success(.objectRef(reference)))
             case .call(let object, let method, let arguments):
                 let callContext = CallContext(
-                    session: id, requestID: requestID, outlet: outlet, mayPark: requestID != 0, requestBytes: requestBytes)
+                    session: id, requestID: requestID, outlet: outlet, mayPark: requestID != 0, requestBytes: requestBytes,
+                    encodedCalls: encodedCalls)
                 let (result, target, adopted) = try store.call(object: object, method: method, arguments: arguments, context: callContext)
                 calledType = target.type
                 took(adopted)

@@ -26,6 +26,9 @@ struct CallContext {
     let mayPark: Bool
     /// The size of the request's body: what a growing call adds, about (the memory budget).
     var requestBytes = 0
+    /// A pool `map` or `feed` whose calls were read encoded: they are here, and the
+    /// arguments hold nil in their place.
+    var encodedCalls: EncodedValues?
 
     func caller(_ owner: UInt64) -> Caller { Caller(session: session, owner: owner) }
 

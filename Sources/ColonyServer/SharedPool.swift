@@ -144,7 +144,7 @@ final class SharedPool: BlockingObject, @unchecked Sendable {
                 let arguments = try Arguments(method, values, count: 2...7)
                 let task = try taskName(arguments.values[0])
                 let starred = arguments.optional(5)?.boolValue ?? false
-                let calls = try callList(arguments.values[1], method, starred: starred)
+                let calls = try callList(arguments.values[1], context.encodedCalls, method, starred: starred)
                 let chunksize = try PythonSemantics.optionalInt(arguments.optional(2), "chunksize")
                 let ordered = arguments.optional(3)?.boolValue ?? true
                 let more = arguments.optional(4)?.boolValue ?? false
@@ -157,7 +157,7 @@ final class SharedPool: BlockingObject, @unchecked Sendable {
             case .feed:
                 let arguments = try Arguments(method, values, count: 3...3)
                 let job = try ownJob(arguments.values[0], client)
-                let calls = try callList(arguments.values[1], method, starred: scheduler.isStarred(job))
+                let calls = try callList(arguments.values[1], context.encodedCalls, method, starred: scheduler.isStarred(job))
                 perform(try scheduler.feed(job, calls: calls, last: arguments.values[2].boolValue ?? true), into: &effects)
                 return .answer(.null)
             case .result:
@@ -274,8 +274,15 @@ final class SharedPool: BlockingObject, @unchecked Sendable {
         return value
     }
 
-    /// A map's calls: single arguments, or argument lists when `starred`.
-    private func callList(_ value: WireValue, _ method: String, starred: Bool) throws(RemoteError) -> EncodedValues {
+    /// A map's calls: single arguments, or argument lists when `starred`; `encoded` when the
+    /// session read them so (`value` is then nil).
+    private func callList(_ value: WireValue, _ encoded: EncodedValues?, _ method: String, starred: Bool) throws(RemoteError) -> EncodedValues {
+        if let encoded {
+            if starred, let index = (0..<encoded.count).first(where: { !encoded.isArray($0) }) {
+                _ = try argumentList(encoded[index], method)
+            }
+            return encoded
+        }
         guard let calls = value.arrayValue else {
             throw RemoteError(.wrongType, "\(method)(): calls are an array, not \(value.kindDescription)")
         }

@@ -9,6 +9,8 @@ public struct EncodedValues: Hashable, Sendable {
     public private(set) var bytes: [UInt8] = []
     /// Where each value's encoding ends in `bytes`.
     private var ends: [Int] = []
+    /// Whether some value may hold an object reference (never false when one does).
+    public private(set) var holdsReferences = false
 
     public init() {}
 
@@ -25,6 +27,14 @@ public struct EncodedValues: Hashable, Sendable {
         }
         self.ends = ends
         bytes = Array(buffer.readableBytesView)
+        holdsReferences = values.contains(where: \.holdsReference)
+    }
+
+    // Equal when they hold the same values; `holdsReferences` is a hint, not part of them.
+    public static func == (lhs: EncodedValues, rhs: EncodedValues) -> Bool { lhs.bytes == rhs.bytes && lhs.ends == rhs.ends }
+    public func hash(into hasher: inout Hasher) {
+        hasher.combine(bytes)
+        hasher.combine(ends)
     }
 
     public var count: Int { ends.count }
@@ -49,7 +59,7 @@ public struct EncodedValues: Hashable, Sendable {
     public var values: [WireValue] { (0..<count).map { self[$0] } }
 
     /// Whether value `index` is an array (a `starmap` call's argument list).
-    func isArray(_ index: Int) -> Bool {
+    public func isArray(_ index: Int) -> Bool {
         let lead = bytes[range(index).lowerBound]
         return (0x90...0x9f).contains(lead) || lead == 0xdc || lead == 0xdd
     }
@@ -59,12 +69,14 @@ public struct EncodedValues: Hashable, Sendable {
         buffer.writeWireValue(value)
         bytes += buffer.readableBytesView
         ends.append(bytes.count)
+        if value.holdsReference { holdsReferences = true }
     }
 
     /// Appends value `index` of `other`.
     public mutating func append(_ other: EncodedValues, at index: Int) {
         bytes += other.bytes[other.range(index)]
         ends.append(bytes.count)
+        if other.holdsReferences { holdsReferences = true }
     }
 
     /// Appends the values of `other` at `indices` (one copy of their bytes).
@@ -75,6 +87,7 @@ public struct EncodedValues: Hashable, Sendable {
         bytes += other.bytes[first..<other.ends[indices.upperBound - 1]]
         ends.reserveCapacity(ends.count + indices.count)
         for index in indices { ends.append(other.ends[index] + shift) }
+        if other.holdsReferences { holdsReferences = true }
     }
 
     public mutating func append(contentsOf other: EncodedValues) { append(other, in: 0..<other.count) }
@@ -108,13 +121,25 @@ public struct EncodedValues: Hashable, Sendable {
             // Numbers, nil and booleans need no checking beyond their length.
             if reader.offset < end, case let size = fixedSizes[Int(reader.bytes[reader.offset])], size > 0, reader.offset + Int(size) <= end {
                 reader.offset += Int(size)
-            } else {
-                try reader.skipValue(depth: depth + 1)
+            } else if try reader.skipValue(depth: depth + 1) {
+                scanned.holdsReferences = true
             }
             scanned.ends.append(reader.offset - start)
         }
         scanned.bytes = Array(UnsafeBufferPointer(rebasing: reader.bytes[start..<reader.offset]))
         return scanned
+    }
+}
+
+extension WireValue {
+    /// Whether an object reference is in this value.
+    fileprivate var holdsReference: Bool {
+        switch self {
+        case .objectRef: true
+        case .array(let elements): elements.contains(where: \.holdsReference)
+        case .map(let pairs): pairs.contains { $0.key.holdsReference || $0.value.holdsReference }
+        default: false
+        }
     }
 }
 
@@ -192,5 +217,44 @@ public struct ScannedMap: Sendable {
         }
         self.fields = fields
         self.arrays = arrays
+    }
+}
+
+/// A pool's `map` or `feed` request (`["call", id, "map" | "feed", [arg, [call...], ...]]`)
+/// read with its calls left encoded, so that the manager never builds a value per call.
+public struct PoolCallsRequest: Sendable {
+    public let object: UInt64
+    public let method: String
+    /// The arguments, with nil in place of the calls.
+    public let arguments: [WireValue]
+    public let calls: EncodedValues
+
+    /// Nil for any other body, and for one this reading refuses (a call nested deeper than
+    /// `limits` allow, holding an object reference, or malformed): the general path reads
+    /// those and gives their precise error or checks their references.
+    public init?(body: ByteBuffer, limits: WireLimits) {
+        let read: (UInt64, String, [WireValue], EncodedValues)? = body.withUnsafeReadableBytes { raw in
+            // fixarray of 4, then fixstr "call".
+            guard raw.count > 6, raw[0] == 0x94, raw[1] == 0xa4, raw[2] == 0x63, raw[3] == 0x61, raw[4] == 0x6c, raw[5] == 0x6c else { return nil }
+            var reader = MessagePackReader(bytes: raw.bindMemory(to: UInt8.self), limits: limits)
+            reader.offset = 6
+            guard let object = (try? reader.readValue(depth: 1))?.uint64Value, case .string(let method)? = try? reader.readValue(depth: 1),
+                method == "map" || method == "feed", let count = try? reader.arrayHeader(depth: 1), count >= 2,
+                let first = try? reader.readValue(depth: 2)
+            else { return nil }
+            guard let calls = try? EncodedValues.scanArray(&reader, depth: 2), !calls.holdsReferences else { return nil }
+            var arguments = [first, .null]
+            for _ in 2..<count {
+                guard let argument = try? reader.readValue(depth: 2) else { return nil }
+                arguments.append(argument)
+            }
+            guard reader.offset == raw.count else { return nil }
+            return (object, method, arguments, calls)
+        }
+        guard let (object, method, arguments, calls) = read else { return nil }
+        self.object = object
+        self.method = method
+        self.arguments = arguments
+        self.calls = calls
     }
 }

@@ -508,8 +508,10 @@ extension MessagePackReader {
     }
 
     /// Moves past one value, checking it by the rules `readValue` applies (limits, depth,
-    /// UTF-8, extension types) without building it.
-    mutating func skipValue(depth: Int) throws {
+    /// UTF-8, extension types) without building it. Returns whether it holds an object
+    /// reference.
+    @discardableResult
+    mutating func skipValue(depth: Int) throws -> Bool {
         guard depth <= limits.maxDepth else {
             throw WireFormatError(.tooDeep, "values nest deeper than \(limits.maxDepth) levels")
         }
@@ -517,9 +519,9 @@ extension MessagePackReader {
         let lead = try byte()
         do {
             switch lead {
-            case 0x00...0x7f, 0xc0, 0xc2, 0xc3, 0xe0...0xff: break
-            case 0x80...0x8f: try skipEntries(Int(lead & 0x0f) * 2, perElement: 2, depth: depth)
-            case 0x90...0x9f: try skipEntries(Int(lead & 0x0f), perElement: 1, depth: depth)
+            case 0x00...0x7f, 0xc0, 0xc2, 0xc3, 0xe0...0xff: return false
+            case 0x80...0x8f: return try skipEntries(Int(lead & 0x0f) * 2, perElement: 2, depth: depth)
+            case 0x90...0x9f: return try skipEntries(Int(lead & 0x0f), perElement: 1, depth: depth)
             case 0xa0...0xbf: try skipString(Int(lead & 0x1f))
             case 0xc1: throw WireFormatError(.reservedByte, "byte 0xc1 at offset \(start) is never used by MessagePack")
             case 0xc4: _ = try blob(Int(try big(UInt8.self)))
@@ -540,11 +542,14 @@ extension MessagePackReader {
             case 0xd9: try skipString(Int(try big(UInt8.self)))
             case 0xda: try skipString(Int(try big(UInt16.self)))
             case 0xdb: try skipString(Int(try big(UInt32.self)))
-            case 0xdc: try skipEntries(Int(try big(UInt16.self)), perElement: 1, depth: depth)
-            case 0xdd: try skipEntries(Int(try big(UInt32.self)), perElement: 1, depth: depth)
-            case 0xde: try skipEntries(Int(try big(UInt16.self)) * 2, perElement: 2, depth: depth)
-            default: try skipEntries(Int(try big(UInt32.self)) * 2, perElement: 2, depth: depth)  // 0xdf
+            case 0xdc: return try skipEntries(Int(try big(UInt16.self)), perElement: 1, depth: depth)
+            case 0xdd: return try skipEntries(Int(try big(UInt32.self)), perElement: 1, depth: depth)
+            case 0xde: return try skipEntries(Int(try big(UInt16.self)) * 2, perElement: 2, depth: depth)
+            default: return try skipEntries(Int(try big(UInt32.self)) * 2, perElement: 2, depth: depth)  // 0xdf
             }
+            // What is left are strings, binaries, numbers and extensions; `ext` lets only
+            // object references through.
+            return (0xc7...0xc9).contains(lead) || (0xd4...0xd8).contains(lead)
         } catch {
             offset = start
             throw error
@@ -566,9 +571,11 @@ extension MessagePackReader {
     }
 
     /// Skips `count` values, the elements of an array or (counted twice) the entries of a map.
-    private mutating func skipEntries(_ count: Int, perElement: Int, depth: Int) throws {
+    private mutating func skipEntries(_ count: Int, perElement: Int, depth: Int) throws -> Bool {
         try checkCount(count / perElement, perElement: perElement)
-        for _ in 0..<count { try skipValue(depth: depth + 1) }
+        var references = false
+        for _ in 0..<count where try skipValue(depth: depth + 1) { references = true }
+        return references
     }
 }
 

@@ -81,6 +81,33 @@ final class TestWorker {
         #expect(rows.first?["done"] == 1)
     }
 
+    /// A map's calls are read encoded, never as values; calls that hold references, or nest
+    /// deeper than stored values may, take the general path and get its checks and errors.
+    @Test func mapCallsReadEncodedKeepTheGeneralPathsChecks() throws {
+        let context = TestContext()
+        let worker = try TestWorker(context, id: 1)
+        #expect(worker.send(WorkerHello(node: "n", capacity: 4, tasks: ["echo"], pid: 9)).isEmpty)
+        let client = try TestClient(context, id: 2)
+        let pool = try client.new(.pool, name: "default")
+        let calls: [WireValue] = [1, "two", [3.5, nil], ["k": .bytes([4])]]
+        let body = Request.call(object: pool, method: "map", arguments: ["echo", .array(calls), 4, true, false]).wireValue.encoded()
+        #expect(PoolCallsRequest(body: body, limits: .default)?.calls.values == calls)
+        let job = try client.call(pool, "map", "echo", .array(calls), 4, true, false)
+        let (assignment, sent) = try #require(try worker.assignments().first)
+        #expect(sent.calls.values == calls)
+        #expect(worker.send(TaskResult(results: sent.calls), requestID: assignment).isEmpty)
+        #expect(try client.call(pool, "next", job, nil, nil).arrayValue?[1] == .array(calls))
+
+        let missing: WireValue = .objectRef(ObjectRef(type: .dict, id: 999))
+        let withReference = Request.call(object: pool, method: "map", arguments: ["echo", [1, missing]]).wireValue.encoded()
+        #expect(PoolCallsRequest(body: withReference, limits: .default) == nil, "references are checked on the general path")
+        #expect(try client.error(client.send(pool, "map", "echo", [1, missing])) == .noSuchObject)
+        var deep: WireValue = [1]
+        for _ in 0..<ObjectStore.maxStoredNesting { deep = [deep] }
+        #expect(try client.error(client.send(pool, "map", "echo", [deep])) == .valueError, "nested deeper than a stored value may")
+        #expect(try client.error(client.send(pool, "map", "echo", [1, 2], nil, true, false, true)) == .wrongType, "starmap calls are argument lists")
+    }
+
     @Test func namedSubmitsArePushedThroughOneParkedResultsCall() throws {
         let context = TestContext()
         let worker = try TestWorker(context, id: 1)
