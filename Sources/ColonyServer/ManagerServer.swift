@@ -427,6 +427,16 @@ final class ChannelOutlet: AnswerOutlet, WorkerOutlet, @unchecked Sendable {
             }
         }
     }
+
+    func deliver(requestID: UInt64, encoded body: ByteBuffer) {
+        if poller.eventLoop.inEventLoop, let target, !target.handler.isBusy {
+            target.handler.answerParked(requestID: requestID, encoded: body, context: target.context)
+            return
+        }
+        poller.execute { [self] in
+            if let target { target.handler.answerParked(requestID: requestID, encoded: body, context: target.context) }
+        }
+    }
 }
 
 extension ChannelOutlet {
@@ -512,10 +522,18 @@ final class SessionHandler: ChannelInboundHandler {
     private(set) var isBusy = false
 
     func answerParked(requestID: UInt64, _ outcome: Result<WireValue, RemoteError>, context: ChannelHandlerContext) {
+        answerParked(requestID: requestID, context: context) { $0.parkedAnswered(requestID: requestID, outcome) }
+    }
+
+    func answerParked(requestID: UInt64, encoded body: ByteBuffer, context: ChannelHandlerContext) {
+        answerParked(requestID: requestID, context: context) { $0.parkedAnswered(requestID: requestID, encoded: body) }
+    }
+
+    private func answerParked(requestID: UInt64, context: ChannelHandlerContext, _ answer: (inout ManagerSession) -> [SessionAction]) {
         isBusy = true
         defer { isBusy = false }
         timeouts.removeValue(forKey: requestID)?.cancel()
-        perform(session.parkedAnswered(requestID: requestID, outcome), context: context)
+        perform(answer(&session), context: context)
         flushIfNeeded(context: context)
         poller.pollSoon(budget: busyPollNanoseconds)
     }
@@ -634,6 +652,8 @@ final class SessionHandler: ChannelInboundHandler {
                 outbound.writeFrame(frame)
             case .answer(let requestID, let result):
                 outbound.writeAnswer(requestID: requestID, result, maxFrameBody: maxFrameBody)
+            case .answerEncoded(let requestID, let body):
+                outbound.writeMessage(Message(kind: .response, requestID: requestID, body: body), maxFrameBody: maxFrameBody)
             case .close:
                 closing = true
                 flushIfNeeded(context: context)

@@ -14,6 +14,8 @@ public enum SessionAction: Sendable, Equatable {
     /// Write the answer to a request: a response (chunked if large) or an error frame,
     /// encoded straight into the outgoing bytes.
     case answer(requestID: UInt64, Result<WireValue, RemoteError>)
+    /// Write a response whose body is already encoded (chunked if large).
+    case answerEncoded(requestID: UInt64, body: ByteBuffer)
     /// Wait, then write these frames and close (a failed handshake).
     case failAfter(delayNanoseconds: UInt64, frames: [Frame])
     /// Close the connection after writing what was sent.
@@ -236,6 +238,8 @@ public struct ManagerSession {
     /// What running one request produced.
     enum Outcome {
         case answered(Result<WireValue, RemoteError>)
+        /// Answered with a value already encoded (holding no references).
+        case answeredEncoded(ByteBuffer)
         /// Parked; the answer comes later through the outlet.
         case parked(timeout: Double?)
     }
@@ -271,6 +275,8 @@ public struct ManagerSession {
         switch outcome {
         case .answered(let result):
             return [.answer(requestID: message.requestID, result)]
+        case .answeredEncoded(let body):
+            return [.answerEncoded(requestID: message.requestID, body: body)]
         case .parked(let timeout?):
             return [.scheduleTimeout(requestID: message.requestID, afterNanoseconds: UInt64(min(timeout, 1e9) * 1e9))]
         case .parked(nil):
@@ -335,6 +341,8 @@ public struct ManagerSession {
                 switch result {
                 case .answer(let value):
                     return .answered(.success(value))
+                case .encodedAnswer(let body):
+                    return .answeredEncoded(body)
                 case .parked(let call, let timeout):
                     parked[requestID] = call
                     return .parked(timeout: timeout)
@@ -352,8 +360,11 @@ public struct ManagerSession {
                 var outcomes: [WireValue] = []
                 outcomes.reserveCapacity(requests.count)
                 for request in requests {
-                    guard case .answered(let result) = execute(request, requestBytes: requestBytes) else {
-                        return .answered(.failure(RemoteError(.internalError, "a call inside a batch was parked")))
+                    let result: Result<WireValue, RemoteError>
+                    switch execute(request, requestBytes: requestBytes) {
+                    case .answered(let answered): result = answered
+                    case .answeredEncoded(let body): result = ManagerSession.decoded(body)
+                    case .parked: return .answered(.failure(RemoteError(.internalError, "a call inside a batch was parked")))
                     }
                     switch result {
                     case .success(let value): outcomes.append(BatchOutcome.success(value).wireValue)
@@ -384,6 +395,20 @@ public struct ManagerSession {
         }
         took(references)
         return [.answer(requestID: requestID, outcome)]
+    }
+
+    /// The answer of a parked call arrived already encoded (it holds no references).
+    public mutating func parkedAnswered(requestID: UInt64, encoded body: ByteBuffer) -> [SessionAction] {
+        guard case .open = state, parked.removeValue(forKey: requestID) != nil else { return [] }
+        if meter != nil, let since = parkedSince.removeValue(forKey: requestID) {
+            since.kind.record(nanoseconds: NIODeadline.now().uptimeNanoseconds &- since.start)
+        }
+        return [.answerEncoded(requestID: requestID, body: body)]
+    }
+
+    /// An encoded answer as a value, for a batch, which answers with values.
+    static func decoded(_ body: ByteBuffer) -> Result<WireValue, RemoteError> {
+        Result { try WireValue(messagePack: body.readableBytesView) }.mapError { RemoteError(.internalError, "an encoded answer does not decode: \($0)") }
     }
 
     /// A parked call's timeout passed.

@@ -165,10 +165,11 @@ public final class ObjectStore: @unchecked Sendable {
     public func call(object id: UInt64, method: String, arguments: [WireValue]) throws(RemoteError) -> WireValue {
         let outlet = DiscardingOutlet()
         let context = CallContext(session: 0, requestID: 0, outlet: outlet, mayPark: false)
-        guard case .answer(let value) = try call(object: id, method: method, arguments: arguments, context: context).result else {
-            throw RemoteError(.internalError, "a call that may not park was parked")
+        switch try call(object: id, method: method, arguments: arguments, context: context).result {
+        case .answer(let value): return value
+        case .encodedAnswer(let body): return try ManagerSession.decoded(body).get()
+        case .parked: throw RemoteError(.internalError, "a call that may not park was parked")
         }
-        return value
     }
 
     /// Runs a method for a session. The references inside an immediate answer are retained

@@ -1,4 +1,5 @@
 import ColonyWire
+import NIOCore
 
 /// Where the answer of a parked call goes: its session's connection. Objects call it from
 /// whatever thread made the call ready. It may answer inline only on the session's own thread
@@ -8,6 +9,19 @@ public protocol AnswerOutlet: AnyObject, Sendable {
     /// Answers request `requestID`. References inside a successful value are handed over to
     /// the receiving session (the object retained them for it).
     func deliver(requestID: UInt64, _ outcome: Result<WireValue, RemoteError>)
+    /// Answers request `requestID` with a value already encoded, which holds no references
+    /// (a pool's batch of results).
+    func deliver(requestID: UInt64, encoded body: ByteBuffer)
+}
+
+extension AnswerOutlet {
+    /// Outlets that do not write bytes themselves get the value.
+    public func deliver(requestID: UInt64, encoded body: ByteBuffer) {
+        let value = Result { try WireValue(messagePack: body.readableBytesView) }.mapError {
+            RemoteError(.internalError, "an encoded answer does not decode: \($0)")
+        }
+        deliver(requestID: requestID, value)
+    }
 }
 
 /// The thread or task of one client that makes a call: ownership of locks is this pair
@@ -58,6 +72,7 @@ final class ParkedCall: @unchecked Sendable {
     }
 
     func answer(_ value: WireValue) { outlet.deliver(requestID: requestID, .success(value)) }
+    func answer(encoded body: ByteBuffer) { outlet.deliver(requestID: requestID, encoded: body) }
     func fail(_ error: RemoteError) { outlet.deliver(requestID: requestID, .failure(error)) }
 }
 
@@ -65,6 +80,9 @@ final class ParkedCall: @unchecked Sendable {
 enum CallResult {
     /// The answer, now.
     case answer(WireValue)
+    /// The answer, now, already encoded; it holds no object references (a pool's batch of
+    /// results, copied from their bytes).
+    case encodedAnswer(ByteBuffer)
     /// The call waits; its answer comes through its outlet. With a timeout in seconds, the
     /// session arranges for `expire` to be called when it passes.
     case parked(ParkedCall, timeout: Double?)

@@ -1,6 +1,7 @@
 import ColonyPool
 import ColonyWire
 import Dispatch
+import NIOCore
 import Threading
 
 /// Where frames for a worker node go: its session's connection. Pools call it from any
@@ -57,6 +58,7 @@ final class SharedPool: BlockingObject, @unchecked Sendable {
     /// it, in order).
     private struct Effects {
         var answers: [(ParkedCall, Result<WireValue, RemoteError>)] = []
+        var encodedAnswers: [(ParkedCall, ByteBuffer)] = []
         var disconnects: [(any WorkerOutlet, String)] = []
 
         func deliver() {
@@ -66,6 +68,7 @@ final class SharedPool: BlockingObject, @unchecked Sendable {
                 case .failure(let error): call.fail(error)
                 }
             }
+            for (call, body) in encodedAnswers { call.answer(encoded: body) }
             for (outlet, reason) in disconnects { outlet.disconnect(reason: reason) }
         }
     }
@@ -172,7 +175,7 @@ final class SharedPool: BlockingObject, @unchecked Sendable {
                 let limit = try PythonSemantics.optionalInt(arguments.optional(1), "max") ?? Int.max
                 guard limit >= 1 else { throw RemoteError(.valueError, "next(): max must be at least 1") }
                 let timeout = try timeoutArgument(arguments.optional(2), method)
-                if scheduler.hasReady(job) { return .answer(try takeSome(job, limit: limit)) }
+                if scheduler.hasReady(job) { return try takeSome(job, limit: limit) }
                 return try park(job, .next(limit), timeout: timeout, context)
             case .wait:
                 let arguments = try Arguments(method, values, count: 1...2)
@@ -308,13 +311,21 @@ final class SharedPool: BlockingObject, @unchecked Sendable {
 
     /// `next`'s answer: `[finished, [value], completed, total or nil, [[position, error]]]`:
     /// the values in the job's order, nil where a call failed, and the failures by position
-    /// (so a batch of successes carries no per-call wrapping).
-    private func takeSome(_ job: PoolJobID, limit: Int) throws(RemoteError) -> WireValue {
+    /// (so a batch of successes carries no per-call wrapping). Written from the results'
+    /// bytes, unless one may hold an object reference: then as a value, whose references
+    /// the session counts.
+    private func takeSome(_ job: PoolJobID, limit: Int) throws(RemoteError) -> CallResult {
         let progress = scheduler.progress(job)
         let (batch, finished) = try scheduler.takeBatch(job, limit: limit)
-        let total: WireValue = progress?.total.map { .integer($0) } ?? .null
+        let completed = progress?.completed ?? 0
         let failures = batch.failures.map { WireValue.array([.integer($0.position), $0.error.wireValue]) }
-        return [.bool(finished), .array(batch.values.values), .integer(progress?.completed ?? 0), total, .array(failures)]
+        guard !batch.values.holdsReferences else {
+            let total: WireValue = progress?.total.map { .integer($0) } ?? .null
+            return .answer([.bool(finished), .array(batch.values.values), .integer(completed), total, .array(failures)])
+        }
+        var body = ByteBuffer()
+        body.writePoolBatch(finished: finished, values: batch.values, completed: completed, total: progress?.total, failures: failures)
+        return .encodedAnswer(body)
     }
 
     private func park(_ job: PoolJobID, _ kind: WaitKind, timeout: Double?, _ context: CallContext) throws(RemoteError) -> CallResult {
@@ -366,7 +377,18 @@ final class SharedPool: BlockingObject, @unchecked Sendable {
                 }
             case .next(let limit):
                 if scheduler.hasReady(job) {
-                    do { outcome = .success(try takeSome(job, limit: limit)) } catch { outcome = .failure(error) }
+                    do {
+                        switch try takeSome(job, limit: limit) {
+                        case .answer(let value): outcome = .success(value)
+                        case .encodedAnswer(let body):
+                            effects.encodedAnswers.append((waiter.call, body))
+                            waiters.remove(at: index)
+                            continue
+                        case .parked: outcome = .failure(RemoteError(.internalError, "a batch of results was parked"))
+                        }
+                    } catch {
+                        outcome = .failure(error)
+                    }
                 }
             }
             if let outcome {

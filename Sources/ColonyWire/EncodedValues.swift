@@ -180,6 +180,22 @@ extension ByteBuffer {
     }
 }
 
+extension ByteBuffer {
+    /// Appends a pool's `next` answer, `[finished, [value], completed, total, failures]`,
+    /// with its values written from their bytes.
+    @discardableResult
+    public mutating func writePoolBatch(finished: Bool, values: EncodedValues, completed: Int, total: Int?, failures: [WireValue]) -> Int {
+        writeEncoded { writer in
+            writer.arrayHeader(5)
+            writer.write(.bool(finished))
+            writer.write(array: values)
+            writer.write(.integer(completed))
+            writer.write(total.map { .integer($0) } ?? .null)
+            writer.write(array: failures)
+        }
+    }
+}
+
 extension MessagePackWriter {
     mutating func write(array values: EncodedValues) {
         arrayHeader(values.count)

@@ -59,6 +59,8 @@ final class TestClient {
                 }
             case .answer(let requestID, let result):
                 answers[requestID] = result
+            case .answerEncoded(let requestID, let body):
+                answers[requestID] = .success(try WireValue(messagePack: body.readableBytesView))
             case .scheduleTimeout(let requestID, _):
                 timeouts.insert(requestID)
             default:

@@ -97,6 +97,14 @@ final class TestWorker {
         #expect(sent.calls.values == calls)
         #expect(worker.send(TaskResult(results: sent.calls), requestID: assignment).isEmpty)
         #expect(try client.call(pool, "next", job, nil, nil).arrayValue?[1] == .array(calls))
+        // A result that holds a reference is answered as a value, whose reference the
+        // session counts; the others are written from their bytes.
+        let dict = try client.new(.dict)
+        let shared: WireValue = .objectRef(ObjectRef(type: .dict, id: dict))
+        let second = try client.call(pool, "map", "echo", [1, 2], 2, true, false)
+        let (again, _) = try #require(try worker.assignments().first)
+        #expect(worker.send(TaskResult(results: [shared, 2]), requestID: again).isEmpty)
+        #expect(try client.call(pool, "next", second, nil, nil).arrayValue?[1] == [shared, 2])
 
         let missing: WireValue = .objectRef(ObjectRef(type: .dict, id: 999))
         let withReference = Request.call(object: pool, method: "map", arguments: ["echo", [1, missing]]).wireValue.encoded()

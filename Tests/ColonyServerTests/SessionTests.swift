@@ -35,6 +35,7 @@ final class TestContext: ManagerContext, @unchecked Sendable {
             switch action {
             case .send(let frame): bytes.writeFrame(frame)
             case .answer(let requestID, let result): bytes.writeAnswer(requestID: requestID, result, maxFrameBody: 64)
+            case .answerEncoded(let requestID, let body): bytes.writeMessage(Message(kind: .response, requestID: requestID, body: body), maxFrameBody: 64)
             default: break
             }
         }
