@@ -467,44 +467,32 @@ extension MessagePackReader {
     /// Reads an array's header at nesting level `depth`; returns its element count.
     mutating func arrayHeader(depth: Int) throws -> Int {
         guard depth <= limits.maxDepth else { throw WireFormatError(.tooDeep, "values nest deeper than \(limits.maxDepth) levels") }
-        let start = offset
-        let count: Int
-        switch try byte() {
-        case let lead where (0x90...0x9f).contains(lead): count = Int(lead & 0x0f)
-        case 0xdc: count = Int(try big(UInt16.self))
-        case 0xdd: count = Int(try big(UInt32.self))
-        default:
-            offset = start
-            throw WireFormatError(.malformedMessage, "an array was expected at offset \(start)")
-        }
-        do {
-            try checkCount(count, perElement: 1)
-        } catch {
-            offset = start
-            throw error
-        }
-        return count
+        return try containerHeader(fix: 0x90, sixteen: 0xdc, thirtyTwo: 0xdd, perElement: 1, "an array")
     }
 
     /// Reads a map's header; returns its entry count.
     mutating func mapHeader() throws -> Int {
+        try containerHeader(fix: 0x80, sixteen: 0xde, thirtyTwo: 0xdf, perElement: 2, "a map")
+    }
+
+    /// A container's header, with its count checked against the limits and the bytes left;
+    /// on any error the reader stays where it was.
+    private mutating func containerHeader(fix: UInt8, sixteen: UInt8, thirtyTwo: UInt8, perElement: Int, _ name: String) throws -> Int {
         let start = offset
-        let count: Int
-        switch try byte() {
-        case let lead where (0x80...0x8f).contains(lead): count = Int(lead & 0x0f)
-        case 0xde: count = Int(try big(UInt16.self))
-        case 0xdf: count = Int(try big(UInt32.self))
-        default:
-            offset = start
-            throw WireFormatError(.malformedMessage, "a map was expected at offset \(start)")
-        }
         do {
-            try checkCount(count, perElement: 2)
+            let count: Int
+            switch try byte() {
+            case let lead where lead & 0xf0 == fix: count = Int(lead & 0x0f)
+            case sixteen: count = Int(try big(UInt16.self))
+            case thirtyTwo: count = Int(try big(UInt32.self))
+            default: throw WireFormatError(.malformedMessage, "\(name) was expected at offset \(start)")
+            }
+            try checkCount(count, perElement: perElement)
+            return count
         } catch {
             offset = start
             throw error
         }
-        return count
     }
 
     /// Moves past one value, checking it by the rules `readValue` applies (limits, depth,
