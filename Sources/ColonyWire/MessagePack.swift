@@ -357,16 +357,26 @@ struct MessagePackReader {
         return UnsafeBufferPointer(start: bytes.baseAddress! + offset, count: length)
     }
 
+    private func checkDepth(_ depth: Int) throws {
+        guard depth <= limits.maxDepth else {
+            throw WireFormatError(.tooDeep, "values nest deeper than \(limits.maxDepth) levels")
+        }
+    }
+
     private mutating func string(_ length: Int) throws -> WireValue {
         let utf8 = try blob(length)
         // Most strings are ASCII, which is always valid UTF-8: skip the general validation.
-        var highBits: UInt8 = 0
-        for byte in utf8 { highBits |= byte }
-        if highBits < 0x80 { return .string(String(decoding: utf8, as: UTF8.self)) }
+        if isASCII(utf8) { return .string(String(decoding: utf8, as: UTF8.self)) }
         guard let text = String(validating: utf8, as: UTF8.self) else {
             throw WireFormatError(.invalidUTF8, "a string at offset \(offset - length) is not valid UTF-8")
         }
         return .string(text)
+    }
+
+    private func isASCII(_ bytes: UnsafeBufferPointer<UInt8>) -> Bool {
+        var highBits: UInt8 = 0
+        for byte in bytes { highBits |= byte }
+        return highBits < 0x80
     }
 
     /// Checks a declared element count against the limits and the bytes left: every element
@@ -411,9 +421,7 @@ struct MessagePackReader {
     }
 
     mutating func readValue(depth: Int) throws -> WireValue {
-        guard depth <= limits.maxDepth else {
-            throw WireFormatError(.tooDeep, "values nest deeper than \(limits.maxDepth) levels")
-        }
+        try checkDepth(depth)
         let start = offset
         let lead = try byte()
         do {
@@ -466,7 +474,7 @@ struct MessagePackReader {
 extension MessagePackReader {
     /// Reads an array's header at nesting level `depth`; returns its element count.
     mutating func arrayHeader(depth: Int) throws -> Int {
-        guard depth <= limits.maxDepth else { throw WireFormatError(.tooDeep, "values nest deeper than \(limits.maxDepth) levels") }
+        try checkDepth(depth)
         return try containerHeader(fix: 0x90, sixteen: 0xdc, thirtyTwo: 0xdd, perElement: 1, "an array")
     }
 
@@ -500,9 +508,7 @@ extension MessagePackReader {
     /// reference.
     @discardableResult
     mutating func skipValue(depth: Int) throws -> Bool {
-        guard depth <= limits.maxDepth else {
-            throw WireFormatError(.tooDeep, "values nest deeper than \(limits.maxDepth) levels")
-        }
+        try checkDepth(depth)
         let start = offset
         let lead = try byte()
         do {
@@ -551,9 +557,7 @@ extension MessagePackReader {
 
     private mutating func skipString(_ length: Int) throws {
         let utf8 = try blob(length)
-        var highBits: UInt8 = 0
-        for byte in utf8 { highBits |= byte }
-        if highBits >= 0x80, String(validating: utf8, as: UTF8.self) == nil {
+        if !isASCII(utf8), String(validating: utf8, as: UTF8.self) == nil {
             throw WireFormatError(.invalidUTF8, "a string at offset \(offset - length) is not valid UTF-8")
         }
     }
