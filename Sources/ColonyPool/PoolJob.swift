@@ -128,19 +128,13 @@ final class Job {
         index >= base && index - base < slots.count && slots[index - base] == .waiting
     }
 
-    /// Records a call's outcome; false if it already had one (a cancelled call's late result).
-    func record(_ index: Int, _ outcome: PoolOutcome) -> Bool {
+    /// Records that a call failed; false if it already had an outcome (a cancelled call's
+    /// late result). Successes come in runs, through `recordSuccesses`.
+    func recordFailure(_ index: Int, _ error: RemoteError) -> Bool {
         guard isWaiting(index) else { return false }
-        switch outcome {
-        case .success(let value):
-            results.append(value)
-            resultCalls.append(index)
-            slots[index - base] = .succeeded(results.count - 1)
-        case .failure(let error):
-            slots[index - base] = .failed
-            errors[index] = error
-            failed += 1
-        }
+        slots[index - base] = .failed
+        errors[index] = error
+        failed += 1
         completed += 1
         if !ordered { ready.append(index) }
         return true

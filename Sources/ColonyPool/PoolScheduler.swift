@@ -236,7 +236,7 @@ public struct PoolScheduler {
         guard let job = jobs[id], !job.isFinished else { return (false, []) }
         var actions: [PoolAction] = []
         let cancelled = RemoteError(.cancelled, "the call was cancelled (cancel or terminate) before it finished")
-        for index in job.undoneIndices() { _ = job.record(index, .failure(cancelled)) }
+        for index in job.undoneIndices() { _ = job.recordFailure(index, cancelled) }
         job.inputComplete = true
         job.dropQueued()
         for (assignmentID, assignment) in assignments.all(where: { $0.job === job }) {
@@ -340,7 +340,7 @@ public struct PoolScheduler {
         }
         record(assignment, results: results, into: &actions)
         let job = assignment.job
-        if !job.dropped, job.record(assignment.start + index, .failure(error)) {
+        if !job.dropped, job.recordFailure(assignment.start + index, error) {
             counters.failedCalls += 1
             actions.append(.resultsReady(job.id))
             finishIfDone(job, into: &actions)
@@ -527,7 +527,7 @@ public struct PoolScheduler {
                         .workerLost,
                         "the worker running this call of '\(job.task)' was lost on all \(settings.maxAttempts) attempts (last on node \(node))",
                         detail: ["task": .string(job.task), "attempts": .integer(settings.maxAttempts), "node": .string(node)])
-                    _ = job.record(index, .failure(error))
+                    _ = job.recordFailure(index, error)
                     counters.failedCalls += 1
                     failedNow = true
                 } else {
@@ -555,7 +555,7 @@ public struct PoolScheduler {
         for id in jobs.keys.sorted() where !known.contains(jobs[id]!.task) && jobs[id]!.hasQueued {
             let job = jobs[id]!
             let error = RemoteError(.noSuchTask, noWorkerRuns(job.task))
-            for index in job.queuedIndices() where job.record(index, .failure(error)) { counters.failedCalls += 1 }
+            for index in job.queuedIndices() where job.recordFailure(index, error) { counters.failedCalls += 1 }
             job.dropQueued()
             actions.append(.resultsReady(id))
             finishIfDone(job, into: &actions)
