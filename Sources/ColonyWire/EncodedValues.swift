@@ -157,12 +157,6 @@ private let fixedSizes: [UInt8] = (0...255).map { lead -> UInt8 in
 }
 
 extension ByteBuffer {
-    /// Appends `values` as one MessagePack array.
-    @discardableResult
-    public mutating func writeArray(_ values: EncodedValues) -> Int {
-        writeEncoded { $0.write(array: values) }
-    }
-
     /// Appends the map `fields` (a `WireValue.map`) with one more entry: `key` and the array
     /// `values`.
     @discardableResult
@@ -250,10 +244,7 @@ public struct PoolCallsRequest: Sendable {
     /// those and gives their precise error or checks their references.
     public init?(body: ByteBuffer, limits: WireLimits) {
         let read: (UInt64, String, [WireValue], EncodedValues)? = body.withUnsafeReadableBytes { raw in
-            // fixarray of 4, then fixstr "call".
-            guard raw.count > 6, raw[0] == 0x94, raw[1] == 0xa4, raw[2] == 0x63, raw[3] == 0x61, raw[4] == 0x6c, raw[5] == 0x6c else { return nil }
-            var reader = MessagePackReader(bytes: raw.bindMemory(to: UInt8.self), limits: limits)
-            reader.offset = 6
+            guard var reader = MessagePackReader.afterCallPrefix(raw, limits: limits) else { return nil }
             guard let object = (try? reader.readValue(depth: 1))?.uint64Value, case .string(let method)? = try? reader.readValue(depth: 1),
                 method == "map" || method == "feed", let count = try? reader.arrayHeader(depth: 1), count >= 2,
                 let first = try? reader.readValue(depth: 2)

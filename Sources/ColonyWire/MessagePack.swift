@@ -575,12 +575,17 @@ extension MessagePackReader {
     /// `["call", object id, method, [arguments]]`, the request nearly every frame carries,
     /// read field by field (no four-element array or operation string is built). Nil for any
     /// other bytes, including malformed ones, which the general decoder then reads and reports.
-    static func call(in raw: UnsafeRawBufferPointer, limits: WireLimits) -> Request? {
-        // fixarray of 4, then fixstr "call".
-        guard raw.count > 6, raw[0] == 0x94, raw[1] == 0xa4, raw[2] == 0x63, raw[3] == 0x61, raw[4] == 0x6c, raw[5] == 0x6c
-        else { return nil }
+    /// A reader just past `["call", ` (a fixarray of 4, then the fixstr "call"), or nil when
+    /// the bytes do not start so.
+    static func afterCallPrefix(_ raw: UnsafeRawBufferPointer, limits: WireLimits) -> MessagePackReader? {
+        guard raw.count > 6, raw[0] == 0x94, raw[1] == 0xa4, raw[2] == 0x63, raw[3] == 0x61, raw[4] == 0x6c, raw[5] == 0x6c else { return nil }
         var reader = MessagePackReader(bytes: raw.bindMemory(to: UInt8.self), limits: limits)
         reader.offset = 6
+        return reader
+    }
+
+    static func call(in raw: UnsafeRawBufferPointer, limits: WireLimits) -> Request? {
+        guard var reader = afterCallPrefix(raw, limits: limits) else { return nil }
         guard let object = (try? reader.readValue(depth: 1))?.uint64Value,
             case .string(let method)? = try? reader.readValue(depth: 1),
             case .array(let arguments)? = try? reader.readValue(depth: 1),

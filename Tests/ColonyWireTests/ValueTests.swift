@@ -177,7 +177,7 @@ import Testing
         encoded.removeFirst(3)
         #expect(encoded.values == Array(values[3...]))
         var buffer = ByteBuffer()
-        buffer.writeArray(encoded)
-        #expect(try WireValue(messagePack: buffer.readableBytesView) == .array(Array(values[3...])))
+        buffer.writeMap(["first": 1], array: "rest", encoded)
+        #expect(try WireValue(messagePack: buffer.readableBytesView) == ["first": 1, "rest": .array(Array(values[3...]))])
     }
 }
