@@ -80,6 +80,8 @@ public final class ManagerServer: ManagerContext, @unchecked Sendable {
     /// another one than before knows the manager restarted.
     public let instance: [UInt8] = (0..<16).map { _ in UInt8.random(in: 0...255) }
     private let group: MultiThreadedEventLoopGroup
+    /// Runs heavy requests (RequestWeight) off the event loops.
+    private let offloadPool: NIOThreadPool
     private let handshake: HandshakeConfiguration
     private let sslContext: NIOSSLContext?
     private let started = Date()
@@ -114,6 +116,7 @@ public final class ManagerServer: ManagerContext, @unchecked Sendable {
                 logger: configuration.logger)
         }
         group = MultiThreadedEventLoopGroup(numberOfThreads: max(1, configuration.eventLoopThreads))
+        offloadPool = NIOThreadPool(numberOfThreads: max(1, configuration.eventLoopThreads))
         var handshake = HandshakeConfiguration(
             authKey: try AuthKey(configuration.authKey),
             timeoutNanoseconds: UInt64(configuration.handshakeTimeoutSeconds * 1e9),
@@ -138,6 +141,7 @@ public final class ManagerServer: ManagerContext, @unchecked Sendable {
 
     /// Binds and starts serving; returns the address actually bound (port 0 picks one).
     public func start() async throws -> SocketAddress {
+        offloadPool.start()
         let bootstrap = ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 256)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
@@ -239,10 +243,10 @@ public final class ManagerServer: ManagerContext, @unchecked Sendable {
         let session = ManagerSession(
             id: id, context: self, handshake: handshake, maxFrameBody: configuration.maxFrameBody,
             maxMessageSize: configuration.maxMessageSize, maxInFlight: configuration.maxInFlight, outlet: outlet, meter: meter,
-            now: ManagerServer.now())
+            offloadsHeavyRequests: true, now: ManagerServer.now())
         try operations.addHandler(
             SessionHandler(
-                session: session, record: record, outlet: outlet, poller: poller,
+                session: session, record: record, outlet: outlet, poller: poller, offloadPool: offloadPool,
                 busyPollNanoseconds: UInt64(max(0, configuration.busyPollMicroseconds)) * 1000, maxFrameBody: configuration.maxFrameBody,
                 handshakeTimeout: configuration.handshakeTimeoutSeconds,
                 keptAnswers: keptAnswers(for: poller),
@@ -292,6 +296,7 @@ public final class ManagerServer: ManagerContext, @unchecked Sendable {
             _ = try? await record.channel.closeFuture.get()
         }
         try? await group.shutdownGracefully()
+        try? await offloadPool.shutdownGracefully()
         // Every change the sessions made is written and synced before the manager stops.
         persistence?.stop()
     }
@@ -498,12 +503,21 @@ final class SessionHandler: ChannelInboundHandler {
     private let keptAnswers: KeptAnswers?
     /// How many bytes at the front of `outbound` wait for the journal (0: none).
     private var awaitingJournal = 0
+    private let offloadPool: NIOThreadPool
+    /// Set while a heavy request runs on the offload pool: the session there is the live
+    /// one, so reads wait in `received` (with reading paused) and whatever else needs the
+    /// session waits in `afterOffload`.
+    private var offloaded = false
+    private var afterOffload: [() -> Void] = []
+    /// Slices of a large write still to go, one per event-loop turn.
+    private var slices = CircularBuffer<ByteBuffer>()
 
     init(
-        session: ManagerSession, record: SessionRecord, outlet: ChannelOutlet, poller: BusyPoller, busyPollNanoseconds: UInt64,
-        maxFrameBody: Int, handshakeTimeout: Double, keptAnswers: KeptAnswers?, logger: Logger
+        session: ManagerSession, record: SessionRecord, outlet: ChannelOutlet, poller: BusyPoller, offloadPool: NIOThreadPool,
+        busyPollNanoseconds: UInt64, maxFrameBody: Int, handshakeTimeout: Double, keptAnswers: KeptAnswers?, logger: Logger
     ) {
         self.keptAnswers = keptAnswers
+        self.offloadPool = offloadPool
         self.session = session
         self.record = record
         self.outlet = outlet
@@ -529,7 +543,13 @@ final class SessionHandler: ChannelInboundHandler {
         answerParked(requestID: requestID, context: context) { $0.parkedAnswered(requestID: requestID, encoded: body) }
     }
 
-    private func answerParked(requestID: UInt64, context: ChannelHandlerContext, _ answer: (inout ManagerSession) -> [SessionAction]) {
+    private func answerParked(
+        requestID: UInt64, context: ChannelHandlerContext, _ answer: @escaping (inout ManagerSession) -> [SessionAction]
+    ) {
+        guard !offloaded else {
+            afterOffload.append { [self] in answerParked(requestID: requestID, context: context, answer) }
+            return
+        }
         isBusy = true
         defer { isBusy = false }
         timeouts.removeValue(forKey: requestID)?.cancel()
@@ -549,6 +569,10 @@ final class SessionHandler: ChannelInboundHandler {
     /// The pool found this worker silent: close without waiting for it.
     func disconnect(reason: String, context: ChannelHandlerContext) {
         guard !closing else { return }
+        guard !offloaded else {
+            afterOffload.append { [self] in disconnect(reason: reason, context: context) }
+            return
+        }
         logger.notice("closing a worker session", metadata: ["reason": "\(reason)"])
         closing = true
         session.end()
@@ -565,14 +589,26 @@ final class SessionHandler: ChannelInboundHandler {
         let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
         context.eventLoop.scheduleTask(in: .nanoseconds(Int64(handshakeTimeout * 1e9) + 1_000_000)) {
             let (handler, context) = loopBound.value
-            handler.perform(handler.session.checkHandshakeDeadline(now: ManagerServer.now()), context: context)
-            handler.flushIfNeeded(context: context)
+            handler.withSession {
+                handler.perform(handler.session.checkHandshakeDeadline(now: ManagerServer.now()), context: context)
+                handler.flushIfNeeded(context: context)
+            }
         }
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         awaitingPong = false
         guard !closing else { return }
+        guard !offloaded else {
+            received.hold(unwrapInboundIn(data))
+            return
+        }
+        receiveFrames(unwrapInboundIn(data), context: context)
+    }
+
+    /// Hands the session the frames of `data`, after those held from earlier reads, until
+    /// one closes the connection or offloads a request.
+    private func receiveFrames(_ data: ByteBuffer, context: ChannelHandlerContext) {
         isBusy = true
         defer { isBusy = false }
         // Taken out of `self` while frames are handled, so that handling them does not run
@@ -583,9 +619,9 @@ final class SessionHandler: ChannelInboundHandler {
         let now = ManagerServer.now()
         do {
             // The frame size limit is checked from the header, before the body is waited for.
-            try stream.receive(unwrapInboundIn(data), maxBodySize: maxFrameBody) { frame in
+            try stream.receive(data, maxBodySize: maxFrameBody) { frame in
                 perform(session.receive(frame, now: now), context: context)
-                return !closing
+                return !closing && !offloaded
             }
         } catch {
             failFraming(error, context: context)
@@ -623,11 +659,42 @@ final class SessionHandler: ChannelInboundHandler {
         awaitingJournal = 0
         var gathered = spareOutbound.take() ?? context.channel.allocator.buffer(capacity: 1024)
         swap(&gathered, &outbound)
-        context.writeAndFlush(wrapOutboundOut(gathered), promise: nil)
+        writeOut(gathered, context: context)
         // TLS has encrypted the bytes (or the socket taken them) by now, so the buffer is
         // usually ours again; `clear` copies only if it is still held.
+        guard gathered.capacity <= SessionHandler.writeSlice else { return }
         gathered.clear()
         spareOutbound = gathered
+    }
+
+    /// A write larger than this goes out in slices of it, one per event-loop turn: TLS
+    /// encrypts what is flushed at once, and 100 MB would hold the loop for a tenth of a
+    /// second. (It is also the largest outgoing buffer kept for reuse.)
+    static let writeSlice = 1 << 20
+
+    /// Writes and flushes `bytes`, behind any slices of an earlier large write.
+    private func writeOut(_ bytes: ByteBuffer, context: ChannelHandlerContext) {
+        if slices.isEmpty, bytes.readableBytes <= SessionHandler.writeSlice {
+            context.writeAndFlush(wrapOutboundOut(bytes), promise: nil)
+            return
+        }
+        let idle = slices.isEmpty
+        var rest = bytes
+        while let slice = rest.readSlice(length: min(SessionHandler.writeSlice, rest.readableBytes)), slice.readableBytes > 0 {
+            slices.append(slice)
+        }
+        if idle { writeNextSlice(context: context) }
+    }
+
+    private func writeNextSlice(context: ChannelHandlerContext) {
+        guard let slice = slices.popFirst() else { return }
+        context.writeAndFlush(wrapOutboundOut(slice), promise: nil)
+        guard !slices.isEmpty else { return }
+        let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+        context.eventLoop.execute {
+            let (handler, context) = loopBound.value
+            handler.writeNextSlice(context: context)
+        }
     }
 
     /// Sends the answers that waited for the journal, then sees to any gathered since.
@@ -635,7 +702,7 @@ final class SessionHandler: ChannelInboundHandler {
         let kept = awaitingJournal
         awaitingJournal = 0
         guard kept > 0, context.channel.isActive, let answers = outbound.readSlice(length: kept) else { return }
-        context.writeAndFlush(wrapOutboundOut(answers), promise: nil)
+        writeOut(answers, context: context)
         flushIfNeeded(context: context)
     }
 
@@ -654,6 +721,10 @@ final class SessionHandler: ChannelInboundHandler {
                 outbound.writeAnswer(requestID: requestID, result, maxFrameBody: maxFrameBody)
             case .answerEncoded(let requestID, let body):
                 outbound.writeMessage(Message(kind: .response, requestID: requestID, body: body), maxFrameBody: maxFrameBody)
+            case .write(let bytes):
+                if outbound.readableBytes == 0 { outbound = bytes } else { outbound.writeImmutableBuffer(bytes) }
+            case .offload(let message):
+                offload(message, context: context)
             case .close:
                 closing = true
                 flushIfNeeded(context: context)
@@ -672,21 +743,71 @@ final class SessionHandler: ChannelInboundHandler {
                 timeouts[requestID] = context.eventLoop.scheduleTask(in: .nanoseconds(Int64(delay))) {
                     let handler = loopBound.value
                     handler.timeouts[requestID] = nil
-                    handler.session.expire(requestID: requestID)
+                    handler.withSession { handler.session.expire(requestID: requestID) }
                 }
             }
         }
     }
 
+    /// Runs `body` now, or, while a request is offloaded, once it is back.
+    private func withSession(_ body: @escaping () -> Void) {
+        if offloaded { afterOffload.append(body) } else { body() }
+    }
+
+    /// Runs a heavy request on the offload pool. Reading pauses until it is back, so the
+    /// session's requests still run in order; what was answered before it leaves now.
+    private func offload(_ message: Message, context: ChannelHandlerContext) {
+        offloaded = true
+        try? context.channel.syncOptions?.setOption(ChannelOptions.autoRead, value: false)
+        flushIfNeeded(context: context)
+        let flight = OffloadedSession(session: session)
+        let maxFrameBody = self.maxFrameBody
+        let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+        offloadPool.runIfActive(eventLoop: context.eventLoop) {
+            var flight = flight
+            flight.actions = flight.session.runOffloaded(message, maxFrameBody: maxFrameBody)
+            return flight
+        }.whenComplete { result in
+            let (handler, context) = loopBound.value
+            handler.offloadReturned(result, requestID: message.requestID, context: context)
+        }
+    }
+
+    private func offloadReturned(_ result: Result<OffloadedSession, any Error>, requestID: UInt64, context: ChannelHandlerContext) {
+        offloaded = false
+        isBusy = true
+        switch result {
+        case .success(let flight):
+            session = flight.session
+            session.offloadReturned()
+            perform(flight.actions, context: context)
+        case .failure:
+            // The pool has stopped: the manager is shutting down, and the request never ran.
+            perform([.answer(requestID: requestID, .failure(RemoteError(.shutDown, "the manager is shutting down")))], context: context)
+        }
+        isBusy = false
+        flushIfNeeded(context: context)
+        let waiting = afterOffload
+        afterOffload = []
+        for body in waiting { body() }
+        guard !closing, !offloaded, context.channel.isActive else { return }
+        try? context.channel.syncOptions?.setOption(ChannelOptions.autoRead, value: true)
+        // The frames that arrived meanwhile, as a read would hand them on.
+        receiveFrames(ByteBuffer(), context: context)
+        channelReadComplete(context: context)
+    }
+
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
         if event is ManagerShuttingDown {
-            perform(session.shutDown(), context: context)
+            withSession { [self] in perform(session.shutDown(), context: context) }
             return
         }
         guard event is IdleStateHandler.IdleStateEvent else {
             context.fireUserInboundEventTriggered(event)
             return
         }
+        // Not reading while a request is offloaded is this side's doing, not the peer's.
+        guard !offloaded else { return }
         if awaitingPong || session.negotiated == nil {
             // Silent for two intervals: the peer is gone. Give back what it held now, not
             // after the TLS close, which waits for a peer that will never answer.
@@ -719,7 +840,8 @@ final class SessionHandler: ChannelInboundHandler {
         logger.debug("session ended", metadata: ["objects": "\(session.objectCount)"])
         for timeout in timeouts.values { timeout.cancel() }
         timeouts = [:]
-        session.end()
+        slices.removeAll()
+        withSession { [self] in session.end() }
         outlet.detach()
         if isWatched {
             poller.unwatch()
@@ -727,6 +849,13 @@ final class SessionHandler: ChannelInboundHandler {
         }
         context.fireChannelInactive()
     }
+}
+
+/// A session on its way to the offload pool and back. Its handler leaves its own copy alone
+/// meanwhile, so the one in flight is the only live one.
+private struct OffloadedSession: @unchecked Sendable {
+    var session: ManagerSession
+    var actions: [SessionAction] = []
 }
 
 /// The answers of one event loop's sessions that wait for the journal (`--persist always`):

@@ -22,6 +22,12 @@ public enum SessionAction: Sendable, Equatable {
     case close
     /// Call `expire(requestID:)` after this long (a parked call's timeout).
     case scheduleTimeout(requestID: UInt64, afterNanoseconds: UInt64)
+    /// A heavy request (RequestWeight): pass it to `runOffloaded` on a thread off the event
+    /// loop, then call `offloadReturned` and perform what it returned. The session takes no
+    /// other input meanwhile.
+    case offload(Message)
+    /// Write these bytes, already framed (an offloaded request's answer, encoded off the loop).
+    case write(ByteBuffer)
 }
 
 extension ByteBuffer {
@@ -73,12 +79,19 @@ public struct ManagerSession {
     private var calledType: ObjectType?
     /// With metrics: when each parked call arrived, and what it is counted as.
     private var parkedSince: [UInt64: (kind: RequestMeter.Kind, start: UInt64)] = [:]
+    /// Whether heavy requests are handed back with `.offload` (the server's sessions do).
+    private let offloadsHeavyRequests: Bool
+    /// True while `runOffloaded` runs: the meter belongs to the event loop, so what it would
+    /// count waits in `offloadedMeasure` for `offloadReturned`.
+    private var runningOffloaded = false
+    private var offloadedMeasure: (request: Request?, outcome: Outcome, requestID: UInt64, start: UInt64)?
 
     public init(
         id: UInt64, context: any ManagerContext, handshake: HandshakeConfiguration, maxFrameBody: Int, maxMessageSize: Int,
-        maxInFlight: Int, outlet: any AnswerOutlet, meter: RequestMeter? = nil, now: UInt64
+        maxInFlight: Int, outlet: any AnswerOutlet, meter: RequestMeter? = nil, offloadsHeavyRequests: Bool = false, now: UInt64
     ) {
         self.id = id
+        self.offloadsHeavyRequests = offloadsHeavyRequests
         self.outlet = outlet
         self.context = context
         self.maxInFlight = maxInFlight
@@ -172,8 +185,7 @@ public struct ManagerSession {
         }
         switch message.kind {
         case .request:
-            requestsServed &+= 1
-            return answer(message)
+            return answer(message, mayOffload: offloadsHeavyRequests)
         case .ping:
             return [.send(Frame(kind: .pong, requestID: message.requestID))]
         case .pong:
@@ -244,7 +256,27 @@ public struct ManagerSession {
         case parked(timeout: Double?)
     }
 
-    private mutating func answer(_ message: Message) -> [SessionAction] {
+    /// Runs a request that `receive` handed back with `.offload`, on a thread off the event
+    /// loop; its answer is encoded here too, so the loop only writes bytes.
+    public mutating func runOffloaded(_ message: Message, maxFrameBody: Int) -> [SessionAction] {
+        runningOffloaded = true
+        defer { runningOffloaded = false }
+        return answer(message, mayOffload: false).map { action in
+            guard case .answer(let requestID, let result) = action else { return action }
+            var bytes = ByteBuffer()
+            bytes.writeAnswer(requestID: requestID, result, maxFrameBody: maxFrameBody)
+            return .write(bytes)
+        }
+    }
+
+    /// Back on the event loop after `runOffloaded`: counts what it ran.
+    public mutating func offloadReturned() {
+        guard let measured = offloadedMeasure.take(), let meter else { return }
+        measure(measured.request, measured.outcome, requestID: measured.requestID, since: measured.start, meter)
+    }
+
+    private mutating func answer(_ message: Message, mayOffload: Bool) -> [SessionAction] {
+        if mayOffload, RequestWeight.isHeavy(bodyBytes: message.body.readableBytes) { return [.offload(message)] }
         let start = meter == nil ? 0 : NIODeadline.now().uptimeNanoseconds
         var request: Request?
         let outcome: Outcome
@@ -262,6 +294,7 @@ public struct ManagerSession {
                     context.store.object($0.object)?.type == .pool ? $0 : nil
                 }
                 let parsed = try pooled.map { Request.call(object: $0.object, method: $0.method, arguments: $0.arguments) } ?? Request(body: message.body)
+                if mayOffload, RequestWeight.isHeavy(parsed, object: context.store.object) { return [.offload(message)] }
                 if meter != nil { request = parsed }
                 calledType = nil
                 outcome = execute(parsed, requestID: message.requestID, requestBytes: message.body.readableBytes, encodedCalls: pooled?.calls)
@@ -271,7 +304,14 @@ public struct ManagerSession {
                 outcome = .answered(.failure(RemoteError(.badRequest, "the request body is not a valid value: \(error)")))
             }
         }
-        if let meter { measure(request, outcome, requestID: message.requestID, since: start, meter) }
+        requestsServed &+= 1
+        if let meter {
+            if runningOffloaded {
+                offloadedMeasure = (request, outcome, message.requestID, start)
+            } else {
+                measure(request, outcome, requestID: message.requestID, since: start, meter)
+            }
+        }
         switch outcome {
         case .answered(let result):
             return [.answer(requestID: message.requestID, result)]

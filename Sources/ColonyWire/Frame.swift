@@ -204,7 +204,8 @@ public struct FrameStream {
 
     /// Calls `handle` with each whole frame of `incoming` (after any bytes held from earlier
     /// reads) and keeps the bytes of an unfinished frame for the next read. When `handle`
-    /// returns false (its connection is closing), the rest of the bytes are dropped.
+    /// returns false (its connection is closing, or pauses), the rest of the bytes are kept
+    /// too: a later `receive`, of an empty buffer if nothing new came, hands on their frames.
     /// Frames' bodies are views of `incoming`: `handle` copies what it wants to keep.
     public mutating func receive(
         _ incoming: ByteBuffer, maxBodySize: Int, _ handle: (Frame) throws -> Bool
@@ -218,15 +219,26 @@ public struct FrameStream {
             (buffer, ownsStorage) = (incoming, false)
         }
         while let frame = try buffer.readFrame(maxBodySize: maxBodySize) {
-            guard try handle(frame) else { return }
+            guard try handle(frame) else { break }
         }
         guard buffer.readableBytes > 0 else { return }
         if ownsStorage {
             buffer.discardReadBytes()
             unfinished = buffer
         } else {
-            var held = ByteBufferAllocator().buffer(capacity: max(buffer.readableBytes, 1024))
-            held.writeBuffer(&buffer)
+            hold(buffer)
+        }
+    }
+
+    /// Keeps `incoming` after any bytes held, without looking at its frames (a paused
+    /// connection's reads).
+    public mutating func hold(_ incoming: ByteBuffer) {
+        if var held = unfinished.take() {
+            held.writeImmutableBuffer(incoming)
+            unfinished = held
+        } else {
+            var held = ByteBufferAllocator().buffer(capacity: max(incoming.readableBytes, 1024))
+            held.writeImmutableBuffer(incoming)
             unfinished = held
         }
     }

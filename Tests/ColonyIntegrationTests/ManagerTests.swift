@@ -251,6 +251,43 @@ import Testing
         await manager.close()
     }
 
+    @Test func aHeavyRequestLeavesTheEventLoopToTheOtherSessions() async throws {
+        // One event loop serves both connections.
+        let server = try ManagerProcess(extraArguments: ["--event-loop-threads", "1"])
+        let heavy = try await server.connect()
+        let light = try await server.connect()
+        let scratch = try await light.dict(nil, String.self, Int.self)
+        // An Array of 3×10^7 items, asked for in 40 bytes: the manager takes a long while
+        // to make it, and used to make it on the event loop, where nothing else ran meanwhile.
+        let made = Task { () async throws -> (ArrayProxy<Int>, Date) in
+            let array = try await heavy.array(typecode: "q", size: 30_000_000, of: Int.self)
+            return (array, Date())
+        }
+        try await Task.sleep(for: .milliseconds(100))  // the request is on the manager
+        // The heavy session's next request waits for it: a session's requests run in order.
+        let next = Task { () async throws -> Date in
+            _ = try await heavy.dict(nil, String.self, Int.self)
+            return Date()
+        }
+        for round in 0..<100 {
+            try await scratch.set("round", round)
+            #expect(try await scratch.get("round") == round)
+        }
+        let lightDone = Date()
+        let (array, heavyDone) = try await made.value
+        #expect(lightDone < heavyDone, "the other session was served while the Array was made")
+        #expect(try await next.value >= heavyDone)
+        #expect(try await array.count() == 30_000_000)
+        #expect(try await array.get(29_999_999) == 0)
+        // A big answer is encoded off the loop too, and leaves in slices.
+        let medium = try await heavy.array(typecode: "q", size: 300_000, of: Int.self)
+        try await medium.set(299_999, 7)
+        let copied = try await medium.copy()
+        #expect(copied.count == 300_000 && copied.last == 7)
+        await heavy.close()
+        await light.close()
+    }
+
     @Test func callsFromTheConnectionsOwnExecutor() async throws {
         let server = try ManagerProcess()
         let manager = try await server.connect()

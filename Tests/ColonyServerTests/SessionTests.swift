@@ -12,10 +12,11 @@ final class TestContext: ManagerContext, @unchecked Sendable {
 @Suite struct SessionTests {
     let key = Array(repeating: UInt8(3), count: 32)
 
-    func openSession(_ context: TestContext, id: UInt64 = 1) throws -> ManagerSession {
+    func openSession(_ context: TestContext, id: UInt64 = 1, offloads: Bool = false) throws -> ManagerSession {
         let configuration = HandshakeConfiguration(authKey: try AuthKey(key), failureDelayNanoseconds: 0)
         var session = ManagerSession(
-            id: id, context: context, handshake: configuration, maxFrameBody: 64, maxMessageSize: 1 << 20, maxInFlight: 16, outlet: RecordingOutlet(), now: 0)
+            id: id, context: context, handshake: configuration, maxFrameBody: 64, maxMessageSize: 1 << 20, maxInFlight: 16, outlet: RecordingOutlet(),
+            offloadsHeavyRequests: offloads, now: 0)
         var client = ClientHandshake(configuration: configuration)
         var toServer = [client.start(now: 0)]
         while let frame = toServer.popLast() {

@@ -195,11 +195,20 @@ import Testing
         #expect(count == 5)
     }
 
-    @Test func stopsWhenTheHandlerSaysSoAndRejectsOversizedFrames() throws {
+    @Test func pausesWhenTheHandlerSaysSoAndRejectsOversizedFrames() throws {
         var reader = FrameStream()
         var count = 0
         try reader.receive(stream(of: frames), maxBodySize: 1024) { _ in count += 1; return count < 2 }
         #expect(count == 2)
+        // The rest waits, with what arrives meanwhile, until the next receive.
+        var more = stream(of: frames)
+        let firstHalf = more.readSlice(length: 30)!
+        reader.hold(firstHalf)
+        var later: [Frame] = []
+        try reader.receive(ByteBuffer(), maxBodySize: 1024) { later.append($0); return true }
+        try reader.receive(more, maxBodySize: 1024) { later.append($0); return true }
+        #expect(later == Array(frames[2...]) + frames)
+        #expect(reader.heldBytes == 0)
         var oversized = FrameStream()
         #expect(throws: FrameError.self) {
             try oversized.receive(stream(of: frames), maxBodySize: 100) { _ in true }
