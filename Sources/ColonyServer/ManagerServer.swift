@@ -841,7 +841,15 @@ final class SessionHandler: ChannelInboundHandler {
         for timeout in timeouts.values { timeout.cancel() }
         timeouts = [:]
         slices.removeAll()
-        withSession { [self] in session.end() }
+        // What the session held is given back off the event loop: the last reference to a
+        // big object frees it item by item.
+        withSession { [self] in
+            let leaving = OffloadedSession(session: session)
+            offloadPool.submit { _ in
+                var leaving = leaving
+                leaving.session.end()
+            }
+        }
         outlet.detach()
         if isWatched {
             poller.unwatch()

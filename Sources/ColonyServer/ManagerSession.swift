@@ -294,7 +294,7 @@ public struct ManagerSession {
                     context.store.object($0.object)?.type == .pool ? $0 : nil
                 }
                 let parsed = try pooled.map { Request.call(object: $0.object, method: $0.method, arguments: $0.arguments) } ?? Request(body: message.body)
-                if mayOffload, RequestWeight.isHeavy(parsed, object: context.store.object) { return [.offload(message)] }
+                if mayOffload, RequestWeight.isHeavy(parsed, in: context.store) { return [.offload(message)] }
                 if meter != nil { request = parsed }
                 calledType = nil
                 outcome = execute(parsed, requestID: message.requestID, requestBytes: message.body.readableBytes, encodedCalls: pooled?.calls)

@@ -161,6 +161,11 @@ public final class ObjectStore: @unchecked Sendable {
         return shard.lock.withLock { shard.entries[id]?.object }
     }
 
+    /// The named object `name`, if there is one.
+    func object(named name: String) -> (any SharedObject)? {
+        namesLock.withLock { names[name] }.flatMap(object)
+    }
+
     /// Runs a method; returns its result. References the object adopts or drops are counted.
     public func call(object id: UInt64, method: String, arguments: [WireValue]) throws(RemoteError) -> WireValue {
         let outlet = DiscardingOutlet()

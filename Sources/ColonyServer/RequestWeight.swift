@@ -14,20 +14,25 @@ enum RequestWeight {
     /// Whether a request of `bodyBytes` bytes is heavy before it is even decoded.
     static func isHeavy(bodyBytes: Int) -> Bool { bodyBytes >= heavyBodyBytes }
 
-    /// Whether `request` is heavy; `object` finds the objects it calls.
-    static func isHeavy(_ request: Request, object: (UInt64) -> (any SharedObject)?) -> Bool {
+    /// Whether `request`, to objects of `store`, is heavy.
+    static func isHeavy(_ request: Request, in store: ObjectStore) -> Bool {
         switch request {
         case .new(let type, _, let options):
             // A few bytes of options can ask for an Array of 10^8 items.
             return type == .array && options["items"] == nil && (options["size"]?.int64Value ?? 0) >= heavyElements
         case .call(let id, let method, let arguments):
-            guard let target = object(id) else { return false }
+            guard let target = store.object(id) else { return false }
             return isHeavy(target, method, arguments)
         case .batch(let requests):
-            return requests.contains { isHeavy($0, object: object) }
+            return requests.contains { isHeavy($0, in: store) }
         case .status:
             return true  // it walks every object and session
-        case .release, .attach, .delete:
+        case .release(let id, _):
+            // The last reference frees the object, item by item.
+            return (store.object(id)?.size ?? 0) >= heavyElements
+        case .delete(let name):
+            return (store.object(named: name)?.size ?? 0) >= heavyElements
+        case .attach:
             return false
         }
     }

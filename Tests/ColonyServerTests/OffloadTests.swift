@@ -17,7 +17,7 @@ import Testing
         return list
     }
 
-    private func heavy(_ request: Request) -> Bool { RequestWeight.isHeavy(request, object: store.object) }
+    private func heavy(_ request: Request) -> Bool { RequestWeight.isHeavy(request, in: store) }
 
     @Test func workThatGrowsWithABigObjectIsHeavyAndItemWorkIsNot() throws {
         let big = try list(RequestWeight.heavyElements)
@@ -51,6 +51,11 @@ import Testing
         #expect(!heavy(.call(object: queue.id, method: "get_many", arguments: [10, false, .null])))
         #expect(heavy(.call(object: queue.id, method: "get_many", arguments: [.integer(1 << 20), false, .null])))
         #expect(!heavy(.call(object: 999_999, method: "copy", arguments: [])), "a missing object fails fast")
+        // Freeing a big object walks its items.
+        let big = try store.create(type: .array, name: "big", options: ["typecode": "q", "size": .integer(Int64(RequestWeight.heavyElements))])
+        #expect(heavy(.release(object: big.id, seen: 1)) && heavy(.delete(name: "big")))
+        #expect(!heavy(.release(object: dict.id, seen: 1)) && !heavy(.delete(name: "nothing")))
+        #expect(!heavy(.attach(object: big.id)))
         #expect(heavy(.batch([.call(object: dict.id, method: "len", arguments: []), array(1 << 20)])))
         #expect(!heavy(.batch([.call(object: dict.id, method: "len", arguments: []), array(10)])))
         #expect(RequestWeight.isHeavy(bodyBytes: RequestWeight.heavyBodyBytes))
