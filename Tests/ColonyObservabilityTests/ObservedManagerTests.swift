@@ -52,4 +52,47 @@ import Testing
         await dashboard.shutdown()
         await server.shutdown()
     }
+
+    /// Heavy requests run on the offload pool while parked calls of the same session are
+    /// answered and other sessions of the event loop go on; the loop still counts them.
+    @Test func heavyRequestsRunOffTheLoopAndAreCountedThere() async throws {
+        let key = Array(repeating: UInt8(5), count: 32)
+        let exporter = PrometheusExporter()
+        var configuration = ManagerConfiguration(host: "127.0.0.1", port: 0, transport: .insecurePlaintext, authKey: key)
+        configuration.eventLoopThreads = 1
+        configuration.metrics = exporter.metrics
+        let server = try ManagerServer(configuration: configuration)
+        let address = try await server.start()
+        let heavy = try await Manager.connect(port: address.port!, authKey: key, trust: .insecurePlaintext)
+        let light = try await Manager.connect(port: address.port!, authKey: key, trust: .insecurePlaintext)
+        let items = try await heavy.list(nil, Int.self)
+        let jobs = try await heavy.queue("jobs", Int.self)
+        let lightJobs = try await light.queue("jobs", Int.self)
+        let waiting = Task { try await jobs.get(timeout: 30) }  // parked on the heavy session
+        let rounds = 8
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask {
+                for round in 0..<rounds {
+                    try await items.extend(Array(repeating: round, count: 40_000))  // over 128 KiB
+                    #expect(try await items.copy().count == 40_000 * (round + 1))
+                }
+                _ = try await heavy.status()
+            }
+            group.addTask {
+                let scratch = try await light.dict(nil, String.self, Int.self)
+                for index in 0..<400 { try await scratch.set("k", index) }
+                try await lightJobs.put(7)
+            }
+            try await group.waitForAll()
+        }
+        #expect(try await waiting.value == 7)
+        let text = String(decoding: exporter.scrape(server.statusReport(objectRowLimit: 0)), as: UTF8.self)
+        #expect(text.contains(#"colony_requests_total{type="list",method="extend"} \#(rounds)"#), "\(text)")
+        #expect(text.contains(#"colony_requests_total{type="list",method="copy"} \#(rounds)"#))
+        #expect(text.contains(#"colony_requests_total{type="dict",method="setitem"} 400"#))
+        #expect(text.contains(#"colony_requests_total{type="manager",method="status"} 1"#))
+        await heavy.close()
+        await light.close()
+        await server.shutdown()
+    }
 }
