@@ -228,8 +228,6 @@ public final class ManagerServer: ManagerContext, @unchecked Sendable {
         if tls, let sslContext {
             try operations.addHandler(NIOSSLServerHandler(context: sslContext))
         }
-        try operations.addHandler(
-            IdleStateHandler(readTimeout: .nanoseconds(Int64(configuration.keepaliveIntervalSeconds * 1e9))))
         let poller = BusyPoller.shared(by: channel.eventLoop)
         let meter: RequestMeter? = lock.withLock {
             pollers[ObjectIdentifier(poller)] = poller
@@ -248,7 +246,7 @@ public final class ManagerServer: ManagerContext, @unchecked Sendable {
             SessionHandler(
                 session: session, record: record, outlet: outlet, poller: poller, offloadPool: offloadPool,
                 busyPollNanoseconds: UInt64(max(0, configuration.busyPollMicroseconds)) * 1000, maxFrameBody: configuration.maxFrameBody,
-                handshakeTimeout: configuration.handshakeTimeoutSeconds,
+                handshakeTimeout: configuration.handshakeTimeoutSeconds, keepaliveInterval: configuration.keepaliveIntervalSeconds,
                 keptAnswers: keptAnswers(for: poller),
                 logger: configuration.logger))
     }
@@ -482,6 +480,12 @@ final class SessionHandler: ChannelInboundHandler {
     private let record: SessionRecord
     private let outlet: ChannelOutlet
     private let handshakeTimeout: Double
+    /// Keepalive (SPEC 5): a connection with no read for an interval gets a ping, and one
+    /// still silent an interval later is closed. One timer per connection checks it, rather
+    /// than a handler in the pipeline that reads the clock on every read.
+    private let keepaliveInterval: Double
+    private var keepalive: RepeatedTask?
+    private var readSinceKeepaliveCheck = false
     /// Carries the session's id and peer on every line, and its role (and a worker's node)
     /// once known.
     private var logger: Logger
@@ -514,8 +518,10 @@ final class SessionHandler: ChannelInboundHandler {
 
     init(
         session: ManagerSession, record: SessionRecord, outlet: ChannelOutlet, poller: BusyPoller, offloadPool: NIOThreadPool,
-        busyPollNanoseconds: UInt64, maxFrameBody: Int, handshakeTimeout: Double, keptAnswers: KeptAnswers?, logger: Logger
+        busyPollNanoseconds: UInt64, maxFrameBody: Int, handshakeTimeout: Double, keepaliveInterval: Double, keptAnswers: KeptAnswers?,
+        logger: Logger
     ) {
+        self.keepaliveInterval = keepaliveInterval
         self.keptAnswers = keptAnswers
         self.offloadPool = offloadPool
         self.session = session
@@ -594,10 +600,16 @@ final class SessionHandler: ChannelInboundHandler {
                 handler.flushIfNeeded(context: context)
             }
         }
+        let interval = TimeAmount.nanoseconds(Int64(keepaliveInterval * 1e9))
+        keepalive = context.eventLoop.scheduleRepeatedTask(initialDelay: interval, delay: interval) { _ in
+            let (handler, context) = loopBound.value
+            handler.checkKeepalive(context: context)
+        }
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         awaitingPong = false
+        readSinceKeepaliveCheck = true
         guard !closing else { return }
         guard !offloaded else {
             received.hold(unwrapInboundIn(data))
@@ -616,7 +628,8 @@ final class SessionHandler: ChannelInboundHandler {
         var stream = FrameStream()
         swap(&stream, &received)
         defer { received = stream }
-        let now = ManagerServer.now()
+        // The clock is read only for the handshake and a worker's frames, which need it.
+        let now = session.needsClock ? ManagerServer.now() : 0
         do {
             // The frame size limit is checked from the header, before the body is waited for.
             try stream.receive(data, maxBodySize: maxFrameBody) { frame in
@@ -638,7 +651,7 @@ final class SessionHandler: ChannelInboundHandler {
             logger[metadataKey: "role"] = "\(negotiated.role)"
             logger.debug("session established", metadata: ["agent": "\(negotiated.peerAgent)"])
         }
-        if logger[metadataKey: "node"] == nil, let node = session.workerNode {
+        if let node = session.workerNode, logger[metadataKey: "node"] == nil {
             logger[metadataKey: "node"] = "\(node)"
             logger.info("worker node joined its pool")
         }
@@ -802,12 +815,18 @@ final class SessionHandler: ChannelInboundHandler {
             withSession { [self] in perform(session.shutDown(), context: context) }
             return
         }
-        guard event is IdleStateHandler.IdleStateEvent else {
-            context.fireUserInboundEventTriggered(event)
+        context.fireUserInboundEventTriggered(event)
+    }
+
+    /// A keepalive interval passed: a ping if nothing was read in it, the close if the ping
+    /// before went unanswered.
+    private func checkKeepalive(context: ChannelHandlerContext) {
+        // Not reading while a request is offloaded is this side's doing, not the peer's.
+        guard !closing, !offloaded else { return }
+        if readSinceKeepaliveCheck {
+            readSinceKeepaliveCheck = false
             return
         }
-        // Not reading while a request is offloaded is this side's doing, not the peer's.
-        guard !offloaded else { return }
         if awaitingPong || session.negotiated == nil {
             // Silent for two intervals: the peer is gone. Give back what it held now, not
             // after the TLS close, which waits for a peer that will never answer.
@@ -840,6 +859,8 @@ final class SessionHandler: ChannelInboundHandler {
         logger.debug("session ended", metadata: ["objects": "\(session.objectCount)"])
         for timeout in timeouts.values { timeout.cancel() }
         timeouts = [:]
+        keepalive?.cancel()
+        keepalive = nil
         slices.removeAll()
         // What the session held is given back off the event loop: the last reference to a
         // big object frees it item by item.

@@ -79,6 +79,9 @@ public struct ManagerSession {
     private var calledType: ObjectType?
     /// With metrics: when each parked call arrived, and what it is counted as.
     private var parkedSince: [UInt64: (kind: RequestMeter.Kind, start: UInt64)] = [:]
+    /// Whether `receive` uses the time it is given: during the handshake and for a worker
+    /// node's frames (its heartbeats); a client's requests never do.
+    public private(set) var needsClock = true
     /// Whether heavy requests are handed back with `.offload` (the server's sessions do).
     private let offloadsHeavyRequests: Bool
     /// True while `runOffloaded` runs: the meter belongs to the event loop, so what it would
@@ -165,6 +168,7 @@ public struct ManagerSession {
             return frames.map(SessionAction.send)
         case .established(let session, let frames):
             state = .open(session)
+            needsClock = session.role == "worker"
             meter?.metrics.sessionOpened(role: session.role)
             return frames.map(SessionAction.send)
         case .failed(let failure, let frames, let delay):

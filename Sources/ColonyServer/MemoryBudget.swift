@@ -59,16 +59,19 @@ public final class MemoryBudget: PartialMessageBudget, @unchecked Sendable {
     /// and fixed-size changes (an Array's items, counters, locks) are not.
     static func mayGrow(_ type: ObjectType, _ method: String) -> Bool {
         switch type {
-        case .dict: ["setitem", "setdefault", "update", "or", "fromkeys", "cas"].contains(method)
-        case .list: ["setitem", "setslice", "append", "extend", "insert", "add", "mul", "imul"].contains(method)
-        case .set: ["add", "update", "symmetric_difference_update"].contains(method)
+        case .dict: growingDictMethods.contains(method)
+        case .list: growingListMethods.contains(method)
+        case .set: method == "add" || method == "update" || method == "symmetric_difference_update"
         case .value: method == "set" || method == "cas"
         case .namespace: method == "setattr"
         case .queue, .joinableQueue, .lifoQueue, .priorityQueue: method == "put" || method == "put_many"
-        case .pool: ["submit", "map", "feed"].contains(method)
+        case .pool: method == "submit" || method == "map" || method == "feed"
         default: false
         }
     }
+
+    private static let growingDictMethods: Set<String> = ["setitem", "setdefault", "update", "or", "fromkeys", "cas"]
+    private static let growingListMethods: Set<String> = ["setitem", "setslice", "append", "extend", "insert", "add", "mul", "imul"]
 
     /// Growth smaller than this is left to the next sample (an atomic add per small request
     /// would cost every session on every event loop).

@@ -44,6 +44,7 @@ final class TestWorker {
                 if case .send(let frames) = client.receive(reply, now: 1) { toServer += frames }
             }
         }
+        #expect(session.needsClock, "a worker's heartbeats are timed")
     }
 
     /// Sends one pool message; returns what the session answered directly.

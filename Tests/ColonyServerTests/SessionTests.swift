@@ -178,6 +178,15 @@ final class TestContext: ManagerContext, @unchecked Sendable {
         #expect(outcomes[2] == .success(1))
     }
 
+    @Test func onlyTheHandshakeAndWorkerSessionsReadTheClock() throws {
+        let configuration = HandshakeConfiguration(authKey: try AuthKey(key), failureDelayNanoseconds: 0)
+        let session = ManagerSession(
+            id: 1, context: TestContext(), handshake: configuration, maxFrameBody: 64, maxMessageSize: 1 << 20, maxInFlight: 16,
+            outlet: RecordingOutlet(), now: 0)
+        #expect(session.needsClock)
+        #expect(try !openSession(TestContext()).needsClock, "a client's requests never use the time")
+    }
+
     @Test func wrongKeyFailsTheHandshake() throws {
         let context = TestContext()
         let server = HandshakeConfiguration(authKey: try AuthKey(key), failureDelayNanoseconds: 7)
