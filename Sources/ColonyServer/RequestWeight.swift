@@ -21,7 +21,7 @@ enum RequestWeight {
             // A few bytes of options can ask for an Array of 10^8 items.
             return type == .array && options["items"] == nil && (options["size"]?.int64Value ?? 0) >= heavyElements
         case .call(let id, let method, let arguments):
-            guard let target = store.object(id) else { return false }
+            guard !isItemWork(method), let target = store.object(id) else { return false }
             return isHeavy(target, method, arguments)
         case .batch(let requests):
             return requests.contains { isHeavy($0, in: store) }
@@ -63,6 +63,18 @@ enum RequestWeight {
             }
         }
         return object.size >= heavyElements
+    }
+
+    /// Methods that touch one item or a counter on every type that has them: the calls that
+    /// make up nearly all traffic are weighed without looking up their object.
+    @inline(__always)
+    private static func isItemWork(_ method: String) -> Bool {
+        switch method {
+        case "getitem", "setitem", "get", "set", "len", "append", "put", "incr", "cas", "acquire", "release", "getattr", "setattr":
+            true
+        default:
+            false
+        }
     }
 
     /// The methods of a family whose work does not grow with the object (an item, a length,
