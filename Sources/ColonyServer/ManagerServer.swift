@@ -738,6 +738,13 @@ final class SessionHandler: ChannelInboundHandler {
                 if outbound.readableBytes == 0 { outbound = bytes } else { outbound.writeImmutableBuffer(bytes) }
             case .offload(let message):
                 offload(message, context: context)
+            case .encodeOffLoop(let requestID, let value):
+                let maxFrameBody = self.maxFrameBody
+                runOffLoop(requestID: requestID, context: context) {
+                    var bytes = ByteBuffer()
+                    bytes.writeAnswer(requestID: requestID, .success(value), maxFrameBody: maxFrameBody)
+                    return OffLoopWork(session: nil, actions: [.write(bytes)])
+                }
             case .close:
                 closing = true
                 flushIfNeeded(context: context)
@@ -767,35 +774,43 @@ final class SessionHandler: ChannelInboundHandler {
         if offloaded { afterOffload.append(body) } else { body() }
     }
 
-    /// Runs a heavy request on the offload pool. Reading pauses until it is back, so the
-    /// session's requests still run in order; what was answered before it leaves now.
+    /// Runs a heavy request on the offload pool, with the session.
     private func offload(_ message: Message, context: ChannelHandlerContext) {
-        offloaded = true
-        try? context.channel.syncOptions?.setOption(ChannelOptions.autoRead, value: false)
-        flushIfNeeded(context: context)
-        let flight = OffloadedSession(session: session)
+        let flight = OffLoopWork(session: session)
         let maxFrameBody = self.maxFrameBody
-        let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
-        offloadPool.runIfActive(eventLoop: context.eventLoop) {
+        runOffLoop(requestID: message.requestID, context: context) {
             var flight = flight
-            flight.actions = flight.session.runOffloaded(message, maxFrameBody: maxFrameBody)
+            flight.actions = flight.session?.runOffloaded(message, maxFrameBody: maxFrameBody) ?? []
             return flight
-        }.whenComplete { result in
-            let (handler, context) = loopBound.value
-            handler.offloadReturned(result, requestID: message.requestID, context: context)
         }
     }
 
-    private func offloadReturned(_ result: Result<OffloadedSession, any Error>, requestID: UInt64, context: ChannelHandlerContext) {
+    /// Runs `work` on the offload pool. Reading pauses until it is back, so the session's
+    /// requests still run, and its answers leave, in order; what was answered before it
+    /// leaves now.
+    private func runOffLoop(requestID: UInt64, context: ChannelHandlerContext, _ work: @escaping @Sendable () -> OffLoopWork) {
+        offloaded = true
+        try? context.channel.syncOptions?.setOption(ChannelOptions.autoRead, value: false)
+        flushIfNeeded(context: context)
+        let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+        offloadPool.runIfActive(eventLoop: context.eventLoop, work).whenComplete { result in
+            let (handler, context) = loopBound.value
+            handler.offloadReturned(result, requestID: requestID, context: context)
+        }
+    }
+
+    private func offloadReturned(_ result: Result<OffLoopWork, any Error>, requestID: UInt64, context: ChannelHandlerContext) {
         offloaded = false
         isBusy = true
         switch result {
         case .success(let flight):
-            session = flight.session
-            session.offloadReturned()
+            if let returned = flight.session {
+                session = returned
+                session.offloadReturned()
+            }
             perform(flight.actions, context: context)
         case .failure:
-            // The pool has stopped: the manager is shutting down, and the request never ran.
+            // The pool has stopped: the manager is shutting down.
             perform([.answer(requestID: requestID, .failure(RemoteError(.shutDown, "the manager is shutting down")))], context: context)
         }
         isBusy = false
@@ -865,10 +880,10 @@ final class SessionHandler: ChannelInboundHandler {
         // What the session held is given back off the event loop: the last reference to a
         // big object frees it item by item.
         withSession { [self] in
-            let leaving = OffloadedSession(session: session)
+            let leaving = OffLoopWork(session: session)
             offloadPool.submit { _ in
                 var leaving = leaving
-                leaving.session.end()
+                leaving.session?.end()
             }
         }
         outlet.detach()
@@ -880,10 +895,11 @@ final class SessionHandler: ChannelInboundHandler {
     }
 }
 
-/// A session on its way to the offload pool and back. Its handler leaves its own copy alone
-/// meanwhile, so the one in flight is the only live one.
-private struct OffloadedSession: @unchecked Sendable {
-    var session: ManagerSession
+/// Work on its way to the offload pool and back, with the session when it needs it. Its
+/// handler leaves its own copy of the session alone meanwhile, so the one in flight is the
+/// only live one.
+private struct OffLoopWork: @unchecked Sendable {
+    var session: ManagerSession?
     var actions: [SessionAction] = []
 }
 

@@ -28,6 +28,9 @@ public enum SessionAction: Sendable, Equatable {
     case offload(Message)
     /// Write these bytes, already framed (an offloaded request's answer, encoded off the loop).
     case write(ByteBuffer)
+    /// A heavy answer (RequestWeight): encode it off the event loop, then write it; the
+    /// session takes no other input meanwhile, so its answers keep their order.
+    case encodeOffLoop(requestID: UInt64, WireValue)
 }
 
 extension ByteBuffer {
@@ -317,6 +320,8 @@ public struct ManagerSession {
             }
         }
         switch outcome {
+        case .answered(.success(let value)) where mayOffload && RequestWeight.isHeavy(answer: value):
+            return [.encodeOffLoop(requestID: message.requestID, value)]
         case .answered(let result):
             return [.answer(requestID: message.requestID, result)]
         case .answeredEncoded(let body):
@@ -438,6 +443,9 @@ public struct ManagerSession {
             if case .failure(let error) = outcome { meter.metrics.requestFailed(error.code) }
         }
         took(references)
+        if offloadsHeavyRequests, case .success(let value) = outcome, RequestWeight.isHeavy(answer: value) {
+            return [.encodeOffLoop(requestID: requestID, value)]
+        }
         return [.answer(requestID: requestID, outcome)]
     }
 

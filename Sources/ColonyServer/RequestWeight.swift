@@ -37,6 +37,31 @@ enum RequestWeight {
         }
     }
 
+    /// Bytes of strings and bytes in an answer from which encoding it is heavy.
+    static let heavyAnswerBytes = 4 << 20
+
+    /// Whether encoding `answer` is heavy: a stored value can be big however small the
+    /// request that reads it (a `get` of a list of a million items). The walk stops as soon
+    /// as it has seen enough, so weighing costs little either way.
+    static func isHeavy(answer: WireValue) -> Bool {
+        var elements = 0
+        var bytes = 0
+        func exceeds(_ value: WireValue) -> Bool {
+            elements += 1
+            switch value {
+            case .string(let text): bytes += text.utf8.count
+            case .bytes(let raw): bytes += raw.count
+            case .array(let items):
+                for item in items where exceeds(item) { return true }
+            case .map(let pairs):
+                for pair in pairs where exceeds(pair.key) || exceeds(pair.value) { return true }
+            default: break
+            }
+            return elements >= heavyElements || bytes >= heavyAnswerBytes
+        }
+        return exceeds(answer)
+    }
+
     /// A call is heavy when it multiplies a list into many items, or when its method's work
     /// grows with its object (a copy, a scan, a sort) and the object is big.
     static func isHeavy(_ object: any SharedObject, _ method: String, _ arguments: [WireValue]) -> Bool {

@@ -69,6 +69,9 @@ import Testing
         let jobs = try await heavy.queue("jobs", Int.self)
         let lightJobs = try await light.queue("jobs", Int.self)
         let waiting = Task { try await jobs.get(timeout: 30) }  // parked on the heavy session
+        let bigJobs = try await heavy.queue("big jobs", [Int].self)
+        let lightBigJobs = try await light.queue("big jobs", [Int].self)
+        let waitingForBig = Task { try await bigJobs.get(timeout: 30) }  // its answer is heavy
         let rounds = 8
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask {
@@ -82,15 +85,21 @@ import Testing
                 let scratch = try await light.dict(nil, String.self, Int.self)
                 for index in 0..<400 { try await scratch.set("k", index) }
                 try await lightJobs.put(7)
+                try await lightBigJobs.put(Array(0..<70_000))
             }
             try await group.waitForAll()
         }
         #expect(try await waiting.value == 7)
+        #expect(try await waitingForBig.value == Array(0..<70_000))
         let text = String(decoding: exporter.scrape(server.statusReport(objectRowLimit: 0)), as: UTF8.self)
         #expect(text.contains(#"colony_requests_total{type="list",method="extend"} \#(rounds)"#), "\(text)")
         #expect(text.contains(#"colony_requests_total{type="list",method="copy"} \#(rounds)"#))
         #expect(text.contains(#"colony_requests_total{type="dict",method="setitem"} 400"#))
         #expect(text.contains(#"colony_requests_total{type="manager",method="status"} 1"#))
+        // A small request for a big value: its answer is encoded off the loop.
+        let values = try await heavy.dict(nil, String.self, [Int].self)
+        try await values.set("big", Array(0..<70_000))
+        #expect(try await values.get("big").count == 70_000)
         await heavy.close()
         await light.close()
         await server.shutdown()

@@ -62,6 +62,33 @@ import Testing
         #expect(!RequestWeight.isHeavy(bodyBytes: RequestWeight.heavyBodyBytes - 1))
     }
 
+    @Test func bigAnswersAreWeighedByAWalkThatStopsEarly() {
+        let many = WireValue.array((0..<RequestWeight.heavyElements).map { .integer(Int64($0)) })
+        #expect(RequestWeight.isHeavy(answer: many))
+        #expect(!RequestWeight.isHeavy(answer: .array(Array(repeating: 1, count: 1000))))
+        #expect(!RequestWeight.isHeavy(answer: 42) && !RequestWeight.isHeavy(answer: .null))
+        let nested = WireValue.array(Array(repeating: .array(Array(repeating: "x", count: 7000)), count: 10))
+        #expect(RequestWeight.isHeavy(answer: nested), "items count wherever they nest")
+        #expect(RequestWeight.isHeavy(answer: .map((0..<40_000).map { WirePair(.integer(Int64($0)), "v") })))
+        #expect(RequestWeight.isHeavy(answer: .bytes(Array(repeating: 0, count: RequestWeight.heavyAnswerBytes))))
+        #expect(!RequestWeight.isHeavy(answer: .string(String(repeating: "y", count: 1 << 20))))
+    }
+
+    @Test func aSmallRequestForABigValueHasItsAnswerEncodedOffTheLoop() throws {
+        let context = TestContext()
+        var session = try SessionTests().openSession(context, offloads: true)
+        let dict = try context.store.create(type: .dict, name: "d", options: .null)
+        let big = WireValue.array((0..<RequestWeight.heavyElements).map { .integer(Int64($0)) })
+        _ = try context.store.call(object: dict.id, method: "setitem", arguments: ["big", big])
+        _ = try context.store.call(object: dict.id, method: "setitem", arguments: ["small", 1])
+        func get(_ key: WireValue, id: UInt64) -> [SessionAction] {
+            let message = Message(kind: .request, requestID: id, body: Request.call(object: dict.id, method: "getitem", arguments: [key]).wireValue.encoded())
+            return session.receive(message.frames(maxBodySize: 64)[0], now: 2)
+        }
+        #expect(get("big", id: 3) == [.encodeOffLoop(requestID: 3, big)])
+        #expect(get("small", id: 4) == [.answer(requestID: 4, .success(1))])
+    }
+
     /// The answer a session's `.write` carries (frame bodies of at most 64 bytes).
     private func writtenAnswer(_ actions: [SessionAction]) throws -> Message {
         #expect(actions.count == 1)
