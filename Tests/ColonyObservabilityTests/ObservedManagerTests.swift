@@ -9,14 +9,20 @@ import Testing
 /// A manager in this process with metrics on, so that the ThreadSanitizer sees scrapes and
 /// the event stream's snapshots race the sessions that count.
 @Suite(.serialized) struct ObservedManagerTests {
-    @Test func scrapesWhileSessionsWorkCountEveryRequest() async throws {
-        let key = Array(repeating: UInt8(4), count: 32)
-        let exporter = PrometheusExporter()
+    let key = Array(repeating: UInt8(4), count: 32)
+
+    /// A plaintext manager in this process on an ephemeral port, counting into `exporter`.
+    private func startManager(eventLoopThreads: Int, exporter: PrometheusExporter) async throws -> (ManagerServer, port: Int) {
         var configuration = ManagerConfiguration(host: "127.0.0.1", port: 0, transport: .insecurePlaintext, authKey: key)
-        configuration.eventLoopThreads = 2
+        configuration.eventLoopThreads = eventLoopThreads
         configuration.metrics = exporter.metrics
         let server = try ManagerServer(configuration: configuration)
-        let address = try await server.start()
+        return (server, try await server.start().port!)
+    }
+
+    @Test func scrapesWhileSessionsWorkCountEveryRequest() async throws {
+        let exporter = PrometheusExporter()
+        let (server, port) = try await startManager(eventLoopThreads: 2, exporter: exporter)
         let dashboard = try Dashboard(
             manager: server, exporter: exporter,
             configuration: DashboardConfiguration(host: "127.0.0.1", port: 0, access: DashboardAccess(authKey: key, requiresToken: false)))
@@ -36,7 +42,7 @@ import Testing
         try await withThrowingTaskGroup(of: Void.self) { group in
             for client in 0..<4 {
                 group.addTask {
-                    let manager = try await Manager.connect(port: address.port!, authKey: key, trust: .insecurePlaintext)
+                    let manager = try await Manager.connect(port: port, authKey: key, trust: .insecurePlaintext)
                     let dict = try await manager.dict("shared", String.self, Int.self)
                     for index in 0..<200 { try await dict.set("c\(client)-\(index)", index) }
                     await manager.close()
@@ -56,15 +62,10 @@ import Testing
     /// Heavy requests run on the offload pool while parked calls of the same session are
     /// answered and other sessions of the event loop go on; the loop still counts them.
     @Test func heavyRequestsRunOffTheLoopAndAreCountedThere() async throws {
-        let key = Array(repeating: UInt8(5), count: 32)
         let exporter = PrometheusExporter()
-        var configuration = ManagerConfiguration(host: "127.0.0.1", port: 0, transport: .insecurePlaintext, authKey: key)
-        configuration.eventLoopThreads = 1
-        configuration.metrics = exporter.metrics
-        let server = try ManagerServer(configuration: configuration)
-        let address = try await server.start()
-        let heavy = try await Manager.connect(port: address.port!, authKey: key, trust: .insecurePlaintext)
-        let light = try await Manager.connect(port: address.port!, authKey: key, trust: .insecurePlaintext)
+        let (server, port) = try await startManager(eventLoopThreads: 1, exporter: exporter)
+        let heavy = try await Manager.connect(port: port, authKey: key, trust: .insecurePlaintext)
+        let light = try await Manager.connect(port: port, authKey: key, trust: .insecurePlaintext)
         let items = try await heavy.list(nil, Int.self)
         let jobs = try await heavy.queue("jobs", Int.self)
         let lightJobs = try await light.queue("jobs", Int.self)
