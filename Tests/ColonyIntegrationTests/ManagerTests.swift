@@ -293,6 +293,30 @@ import Testing
         await light.close()
     }
 
+    @Test func aClientThatLeavesWhileItsHeavyRequestRunsLeavesNothingBehind() async throws {
+        let server = try ManagerProcess(extraArguments: ["--event-loop-threads", "1"])
+        let observer = try await server.connect()
+        func objectCount() async throws -> Int { try await observer.status()["objects"]?.arrayValue?.count ?? -1 }
+        let leaver = try await server.connect()
+        let kept = try await leaver.dict("kept", String.self, Int.self)
+        try await kept.set("before", 1)
+        let made = Task { try await leaver.array(typecode: "q", size: 20_000_000, of: Int.self) }
+        try await Task.sleep(for: .milliseconds(100))  // the request is on the manager
+        // A request behind it, then goodbye and the close, all while it runs.
+        let behind = Task { try await kept.set("behind", 2) }
+        await leaver.close()
+        _ = await made.result
+        _ = await behind.result
+        // The anonymous Array went with the session that made it; the named dict stays, and
+        // the manager serves on.
+        #expect(try await eventually { try await objectCount() == 1 })
+        let again = try await observer.dict("kept", String.self, Int.self)
+        #expect(try await again.get("before") == 1)
+        try await again.set("after", 3)
+        #expect(try await again.count() >= 2)
+        await observer.close()
+    }
+
     @Test func callsFromTheConnectionsOwnExecutor() async throws {
         let server = try ManagerProcess()
         let manager = try await server.connect()
