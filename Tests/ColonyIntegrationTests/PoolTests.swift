@@ -123,10 +123,8 @@ let sha256Task = PoolTask<String, String>("sha256")
 @Suite(.serialized) struct PoolCrashTests {
     @Test func killingAWorkerProcessMidMapStillGivesEveryResultOnceAndInOrder() async throws {
         let (_, worker, client, pool) = try await startPool(["--processes", "1"])
-        // Distinct durations, so the results show their order. A chunk takes 0.3 s, so the
-        // kill lands inside one, never in the moment between two (with 20 ms calls, a loaded
-        // machine once had the process idle there, and nothing to retry).
-        let inputs = (0..<30).map { 0.1 + Double($0) * 1e-6 }
+        // Distinct durations, so the results show their order.
+        let inputs = (0..<60).map { 0.02 + Double($0) * 1e-6 }
         let map = try await pool.mapAsync(sleepTask, inputs, chunksize: 3)
         // Once a chunk is done, the one process is in the middle of the next: kill it there.
         #expect(try await eventually { try await pool.workers().first?.done ?? 0 >= 3 })
