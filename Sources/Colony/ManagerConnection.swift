@@ -317,7 +317,8 @@ final class ClientHandler: ChannelInboundHandler, @unchecked Sendable {
     private let poller: BusyPoller
     private let busyPollNanoseconds: UInt64
     private var isWatched = false
-    /// Whether this read burst handed answers to waiting tasks, which are likely to send again.
+    /// Whether this read burst handed answers to waiting tasks, which are likely to send
+    /// again, or an assignment to a worker node, which reports soon.
     private var answeredInThisRead = false
 
     private let poolFrames: (@Sendable (Message) -> Void)?
@@ -362,7 +363,8 @@ final class ClientHandler: ChannelInboundHandler, @unchecked Sendable {
     }
 
     func channelReadComplete(context: ChannelHandlerContext) {
-        // The tasks just resumed usually send their next request at once.
+        // The tasks just resumed usually send their next request at once (a worker node's
+        // report of an assignment just received follows it as soon).
         if answeredInThisRead || !pending.isEmpty { poller.pollSoon(budget: busyPollNanoseconds) }
         answeredInThisRead = false
         context.fireChannelReadComplete()
@@ -432,7 +434,12 @@ final class ClientHandler: ChannelInboundHandler, @unchecked Sendable {
             } else {
                 poolFrames?(message)  // about a worker's report: the worker logs it
             }
-        case .taskAssign, .cancel, .drain:
+        case .taskAssign:
+            // Its report comes back through `execute` soon: polling until then saves waking
+            // this loop from sleep for it.
+            answeredInThisRead = true
+            poolFrames?(message)
+        case .cancel, .drain:
             poolFrames?(message)
         case .ping:
             writeNow([Frame(kind: .pong, requestID: message.requestID)], context: context)
