@@ -122,12 +122,15 @@ let sha256Task = PoolTask<String, String>("sha256")
 
 @Suite(.serialized) struct PoolCrashTests {
     @Test func killingAWorkerProcessMidMapStillGivesEveryResultOnceAndInOrder() async throws {
-        let (_, worker, client, pool) = try await startPool(["--processes", "1"])
+        // One assignment per process at a time (no bundle reported all at once), one call
+        // each: once two calls are done, the process is inside a call of 0.25 s (the moment
+        // between two is a round trip to the manager), with seconds of work left however
+        // late a loaded machine lets this test see it.
+        let (_, worker, client, pool) = try await startPool(["--processes", "1", "--prefetch", "1"])
         // Distinct durations, so the results show their order.
-        let inputs = (0..<60).map { 0.02 + Double($0) * 1e-6 }
-        let map = try await pool.mapAsync(sleepTask, inputs, chunksize: 3)
-        // Once a chunk is done, the one process is in the middle of the next: kill it there.
-        #expect(try await eventually { try await pool.workers().first?.done ?? 0 >= 3 })
+        let inputs = (0..<30).map { 0.25 + Double($0) * 1e-6 }
+        let map = try await pool.mapAsync(sleepTask, inputs, chunksize: 1)
+        #expect(try await eventually { try await pool.workers().first?.done ?? 0 >= 2 })
         let victims = worker.children
         #expect(victims.count == 1, "\(worker.log)")
         for victim in victims { kill(victim, SIGKILL) }
