@@ -1,4 +1,5 @@
 import Atomics
+import ColonyTransport
 import ColonyWire
 import Foundation
 import NIOCore
@@ -35,6 +36,13 @@ public final class Journal: @unchecked Sendable {
     private var rotation: (next: JournalFile.Opened, before: ByteBuffer)?
     private var stopping = false
     private var waiters: [(sequence: UInt64, resume: @Sendable () -> Void)] = []
+    /// Set when an answer waits or the journal stops: ends the writer's poll, which reads it
+    /// without the lock.
+    private let workArrived = ManagedAtomic<Bool>(false)
+    /// With `always`, how long the writer polls for the next answer that waits before it
+    /// sleeps (`colony manager --busy-poll-us`; 0: never), and its back-off.
+    private let pollNanoseconds: UInt64
+    private var pollBackoff = BusyPollBackoff()
     private var failure: String?
     /// Records appended so far, and how many of them the policy counts as kept.
     private let appended = ManagedAtomic<UInt64>(0)
@@ -54,13 +62,17 @@ public final class Journal: @unchecked Sendable {
     /// Appends to the journal at `path` after its valid records (a file from
     /// `JournalFile.read` must have been cut to `validBytes` first); a missing file is
     /// created, beginning `generation`.
-    public convenience init(path: String, policy: DurabilityPolicy, generation: UInt64 = 0) throws(JournalError) {
-        try self.init(file: try JournalFile.open(path, generation: generation), policy: policy)
+    public convenience init(path: String, policy: DurabilityPolicy, generation: UInt64 = 0, pollNanoseconds: UInt64 = 0) throws(JournalError) {
+        try self.init(file: try JournalFile.open(path, generation: generation), policy: policy, pollNanoseconds: pollNanoseconds)
     }
 
-    init(file: JournalFile.Opened, policy: DurabilityPolicy, syncFile: @escaping @Sendable (Int32) -> Int32 = { fdatasync($0) }) throws(JournalError) {
+    init(
+        file: JournalFile.Opened, policy: DurabilityPolicy, pollNanoseconds: UInt64 = 0,
+        syncFile: @escaping @Sendable (Int32) -> Int32 = { fdatasync($0) }
+    ) throws(JournalError) {
         self.file = file
         self.policy = policy
+        self.pollNanoseconds = pollNanoseconds
         self.syncFile = syncFile
         bytes = ManagedAtomic(file.size)
         pending.reserveCapacity(1 << 16)
@@ -110,6 +122,7 @@ public final class Journal: @unchecked Sendable {
         }
         lock.withLock {
             waiters.append((target, resume))
+            workArrived.store(true, ordering: .relaxed)
             lock.signal()
         }
     }
@@ -139,6 +152,7 @@ public final class Journal: @unchecked Sendable {
     public func stop() {
         lock.withLock {
             stopping = true
+            workArrived.store(true, ordering: .relaxed)
             lock.signal()
         }
         _ = try? writer?.join()
@@ -157,6 +171,7 @@ public final class Journal: @unchecked Sendable {
         var lastSync = DispatchTime.now().uptimeNanoseconds
         var unsynced = false
         while true {
+            if policy == .always { pollForWaiter() }
             let (batch, through, done, cut) = lock.withLock { () -> (ByteBuffer, UInt64, Bool, (next: JournalFile.Opened, before: ByteBuffer)?) in
                 if !stopping && rotation == nil && (policy != .always || waiters.isEmpty) && failure == nil {
                     // Never woken by a record (that would cost the event loop a system call and
@@ -209,12 +224,31 @@ public final class Journal: @unchecked Sendable {
                     failure = nil
                     let ready = waiters.filter { $0.sequence <= through }.map(\.resume)
                     waiters.removeAll { $0.sequence <= through }
+                    workArrived.store(!waiters.isEmpty || stopping, ordering: .relaxed)
                     return ready
                 }
                 for resume in ready { resume() }
             }
             if done { return }
         }
+    }
+
+    /// With `always`, after a sync: the event loops usually register the next answers that
+    /// wait within a few hundred microseconds, and a writer still polling takes them without
+    /// being woken from sleep. That wake-up, on top of the loop's when the sync is done, cost
+    /// a third of the throughput at 50 clients on 2 cores (syncs served 9 changes instead of 15).
+    private func pollForWaiter() {
+        guard pollNanoseconds > 0, !workArrived.load(ordering: .relaxed), pollBackoff.shouldPoll() else { return }
+        let deadline = DispatchTime.now().uptimeNanoseconds + pollNanoseconds
+        while !workArrived.load(ordering: .relaxed) {
+            guard DispatchTime.now().uptimeNanoseconds < deadline else {
+                pollBackoff.record(hit: false)
+                return
+            }
+            // Lets an event loop run first if it shares this CPU.
+            sched_yield()
+        }
+        pollBackoff.record(hit: true)
     }
 
     /// Writes a batch; on failure hands what is left to `keep` (under the lock) to try again

@@ -112,8 +112,8 @@ public final class ManagerServer: ManagerContext, @unchecked Sendable {
         let store = store
         persistence = try configuration.persistDirectory.map {
             try Persistence(
-                directory: $0, policy: configuration.durability, compactionBytes: configuration.journalCompactionBytes, store: store,
-                logger: configuration.logger)
+                directory: $0, policy: configuration.durability, compactionBytes: configuration.journalCompactionBytes,
+                journalPollNanoseconds: UInt64(max(0, configuration.busyPollMicroseconds)) * 1000, store: store, logger: configuration.logger)
         }
         group = MultiThreadedEventLoopGroup(numberOfThreads: max(1, configuration.eventLoopThreads))
         offloadPool = NIOThreadPool(numberOfThreads: max(1, configuration.eventLoopThreads))

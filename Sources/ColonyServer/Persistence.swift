@@ -101,7 +101,8 @@ public final class Persistence: @unchecked Sendable {
     /// journal tail (a crash mid-write) is cut off and saved next to it, and the log says what
     /// was dropped; a damaged snapshot is refused, since serving from it would serve wrong data.
     public init(
-        directory: String, policy: DurabilityPolicy, compactionBytes: Int = 64 << 20, store: ObjectStore, logger: Logger
+        directory: String, policy: DurabilityPolicy, compactionBytes: Int = 64 << 20, journalPollNanoseconds: UInt64 = 0,
+        store: ObjectStore, logger: Logger
     ) throws {
         files = PersistenceFiles(directory: directory)
         self.store = store
@@ -138,7 +139,7 @@ public final class Persistence: @unchecked Sendable {
         let opened = try JournalFile.open(files.journal(next), generation: next)
         snapshotBytes = ManagedAtomic(try Persistence.writeSnapshot(store.keptStates(), generation: next, to: files))
         try Persistence.removeJournals(before: next, in: files)
-        journal = try Journal(file: opened, policy: policy)
+        journal = try Journal(file: opened, policy: policy, pollNanoseconds: journalPollNanoseconds)
         store.persist(to: journal)
     }
 

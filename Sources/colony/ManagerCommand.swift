@@ -108,7 +108,7 @@ struct ManagerCommand: AsyncParsableCommand {
     @Option(help: "Seconds without traffic before a session is pinged; twice that without an answer ends it.")
     var keepalive = 10.0
 
-    @Option(help: "Microseconds an event loop keeps polling for the next request after answering, before it sleeps (0: never). Trades CPU for latency; backs off when requests are far apart.")
+    @Option(help: "Microseconds an event loop keeps polling for the next request after answering, before it sleeps (0: never). Trades CPU for latency; backs off when requests are far apart. With --persist always, the journal's writer polls as long for the next answer that waits for a sync.")
     var busyPollUs = 200
 
     @Option(help: "Seconds a new connection has to complete the authkey handshake.")

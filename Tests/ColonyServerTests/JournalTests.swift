@@ -69,6 +69,27 @@ private struct JournalDirectory: ~Copyable {
         #expect(try JournalFile.read(path: directory.journal).records == [["delete", 1]])
     }
 
+    @Test func aPollingWriterTakesTheNextAnswerAndStopsWhenTold() throws {
+        let directory = try JournalDirectory()
+        // A poll far longer than the test's waits: only an answer or the stop can end it.
+        let journal = try Journal(path: directory.journal, policy: .always, pollNanoseconds: 600_000_000_000)
+        let kept = DispatchSemaphore(value: 0)
+        for index in 0..<3 {
+            journal.record(["delete", .integer(index)])
+            journal.whenKept { kept.signal() }
+            #expect(kept.wait(timeout: .now() + 10) == .success)
+        }
+        let stopped = DispatchSemaphore(value: 0)
+        let stopper = Threading.Thread(name: "stopper", daemon: true) {
+            journal.stop()
+            stopped.signal()
+        }
+        try stopper.start()
+        try #require(stopped.wait(timeout: .now() + 10) == .success)
+        try stopper.join()
+        #expect(try JournalFile.read(path: directory.journal).records.count == 3)
+    }
+
     @Test func anEventLoopsWaitingAnswersLeaveOnlyOnceTheirOwnRecordsAreSynced() throws {
         let directory = try JournalDirectory()
         // Syncs complete when the test says so.
