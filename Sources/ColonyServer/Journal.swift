@@ -93,12 +93,14 @@ public final class Journal: @unchecked Sendable {
     public var path: String { lock.withLock { rotation?.next.path ?? file.path } }
     public var generation: UInt64 { lock.withLock { rotation?.next.generation ?? file.generation } }
 
-    /// Adds a record; call it while holding the lock of the object it changes, so that
-    /// records of one object are in the order of its changes. Cheap: no system call.
-    public func record(_ body: WireValue) {
+    /// Adds a record and returns its number (`whenKept(through:)` counts in these); call it
+    /// while holding the lock of the object it changes, so that records of one object are in
+    /// the order of its changes. Cheap: no system call.
+    @discardableResult
+    public func record(_ body: WireValue) -> UInt64 {
         lock.withLock {
             JournalFile.writeRecord(body, into: &pending)
-            appended.wrappingIncrement(ordering: .relaxed)
+            return appended.wrappingIncrementThenLoad(ordering: .relaxed)
         }
     }
 

@@ -507,6 +507,13 @@ final class SessionHandler: ChannelInboundHandler {
     private let keptAnswers: KeptAnswers?
     /// How many bytes at the front of `outbound` wait for the journal (0: none).
     private var awaitingJournal = 0
+    /// What of the journal the next answer shows (`SessionAction.answerShows`).
+    private var nextAnswerShows: UInt64?
+    /// How many bytes of `outbound` (not counting those that wait) are answers that said
+    /// what they show, and the last record they show: when every byte said, they wait only
+    /// for that record, not for every record made so far.
+    private var shownBytes = 0
+    private var shownRecord: UInt64 = 0
     private let offloadPool: NIOThreadPool
     /// Set while a heavy request runs on the offload pool: the session there is the live
     /// one, so reads wait in `received` (with reading paused) and whatever else needs the
@@ -658,16 +665,33 @@ final class SessionHandler: ChannelInboundHandler {
         record.update(requests: session.requestsServed, objects: session.objectCount)
     }
 
+    /// Counts the answer written since `before` as one that said what it shows.
+    private func noteShown(since before: Int) {
+        guard let shows = nextAnswerShows else { return }
+        nextAnswerShows = nil
+        shownBytes += outbound.readableBytes - before
+        shownRecord = max(shownRecord, shows)
+    }
+
     private func flushIfNeeded(context: ChannelHandlerContext) {
         guard outbound.readableBytes > 0 else { return }
         // Answers leave in order: what gathers while some wait for the journal goes after them.
         if keptAnswers != nil, !closing, awaitingJournal > 0 { return }
-        if let keptAnswers, !closing, keptAnswers.journal.hasUnkeptRecords {
-            // What is gathered now goes once the journal has kept what was recorded before
-            // it (one sync serves every session).
-            awaitingJournal = outbound.readableBytes
-            keptAnswers.wait { [self] in flushKept(context: context) }
-            return
+        let allShown = shownBytes == outbound.readableBytes
+        let shown = shownRecord
+        shownBytes = 0
+        shownRecord = 0
+        if let keptAnswers, !closing {
+            // Anything that did not say what it shows may show every change recorded so far.
+            let journal = keptAnswers.journal
+            let target = allShown ? shown : journal.appendedCount
+            if journal.keptCount < target {
+                // What is gathered now goes once the journal has kept what it shows (one sync
+                // serves every session).
+                awaitingJournal = outbound.readableBytes
+                keptAnswers.wait(through: target) { [self] in flushKept(context: context) }
+                return
+            }
         }
         awaitingJournal = 0
         var gathered = spareOutbound.take() ?? context.channel.allocator.buffer(capacity: 1024)
@@ -730,10 +754,16 @@ final class SessionHandler: ChannelInboundHandler {
             switch action {
             case .send(let frame):
                 outbound.writeFrame(frame)
+            case .answerShows(let record):
+                nextAnswerShows = record
             case .answer(let requestID, let result):
+                let before = outbound.readableBytes
                 outbound.writeAnswer(requestID: requestID, result, maxFrameBody: maxFrameBody)
+                noteShown(since: before)
             case .answerEncoded(let requestID, let body):
+                let before = outbound.readableBytes
                 outbound.writeMessage(Message(kind: .response, requestID: requestID, body: body), maxFrameBody: maxFrameBody)
+                noteShown(since: before)
             case .write(let bytes):
                 if outbound.readableBytes == 0 { outbound = bytes } else { outbound.writeImmutableBuffer(bytes) }
             case .offload(let message):
@@ -918,14 +948,16 @@ final class KeptAnswers: @unchecked Sendable {
         self.journal = journal
     }
 
-    /// On the loop: runs `send` once every record appended so far is kept.
-    func wait(_ send: @escaping () -> Void) {
-        waiting.append((journal.appendedCount, send))
+    /// On the loop: runs `send` once the records through `target` are kept.
+    func wait(through target: UInt64, _ send: @escaping () -> Void) {
+        waiting.append((target, send))
         register()
     }
 
     private func register() {
-        guard !registered, let target = waiting.map(\.target).max() else { return }
+        // The first answers due: a sync that keeps them lets them go, and the next wait is
+        // registered then.
+        guard !registered, let target = waiting.map(\.target).min() else { return }
         registered = true
         let loopBound = NIOLoopBound(self, eventLoop: poller.eventLoop)
         // Through the poller: a busy poll on the loop stops for it.

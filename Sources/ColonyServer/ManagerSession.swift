@@ -31,6 +31,10 @@ public enum SessionAction: Sendable, Equatable {
     /// A heavy answer (RequestWeight): encode it off the event loop, then write it; the
     /// session takes no other input meanwhile, so its answers keep their order.
     case encodeOffLoop(requestID: UInt64, WireValue)
+    /// The next answer shows only what the journal's records up to `record` changed
+    /// (`--persist always`): it may leave once those are synced. An answer without one waits
+    /// for every record made before it.
+    case answerShows(record: UInt64)
 }
 
 extension ByteBuffer {
@@ -80,6 +84,8 @@ public struct ManagerSession {
     private let meter: RequestMeter?
     /// The type of the object the last call reached (set by `execute`, for its metrics).
     private var calledType: ObjectType?
+    /// The last journal record the answer of the call just run shows, when it says.
+    private var callShowsRecord: UInt64?
     /// With metrics: when each parked call arrived, and what it is counted as.
     private var parkedSince: [UInt64: (kind: RequestMeter.Kind, start: UInt64)] = [:]
     /// Whether `receive` uses the time it is given: during the handshake and for a worker
@@ -304,7 +310,10 @@ public struct ManagerSession {
                 if mayOffload, RequestWeight.isHeavy(parsed, in: context.store) { return [.offload(message)] }
                 if meter != nil { request = parsed }
                 calledType = nil
+                callShowsRecord = nil
                 outcome = execute(parsed, requestID: message.requestID, requestBytes: message.body.readableBytes, encodedCalls: pooled?.calls)
+                // A batch's answer shows what all its calls did, not only what its last one did.
+                if case .call = parsed {} else { callShowsRecord = nil }
             } catch let error as RemoteError {
                 outcome = .answered(.failure(error))
             } catch {
@@ -323,14 +332,22 @@ public struct ManagerSession {
         case .answered(.success(let value)) where mayOffload && RequestWeight.isHeavy(answer: value):
             return [.encodeOffLoop(requestID: message.requestID, value)]
         case .answered(let result):
-            return [.answer(requestID: message.requestID, result)]
+            guard case .success = result else { return [.answer(requestID: message.requestID, result)] }
+            return showing(callShowsRecord, .answer(requestID: message.requestID, result))
         case .answeredEncoded(let body):
-            return [.answerEncoded(requestID: message.requestID, body: body)]
+            return showing(callShowsRecord, .answerEncoded(requestID: message.requestID, body: body))
         case .parked(let timeout?):
             return [.scheduleTimeout(requestID: message.requestID, afterNanoseconds: UInt64(min(timeout, 1e9) * 1e9))]
         case .parked(nil):
             return []
         }
+    }
+
+    /// An answer, told what of the journal it shows when its call said so and answers wait for
+    /// the journal (`--persist always`).
+    private func showing(_ record: UInt64?, _ answer: SessionAction) -> [SessionAction] {
+        guard let record, context.store.journal?.policy == .always else { return [answer] }
+        return [.answerShows(record: record), answer]
     }
 
     /// Counts and times a request (a parked one when its answer comes). Labels come from
@@ -383,8 +400,9 @@ public struct ManagerSession {
                 let callContext = CallContext(
                     session: id, requestID: requestID, outlet: outlet, mayPark: requestID != 0, requestBytes: requestBytes,
                     encodedCalls: encodedCalls)
-                let (result, target, adopted) = try store.call(object: object, method: method, arguments: arguments, context: callContext)
+                let (result, target, adopted, shows) = try store.call(object: object, method: method, arguments: arguments, context: callContext)
                 calledType = target.type
+                callShowsRecord = shows
                 took(adopted)
                 if let blocking = target.blocking { touched[ObjectIdentifier(blocking)] = blocking }
                 switch result {

@@ -110,8 +110,8 @@ public final class ObjectStore: @unchecked Sendable {
         }
         if let journal, let name, let kept = object as? any PersistentObject {
             // Recorded before anyone can reach the object, so its creation precedes its changes.
-            journal.record(["create", .integer(id), .integer(type.rawValue), .string(name), options])
-            kept.journal = ObjectJournal(journal: journal, id: id, type: type)
+            let created = journal.record(["create", .integer(id), .integer(type.rawValue), .string(name), options])
+            kept.journal = ObjectJournal(journal: journal, id: id, type: type, created: created)
         }
         let shard = shard(id)
         shard.lock.withLock { shard.entries[id] = Entry(object: object, name: name, references: restoring == nil ? 1 : 0) }
@@ -180,18 +180,20 @@ public final class ObjectStore: @unchecked Sendable {
     /// Runs a method for a session. The references inside an immediate answer are retained
     /// for the caller (before the object's own drops apply, so a popped value never dies in
     /// between) and listed in `adopted`; a parked call's answer hands its references over.
+    /// `shows` is the last journal record an immediate answer shows, when the object says
+    /// (`ReferenceChanges.answerShowsRecord`).
     func call(object id: UInt64, method: String, arguments: [WireValue], context: CallContext) throws(RemoteError)
-        -> (result: CallResult, object: any SharedObject, adopted: [UInt64])
+        -> (result: CallResult, object: any SharedObject, adopted: [UInt64], shows: UInt64?)
     {
         // The object's change and the counts it implies happen together, as the cycle
         // collector sees them.
-        try gate.reading { () throws(RemoteError) -> (result: CallResult, object: any SharedObject, adopted: [UInt64]) in
+        try gate.reading { () throws(RemoteError) -> (result: CallResult, object: any SharedObject, adopted: [UInt64], shows: UInt64?) in
             try callInside(object: id, method: method, arguments: arguments, context: context)
         }
     }
 
     private func callInside(object id: UInt64, method: String, arguments: [WireValue], context: CallContext) throws(RemoteError)
-        -> (result: CallResult, object: any SharedObject, adopted: [UInt64])
+        -> (result: CallResult, object: any SharedObject, adopted: [UInt64], shows: UInt64?)
     {
         guard let object = object(id) else {
             throw RemoteError(.noSuchObject, "object #\(id) does not exist (it was deleted, or its last reference was released)")
@@ -207,7 +209,7 @@ public final class ObjectStore: @unchecked Sendable {
                 try insert(type: .rlock, name: nil, options: .null).id
             }
             addReferences([reference])
-            return (.answer(.objectRef(ObjectRef(type: .rlock, id: reference))), object, [reference])
+            return (.answer(.objectRef(ObjectRef(type: .rlock, id: reference))), object, [reference], nil)
         }
         let result = try object.call(method, arguments, context, &changes)
         var adopted: [UInt64] = []
@@ -215,7 +217,7 @@ public final class ObjectStore: @unchecked Sendable {
             adopted = value.objectIDs
             addReferences(adopted)
         }
-        return (result, object, adopted)
+        return (result, object, adopted, changes.answerShowsRecord)
     }
 
     /// About how much a growing call adds: a list's multiplication its copies, anything

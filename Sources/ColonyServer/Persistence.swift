@@ -267,22 +267,37 @@ final class ObjectJournal: Sendable {
     let journal: Journal
     let id: UInt64
     let type: ObjectType
+    /// The number of the last record of this object (its creation's, or 0 when that was
+    /// kept before this start): what anything read from it now shows at most.
+    let lastRecord: ManagedAtomic<UInt64>
+    /// Whether answers wait for the disk (`always`), so that what an answer shows is worth
+    /// tracking finely.
+    var answersWait: Bool { journal.policy == .always }
 
-    init(journal: Journal, id: UInt64, type: ObjectType) {
+    init(journal: Journal, id: UInt64, type: ObjectType, created: UInt64 = 0) {
         self.journal = journal
         self.id = id
         self.type = type
+        lastRecord = ManagedAtomic(created)
     }
 
-    /// A method ran without error: recorded if it may have changed the object.
-    func called(_ method: String, _ arguments: [WireValue]) {
-        guard Persistence.changes(type, method) else { return }
-        journal.record(["call", .integer(id), .string(method), .array(arguments)])
+    /// A method ran without error: recorded if it may have changed the object. Returns the
+    /// record's number, or nil if nothing was recorded.
+    @discardableResult
+    func called(_ method: String, _ arguments: [WireValue]) -> UInt64? {
+        guard Persistence.changes(type, method) else { return nil }
+        return noted(journal.record(["call", .integer(id), .string(method), .array(arguments)]))
     }
 
     /// A change recorded as its effect (a queue's items, a lock's holder).
     func effect(_ effect: String, _ operand: WireValue = .null) {
-        journal.record(["effect", .integer(id), .string(effect), operand])
+        noted(journal.record(["effect", .integer(id), .string(effect), operand]))
+    }
+
+    @discardableResult
+    private func noted(_ record: UInt64) -> UInt64 {
+        lastRecord.store(record, ordering: .relaxed)
+        return record
     }
 }
 
@@ -313,12 +328,17 @@ extension PersistentObject {
 
     /// Runs a call under the object's lock and, if it succeeded, records it before the lock
     /// is let go.
-    func recorded(_ method: String, _ values: [WireValue], _ body: () throws(RemoteError) -> WireValue) throws(RemoteError)
-        -> WireValue
-    {
+    func recorded(
+        _ method: String, _ values: [WireValue], _ changes: inout ReferenceChanges, _ body: (inout ReferenceChanges) throws(RemoteError) -> WireValue
+    ) throws(RemoteError) -> WireValue {
         try lock.withLock { () throws(RemoteError) -> WireValue in
-            let result = try body()
-            journal?.called(method, values)
+            let result = try body(&changes)
+            guard let journal else {
+                changes.answerShowsRecord = 0  // nothing of it is kept
+                return result
+            }
+            // Its own change, or (read under the lock) every change it could have seen.
+            changes.answerShowsRecord = journal.called(method, values) ?? journal.lastRecord.load(ordering: .relaxed)
             return result
         }
     }

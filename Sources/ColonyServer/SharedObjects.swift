@@ -6,6 +6,10 @@ import Threading
 struct ReferenceChanges {
     var adopted: [UInt64] = []
     var dropped: [UInt64] = []
+    /// The last journal record whose change the call's answer shows (its own change's, or
+    /// those it read), for `--persist always`: the answer may leave once that one is synced.
+    /// Nil when the call does not say, and then the answer waits for every record so far.
+    var answerShowsRecord: UInt64?
 
     mutating func adopt(_ value: WireValue) {
         if value.mayContainReferences { value.collectObjectIDs(into: &adopted) }
@@ -105,6 +109,7 @@ final class SharedDict: PersistentObject, @unchecked Sendable {
     let lock = Lock()
     var journal: ObjectJournal?
     private var state = DictState()  // guarded by lock
+    private var keyRecords: KeyRecords?  // guarded by lock; kept dicts whose answers wait
 
     init(items: [WirePair], changes: inout ReferenceChanges) {
         for pair in items { state.store(pair.key, pair.value, &changes) }
@@ -113,7 +118,24 @@ final class SharedDict: PersistentObject, @unchecked Sendable {
     var size: Int { lock.withLock { state.positions.count } }
 
     func call(_ method: String, _ values: [WireValue], _ changes: inout ReferenceChanges) throws(RemoteError) -> WireValue {
-        try recorded(method, values) { () throws(RemoteError) -> WireValue in try state.call(method, values, &changes) }
+        guard let journal, journal.answersWait else {
+            return try recorded(method, values, &changes) { (changes: inout ReferenceChanges) throws(RemoteError) -> WireValue in
+                try state.call(method, values, &changes)
+            }
+        }
+        // A read of one key shows only that key's changes, and waits only for them.
+        return try lock.withLock { () throws(RemoteError) -> WireValue in
+            let result = try state.call(method, values, &changes)
+            var records = keyRecords ?? KeyRecords(since: journal.lastRecord.load(ordering: .relaxed))
+            if let record = journal.called(method, values) {
+                records.changed(method, values, record: record, kept: journal.journal.keptCount)
+                changes.answerShowsRecord = record
+            } else {
+                changes.answerShowsRecord = records.shown(by: method, values) ?? journal.lastRecord.load(ordering: .relaxed)
+            }
+            keyRecords = records
+            return result
+        }
     }
 
     func removeAll() -> [UInt64] {
@@ -123,6 +145,43 @@ final class SharedDict: PersistentObject, @unchecked Sendable {
     func referencedIDs() -> [UInt64] { lock.withLock { state.referencedIDs } }
 
     func snapshot() -> KeptState { lock.withLock { KeptState(options: ["items": .map(state.livePairs)]) } }
+}
+
+/// The last journal record of each key of a kept dict changed lately (`--persist always`), so
+/// that an answer that shows one key waits for that key's changes only, not for every change
+/// to the dict: with many clients writing their own keys of one dict, a read of a key that
+/// was kept already leaves at once.
+struct KeyRecords {
+    private var records: [WireValue: UInt64] = [:]
+    /// The last change not tied to single keys (clear, popitem, update), or before tracking began.
+    private(set) var whole: UInt64
+    /// Keys changed at or before the journal's kept record are forgotten once this many are held.
+    private var forgetAt = KeyRecords.minimumForgetAt
+    static let minimumForgetAt = 1024
+
+    init(since record: UInt64) { whole = record }
+
+    /// Notes a change recorded as `record`; `kept` is the journal's kept record now.
+    mutating func changed(_ method: String, _ values: [WireValue], record: UInt64, kept: UInt64) {
+        if KeyRecords.singleKeyChanges.contains(method), let key = values.first {
+            records[PythonSemantics.dictKey(key)] = record
+        } else {
+            whole = record
+        }
+        if records.count >= forgetAt {
+            records = records.filter { $0.value > kept }
+            forgetAt = max(KeyRecords.minimumForgetAt, 2 * records.count)
+        }
+    }
+
+    /// The last record a single-key read shows, or nil if the method is not one.
+    func shown(by method: String, _ values: [WireValue]) -> UInt64? {
+        guard method == "getitem" || method == "get" || method == "contains", let key = values.first else { return nil }
+        return max(whole, records[PythonSemantics.dictKey(key)] ?? 0)
+    }
+
+    /// Changes that touch only the key they are given first.
+    private static let singleKeyChanges: Set<String> = ["setitem", "delitem", "pop", "setdefault", "incr", "cas"]
 }
 
 /// A dict's contents. One value, so that a call changes it through a single access.
@@ -373,7 +432,7 @@ final class SharedList: PersistentObject, @unchecked Sendable {
     }
 
     func call(_ method: String, _ values: [WireValue], _ changes: inout ReferenceChanges) throws(RemoteError) -> WireValue {
-        try recorded(method, values) { () throws(RemoteError) -> WireValue in
+        try recorded(method, values, &changes) { (changes: inout ReferenceChanges) throws(RemoteError) -> WireValue in
             switch method {
             case "getitem":
                 return items[try position(try Arguments(method, values, count: 1...1), 0)]
@@ -578,7 +637,7 @@ final class SharedNamespace: PersistentObject, @unchecked Sendable {
     }
 
     func call(_ method: String, _ values: [WireValue], _ changes: inout ReferenceChanges) throws(RemoteError) -> WireValue {
-        try recorded(method, values) { () throws(RemoteError) -> WireValue in
+        try recorded(method, values, &changes) { (changes: inout ReferenceChanges) throws(RemoteError) -> WireValue in
             switch method {
             case "getattr":
                 let name = try Arguments(method, values, count: 1...1).string(0)
@@ -715,7 +774,7 @@ final class SharedValue: PersistentObject, LockCarrier, @unchecked Sendable {
     func snapshot() -> KeptState { lock.withLock { KeptState(options: ["typecode": typeCode.wireValue, "value": value]) } }
 
     func call(_ method: String, _ values: [WireValue], _ changes: inout ReferenceChanges) throws(RemoteError) -> WireValue {
-        try recorded(method, values) { () throws(RemoteError) -> WireValue in
+        try recorded(method, values, &changes) { (changes: inout ReferenceChanges) throws(RemoteError) -> WireValue in
             switch method {
             case "get":
                 _ = try Arguments(method, values, count: 0...0)
@@ -793,7 +852,7 @@ final class SharedArray: PersistentObject, LockCarrier, @unchecked Sendable {
     }
 
     func call(_ method: String, _ values: [WireValue], _ changes: inout ReferenceChanges) throws(RemoteError) -> WireValue {
-        try recorded(method, values) { () throws(RemoteError) -> WireValue in
+        try recorded(method, values, &changes) { (changes: inout ReferenceChanges) throws(RemoteError) -> WireValue in
             switch method {
             case "getitem":
                 return items[try position(try Arguments(method, values, count: 1...1))]

@@ -17,7 +17,7 @@ final class SharedSet: PersistentObject, @unchecked Sendable {
     var size: Int { lock.withLock { members.positions.count } }
 
     func call(_ method: String, _ values: [WireValue], _ changes: inout ReferenceChanges) throws(RemoteError) -> WireValue {
-        try recorded(method, values) { () throws(RemoteError) -> WireValue in try perform(method, values, &changes) }
+        try recorded(method, values, &changes) { (changes: inout ReferenceChanges) throws(RemoteError) -> WireValue in try perform(method, values, &changes) }
     }
 
     func removeAll() -> [UInt64] {

@@ -112,7 +112,7 @@ private struct JournalDirectory: ~Copyable {
         let answers = KeptAnswers(poller: BusyPoller.shared(by: loop), journal: journal)
         let sent = Threading.Queue<String>()
         func wait(_ name: String) throws {
-            try loop.submit { answers.wait { try? sent.put(name) } }.wait()
+            try loop.submit { answers.wait(through: journal.appendedCount) { try? sent.put(name) } }.wait()
         }
         journal.record(["delete", 1])
         try wait("first")
