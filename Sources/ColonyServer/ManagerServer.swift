@@ -507,13 +507,8 @@ final class SessionHandler: ChannelInboundHandler {
     private let keptAnswers: KeptAnswers?
     /// How many bytes at the front of `outbound` wait for the journal (0: none).
     private var awaitingJournal = 0
-    /// What of the journal the next answer shows (`SessionAction.answerShows`).
-    private var nextAnswerShows: UInt64?
-    /// How many bytes of `outbound` (not counting those that wait) are answers that said
-    /// what they show, and the last record they show: when every byte said, they wait only
-    /// for that record, not for every record made so far.
-    private var shownBytes = 0
-    private var shownRecord: UInt64 = 0
+    /// What the answers in `outbound` (after those that wait) show of the journal.
+    private var shown = ShownRecords()
     private let offloadPool: NIOThreadPool
     /// Set while a heavy request runs on the offload pool: the session there is the live
     /// one, so reads wait in `received` (with reading paused) and whatever else needs the
@@ -665,27 +660,13 @@ final class SessionHandler: ChannelInboundHandler {
         record.update(requests: session.requestsServed, objects: session.objectCount)
     }
 
-    /// Counts the answer written since `before` as one that said what it shows.
-    private func noteShown(since before: Int) {
-        guard let shows = nextAnswerShows else { return }
-        nextAnswerShows = nil
-        shownBytes += outbound.readableBytes - before
-        shownRecord = max(shownRecord, shows)
-    }
-
     private func flushIfNeeded(context: ChannelHandlerContext) {
         guard outbound.readableBytes > 0 else { return }
         // Answers leave in order: what gathers while some wait for the journal goes after them.
         if keptAnswers != nil, !closing, awaitingJournal > 0 { return }
-        let allShown = shownBytes == outbound.readableBytes
-        let shown = shownRecord
-        shownBytes = 0
-        shownRecord = 0
-        if let keptAnswers, !closing {
-            // Anything that did not say what it shows may show every change recorded so far.
-            let journal = keptAnswers.journal
-            let target = allShown ? shown : journal.appendedCount
-            if journal.keptCount < target {
+        if let keptAnswers {
+            let target = shown.flush(gathered: outbound.readableBytes, appended: keptAnswers.journal.appendedCount)
+            if !closing, keptAnswers.journal.keptCount < target {
                 // What is gathered now goes once the journal has kept what it shows (one sync
                 // serves every session).
                 awaitingJournal = outbound.readableBytes
@@ -751,19 +732,21 @@ final class SessionHandler: ChannelInboundHandler {
 
     private func perform(_ actions: [SessionAction], context: ChannelHandlerContext) {
         for action in actions {
+            var answerBytes = 0
             switch action {
             case .send(let frame):
                 outbound.writeFrame(frame)
             case .answerShows(let record):
-                nextAnswerShows = record
+                shown.announce(record)
+                continue
             case .answer(let requestID, let result):
                 let before = outbound.readableBytes
                 outbound.writeAnswer(requestID: requestID, result, maxFrameBody: maxFrameBody)
-                noteShown(since: before)
+                answerBytes = outbound.readableBytes - before
             case .answerEncoded(let requestID, let body):
                 let before = outbound.readableBytes
                 outbound.writeMessage(Message(kind: .response, requestID: requestID, body: body), maxFrameBody: maxFrameBody)
-                noteShown(since: before)
+                answerBytes = outbound.readableBytes - before
             case .write(let bytes):
                 if outbound.readableBytes == 0 { outbound = bytes } else { outbound.writeImmutableBuffer(bytes) }
             case .offload(let message):
@@ -796,6 +779,7 @@ final class SessionHandler: ChannelInboundHandler {
                     handler.withSession { handler.session.expire(requestID: requestID) }
                 }
             }
+            shown.performed(answerBytes: answerBytes)
         }
     }
 
@@ -922,6 +906,38 @@ final class SessionHandler: ChannelInboundHandler {
             isWatched = false
         }
         context.fireChannelInactive()
+    }
+}
+
+/// Which journal record the answers gathered for one connection wait for (`--persist
+/// always`). An `.answerShows` action says what the action right after it shows; when every
+/// answer gathered said, they wait for the last record they show, else for every record
+/// made so far (an answer written any other way, say an offloaded one, did not say).
+struct ShownRecords {
+    private var announced: UInt64?
+    private var bytes = 0
+    private var record: UInt64 = 0
+
+    /// An `.answerShows(record)` action.
+    mutating func announce(_ record: UInt64) { announced = record }
+
+    /// Any other action, which wrote `answerBytes` bytes of answer (0: none).
+    mutating func performed(answerBytes: Int) {
+        if let announced, answerBytes > 0 {
+            bytes += answerBytes
+            record = max(record, announced)
+        }
+        announced = nil
+    }
+
+    /// At a flush of `gathered` bytes, the record they wait for, given that the journal has
+    /// `appended` records; what is gathered next starts afresh.
+    mutating func flush(gathered: Int, appended: UInt64) -> UInt64 {
+        defer {
+            bytes = 0
+            record = 0
+        }
+        return bytes == gathered ? record : appended
     }
 }
 

@@ -121,3 +121,34 @@ import Testing
         #expect(records.shown(by: "get", [600]) == 2001)
     }
 }
+
+@Suite struct ShownRecordsTests {
+    @Test func gatheredAnswersWaitForWhatTheyShowWhenEverySaid() {
+        var shown = ShownRecords()
+        shown.announce(7)
+        shown.performed(answerBytes: 10)
+        shown.announce(3)
+        shown.performed(answerBytes: 5)
+        #expect(shown.flush(gathered: 15, appended: 40) == 7)
+        // Afresh after a flush: nothing said, so everything so far.
+        shown.performed(answerBytes: 8)
+        #expect(shown.flush(gathered: 8, appended: 41) == 41)
+    }
+
+    @Test func anAnswerThatDidNotSayMakesTheGatheredOnesWaitForEverything() {
+        var shown = ShownRecords()
+        shown.announce(7)
+        shown.performed(answerBytes: 10)
+        shown.performed(answerBytes: 4)  // an error answer: said nothing
+        #expect(shown.flush(gathered: 14, appended: 40) == 40)
+        // Bytes written by something that is not an answer (a frame, an offloaded answer's
+        // bytes) count as not said, and an announcement does not carry past them.
+        shown.announce(5)
+        shown.performed(answerBytes: 0)
+        shown.performed(answerBytes: 6)
+        #expect(shown.flush(gathered: 6, appended: 42) == 42)
+        shown.announce(5)
+        shown.performed(answerBytes: 6)
+        #expect(shown.flush(gathered: 9, appended: 43) == 43)
+    }
+}
