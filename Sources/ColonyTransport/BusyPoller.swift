@@ -110,9 +110,7 @@ public final class BusyPoller: @unchecked Sendable {
             chancesSkipped.wrappingIncrement(ordering: .relaxed)
             return
         }
-        let now = colony_monotonic_ns()
-        if contention.isDue(at: now) { contention.record(at: now, waited: colonyThreadCPUWait()) }
-        guard !contention.isCrowded else {
+        guard !contention.isCallingThreadCrowded() else {
             chancesSkippedWhileCrowded.wrappingIncrement(ordering: .relaxed)
             return
         }
@@ -274,6 +272,14 @@ public struct CPUContention: Sendable {
     private var start: (time: UInt64, waited: UInt64)?
 
     public init() {}
+
+    /// Whether the CPUs are crowded, as the calling thread has seen them over the last
+    /// window (sampled when a window has passed).
+    public mutating func isCallingThreadCrowded() -> Bool {
+        let now = colony_monotonic_ns()
+        if isDue(at: now) { record(at: now, waited: colonyThreadCPUWait()) }
+        return isCrowded
+    }
 
     /// Whether a window has passed since the last sample.
     public func isDue(at now: UInt64) -> Bool {
