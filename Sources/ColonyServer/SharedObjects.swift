@@ -126,14 +126,14 @@ final class SharedDict: PersistentObject, @unchecked Sendable {
         // A read of one key shows only that key's changes, and waits only for them.
         return try lock.withLock { () throws(RemoteError) -> WireValue in
             let result = try state.call(method, values, &changes)
-            var records = keyRecords ?? KeyRecords(since: journal.lastRecord.load(ordering: .relaxed))
+            if keyRecords == nil { keyRecords = KeyRecords(since: journal.lastRecord.load(ordering: .relaxed)) }
+            // Changed in place: a copy taken out would copy the table at every change.
             if let record = journal.called(method, values) {
-                records.changed(method, values, record: record, kept: journal.journal.keptCount)
+                keyRecords!.changed(method, values, record: record, kept: journal.journal.keptCount)
                 changes.answerShowsRecord = record
             } else {
-                changes.answerShowsRecord = records.shown(by: method, values) ?? journal.lastRecord.load(ordering: .relaxed)
+                changes.answerShowsRecord = keyRecords!.shown(by: method, values) ?? journal.lastRecord.load(ordering: .relaxed)
             }
-            keyRecords = records
             return result
         }
     }
