@@ -327,9 +327,13 @@ extension PersistentObject {
     }
 
     /// Runs a call under the object's lock and, if it succeeded, records it before the lock
-    /// is let go.
+    /// is let go. The answer shows the call's own record, or (read under the lock) every
+    /// change the object had; `finer`, given the record (nil for a read), may name an
+    /// earlier one for what the call really read.
     func recorded(
-        _ method: String, _ values: [WireValue], _ changes: inout ReferenceChanges, _ body: (inout ReferenceChanges) throws(RemoteError) -> WireValue
+        _ method: String, _ values: [WireValue], _ changes: inout ReferenceChanges,
+        finer: (_ record: UInt64?, _ journal: ObjectJournal) -> UInt64? = { _, _ in nil },
+        _ body: (inout ReferenceChanges) throws(RemoteError) -> WireValue
     ) throws(RemoteError) -> WireValue {
         try lock.withLock { () throws(RemoteError) -> WireValue in
             let result = try body(&changes)
@@ -337,8 +341,8 @@ extension PersistentObject {
                 changes.answerShowsRecord = 0  // nothing of it is kept
                 return result
             }
-            // Its own change, or (read under the lock) every change it could have seen.
-            changes.answerShowsRecord = journal.called(method, values) ?? journal.lastRecord.load(ordering: .relaxed)
+            let record = journal.called(method, values)
+            changes.answerShowsRecord = finer(record, journal) ?? record ?? journal.lastRecord.load(ordering: .relaxed)
             return result
         }
     }

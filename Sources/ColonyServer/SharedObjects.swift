@@ -107,7 +107,10 @@ func unknownMethod(_ type: ObjectType, _ method: String) -> RemoteError {
 final class SharedDict: PersistentObject, @unchecked Sendable {
     let type = ObjectType.dict
     let lock = Lock()
-    var journal: ObjectJournal?
+    var journal: ObjectJournal? {
+        // Set once, before the dict is published: its creation is its last record then.
+        didSet { keyRecords = journal.flatMap { $0.answersWait ? KeyRecords(since: $0.lastRecord.load(ordering: .relaxed)) : nil } }
+    }
     private var state = DictState()  // guarded by lock
     private var keyRecords: KeyRecords?  // guarded by lock; kept dicts whose answers wait
 
@@ -118,24 +121,19 @@ final class SharedDict: PersistentObject, @unchecked Sendable {
     var size: Int { lock.withLock { state.positions.count } }
 
     func call(_ method: String, _ values: [WireValue], _ changes: inout ReferenceChanges) throws(RemoteError) -> WireValue {
-        guard let journal, journal.answersWait else {
-            return try recorded(method, values, &changes) { (changes: inout ReferenceChanges) throws(RemoteError) -> WireValue in
-                try state.call(method, values, &changes)
-            }
+        try recorded(method, values, &changes, finer: { record, journal in keyShown(method, values, record, journal) }) {
+            (changes: inout ReferenceChanges) throws(RemoteError) -> WireValue in try state.call(method, values, &changes)
         }
-        // A read of one key shows only that key's changes, and waits only for them.
-        return try lock.withLock { () throws(RemoteError) -> WireValue in
-            let result = try state.call(method, values, &changes)
-            if keyRecords == nil { keyRecords = KeyRecords(since: journal.lastRecord.load(ordering: .relaxed)) }
-            // Changed in place: a copy taken out would copy the table at every change.
-            if let record = journal.called(method, values) {
-                keyRecords!.changed(method, values, record: record, kept: journal.journal.keptCount)
-                changes.answerShowsRecord = record
-            } else {
-                changes.answerShowsRecord = keyRecords!.shown(by: method, values) ?? journal.lastRecord.load(ordering: .relaxed)
-            }
-            return result
-        }
+    }
+
+    /// Under the lock, when answers wait for the journal: a read of one key shows only that
+    /// key's changes (`KeyRecords`), and waits only for them.
+    private func keyShown(_ method: String, _ values: [WireValue], _ record: UInt64?, _ journal: ObjectJournal) -> UInt64? {
+        guard keyRecords != nil else { return nil }
+        // Changed in place: a copy taken out would copy the table at every change.
+        guard let record else { return keyRecords!.shown(by: method, values) }
+        keyRecords!.changed(method, values, record: record, kept: journal.journal.keptCount)
+        return record
     }
 
     func removeAll() -> [UInt64] {
