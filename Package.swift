@@ -168,7 +168,7 @@ let package = Package(
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "MetricsTestKit", package: "swift-metrics"),
             ]),
-        .testTarget(name: "ColonyPoolTests", dependencies: ["ColonyPool", "ColonyWire"]),
+        .testTarget(name: "ColonyPoolTests", dependencies: ["ColonyPool", "ColonyWire", "ColonyWorker"]),
         .testTarget(
             name: "ColonyObservabilityTests",
             dependencies: ["ColonyObservability", "ColonyServer", "ColonyWire", "Colony", .product(name: "Logging", package: "swift-log")]

@@ -34,14 +34,16 @@ final class ProcessRunner: AssignmentRunner, @unchecked Sendable {
     private let options: WorkerOptions
     private let log: @Sendable (String) -> Void
     private let lock = Threading.Lock()
-    // Guarded by lock (abort comes from another thread).
+    // Guarded by lock (`hand` and `abort` come from other threads).
     private var child: ChildProcess?
+    private var setup: ChildSetup?
     /// The bundle the slot waits on, and the child's progress through it.
     private var current: (ids: [UInt64], progress: SharedValue<Int>)?
+    /// Whether the current bundle is on the child's queue.
+    private var given = false
     /// Aborts that arrived while no bundle was current (the slot was about to start one).
     private var earlyAborts: Set<UInt64> = []
     // Used only on the slot's thread.
-    private var setup: ChildSetup?
     private var callsRun = 0
 
     /// The largest assignment or report a queue slot holds; larger chunks fail with a clear
@@ -66,9 +68,11 @@ final class ProcessRunner: AssignmentRunner, @unchecked Sendable {
         setup.quiet()
         let process = try ChildProcess(target: WorkerNode.childEntry, arguments: setup, name: "colony-worker-\(index)", daemon: true)
         try process.start()
-        self.setup = setup
         callsRun = 0
-        lock.withLock { child = process }
+        lock.withLock {
+            self.setup = setup
+            child = process
+        }
     }
 
     private func replaceChild(reason: String) {
@@ -84,30 +88,59 @@ final class ProcessRunner: AssignmentRunner, @unchecked Sendable {
 
     var bundles: Bool { options.maxTasksPerChild == nil }  // maxtasksperchild counts calls one assignment at a time
 
-    func run(_ bundle: [LocalAssignment]) -> [WorkerReport?] {
-        if lock.withLock({ child?.isAlive != true }) { replaceChild(reason: "its process ended") }
-        guard let setup, let child = lock.withLock({ child }) else {
-            let unavailable = TaskFailure(index: 0, results: [], errorType: "WorkerProcessUnavailable", message: "no worker process", lost: true)
-            return bundle.map { _ in .failure(unavailable) }
-        }
-        // Known before the child can start: an abort from now on finds the bundle. One that
-        // came just before (the node had already handed the bundle to this slot) stops it now.
-        setup.progress.value = 0
-        let abortedFirst: Bool = lock.withLock {
+    /// Puts the bundle on the child's queue now if it is free (it is, on an idle slot);
+    /// otherwise `run` does.
+    func hand(_ bundle: [LocalAssignment]) {
+        _ = try? give(bundle, waiting: false)
+    }
+
+    /// Makes `bundle` current and puts it on the child's queue; false when there is no child
+    /// or, not `waiting`, its queue is not free. From here on an abort finds the bundle; one
+    /// that came just before (the node had chosen this slot already) stops it now.
+    private func give(_ bundle: [LocalAssignment], waiting: Bool) throws(MemoryMapError) -> Bool {
+        let chosen: (setup: ChildSetup, child: ChildProcess, abortedFirst: Bool)? = lock.withLock {
+            guard let setup, let child else { return nil }
+            setup.progress.value = ProcessRunner.notStarted
             current = (bundle.map(\.id), setup.progress)
+            given = false
             defer { earlyAborts.removeAll() }
-            return earlyAborts.contains(bundle[0].id)
+            return (setup, child, earlyAborts.contains(bundle[0].id))
         }
-        defer { lock.withLock { current = nil } }
+        guard let chosen else { return false }
+        let message = bundle.count == 1 ? bundle[0].body : ProcessRunner.bundleMessage(bundle)
         do {
-            try setup.input.put(bytes: bundle.count == 1 ? bundle[0].body : ProcessRunner.bundleMessage(bundle))
-            if abortedFirst { try? child.kill() }
-        } catch {
-            let tooLarge = TaskFailure(
-                index: 0, results: [], errorType: "ChunkTooLarge",
-                message: "the assignment does not fit a worker process's queue (\(ProcessRunner.maxMessageSize) bytes): pass a smaller chunksize (\(error))")
-            return bundle.map { _ in .failure(tooLarge) }
+            try chosen.setup.input.put(bytes: message, block: waiting)
+        } catch where !waiting && error.code == .full {
+            return false
         }
+        lock.withLock { given = true }
+        if chosen.abortedFirst { try? chosen.child.kill() }
+        return true
+    }
+
+    func run(_ bundle: [LocalAssignment]) -> [WorkerReport?] {
+        defer {
+            lock.withLock {
+                current = nil
+                given = false
+            }
+        }
+        if !lock.withLock({ given }) {
+            if lock.withLock({ child?.isAlive != true }) { replaceChild(reason: "its process ended") }
+            do {
+                guard try give(bundle, waiting: true) else {
+                    let unavailable = TaskFailure(index: 0, results: [], errorType: "WorkerProcessUnavailable", message: "no worker process", lost: true)
+                    return bundle.map { _ in .failure(unavailable) }
+                }
+            } catch {
+                let tooLarge = TaskFailure(
+                    index: 0, results: [], errorType: "ChunkTooLarge",
+                    message: "the assignment does not fit a worker process's queue (\(ProcessRunner.maxMessageSize) bytes): pass a smaller chunksize (\(error))")
+                return bundle.map { _ in .failure(tooLarge) }
+            }
+        }
+        let held: (setup: ChildSetup?, child: ChildProcess?) = lock.withLock { (setup, child) }
+        guard let setup = held.setup, let child = held.child else { return bundle.map { _ in nil } }
         var reports: [WorkerReport?] = []
         while reports.count < bundle.count {
             let reply: [UInt8]?
@@ -153,10 +186,14 @@ final class ProcessRunner: AssignmentRunner, @unchecked Sendable {
     }
 
     /// The child's progress word: the assignment of the bundle it is running (high half) and
-    /// the calls of it finished (low half).
+    /// the calls of it finished (low half); `notStarted` until it takes the bundle.
     private static func position(_ progress: Int) -> (assignment: Int, finishedCalls: Int) {
         (progress >> 32, progress & 0xFFFF_FFFF)
     }
+
+    /// The progress word of a bundle the child has not taken: if it dies now, nobody is
+    /// blamed (a child that died idle is seen only when it is handed the next bundle).
+    private static let notStarted = -1
 
     /// Several assignments for one message: a marker byte MessagePack never uses (0xc1),
     /// their count, then each body with its length (UInt32s, big-endian).
@@ -238,7 +275,10 @@ final class ProcessRunner: AssignmentRunner, @unchecked Sendable {
                 earlyAborts.insert(id)
                 return nil
             }
-            guard let index = current.ids.firstIndex(of: id), ProcessRunner.position(current.progress.value).assignment == index else { return nil }
+            // Not started yet counts as running the first: the child must not start it.
+            guard let index = current.ids.firstIndex(of: id), max(0, ProcessRunner.position(current.progress.value).assignment) == index else {
+                return nil
+            }
             return child
         }
         if let target { try? target.kill() }

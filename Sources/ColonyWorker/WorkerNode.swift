@@ -54,21 +54,22 @@ public struct WorkerOptions: Sendable {
 public final class WorkerNode: @unchecked Sendable {
     public let options: WorkerOptions
     let registry: TaskRegistry
-    private let work = Threading.Queue<WorkItem>()
     private let lock = Threading.Lock()
     // Guarded by lock.
     private var slots: [WorkerSlot] = []
+    /// Slots with nothing to run, their threads waiting for a bundle.
+    private var idleSlots: [WorkerSlot] = []
+    /// Assignments no slot has taken yet.
+    private var waiting = WaitingLine<LocalAssignment>()
     private var running: [UInt64: WorkerSlot] = [:]
-    private var aborted: Set<UInt64> = []
-    /// Assignments received and not yet answered (queued here or running).
+    /// Assignments received and not yet answered (waiting here or running).
     private var outstanding = 0
     private var link: WorkerLink?
     private var draining = false
     /// The manager acknowledged this node's drain on the current link: it sends no more
     /// assignments after that frame.
     private var drainAcknowledged = false
-    private var stopped = false
-    private let drained = Threading.Event()
+    private var stopping = false
 
     /// The child-process entry point every worker process runs.
     static let childEntry = "colony.pool.process"
@@ -178,10 +179,9 @@ public final class WorkerNode: @unchecked Sendable {
         do {
             switch message.kind {
             case .taskAssign:
-                // Decoded by whoever runs it (a slot thread, or the worker process itself), not
-                // on the connection's event loop.
-                lock.withLock { outstanding += 1 }
-                try work.put(.assignment(LocalAssignment(id: message.requestID, body: Array(message.body.readableBytesView), link: link)))
+                // Decoded by whoever runs it (the worker process, or a slot thread), not on the
+                // connection's event loop.
+                accept(LocalAssignment(id: message.requestID, body: Array(message.body.readableBytesView), link: link))
             case .cancel:
                 abort(message.requestID)
             case .drain:
@@ -199,26 +199,22 @@ public final class WorkerNode: @unchecked Sendable {
         }
     }
 
-    /// The manager cancelled an assignment: skip it if queued, stop it if running.
+    /// The manager cancelled an assignment: stop it if running, answer it as cancelled if it
+    /// is still waiting here.
     private func abort(_ id: UInt64) {
-        let slot: WorkerSlot? = lock.withLock {
-            if let slot = running[id] { return slot }
-            aborted.insert(id)
-            return nil
+        let (slot, unstarted): (WorkerSlot?, LocalAssignment?) = lock.withLock {
+            if let slot = running[id] { return (slot, nil) }
+            return (nil, waiting.removeFirst { $0.id == id })
         }
+        if let unstarted { finish([(unstarted, WorkerNode.cancelled)]) }
         slot?.runner.abort(id)
     }
 
+    private static let cancelled = WorkerReport.failure(
+        TaskFailure(index: 0, results: [], errorType: "Cancelled", message: "aborted by the manager", lost: true))
+
     private func dropQueuedWork(of link: WorkerLink) {
-        var kept: [WorkItem] = []
-        while let item = try? work.getNowait() {
-            if case .assignment(let assignment) = item, assignment.link === link {
-                lock.withLock { outstanding -= 1 }
-                continue
-            }
-            kept.append(item)
-        }
-        for item in kept { try? work.put(item) }
+        lock.withLock { outstanding -= waiting.removeAll { $0.link === link } }
     }
 
     // MARK: Slots
@@ -235,8 +231,10 @@ public final class WorkerNode: @unchecked Sendable {
     }
 
     private func stopSlots() {
-        let all = lock.withLock { slots }
-        for _ in all { try? work.put(.stop) }
+        let all: [WorkerSlot] = lock.withLock {
+            stopping = true
+            return slots
+        }
         for slot in all { slot.stop() }
     }
 
@@ -246,43 +244,67 @@ public final class WorkerNode: @unchecked Sendable {
     static let maxBundle = 64
     static let maxBundleBytes = 16 << 10
 
-    /// A slot's loop: takes assignments until told to stop. A process slot takes whatever
-    /// else is queued with the first (a bundle): one wake of the worker process for many small
-    /// assignments, which is what one-call assignments (apply_async, imap with chunksize 1)
-    /// cost most.
-    func serve(_ slot: WorkerSlot) {
-        while case .assignment(let first)? = try? work.get() {
+    /// An assignment from the manager goes straight to an idle slot, from the connection's
+    /// event loop: a worker process starts on it before the slot's thread is awake. With no
+    /// slot idle it waits in line, for the next slot that finishes.
+    private func accept(_ assignment: LocalAssignment) {
+        let slot: WorkerSlot? = lock.withLock {
+            outstanding += 1
+            guard !stopping, let slot = idleSlots.popLast() else {
+                waiting.append(assignment)
+                return nil
+            }
+            running[assignment.id] = slot
+            return slot
+        }
+        slot?.give([assignment])
+    }
+
+    /// What a slot runs next, taken from the line by its own thread: the first assignment
+    /// waiting and, for a process slot, whatever small ones follow it (a bundle: one wake of
+    /// the worker process for many one-call assignments, which is what apply_async and imap
+    /// with chunksize 1 cost most). Assignments its worker process did not reach go back to
+    /// the front first. Nil when the line is empty: the slot is idle from then on.
+    private func next(for slot: WorkerSlot, returning unreached: [LocalAssignment]) -> [LocalAssignment]? {
+        lock.withLock {
+            for assignment in unreached { running.removeValue(forKey: assignment.id) }
+            waiting.putBack(unreached)
+            guard !stopping, let first = waiting.popFirst() else {
+                if !stopping { idleSlots.append(slot) }
+                return nil
+            }
             var bundle = [first]
             var bytes = first.body.count
-            while slot.runner.bundles, bundle.count < WorkerNode.maxBundle, bytes < WorkerNode.maxBundleBytes, let item = try? work.getNowait() {
-                guard case .assignment(let next) = item else {
-                    try? work.put(item)  // a stop: for whichever slot takes it next
-                    break
-                }
+            while slot.runner.bundles, bundle.count < WorkerNode.maxBundle, bytes < WorkerNode.maxBundleBytes, let next = waiting.popFirst() {
                 bundle.append(next)
                 bytes += next.body.count
             }
-            var runnable: [LocalAssignment] = []
-            for assignment in bundle {
-                if lock.withLock({ aborted.remove(assignment.id) != nil }) {
-                    finish([(assignment, .failure(TaskFailure(index: 0, results: [], errorType: "Cancelled", message: "aborted by the manager", lost: true)))])
-                } else {
-                    runnable.append(assignment)
-                }
+            for assignment in bundle { running[assignment.id] = slot }
+            return bundle
+        }
+    }
+
+    /// A slot's loop: runs the bundles handed to it while idle, and after each one takes
+    /// the next from the line itself, until told to stop.
+    func serve(_ slot: WorkerSlot) {
+        var taken = next(for: slot, returning: [])
+        while true {
+            let bundle: [LocalAssignment]
+            if let taken {
+                slot.runner.hand(taken)
+                bundle = taken
+            } else {
+                guard case .run(let handed)? = try? slot.inbox.get() else { return }
+                bundle = handed
             }
-            guard !runnable.isEmpty else { continue }
-            lock.withLock { for assignment in runnable { running[assignment.id] = slot } }
             var done: [(LocalAssignment, WorkerReport)] = []
-            for (assignment, report) in zip(runnable, slot.runner.run(runnable)) {
-                guard let report else {
-                    // Not reached before its worker process died: it runs on the next one.
-                    lock.withLock { _ = running.removeValue(forKey: assignment.id) }
-                    try? work.put(.assignment(assignment))
-                    continue
-                }
-                done.append((assignment, report))
+            var unreached: [LocalAssignment] = []
+            for (assignment, report) in zip(bundle, slot.runner.run(bundle)) {
+                // Nil: not reached before its worker process died; it runs on the next one.
+                if let report { done.append((assignment, report)) } else { unreached.append(assignment) }
             }
             finish(done)
+            taken = next(for: slot, returning: unreached)
         }
     }
 
@@ -317,9 +339,10 @@ final class LinkHolder: @unchecked Sendable {
     var link: WorkerLink?
 }
 
-enum WorkItem {
-    case assignment(LocalAssignment)
-    /// One slot stops.
+/// What a slot's thread is told while idle.
+enum SlotOrder {
+    /// Run this bundle: it was handed to the slot's runner already.
+    case run([LocalAssignment])
     case stop
 }
 
@@ -384,6 +407,10 @@ protocol AssignmentRunner: AnyObject, Sendable {
     func prepare() throws
     /// Whether `run` takes several assignments at once.
     var bundles: Bool { get }
+    /// Gives a bundle to whatever runs it, on the thread that chose this slot for it (often
+    /// the connection's event loop, so it must not block): a worker process starts on it
+    /// before the slot's own thread is awake. `run` follows on the slot's thread.
+    func hand(_ bundle: [LocalAssignment])
     /// Runs the assignments in order; a report for each, or nil for those not reached
     /// (their worker process died before them: they run again on the next one).
     func run(_ bundle: [LocalAssignment]) -> [WorkerReport?]
@@ -396,6 +423,8 @@ protocol AssignmentRunner: AnyObject, Sendable {
 /// One place that runs assignments, on a thread of its own.
 final class WorkerSlot: @unchecked Sendable {
     let runner: any AssignmentRunner
+    /// Where the slot's thread waits while idle.
+    let inbox = Threading.Queue<SlotOrder>()
     private let thread: Threading.Thread
 
     init(index: Int, runner: any AssignmentRunner, node: WorkerNode) {
@@ -415,7 +444,14 @@ final class WorkerSlot: @unchecked Sendable {
 
     func start() throws { try thread.start() }
 
+    /// Runs `bundle` on this idle slot.
+    func give(_ bundle: [LocalAssignment]) {
+        runner.hand(bundle)
+        try? inbox.put(.run(bundle))
+    }
+
     func stop() {
+        try? inbox.put(.stop)
         _ = try? thread.join(timeout: 5)
         runner.shutdown()
     }
@@ -441,10 +477,59 @@ final class ThreadRunner: AssignmentRunner, @unchecked Sendable {
 
     var bundles: Bool { false }
 
+    func hand(_ bundle: [LocalAssignment]) {}
+
     func run(_ bundle: [LocalAssignment]) -> [WorkerReport?] {
         bundle.map { WorkerReport.run($0.body, registry: registry) }
     }
 
     func abort(_ id: UInt64) {}
     func shutdown() {}
+}
+
+/// Assignments no slot has taken yet, oldest first: slots take from the front, the node adds
+/// at the back, and those a dead worker process never reached go back to the front.
+struct WaitingLine<Element> {
+    private var items: [Element] = []
+    /// Where the line starts in `items`: taking from the front moves it instead of the rest.
+    private var start = 0
+
+    var count: Int { items.count - start }
+
+    mutating func append(_ element: Element) { items.append(element) }
+
+    mutating func popFirst() -> Element? {
+        guard start < items.count else { return nil }
+        let first = items[start]
+        start += 1
+        if start == items.count {
+            items.removeAll(keepingCapacity: true)
+            start = 0
+        } else if start >= 64, start * 2 >= items.count {
+            items.removeFirst(start)
+            start = 0
+        }
+        return first
+    }
+
+    /// Puts `returned` back at the front, in its order.
+    mutating func putBack(_ returned: [Element]) {
+        guard !returned.isEmpty else { return }
+        items.replaceSubrange(0..<start, with: returned)
+        start = 0
+    }
+
+    mutating func removeFirst(where matches: (Element) -> Bool) -> Element? {
+        guard let index = items[start...].firstIndex(where: matches) else { return nil }
+        return items.remove(at: index)
+    }
+
+    /// Removes those `shouldRemove` picks; returns how many.
+    mutating func removeAll(where shouldRemove: (Element) -> Bool) -> Int {
+        items.removeSubrange(0..<start)
+        start = 0
+        let before = items.count
+        items.removeAll(where: shouldRemove)
+        return before - items.count
+    }
 }
