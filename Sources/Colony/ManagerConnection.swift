@@ -229,12 +229,17 @@ final class ManagerConnection: @unchecked Sendable {
     /// event loop that is polling for its answer.)
     func callBlocking(_ request: Request) throws -> WireValue {
         try checkOpen()
-        guard !channel.eventLoop.inEventLoop else {
-            throw ConnectionError("a blocking call on the connection's own event loop would wait forever; use the async method there")
-        }
+        try checkNotOnEventLoop()
         let promise = channel.eventLoop.makePromise(of: WireValue.self)
         send(request, id: nextID(), answer: .promise(promise))
         return try promise.futureResult.wait()
+    }
+
+    /// Throws where a blocking wait for an answer would never end.
+    func checkNotOnEventLoop() throws {
+        guard !channel.eventLoop.inEventLoop else {
+            throw ConnectionError("a blocking call on the connection's own event loop would wait forever; use the async method there")
+        }
     }
 
     private func checkOpen() throws {

@@ -515,7 +515,11 @@ public final class AsyncResult<Value: Sendable>: @unchecked Sendable {
 public final class PoolIterator<Element: Codable & Sendable>: AsyncSequence, AsyncIteratorProtocol, @unchecked Sendable {
     private let pool: Pool
     private let task: String
-    private let job: UInt64
+    /// The job on the manager: the first window is sent when the iterator is made, without
+    /// waiting (as Python's imap; the workers start at once), and its answer is awaited at the
+    /// first `next`.
+    private var job: UInt64?
+    private let submitted = Future<UInt64>()
     private var input: AnyIterator<WireValue>
     private var inputDone = false
     private var sent = 0
@@ -539,7 +543,14 @@ public final class PoolIterator<Element: Codable & Sendable>: AsyncSequence, Asy
         inputDone = first.count < window
         sent = first.count
         let call = PoolCall.map(task: task, calls: first, chunksize: chunksize, ordered: ordered, more: !inputDone)
-        job = try Pool.submitting(task) { try pool.handle.runBlocking(call) }
+        let submitted = self.submitted
+        pool.handle.manager.connection.send(call.request(object: pool.reference.id)) { answer in
+            do {
+                try submitted.setResult(try Pool.submitting(task) { try call.decode(try answer.get()) })
+            } catch {
+                try? submitted.setException(error)
+            }
+        }
     }
 
     private static func read(_ input: inout AnyIterator<WireValue>, count: Int) -> [WireValue] {
@@ -551,7 +562,7 @@ public final class PoolIterator<Element: Codable & Sendable>: AsyncSequence, Asy
     public func makeAsyncIterator() -> PoolIterator<Element> { self }
 
     /// The next window of input, once half the last one has come back.
-    private func refill() -> ObjectCall<Void>? {
+    private func refill(_ job: UInt64) -> ObjectCall<Void>? {
         guard !inputDone, sent - received <= window / 2 else { return nil }
         let more = Self.read(&input, count: window / 2)
         inputDone = more.count < window / 2
@@ -579,7 +590,10 @@ public final class PoolIterator<Element: Codable & Sendable>: AsyncSequence, Asy
         while true {
             if bufferIndex < buffer.count { return try pop() }
             if finished { return nil }
-            if let feed = refill() { try await pool.handle.run(feed) }
+            let job: UInt64
+            if let known = self.job { job = known } else { job = try await submitted.value }
+            self.job = job
+            if let feed = refill(job) { try await pool.handle.run(feed) }
             take(try await pool.handle.wait(PoolCall.next(job: job)))
         }
     }
@@ -590,7 +604,10 @@ public final class PoolIterator<Element: Codable & Sendable>: AsyncSequence, Asy
         while true {
             if bufferIndex < buffer.count { return try pop() }
             if finished { return nil }
-            if let feed = refill() { try pool.handle.runBlocking(feed) }
+            try pool.handle.manager.connection.checkNotOnEventLoop()
+            let job = try self.job ?? submitted.result(timeout: timeout)
+            self.job = job
+            if let feed = refill(job) { try pool.handle.runBlocking(feed) }
             take(try pool.handle.runBlocking(PoolCall.next(job: job, timeout: timeout)))
         }
     }

@@ -44,6 +44,14 @@ let sha256Task = PoolTask<String, String>("sha256")
         #expect(ordered.progress.total == 3000)
         let unordered = try pool.imapUnordered(echo, 0..<500)
         #expect(try await unordered.collect().sorted() == Array(0..<500))
+        // Made and iterated in a task on the connection's own event loop (Manager.executor):
+        // making an iterator never waits for the manager.
+        let onLoop = try await withTaskExecutorPreference(client.executor) {
+            let iterator = try pool.imapUnordered(echo, 0..<2000)
+            #expect(throws: ConnectionError.self) { try iterator.next(timeout: 1) }
+            return try await iterator.collect().sorted()
+        }
+        #expect(onLoop == Array(0..<2000))
 
         // Errors arrive typed, at the call that failed; the rest of a map is unaffected.
         await #expect(throws: PoolError.self) { try await pool.apply(failTask, "no luck") }
