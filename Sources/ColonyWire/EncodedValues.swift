@@ -85,8 +85,9 @@ public struct EncodedValues: Hashable, Sendable {
         let first = indices.lowerBound == 0 ? 0 : other.ends[indices.lowerBound - 1]
         let shift = bytes.count - first
         bytes += other.bytes[first..<other.ends[indices.upperBound - 1]]
-        ends.reserveCapacity(ends.count + indices.count)
-        for index in indices { ends.append(other.ends[index] + shift) }
+        // Not `reserveCapacity(count + new)`: an exact reservation at each append gives up the
+        // array's doubling, and a job fed in pieces copied all its calls' ends at every piece.
+        ends.append(contentsOf: other.ends[indices].lazy.map { $0 + shift })
         if other.holdsReferences { holdsReferences = true }
     }
 
