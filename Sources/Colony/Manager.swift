@@ -352,12 +352,19 @@ final class ProxyHandle: @unchecked Sendable {
     }
 
     func run<Response>(_ call: ObjectCall<Response>) async throws -> Response {
-        try call.decode(try await manager.connection.call(call.request(object: reference.id)))
+        try await run(call, cancellable: false)
     }
 
     /// For methods that may park on the manager: cancelling the task cancels the call there.
     func wait<Response>(_ call: ObjectCall<Response>) async throws -> Response {
-        try call.decode(try await manager.connection.callCancellable(call.request(object: reference.id)))
+        try await run(call, cancellable: true)
+    }
+
+    private func run<Response>(_ call: ObjectCall<Response>, cancellable: Bool) async throws -> Response {
+        let request = call.request(object: reference.id)
+        let connection = manager.connection
+        if call.readsBody { return try call.decode(body: try await connection.callForBody(request, cancellable: cancellable)) }
+        return try call.decode(try await cancellable ? connection.callCancellable(request) : connection.call(request))
     }
 
     /// Decodes a value this proxy received; proxies inside it come alive on this manager.
@@ -366,7 +373,9 @@ final class ProxyHandle: @unchecked Sendable {
     }
 
     func runBlocking<Response>(_ call: ObjectCall<Response>) throws -> Response {
-        try call.decode(try manager.connection.callBlocking(call.request(object: reference.id)))
+        let request = call.request(object: reference.id)
+        if call.readsBody { return try call.decode(body: try manager.connection.callForBodyBlocking(request)) }
+        return try call.decode(try manager.connection.callBlocking(request))
     }
 }
 

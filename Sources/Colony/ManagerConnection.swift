@@ -179,13 +179,6 @@ final class ManagerConnection: @unchecked Sendable {
 
     private func nextID() -> UInt64 { nextRequestID.loadThenWrappingIncrement(ordering: .relaxed) }
 
-    /// Sends one request and suspends until its answer (no promise, future or extra hop).
-    private func send(_ request: Request, id: UInt64) async throws -> WireValue {
-        try await withUnsafeThrowingContinuation { continuation in
-            send(request, id: id, answer: .continuation(continuation))
-        }
-    }
-
     /// Sends many requests in one event-loop task and one flush; returns when every answer is
     /// in, with each answer or error in order.
     func sendAll(_ requests: [Request]) async -> [Result<WireValue, any Error>] {
@@ -206,19 +199,32 @@ final class ManagerConnection: @unchecked Sendable {
     }
 
     func call(_ request: Request) async throws -> WireValue {
-        try checkOpen()
-        return try await send(request, id: nextID())
+        try await call(request, cancellable: false) { .continuation($0) }
     }
 
     /// A call that may wait on the manager (a blocking method): cancelling the calling task
     /// sends a cancel frame, and the manager answers the parked call with Cancelled.
     func callCancellable(_ request: Request) async throws -> WireValue {
+        try await call(request, cancellable: true) { .continuation($0) }
+    }
+
+    /// A call whose answer comes as its encoded body (`ObjectCall.readsBody`).
+    func callForBody(_ request: Request, cancellable: Bool) async throws -> ByteBuffer {
+        try await call(request, cancellable: cancellable) { continuation in .encoded { continuation.resume(with: $0) } }
+    }
+
+    private func call<Answer>(
+        _ request: Request, cancellable: Bool, _ waiter: @escaping (UnsafeContinuation<Answer, any Error>) -> AnswerWaiter
+    ) async throws -> Answer {
         try checkOpen()
         let id = nextID()
+        guard cancellable else {
+            return try await withUnsafeThrowingContinuation { send(request, id: id, answer: waiter($0)) }
+        }
         let handler = self.handler
         let poller = self.poller
         return try await withTaskCancellationHandler {
-            try await send(request, id: id)
+            try await withUnsafeThrowingContinuation { send(request, id: id, answer: waiter($0)) }
         } onCancel: {
             poller.execute { handler.cancel(id) }
         }
@@ -228,10 +234,19 @@ final class ManagerConnection: @unchecked Sendable {
     /// (It sleeps at once: a thread spinning here measured slower, as it takes a CPU from the
     /// event loop that is polling for its answer.)
     func callBlocking(_ request: Request) throws -> WireValue {
+        try callBlocking(request) { .promise($0) }
+    }
+
+    /// `callForBody` for a plain thread.
+    func callForBodyBlocking(_ request: Request) throws -> ByteBuffer {
+        try callBlocking(request) { promise in .encoded { promise.completeWith($0) } }
+    }
+
+    private func callBlocking<Answer>(_ request: Request, _ waiter: (EventLoopPromise<Answer>) -> AnswerWaiter) throws -> Answer {
         try checkOpen()
         try checkNotOnEventLoop()
-        let promise = channel.eventLoop.makePromise(of: WireValue.self)
-        send(request, id: nextID(), answer: .promise(promise))
+        let promise = channel.eventLoop.makePromise(of: Answer.self)
+        send(request, id: nextID(), answer: waiter(promise))
         return try promise.futureResult.wait()
     }
 
@@ -267,6 +282,8 @@ enum AnswerWaiter {
     case pipelined(PipelineAnswers, Int)
     /// Called on the event loop with the answer (pool results; never block in it).
     case callback(@Sendable (Result<WireValue, any Error>) -> Void)
+    /// Called on the event loop with the answer's encoded body, which the caller decodes.
+    case encoded(@Sendable (Result<ByteBuffer, any Error>) -> Void)
     case ignored
 
     func resume(with result: Result<WireValue, any Error>) {
@@ -275,6 +292,7 @@ enum AnswerWaiter {
         case .promise(let promise): promise.completeWith(result)
         case .pipelined(let answers, let index): answers.record(result, at: index)
         case .callback(let body): body(result)
+        case .encoded(let body): body(result.map { $0.encoded() })
         case .ignored: break
         }
     }
@@ -423,6 +441,12 @@ final class ClientHandler: ChannelInboundHandler, @unchecked Sendable {
         case .response:
             guard let waiter = pending.removeValue(forKey: message.requestID) else { return }
             answeredInThisRead = true
+            // An answer with references is decoded below, to count them. (Numbers' bytes can
+            // look like a reference's marker: the quick scan's yes is checked by a walk.)
+            if case .encoded(let deliver) = waiter, !message.body.mayHoldObjectReference || !message.body.holdsObjectReference {
+                deliver(.success(message.body))
+                return
+            }
             let answer: Result<WireValue, any Error> = Result { try message.value() }.mapError { ConnectionError("the manager's answer is not a valid value: \($0)") }
             if case .success(let value) = answer, value.mayContainReferences, message.body.mayHoldObjectReference {
                 references.received(value)

@@ -373,29 +373,13 @@ public struct Pool: Proxy {
         }
     }
 
-    /// Results as `R`, element by element (the common scalars without a decoder).
-    func decodeAll<R: Decodable>(_ type: R.Type, _ values: [WireValue]) throws -> [R] {
-        // `[Int] as! [R]` would cast element by element; with R == Int the bits are the same.
-        if R.self == Int.self, let numbers = Pool.scalars(values, { if case .int(let n) = $0 { Int(exactly: n) } else { nil } }) {
-            return unsafeBitCast(numbers, to: [R].self)
-        }
-        if R.self == String.self, let texts = Pool.scalars(values, { if case .string(let t) = $0 { t } else { nil } }) {
-            return unsafeBitCast(texts, to: [R].self)
-        }
-        if R.self == Double.self, let numbers = Pool.scalars(values, { if case .double(let d) = $0 { d } else { nil } }) {
-            return unsafeBitCast(numbers, to: [R].self)
-        }
-        return try values.map { try handle.decode(R.self, $0) }
-    }
-
-    private static func scalars<T>(_ values: [WireValue], _ read: (WireValue) -> T?) -> [T]? {
-        var result: [T] = []
-        result.reserveCapacity(values.count)
-        for value in values {
-            guard let scalar = read(value) else { return nil }
-            result.append(scalar)
-        }
-        return result
+    /// Results as `R`: the common scalars straight from their bytes, others element by element.
+    func decodeAll<R: Decodable>(_ type: R.Type, _ values: EncodedValues) throws -> [R] {
+        // With R == Int the bits of `[Int]` and `[R]` are the same (`as!` would cast each).
+        if R.self == Int.self, let numbers = values.integers() { return unsafeBitCast(numbers, to: [R].self) }
+        if R.self == String.self, let texts = values.strings() { return unsafeBitCast(texts, to: [R].self) }
+        if R.self == Double.self, let numbers = values.doubles() { return unsafeBitCast(numbers, to: [R].self) }
+        return try (0..<values.count).map { try handle.decode(R.self, values[$0]) }
     }
 
     /// Runs a submission; the manager's refusals that concern the task (NoSuchTask) arrive as

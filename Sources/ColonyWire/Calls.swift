@@ -1,14 +1,24 @@
+import NIOCore
+
 /// One typed method call on a shared object: the request it sends and how its answer
 /// decodes. Proxies are one line each: `try await session.call(ref, DictCall.getItem(key))`.
 public struct ObjectCall<Response: Sendable>: Sendable {
     public let method: String
     public let arguments: [WireValue]
     private let decodeAnswer: @Sendable (WireValue) throws -> Response
+    private let decodeBody: (@Sendable (ByteBuffer) throws -> Response)?
 
-    public init(_ method: String, _ arguments: [WireValue], decode: @escaping @Sendable (WireValue) throws -> Response) {
+    /// `decodeBody`, when given, reads the answer straight from its bytes: for answers with
+    /// many values (a pool's results), building a `WireValue` for each would cost more than
+    /// the rest of the call.
+    public init(
+        _ method: String, _ arguments: [WireValue], decode: @escaping @Sendable (WireValue) throws -> Response,
+        decodeBody: (@Sendable (ByteBuffer) throws -> Response)? = nil
+    ) {
         self.method = method
         self.arguments = arguments
         self.decodeAnswer = decode
+        self.decodeBody = decodeBody
     }
 
     /// The request frame body for the object with id `object`.
@@ -18,6 +28,15 @@ public struct ObjectCall<Response: Sendable>: Sendable {
 
     /// Decodes the server's answer; a wrong shape throws `WireFormatError.malformedMessage`.
     public func decode(_ answer: WireValue) throws -> Response { try decodeAnswer(answer) }
+
+    /// Whether the answer is best handed over as its bytes (see `decode(body:)`).
+    public var readsBody: Bool { decodeBody != nil }
+
+    /// Decodes the server's answer from its encoded body.
+    public func decode(body: ByteBuffer) throws -> Response {
+        if let decodeBody { return try decodeBody(body) }
+        return try decodeAnswer(try Frame(kind: .response, requestID: 0, body: body).value())
+    }
 }
 
 /// How answers of each shape decode.
@@ -368,8 +387,8 @@ public enum BarrierCall {
 
 /// What a pool's `next` answers: the outcomes ready now, in the job's order.
 public struct PoolBatch: Sendable {
-    /// The values, nil where a call failed.
-    public var values: [WireValue]
+    /// The values, still encoded; nil where a call failed.
+    public var values: EncodedValues
     /// The failed calls: their place in `values`, and the error their caller gets.
     public var failures: [(position: Int, error: RemoteError)]
     /// Every outcome has now been taken; the job is gone from the manager.
@@ -378,9 +397,43 @@ public struct PoolBatch: Sendable {
     public var completed: Int
     public var total: Int?
 
+    static let shape = "[finished, [value], completed, total, [[position, error]]]"
+
+    /// Checks the fields of an answer; `values` is already read.
+    init(finished: WireValue, values: EncodedValues, completed: WireValue, total: WireValue, failures: WireValue) throws {
+        guard let finished = finished.boolValue, let completed = completed.int64Value.flatMap(Int.init(exactly:)),
+            let failureList = failures.arrayValue
+        else { throw WireFormatError(.malformedMessage, "expected \(PoolBatch.shape) in the answer") }
+        self.failures = try failureList.map { failure -> (position: Int, error: RemoteError) in
+            guard let pair = failure.arrayValue, pair.count == 2, let position = pair[0].int64Value.flatMap(Int.init(exactly:)),
+                (0..<values.count).contains(position)
+            else { throw Answer.malformed("[position, error]", failure) }
+            return (position, try RemoteError(wireValue: pair[1]))
+        }
+        self.values = values
+        self.finished = finished
+        self.completed = completed
+        self.total = total.int64Value.flatMap(Int.init(exactly:))
+    }
+
+    /// Reads a `next` answer's body, its values checked but left encoded.
+    public init(body: ByteBuffer, limits: WireLimits = .default) throws {
+        self = try body.withUnsafeReadableBytes { raw in
+            var reader = MessagePackReader(bytes: raw.bindMemory(to: UInt8.self), limits: limits)
+            guard try reader.arrayHeader(depth: 0) == 5 else { throw WireFormatError(.malformedMessage, "expected \(PoolBatch.shape) in the answer") }
+            let finished = try reader.readValue(depth: 1)
+            let values = try EncodedValues.scanArray(&reader, depth: 1)
+            let batch = try PoolBatch(
+                finished: finished, values: values, completed: try reader.readValue(depth: 1), total: try reader.readValue(depth: 1),
+                failures: try reader.readValue(depth: 1))
+            guard reader.offset == raw.count else { throw WireFormatError(.malformedMessage, "bytes follow the answer \(PoolBatch.shape)") }
+            return batch
+        }
+    }
+
     /// Each call's value or error, in order.
     public var outcomes: [Result<WireValue, RemoteError>] {
-        var outcomes = values.map { Result<WireValue, RemoteError>.success($0) }
+        var outcomes = values.values.map { Result<WireValue, RemoteError>.success($0) }
         for (position, error) in failures { outcomes[position] = .failure(error) }
         return outcomes
     }
@@ -415,7 +468,9 @@ public enum PoolCall {
         .init(PoolMethod.result.rawValue, [.integer(job), wireTimeout(timeout)], decode: Answer.value)
     }
     public static func next(job: UInt64, max: Int? = nil, timeout: Double? = nil) -> ObjectCall<PoolBatch> {
-        .init(PoolMethod.next.rawValue, [.integer(job), max.map { .integer($0) } ?? .null, wireTimeout(timeout)], decode: Answer.poolBatch)
+        .init(
+            PoolMethod.next.rawValue, [.integer(job), max.map { .integer($0) } ?? .null, wireTimeout(timeout)], decode: Answer.poolBatch,
+            decodeBody: { try PoolBatch(body: $0) })
     }
     public static func wait(job: UInt64, timeout: Double? = nil) -> ObjectCall<Bool> {
         .init(PoolMethod.wait.rawValue, [.integer(job), wireTimeout(timeout)], decode: Answer.bool)
@@ -435,17 +490,10 @@ public enum PoolCall {
 
 extension Answer {
     @Sendable static func poolBatch(_ answer: WireValue) throws -> PoolBatch {
-        guard let fields = answer.arrayValue, fields.count == 5, let finished = fields[0].boolValue, let values = fields[1].arrayValue,
-            let completed = fields[2].int64Value.flatMap(Int.init(exactly:)), let failureList = fields[4].arrayValue
-        else { throw malformed("[finished, [value], completed, total, [[position, error]]]", answer) }
-        let failures = try failureList.map { failure -> (position: Int, error: RemoteError) in
-            guard let pair = failure.arrayValue, pair.count == 2, let position = pair[0].int64Value.flatMap(Int.init(exactly:)),
-                values.indices.contains(position)
-            else { throw malformed("[position, error]", failure) }
-            return (position, try RemoteError(wireValue: pair[1]))
+        guard let fields = answer.arrayValue, fields.count == 5, let values = fields[1].arrayValue else {
+            throw malformed(PoolBatch.shape, answer)
         }
-        return PoolBatch(
-            values: values, failures: failures, finished: finished, completed: completed, total: fields[3].int64Value.flatMap(Int.init(exactly:)))
+        return try PoolBatch(finished: fields[0], values: EncodedValues(values), completed: fields[2], total: fields[3], failures: fields[4])
     }
 
     @Sendable static func progress(_ answer: WireValue) throws -> (completed: Int, total: Int?) {

@@ -58,6 +58,90 @@ public struct EncodedValues: Hashable, Sendable {
     /// Every value, decoded.
     public var values: [WireValue] { (0..<count).map { self[$0] } }
 
+    /// Every value as an integer, read straight from the bytes; nil if one is not an integer
+    /// that fits an `Int`. (A map of numbers decodes its results this way, with no
+    /// `WireValue` per result.)
+    public func integers() -> [Int]? {
+        scalars { lead, bytes, offset -> Int? in
+            func big<T: FixedWidthInteger>(_: T.Type) -> T? {
+                guard offset + MemoryLayout<T>.size <= bytes.count else { return nil }
+                var number: T = 0
+                for _ in 0..<MemoryLayout<T>.size {
+                    number = number << 8 | T(truncatingIfNeeded: bytes[offset])
+                    offset += 1
+                }
+                return number
+            }
+            switch lead {
+            case 0x00...0x7f: return Int(lead)
+            case 0xe0...0xff: return Int(Int8(bitPattern: lead))
+            case 0xcc: return big(UInt8.self).map(Int.init)
+            case 0xcd: return big(UInt16.self).map(Int.init)
+            case 0xce: return big(UInt32.self).map(Int.init)
+            case 0xcf: return big(UInt64.self).flatMap(Int.init(exactly:))
+            case 0xd0: return big(Int8.self).map(Int.init)
+            case 0xd1: return big(Int16.self).map(Int.init)
+            case 0xd2: return big(Int32.self).map(Int.init)
+            case 0xd3: return big(Int64.self).map(Int.init)
+            default: return nil
+            }
+        }
+    }
+
+    /// Every value as a string (see `integers`); nil if one is not a string.
+    public func strings() -> [String]? {
+        scalars { lead, bytes, offset -> String? in
+            var length = 0
+            switch lead {
+            case 0xa0...0xbf: length = Int(lead & 0x1f)
+            case 0xd9, 0xda, 0xdb:
+                let width = lead == 0xd9 ? 1 : lead == 0xda ? 2 : 4
+                guard offset + width <= bytes.count else { return nil }
+                for _ in 0..<width {
+                    length = length << 8 | Int(bytes[offset])
+                    offset += 1
+                }
+            default: return nil
+            }
+            guard offset + length <= bytes.count else { return nil }
+            // Scanning checked the UTF-8 already.
+            defer { offset += length }
+            return String(decoding: UnsafeBufferPointer(rebasing: bytes[offset..<offset + length]), as: UTF8.self)
+        }
+    }
+
+    /// Every value as a floating-point number (see `integers`); nil if one is not one.
+    public func doubles() -> [Double]? {
+        scalars { lead, bytes, offset -> Double? in
+            let width = lead == 0xcb ? 8 : lead == 0xca ? 4 : 0
+            guard width > 0, offset + width <= bytes.count else { return nil }
+            var pattern: UInt64 = 0
+            for _ in 0..<width {
+                pattern = pattern << 8 | UInt64(bytes[offset])
+                offset += 1
+            }
+            return width == 8 ? Double(bitPattern: pattern) : Double(Float(bitPattern: UInt32(pattern)))
+        }
+    }
+
+    /// Reads the values in order with `read`, which gets a value's lead byte, the bytes, and
+    /// the offset after the lead byte, to move past the value; nil once `read` refuses one.
+    private func scalars<T>(_ read: (UInt8, UnsafeBufferPointer<UInt8>, inout Int) -> T?) -> [T]? {
+        bytes.withUnsafeBufferPointer { bytes -> [T]? in
+            var result: [T] = []
+            result.reserveCapacity(ends.count)
+            var offset = 0
+            for end in ends {
+                guard offset < end else { return nil }
+                let lead = bytes[offset]
+                offset += 1
+                guard let value = read(lead, bytes, &offset), offset == end else { return nil }
+                result.append(value)
+            }
+            return result
+        }
+    }
+
     /// Whether value `index` is an array (a `starmap` call's argument list).
     public func isArray(_ index: Int) -> Bool {
         let lead = bytes[range(index).lowerBound]
@@ -163,7 +247,7 @@ extension ByteBuffer {
     @discardableResult
     public mutating func writeMap(_ fields: WireValue, array key: String, _ values: EncodedValues) -> Int {
         let pairs = fields.mapValue ?? []
-        return writeEncoded { writer in
+        return writeEncoded(reserving: values.bytes.count + 256) { writer in
             writer.mapHeader(pairs.count + 1)
             for pair in pairs {
                 writer.write(pair.key)
@@ -180,7 +264,7 @@ extension ByteBuffer {
     /// with its values written from their bytes.
     @discardableResult
     public mutating func writePoolBatch(finished: Bool, values: EncodedValues, completed: Int, total: Int?, failures: [WireValue]) -> Int {
-        writeEncoded { writer in
+        writeEncoded(reserving: values.bytes.count + 256) { writer in
             writer.arrayHeader(5)
             writer.write(.bool(finished))
             writer.write(array: values)
@@ -195,6 +279,18 @@ extension MessagePackWriter {
     mutating func write(array values: EncodedValues) {
         arrayHeader(values.count)
         values.bytes.withUnsafeBytes { raw($0) }
+    }
+}
+
+extension ByteBuffer {
+    /// Whether these bytes, one MessagePack value, hold an object reference: a walk of the
+    /// value that builds nothing. True also when they are not a valid value (decoding it then
+    /// says why).
+    public var holdsObjectReference: Bool {
+        withUnsafeReadableBytes { raw in
+            var reader = MessagePackReader(bytes: raw.bindMemory(to: UInt8.self), limits: .default)
+            return (try? reader.skipValue(depth: 0)) ?? true
+        }
     }
 }
 

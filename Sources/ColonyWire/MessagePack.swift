@@ -72,10 +72,11 @@ extension ByteBuffer {
 
     /// Runs `encode` straight on the buffer's free space, with one capacity check per field;
     /// output that outgrows that space moves to scratch memory and is copied in once.
+    /// `reserving`: the free space to make first (the output's size, when it is known).
     @discardableResult
-    mutating func writeEncoded(_ encode: (inout MessagePackWriter) -> Void) -> Int {
+    mutating func writeEncoded(reserving: Int = 256, _ encode: (inout MessagePackWriter) -> Void) -> Int {
         var spilled: MessagePackWriter?
-        let written = writeWithUnsafeMutableBytes(minimumWritableBytes: 256) { space in
+        let written = writeWithUnsafeMutableBytes(minimumWritableBytes: reserving) { space in
             var writer = MessagePackWriter(borrowing: space)
             encode(&writer)
             guard writer.ownsMemory else { return writer.offset }

@@ -180,4 +180,55 @@ import Testing
         buffer.writeMap(["first": 1], array: "rest", encoded)
         #expect(try WireValue(messagePack: buffer.readableBytesView) == ["first": 1, "rest": .array(Array(values[3...]))])
     }
+
+    @Test func scalarsReadFromTheBytesAreWhatDecodingGives() throws {
+        // Every width of every integer encoding, at its edges.
+        let integers = [0, 127, 128, 255, 256, 65_535, 65_536, 4_294_967_295, 4_294_967_296, Int.max, -1, -32, -33, -128, -129, -32_768]
+            + [-32_769, Int(Int32.min), Int(Int32.min) - 1, Int.min]
+        #expect(EncodedValues(integers.map { .int(Int64($0)) }).integers() == integers)
+        #expect(EncodedValues([1, .uint(UInt64(Int.max) + 1)]).integers() == nil)
+        #expect(EncodedValues([1, "one"]).integers() == nil)
+        #expect(EncodedValues([]).integers() == [])
+
+        let strings = ["", "a", String(repeating: "b", count: 31), String(repeating: "c", count: 32), String(repeating: "d", count: 300)]
+            + [String(repeating: "e", count: 70_000), "héllo, 世界"]
+        #expect(EncodedValues(strings.map(WireValue.string)).strings() == strings)
+        #expect(EncodedValues(["a", 1]).strings() == nil)
+
+        let doubles = [1.5, -0.0, .infinity, Double.leastNonzeroMagnitude]
+        #expect(EncodedValues(doubles.map(WireValue.double)).doubles() == doubles)
+        #expect(EncodedValues([1.5, 2]).doubles() == nil)
+        // A 32-bit float, which this side never writes but reads.
+        var single = ByteBuffer(bytes: [0x91, 0xca])
+        single.writeInteger(Float(0.25).bitPattern)
+        let scanned = try TaskResult(body: resultBody(Array(single.readableBytesView))).results
+        #expect(scanned.doubles() == [0.25])
+        #expect(scanned.values == [0.25])
+    }
+
+    @Test func aPoolBatchReadFromItsBytesMatchesTheDecodedAnswer() throws {
+        let failure = RemoteError(.taskFailed, "boom")
+        let answer: WireValue = [false, [1, nil, "three"], 7, 10, [[1, failure.wireValue]]]
+        for batch in [try PoolBatch(body: answer.encoded()), try PoolCall.next(job: 1).decode(answer)] {
+            #expect(batch.values.values == [1, nil, "three"])
+            #expect(batch.failures.map(\.position) == [1] && batch.failures.map(\.error.code) == [.taskFailed])
+            #expect(!batch.finished && batch.completed == 7 && batch.total == 10)
+        }
+        #expect(try PoolCall.next(job: 1).decode(body: answer.encoded()).values.count == 3)
+        // Wrong shapes: four fields, a failure outside the values, bytes after the answer.
+        let wrong: [ByteBuffer] = [
+            WireValue.array([false, [1], 1, nil]).encoded(), WireValue.array([true, [1], 1, nil, [[5, failure.wireValue]]]).encoded(),
+            ByteBuffer(bytes: Array(answer.encoded().readableBytesView) + [0xc0]),
+        ]
+        for body in wrong {
+            #expect(throws: (any Error).self) { try PoolBatch(body: body) }
+        }
+    }
+
+    @Test func aReferenceIsFoundByWalkingTheValueNotByItsMarkerBytes() {
+        // 0xd701 encodes as ce 00 00 d7 01: a reference's marker inside a number.
+        #expect(!WireValue.array([.int(0xd701), "x"]).encoded().holdsObjectReference)
+        #expect(WireValue.array([1, ["in": .objectRef(ObjectRef(type: .dict, id: 3))]]).encoded().holdsObjectReference)
+        #expect(ByteBuffer(bytes: [0x92, 0x01]).holdsObjectReference)  // not a whole value: decoding says why
+    }
 }
