@@ -182,20 +182,40 @@ final class ManagerConnection: @unchecked Sendable {
     /// Sends many requests in one event-loop task and one flush; returns when every answer is
     /// in, with each answer or error in order.
     func sendAll(_ requests: [Request]) async -> [Result<WireValue, any Error>] {
+        await sendAll(requests.map(OutgoingRequest.value))
+    }
+
+    /// `sendAll` of request bodies the caller encoded (a long map's pieces, encoded on the
+    /// caller's task rather than on the event loop).
+    func sendAll(encoded bodies: [ByteBuffer]) async -> [Result<WireValue, any Error>] {
+        await sendAll(bodies.map(OutgoingRequest.encoded))
+    }
+
+    /// `sendAll(encoded:)` for a plain thread.
+    func sendAllBlocking(encoded bodies: [ByteBuffer]) throws -> [Result<WireValue, any Error>] {
+        guard !bodies.isEmpty else { return [] }
+        try checkNotOnEventLoop()
+        let promise = channel.eventLoop.makePromise(of: [Result<WireValue, any Error>].self)
+        sendAll(bodies.map(OutgoingRequest.encoded)) { promise.succeed($0) }
+        return try promise.futureResult.wait()
+    }
+
+    private func sendAll(_ requests: [OutgoingRequest]) async -> [Result<WireValue, any Error>] {
         guard !requests.isEmpty else { return [] }
+        return await withUnsafeContinuation { continuation in sendAll(requests) { continuation.resume(returning: $0) } }
+    }
+
+    private func sendAll(_ requests: [OutgoingRequest], done: @escaping @Sendable ([Result<WireValue, any Error>]) -> Void) {
         let first = nextRequestID.loadThenWrappingIncrement(by: UInt64(requests.count), ordering: .relaxed)
-        let loop = channel.eventLoop
         let handler = self.handler
         let maxFrame = session.maxFrameBody
-        return await withUnsafeContinuation { continuation in
-            let answers = PipelineAnswers(count: requests.count, continuation: continuation)
-            let sendEach: @Sendable () -> Void = {
-                for (offset, request) in requests.enumerated() {
-                    handler.send(request, id: first + UInt64(offset), answer: .pipelined(answers, offset), maxFrameBody: maxFrame)
-                }
+        let answers = PipelineAnswers(count: requests.count, done: done)
+        let sendEach: @Sendable () -> Void = {
+            for (offset, request) in requests.enumerated() {
+                handler.send(request, id: first + UInt64(offset), answer: .pipelined(answers, offset), maxFrameBody: maxFrame)
             }
-            if loop.inEventLoop { sendEach() } else { poller.execute(sendEach) }
         }
+        if channel.eventLoop.inEventLoop { sendEach() } else { poller.execute(sendEach) }
     }
 
     func call(_ request: Request) async throws -> WireValue {
@@ -273,6 +293,12 @@ final class ManagerConnection: @unchecked Sendable {
     var isOpen: Bool { !closed.load(ordering: .relaxed) }
 }
 
+/// A request on its way to the event loop: a value, or a body already encoded.
+enum OutgoingRequest: Sendable {
+    case value(Request)
+    case encoded(ByteBuffer)
+}
+
 /// Who waits for one answer: a suspended task, a promise (blocking calls), one place in a
 /// pipeline, or nobody.
 enum AnswerWaiter {
@@ -303,18 +329,18 @@ enum AnswerWaiter {
 final class PipelineAnswers: @unchecked Sendable {
     private var results: [Result<WireValue, any Error>]
     private var remaining: Int
-    private let continuation: UnsafeContinuation<[Result<WireValue, any Error>], Never>
+    private let done: @Sendable ([Result<WireValue, any Error>]) -> Void
 
-    init(count: Int, continuation: UnsafeContinuation<[Result<WireValue, any Error>], Never>) {
+    init(count: Int, done: @escaping @Sendable ([Result<WireValue, any Error>]) -> Void) {
         results = Array(repeating: .success(.null), count: count)
         remaining = count
-        self.continuation = continuation
+        self.done = done
     }
 
     func record(_ result: Result<WireValue, any Error>, at index: Int) {
         results[index] = result
         remaining -= 1
-        if remaining == 0 { continuation.resume(returning: results) }
+        if remaining == 0 { done(results) }
     }
 }
 
@@ -482,12 +508,19 @@ final class ClientHandler: ChannelInboundHandler, @unchecked Sendable {
 
     /// On the event loop: registers who waits for the answer and writes the request.
     func send(_ request: Request, id: UInt64, answer: AnswerWaiter, maxFrameBody: Int) {
+        send(.value(request), id: id, answer: answer, maxFrameBody: maxFrameBody)
+    }
+
+    func send(_ request: OutgoingRequest, id: UInt64, answer: AnswerWaiter, maxFrameBody: Int) {
         guard context != nil, isOpen else {
             answer.resume(with: .failure(ConnectionError("the connection to the manager is closed; reconnect with Manager.connect")))
             return
         }
         pending[id] = answer
-        outbound.writeRequest(request, requestID: id, maxFrameBody: maxFrameBody)
+        switch request {
+        case .value(let request): outbound.writeRequest(request, requestID: id, maxFrameBody: maxFrameBody)
+        case .encoded(let body): outbound.writeMessage(Message(kind: .request, requestID: id, body: body), maxFrameBody: maxFrameBody)
+        }
         // Gather the requests of this event-loop tick into one write and one flush.
         scheduleFlush()
     }

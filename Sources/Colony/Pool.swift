@@ -1,4 +1,5 @@
 import ColonyWire
+import NIOCore
 import Threading
 
 /// A named pool task with typed arguments and result, declared once in code that the client
@@ -207,7 +208,7 @@ public struct Pool: Proxy {
     /// piece the workers start on while the rest follows in `feed`s.
     struct MapInput {
         let task: String
-        let calls: [WireValue]
+        let calls: EncodedValues
         let chunksize: Int?
         let starred: Bool
 
@@ -216,46 +217,65 @@ public struct Pool: Proxy {
 
         var isStreamed: Bool { calls.count > 2 * MapInput.piece }
 
-        var first: ObjectCall<UInt64> {
-            guard isStreamed else { return PoolCall.map(task: task, calls: calls, chunksize: chunksize, ordered: true, more: false, starred: starred) }
-            return PoolCall.map(
-                task: task, calls: Array(calls[0..<MapInput.piece]), chunksize: chunksize, ordered: true, more: true, starred: starred,
-                total: calls.count)
+        /// The map under `job` (an id this session chose) and its feeds, for the pool `pool`,
+        /// encoded.
+        func requests(job: UInt64, pool: UInt64) -> [ByteBuffer] {
+            guard isStreamed else {
+                return [PoolCall.mapRequest(pool: pool, task: task, calls: calls, chunksize: chunksize, ordered: true, more: false, starred: starred, job: job)]
+            }
+            let map = PoolCall.mapRequest(
+                pool: pool, task: task, calls: calls[0..<MapInput.piece], chunksize: chunksize, ordered: true, more: true, starred: starred,
+                total: calls.count, job: job)
+            return [map]
+                + stride(from: MapInput.piece, to: calls.count, by: MapInput.piece).map { start in
+                    let end = Swift.min(start + MapInput.piece, calls.count)
+                    return PoolCall.feedRequest(pool: pool, job: job, calls: calls[start..<end], last: end == calls.count)
+                }
         }
 
-        func feeds(_ job: UInt64) -> [ObjectCall<Void>] {
-            guard isStreamed else { return [] }
-            return stride(from: MapInput.piece, to: calls.count, by: MapInput.piece).map { start in
-                let end = Swift.min(start + MapInput.piece, calls.count)
-                return PoolCall.feed(job: job, calls: Array(calls[start..<end]), last: end == calls.count)
+        /// Requests sent before their answers are awaited (well inside the session's `max_in_flight`).
+        static let window = 64
+
+        /// The first failure among the answers to requests `sent` onwards, and whether the job
+        /// exists (the map itself was accepted), so that it must be cancelled.
+        static func failure(in answers: [Result<WireValue, any Error>], sent: Int) -> (error: any Error, jobExists: Bool)? {
+            for (offset, answer) in answers.enumerated() {
+                if case .failure(let error) = answer { return (error, sent + offset > 0) }
             }
+            return nil
         }
     }
 
-    /// Sends a map; a feed that fails cancels the job (its input could never end).
+    /// Sends a map and its feeds one after another without waiting between them (a session's
+    /// requests run in order), so the workers start on the first piece while the rest is on
+    /// its way. A feed that fails cancels the job (its input could never end).
     private func sendMap(_ input: MapInput) async throws -> UInt64 {
-        let job = try await Pool.submitting(input.task) { try await handle.run(input.first) }
-        do {
-            for feed in input.feeds(job) { try await handle.run(feed) }
-        } catch {
-            _ = try? await handle.run(PoolCall.cancel(job: job))
-            throw error
+        let connection = handle.manager.connection
+        let job = connection.resultRouter(pool: reference.id).chooseJob()
+        let requests = input.requests(job: job, pool: reference.id)
+        for start in stride(from: 0, to: requests.count, by: MapInput.window) {
+            let answers = await connection.sendAll(encoded: Array(requests[start..<Swift.min(start + MapInput.window, requests.count)]))
+            guard let (error, jobExists) = MapInput.failure(in: answers, sent: start) else { continue }
+            if jobExists { _ = try? await handle.run(PoolCall.cancel(job: job)) }
+            try Pool.submitting(input.task) { throw error }
         }
         return job
     }
     private func sendMap(_ input: MapInput) throws -> UInt64 {
-        let job = try Pool.submitting(input.task) { try handle.runBlocking(input.first) }
-        do {
-            for feed in input.feeds(job) { try handle.runBlocking(feed) }
-        } catch {
-            _ = try? handle.runBlocking(PoolCall.cancel(job: job))
-            throw error
+        let connection = handle.manager.connection
+        let job = connection.resultRouter(pool: reference.id).chooseJob()
+        let requests = input.requests(job: job, pool: reference.id)
+        for start in stride(from: 0, to: requests.count, by: MapInput.window) {
+            let answers = try connection.sendAllBlocking(encoded: Array(requests[start..<Swift.min(start + MapInput.window, requests.count)]))
+            guard let (error, jobExists) = MapInput.failure(in: answers, sent: start) else { continue }
+            if jobExists { _ = try? handle.runBlocking(PoolCall.cancel(job: job)) }
+            try Pool.submitting(input.task) { throw error }
         }
         return job
     }
 
-    private static func argumentLists(_ lists: some Sequence<[any Encodable & Sendable]>) throws -> [WireValue] {
-        try lists.map { list in .array(try list.map { try WireValueEncoder().encode($0) }) }
+    private static func argumentLists(_ lists: some Sequence<[any Encodable & Sendable]>) throws -> EncodedValues {
+        EncodedValues(try lists.map { list in .array(try list.map { try WireValueEncoder().encode($0) }) })
     }
 
     // MARK: imap
@@ -355,21 +375,21 @@ public struct Pool: Proxy {
         }, callback: callback, errorCallback: errorCallback)
     }
 
-    /// A map's calls, one argument each. The common scalars skip the encoder (a map of
-    /// 100,000 integers spent most of its client time there).
-    static func calls<A: Encodable>(_ items: some Sequence<A>) throws -> [WireValue] {
+    /// A map's calls, one argument each, encoded. The common scalars skip the encoder and
+    /// `WireValue` (a map of 100,000 integers spent most of its client time there).
+    static func calls<A: Encodable>(_ items: some Sequence<A>) throws -> EncodedValues {
         // Ranges first: iterating one through this unspecialized generic costs more than the
         // rest of the call together.
-        if let range = items as? Range<Int> { return range.map { .int(Int64($0)) } }
-        if let range = items as? ClosedRange<Int> { return range.map { .int(Int64($0)) } }
+        if let range = items as? Range<Int> { return EncodedValues(integers: range) }
+        if let range = items as? ClosedRange<Int> { return EncodedValues(integers: Array(range)) }
         let array = Array(items)
         switch array {
-        case let numbers as [Int]: return numbers.map { .int(Int64($0)) }
-        case let texts as [String]: return texts.map { .string($0) }
-        case let numbers as [Double]: return numbers.map { .double($0) }
+        case let numbers as [Int]: return EncodedValues(integers: numbers)
+        case let texts as [String]: return EncodedValues(strings: texts)
+        case let numbers as [Double]: return EncodedValues(doubles: numbers)
         default:
             let encoder = WireValueEncoder()
-            return try array.map { try encoder.encode($0) }
+            return EncodedValues(try array.map { try encoder.encode($0) })
         }
     }
 

@@ -25,9 +25,7 @@ final class PoolResultRouter: @unchecked Sendable {
     /// Submits one call; `deliver` gets its outcome (on the connection's event loop).
     func submit(task: String, arguments: [WireValue], deliver: @escaping @Sendable (Result<WireValue, any Error>) -> Void) -> UInt64 {
         let (job, startPolling): (UInt64, Bool) = lock.withLock {
-            counter &+= 1
-            if counter == 0 { counter = 1 }
-            let job = session << 32 | UInt64(counter)
+            let job = nextJob()
             waiting[job] = deliver
             defer { polling = true }
             return (job, !polling)
@@ -38,6 +36,16 @@ final class PoolResultRouter: @unchecked Sendable {
         }
         if startPolling { poll() }
         return job
+    }
+
+    /// A fresh job id of this session for this pool (a `map` that feeds its input at once).
+    func chooseJob() -> UInt64 { lock.withLock { nextJob() } }
+
+    /// Under `lock`.
+    private func nextJob() -> UInt64 {
+        counter &+= 1
+        if counter == 0 { counter = 1 }
+        return session << 32 | UInt64(counter)
     }
 
     private func poll() {

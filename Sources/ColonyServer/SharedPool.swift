@@ -144,7 +144,7 @@ final class SharedPool: BlockingObject, @unchecked Sendable {
                 resultsWaiters[client] = (parked, limit)
                 return .parked(parked, timeout: timeout)
             case .map:
-                let arguments = try Arguments(method, values, count: 2...7)
+                let arguments = try Arguments(method, values, count: 2...8)
                 let task = try taskName(arguments.values[0])
                 let starred = arguments.optional(5)?.boolValue ?? false
                 let calls = try callList(arguments.values[1], context.encodedCalls, method, starred: starred)
@@ -152,9 +152,10 @@ final class SharedPool: BlockingObject, @unchecked Sendable {
                 let ordered = arguments.optional(3)?.boolValue ?? true
                 let more = arguments.optional(4)?.boolValue ?? false
                 let total = try PythonSemantics.optionalInt(arguments.optional(6), "total")
+                let chosen = try chosenJob(arguments.optional(7), client)
                 let (job, actions) = try scheduler.submit(
                     client: client, task: task, calls: calls, starred: starred, chunksize: chunksize, ordered: ordered, moreInput: more,
-                    total: total)
+                    total: total, id: chosen)
                 perform(actions, into: &effects)
                 return .answer(.integer(job.rawValue))
             case .feed:

@@ -452,17 +452,33 @@ public enum PoolCall {
     /// Each call is its one argument, or with `starred` its argument list; `more` keeps the
     /// input open for `feed`.
     /// `total`: how many calls a streamed input will have (for the automatic chunk size).
+    /// `job`: an id this session chose, as `submit`'s, so that `feed`s can follow at once.
     public static func map(
-        task: String, calls: [WireValue], chunksize: Int?, ordered: Bool, more: Bool, starred: Bool = false, total: Int? = nil
+        task: String, calls: [WireValue], chunksize: Int?, ordered: Bool, more: Bool, starred: Bool = false, total: Int? = nil,
+        job: UInt64? = nil
     ) -> ObjectCall<UInt64> {
-        .init(
-            PoolMethod.map.rawValue,
-            [.string(task), .array(calls), chunksize.map { .integer($0) } ?? .null, .bool(ordered), .bool(more), .bool(starred)]
-                + (total.map { [.integer($0)] } ?? []),
-            decode: Answer.uint)
+        var arguments: [WireValue] = [.string(task), .array(calls), chunksize.map { .integer($0) } ?? .null, .bool(ordered), .bool(more), .bool(starred)]
+        if total != nil || job != nil { arguments.append(total.map { .integer($0) } ?? .null) }
+        if let job { arguments.append(.integer(job)) }
+        return .init(PoolMethod.map.rawValue, arguments, decode: Answer.uint)
     }
     public static func feed(job: UInt64, calls: [WireValue], last: Bool) -> ObjectCall<Void> {
         .init(PoolMethod.feed.rawValue, [.integer(job), .array(calls), .bool(last)], decode: Answer.nothing)
+    }
+
+    /// `map`'s request body for the pool object `pool`, its calls written from their bytes.
+    public static func mapRequest(
+        pool: UInt64, task: String, calls: EncodedValues, chunksize: Int?, ordered: Bool, more: Bool, starred: Bool = false,
+        total: Int? = nil, job: UInt64? = nil
+    ) -> ByteBuffer {
+        let call = map(task: task, calls: [], chunksize: chunksize, ordered: ordered, more: more, starred: starred, total: total, job: job)
+        return .callRequest(object: pool, method: call.method, arguments: call.arguments, array: calls, at: 1)
+    }
+
+    /// `feed`'s request body for the pool object `pool`, its calls written from their bytes.
+    public static func feedRequest(pool: UInt64, job: UInt64, calls: EncodedValues, last: Bool) -> ByteBuffer {
+        let call = feed(job: job, calls: [], last: last)
+        return .callRequest(object: pool, method: call.method, arguments: call.arguments, array: calls, at: 1)
     }
     public static func result(job: UInt64, timeout: Double? = nil) -> ObjectCall<WireValue> {
         .init(PoolMethod.result.rawValue, [.integer(job), wireTimeout(timeout)], decode: Answer.value)

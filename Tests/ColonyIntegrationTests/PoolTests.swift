@@ -35,6 +35,19 @@ let sha256Task = PoolTask<String, String>("sha256")
         let mapped = try await pool.mapAsync(echo, [3, 2, 1])
         #expect(try await mapped.get() == [3, 2, 1])
         #expect(try await pool.starmap(echo, [[5], [6]]) == [5, 6])
+        // Strings and doubles take the integers' short way, there and back.
+        let texts = ["a", "é", String(repeating: "z", count: 40)]
+        #expect(try await pool.map(PoolTask<String, String>("echo"), texts) == texts)
+        #expect(try await pool.map(PoolTask<Double, Double>("echo"), [0.5, -2]) == [0.5, -2])
+        // A refused map, whole or in pieces sent without waiting, throws the refusal.
+        for count in [10, 40_000] {
+            do {
+                _ = try await pool.map(PoolTask<Int, Int>("no-such-task"), 0..<count)
+                Issue.record("a map of an unknown task ran")
+            } catch let error as PoolError {
+                #expect(error.code == .noSuchTask)
+            }
+        }
 
         let ordered = try pool.imap(echo, 0..<3000, chunksize: 7)
         var seen: [Int] = []

@@ -142,6 +142,24 @@ final class TestWorker {
         #expect(try client.call(pool, "results", nil, 0) == [], "nothing left")
     }
 
+    @Test func aNamedMapTakesItsFeedsBeforeItsAnswerIsRead() throws {
+        let context = TestContext()
+        let worker = try TestWorker(context, id: 1)
+        worker.send(WorkerHello(node: "n", capacity: 4, tasks: ["echo"], pid: 9))
+        let client = try TestClient(context, id: 2)
+        let pool = try client.new(.pool, name: "default")
+        let job = UInt64(2) << 32 | 7
+        #expect(try client.error(client.send(pool, "map", "echo", [1], 1, true, true, false, nil, .integer(UInt64(5) << 32 | 1))) == .valueError)
+        // The map and its feeds go out together; the session runs them in order.
+        let map = try client.send(pool, "map", "echo", [1, 2], 2, true, true, false, 5, .integer(job))
+        let feeds = [try client.send(pool, "feed", .integer(job), [3, 4], false), try client.send(pool, "feed", .integer(job), [5], true)]
+        #expect(try client.answer(map)?.get() == .integer(job))
+        for feed in feeds { #expect(try client.answer(feed)?.get() == .null) }
+        #expect(try client.error(client.send(pool, "map", "echo", [1], nil, true, false, false, nil, .integer(job))) == .valueError, "an id in use")
+        for (assignment, body) in try worker.assignments() { worker.send(TaskResult(results: body.calls.values), requestID: assignment) }
+        #expect(try client.call(pool, "next", .integer(job)).arrayValue?[1] == [1, 2, 3, 4, 5])
+    }
+
     @Test func nonsenseFromWorkersIsRefusedWithoutHarm() throws {
         let context = TestContext()
         let greedy = try TestWorker(context, id: 1)

@@ -225,6 +225,21 @@ import Testing
         }
     }
 
+    @Test func aRequestWrittenFromEncodedCallsIsTheCallItStandsFor() throws {
+        let calls = EncodedValues(integers: [1, 300, -5, Int.min])
+        #expect(calls == EncodedValues([1, 300, -5, .int(Int64.min)]))
+        #expect(EncodedValues(integers: 0..<3) == EncodedValues([0, 1, 2]))
+        #expect(EncodedValues(strings: ["a", "bc"]) == EncodedValues(["a", "bc"]))
+        #expect(EncodedValues(doubles: [0.5]) == EncodedValues([0.5]))
+        let job = UInt64(1) << 32 | 1
+        let map = PoolCall.mapRequest(pool: 7, task: "echo", calls: calls, chunksize: nil, ordered: true, more: true, total: 9, job: job)
+        #expect(try Request(body: map) == PoolCall.map(task: "echo", calls: calls.values, chunksize: nil, ordered: true, more: true, total: 9, job: job).request(object: 7))
+        let parsed = try #require(PoolCallsRequest(body: map, limits: .default))
+        #expect(parsed.calls == calls && parsed.method == "map" && parsed.object == 7)
+        let feed = PoolCall.feedRequest(pool: 7, job: job, calls: calls, last: true)
+        #expect(try Request(body: feed) == PoolCall.feed(job: job, calls: calls.values, last: true).request(object: 7))
+    }
+
     @Test func aReferenceIsFoundByWalkingTheValueNotByItsMarkerBytes() {
         // 0xd701 encodes as ce 00 00 d7 01: a reference's marker inside a number.
         #expect(!WireValue.array([.int(0xd701), "x"]).encoded().holdsObjectReference)
