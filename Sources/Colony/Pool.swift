@@ -577,7 +577,7 @@ public final class PoolIterator<Element: Codable & Sendable>: AsyncSequence, Asy
     private func take(_ batch: PoolBatch) {
         buffer = batch.outcomes
         bufferIndex = 0
-        received += batch.outcomes.count
+        received += buffer.count
         finished = batch.finished
         progress = (batch.completed, batch.total)
     }

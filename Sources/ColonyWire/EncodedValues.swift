@@ -27,7 +27,7 @@ public struct EncodedValues: Hashable, Sendable {
         }
         self.ends = ends
         bytes = Array(buffer.readableBytesView)
-        holdsReferences = values.contains(where: \.holdsReference)
+        holdsReferences = values.contains { $0.holdsReference }
     }
 
     // Concrete types, not `some Sequence`: a generic entry point called from another module
@@ -257,7 +257,7 @@ extension WireValue {
     fileprivate var holdsReference: Bool {
         switch self {
         case .objectRef: true
-        case .array(let elements): elements.contains(where: \.holdsReference)
+        case .array(let elements): elements.contains { $0.holdsReference }
         case .map(let pairs): pairs.contains { $0.key.holdsReference || $0.value.holdsReference }
         default: false
         }

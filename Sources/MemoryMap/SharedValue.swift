@@ -107,6 +107,13 @@ extension SharedValue where Value: AtomicInteger {
     }
 }
 
+extension SharedValue where Value == Int {
+    /// `store` for `Int`, compiled for it here: the generic one, called from another module,
+    /// looks up its conformances at every call (a worker process stores its progress word
+    /// after every task call).
+    public func store(_ newValue: Int) { atomic.store(newValue, ordering: .releasing) }
+}
+
 /// A fixed-length array of plain values in shared memory (Python
 /// `multiprocessing.Array(typecode, size_or_initializer, lock)`); `lock` as for `SharedValue`.
 public final class SharedArray<Element: BitwiseCopyable & Sendable>: SharedByName, @unchecked Sendable {
