@@ -34,8 +34,26 @@ public struct EncodedValues: Hashable, Sendable {
     // runs unspecialized, several times slower than the encoding itself.
 
     /// Integers, encoded straight from them (no `WireValue` each).
-    public init(integers: [Int]) { self.init(encoding: integers) { .int(Int64($0)) } }
-    public init(integers: Range<Int>) { self.init(encoding: integers) { .int(Int64($0)) } }
+    public init(integers: [Int]) { self.init(integerCollection: integers) }
+    public init(integers: Range<Int>) { self.init(integerCollection: integers) }
+
+    private init<C: Collection<Int>>(integerCollection numbers: C) {
+        var buffer = ByteBuffer()
+        var ends = [Int](repeating: 0, count: numbers.count)
+        ends.withUnsafeMutableBufferPointer { ends in
+            // Five bytes hold any integer below 2^32: no spill for the usual inputs.
+            buffer.writeEncoded(reserving: numbers.count * 5 + 256) { writer in
+                var index = 0
+                for number in numbers {
+                    writer.write(integer: Int64(number))
+                    ends[index] = writer.offset
+                    index += 1
+                }
+            }
+        }
+        self.ends = ends
+        bytes = Array(buffer.readableBytesView)
+    }
 
     /// Strings, encoded straight from them.
     public init(strings: [String]) { self.init(encoding: strings, WireValue.string) }

@@ -159,8 +159,7 @@ struct MessagePackWriter {
         switch value {
         case .null: byte(0xc0)
         case .bool(let flag): byte(flag ? 0xc3 : 0xc2)
-        case .int(let number):
-            if number >= 0 { unsigned(UInt64(number)) } else { negative(number) }
+        case .int(let number): write(integer: number)
         case .uint(let number): unsigned(number)
         case .double(let number):
             byte(0xcb)
@@ -241,6 +240,11 @@ struct MessagePackWriter {
             byte(0xcf)
             big(number)
         }
+    }
+
+    /// An integer, in its shortest form.
+    @inline(__always) mutating func write(integer number: Int64) {
+        if number >= 0 { unsigned(UInt64(number)) } else { negative(number) }
     }
 
     private mutating func negative(_ number: Int64) {
