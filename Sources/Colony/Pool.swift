@@ -221,7 +221,9 @@ public struct Pool: Proxy {
         /// encoded.
         func requests(job: UInt64, pool: UInt64) -> [ByteBuffer] {
             guard isStreamed else {
-                return [PoolCall.mapRequest(pool: pool, task: task, calls: calls, chunksize: chunksize, ordered: true, more: false, starred: starred, job: job)]
+                let whole = PoolCall.mapRequest(
+                    pool: pool, task: task, calls: calls, chunksize: chunksize, ordered: true, more: false, starred: starred, job: job)
+                return [whole]
             }
             let map = PoolCall.mapRequest(
                 pool: pool, task: task, calls: calls[0..<MapInput.piece], chunksize: chunksize, ordered: true, more: true, starred: starred,
@@ -250,28 +252,35 @@ public struct Pool: Proxy {
     /// requests run in order), so the workers start on the first piece while the rest is on
     /// its way. A feed that fails cancels the job (its input could never end).
     private func sendMap(_ input: MapInput) async throws -> UInt64 {
-        let connection = handle.manager.connection
-        let job = connection.resultRouter(pool: reference.id).chooseJob()
-        let requests = input.requests(job: job, pool: reference.id)
-        for start in stride(from: 0, to: requests.count, by: MapInput.window) {
-            let answers = await connection.sendAll(encoded: Array(requests[start..<Swift.min(start + MapInput.window, requests.count)]))
-            guard let (error, jobExists) = MapInput.failure(in: answers, sent: start) else { continue }
+        let (job, windows) = mapWindows(input)
+        for (sent, requests) in windows {
+            let answers = await handle.manager.connection.sendAll(encoded: requests)
+            guard let (error, jobExists) = MapInput.failure(in: answers, sent: sent) else { continue }
             if jobExists { _ = try? await handle.run(PoolCall.cancel(job: job)) }
             try Pool.submitting(input.task) { throw error }
         }
         return job
     }
     private func sendMap(_ input: MapInput) throws -> UInt64 {
-        let connection = handle.manager.connection
-        let job = connection.resultRouter(pool: reference.id).chooseJob()
-        let requests = input.requests(job: job, pool: reference.id)
-        for start in stride(from: 0, to: requests.count, by: MapInput.window) {
-            let answers = try connection.sendAllBlocking(encoded: Array(requests[start..<Swift.min(start + MapInput.window, requests.count)]))
-            guard let (error, jobExists) = MapInput.failure(in: answers, sent: start) else { continue }
+        let (job, windows) = mapWindows(input)
+        for (sent, requests) in windows {
+            let answers = try handle.manager.connection.sendAllBlocking(encoded: requests)
+            guard let (error, jobExists) = MapInput.failure(in: answers, sent: sent) else { continue }
             if jobExists { _ = try? handle.runBlocking(PoolCall.cancel(job: job)) }
             try Pool.submitting(input.task) { throw error }
         }
         return job
+    }
+
+    /// A map's requests under a job id this session chose, in windows of `MapInput.window`,
+    /// each with how many requests went before it.
+    private func mapWindows(_ input: MapInput) -> (job: UInt64, windows: [(sent: Int, requests: [ByteBuffer])]) {
+        let job = handle.manager.connection.resultRouter(pool: reference.id).chooseJob()
+        let requests = input.requests(job: job, pool: reference.id)
+        let windows = stride(from: 0, to: requests.count, by: MapInput.window).map { start in
+            (start, Array(requests[start..<Swift.min(start + MapInput.window, requests.count)]))
+        }
+        return (job, windows)
     }
 
     private static func argumentLists(_ lists: some Sequence<[any Encodable & Sendable]>) throws -> EncodedValues {
