@@ -10,7 +10,9 @@ import Threading
 /// Slots have a fixed size (`maxMessageSize`). Every change is made under a robust mutex and
 /// published with a single store after the message is copied, so a process killed in the
 /// middle of a put or a get neither loses nor duplicates a message: the next process to take
-/// the mutex carries on. Pass it to a child process as an argument (it encodes as its name).
+/// the mutex carries on. Waiters are woken after the mutex is released: woken while it is
+/// held, a waiter on the same CPU would run at once, find the mutex taken, and sleep again.
+/// Pass it to a child process as an argument (it encodes as its name).
 public final class SharedMemoryQueue: SharedByName, @unchecked Sendable {
     private struct Header {
         var capacity: Int
@@ -111,7 +113,7 @@ public final class SharedMemoryQueue: SharedByName, @unchecked Sendable {
             throw MemoryMapError(.messageTooLarge, "a \(message.count)-byte message does not fit this queue's \(maxMessageSize)-byte slots")
         }
         let deadline = monotonicDeadline(timeout)
-        try locked { () throws(MemoryMapError) in
+        let getterWaits = try locked { () throws(MemoryMapError) -> Bool in
             let hasRoom = { self.header.pointee.tail - self.header.pointee.head < self.capacity }
             let canPut = { hasRoom() || self.header.pointee.shutDown != 0 }
             guard canPut() || (block && wait(notFull, \.putWaiters, deadline: deadline, until: canPut)) else {
@@ -127,14 +129,15 @@ public final class SharedMemoryQueue: SharedByName, @unchecked Sendable {
             if copied == nil { for (offset, byte) in message.enumerated() { (destination + 4 + offset).storeBytes(of: byte, as: UInt8.self) } }
             header.pointee.unfinished += 1
             header.pointee.tail = tail + 1  // publishes the message
-            if header.pointee.getWaiters > 0 { notEmpty.broadcast() }
+            return header.pointee.getWaiters > 0
         }
+        if getterWaits { notEmpty.broadcast() }
     }
 
     /// Python `q.get(block, timeout)` for bytes; `.empty` when nothing arrives in time.
     public func getBytes(block: Bool = true, timeout: Double? = nil) throws(MemoryMapError) -> [UInt8] {
         let deadline = monotonicDeadline(timeout)
-        return try locked { () throws(MemoryMapError) -> [UInt8] in
+        let (message, putterWaits) = try locked { () throws(MemoryMapError) -> ([UInt8], Bool) in
             let hasMessage = { self.header.pointee.tail > self.header.pointee.head }
             let canGet = { hasMessage() || self.header.pointee.shutDown != 0 }
             guard canGet() || (block && wait(notEmpty, \.getWaiters, deadline: deadline, until: canGet)) else {
@@ -146,9 +149,10 @@ public final class SharedMemoryQueue: SharedByName, @unchecked Sendable {
             let count = Int(source.load(as: UInt32.self))
             let message = [UInt8](UnsafeRawBufferPointer(start: source + 4, count: min(count, maxMessageSize)))
             header.pointee.head = head + 1  // consumes it
-            if header.pointee.putWaiters > 0 { notFull.broadcast() }
-            return message
+            return (message, header.pointee.putWaiters > 0)
         }
+        if putterWaits { notFull.broadcast() }
+        return message
     }
 
     /// Python `q.put(obj)`: a Codable value, as MessagePack.
