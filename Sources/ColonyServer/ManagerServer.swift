@@ -452,13 +452,18 @@ extension ChannelOutlet {
             return queued.count == 1
         }
         guard first else { return }
-        poller.execute { [self] in
-            let frames = queueLock.withLock {
-                defer { queued.removeAll(keepingCapacity: true) }
-                return queued
-            }
-            if let target { target.handler.writeMessages(frames, context: target.context) }
+        poller.execute { [self] in writeQueued() }
+    }
+
+    /// On the event loop, writes what is queued (a later task finds the queue empty); from
+    /// another thread, leaves it to the task `send` enqueued.
+    func writeQueued() {
+        guard poller.eventLoop.inEventLoop else { return }
+        let frames = queueLock.withLock {
+            defer { queued.removeAll(keepingCapacity: true) }
+            return queued
         }
+        if !frames.isEmpty, let target { target.handler.writeMessages(frames, context: target.context) }
     }
 
     func disconnect(reason: String) {

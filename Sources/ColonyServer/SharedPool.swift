@@ -11,6 +11,10 @@ public protocol WorkerOutlet: AnyObject, Sendable {
     /// Queues one message (chunked if large) for the worker, after every message queued
     /// before it; never writes inline.
     func send(_ message: Message)
+    /// Called once the pool's lock is released: writes the messages queued so far now if
+    /// this thread may (it is the connection's event loop), so that an assignment leaves
+    /// before the answers of the request that made it; otherwise they leave as queued.
+    func writeQueued()
     /// Closes the worker's connection (it was found silent).
     func disconnect(reason: String)
 }
@@ -60,8 +64,14 @@ final class SharedPool: BlockingObject, @unchecked Sendable {
         var answers: [(ParkedCall, Result<WireValue, RemoteError>)] = []
         var encodedAnswers: [(ParkedCall, ByteBuffer)] = []
         var disconnects: [(any WorkerOutlet, String)] = []
+        /// Workers sent frames under the lock.
+        var sentTo: [ObjectIdentifier: any WorkerOutlet] = [:]
+
+        mutating func sent(to outlet: any WorkerOutlet) { sentTo[ObjectIdentifier(outlet)] = outlet }
 
         func deliver() {
+            // Assignments first: a worker starts on them while the answers are written.
+            for outlet in sentTo.values { outlet.writeQueued() }
             for (call, outcome) in answers {
                 switch outcome {
                 case .success(let value): call.answer(value)
@@ -342,7 +352,9 @@ final class SharedPool: BlockingObject, @unchecked Sendable {
             switch action {
             case .assign(let worker, let assignment, let task, let calls, let starred, let attempt):
                 let body = TaskAssignment(task: task, calls: calls, starred: starred, attempt: attempt).body
-                outlets[worker]?.send(Message(kind: .taskAssign, requestID: assignment.rawValue, body: body))
+                guard let outlet = outlets[worker] else { continue }
+                outlet.send(Message(kind: .taskAssign, requestID: assignment.rawValue, body: body))
+                effects.sent(to: outlet)
             case .abort(let worker, let assignment):
                 outlets[worker]?.send(Message(kind: .cancel, requestID: assignment.rawValue, body: WireValue.null.encoded()))
             case .resultsReady(let job):

@@ -15,6 +15,7 @@ final class RecordingWorkerOutlet: AnswerOutlet, WorkerOutlet, @unchecked Sendab
         let value = (try? message.value()) ?? .string("an undecodable body")
         lock.withLock { sent.append((message.kind, message.requestID, value)) }
     }
+    func writeQueued() {}
     func disconnect(reason: String) { lock.withLock { disconnected.append(reason) } }
 
     func take() -> [(FrameKind, UInt64, WireValue)] {
