@@ -106,12 +106,15 @@ public struct Pool: Proxy {
 
     // MARK: apply
 
-    /// Python `pool.apply(f, args)`: runs one call and returns its result.
+    /// Python `pool.apply(f, args)`: runs one call and returns its result (one request,
+    /// answered when the call has run; cancelling the task cancels the call).
     public func apply<A, R>(_ task: PoolTask<A, R>, _ arguments: A) async throws -> R {
-        try await applyAsync(task, arguments).get()
+        let call = PoolCall.apply(task: task.name, arguments: [try wire(arguments)])
+        return try handle.decode(R.self, try await Pool.submitting(task.name) { try await handle.wait(call) })
     }
     public func apply<A, R>(_ task: PoolTask<A, R>, _ arguments: A) throws -> R {
-        try applyAsync(task, arguments).get()
+        let call = PoolCall.apply(task: task.name, arguments: [try wire(arguments)])
+        return try handle.decode(R.self, try Pool.submitting(task.name) { try handle.runBlocking(call) })
     }
 
     /// Python `pool.apply_async(f, args, callback=, error_callback=)`. The callbacks run on

@@ -47,6 +47,9 @@ final class SharedPool: BlockingObject, @unchecked Sendable {
     private enum WaitKind {
         /// `result`: the one outcome of a submitted call.
         case result
+        /// `apply`: the one outcome of the call it submitted (cancelling the wait cancels
+        /// the call, whose id the client never saw).
+        case applied
         /// `next`: up to this many outcomes.
         case next(Int)
         /// `wait`: the job finished (true) or the timeout passed (false).
@@ -140,6 +143,15 @@ final class SharedPool: BlockingObject, @unchecked Sendable {
                 if chosen != nil { pushed.insert(job) }
                 perform(actions, into: &effects)
                 return .answer(.integer(job.rawValue))
+            case .apply:
+                let arguments = try Arguments(method, values, count: 2...2)
+                let task = try taskName(arguments.values[0])
+                let call = try argumentList(arguments.values[1], method)
+                let (job, actions) = try scheduler.submit(
+                    client: client, task: task, calls: EncodedValues([call]), starred: true, chunksize: 1, ordered: true)
+                perform(actions, into: &effects)
+                if scheduler.hasReady(job) { return .answer(try takeOne(job).get()) }
+                return try park(job, .applied, timeout: nil, context)
             case .results:
                 let arguments = try Arguments(method, values, count: 0...2)
                 let limit = try PythonSemantics.optionalInt(arguments.optional(0), "max") ?? Int.max
@@ -384,7 +396,7 @@ final class SharedPool: BlockingObject, @unchecked Sendable {
             switch waiter.kind {
             case .finished:
                 if scheduler.isFinished(job) { outcome = .success(true) }
-            case .result:
+            case .result, .applied:
                 if scheduler.hasReady(job) {
                     do { outcome = try takeOne(job) } catch { outcome = .failure(error) }
                 }
@@ -417,8 +429,30 @@ final class SharedPool: BlockingObject, @unchecked Sendable {
     // MARK: Parked calls
 
     func cancel(_ call: ParkedCall) -> [UInt64] {
-        if lock.withLock({ removeWaiter(call) }) { call.fail(RemoteError(.cancelled, "the wait was cancelled")) }
+        var effects = Effects()
+        let removed = lock.withLock {
+            let applied = appliedJob(of: call)
+            guard removeWaiter(call) else { return false }
+            if let applied {
+                perform(scheduler.cancel(applied).actions, into: &effects)
+                _ = try? scheduler.take(applied)  // nobody else knows its id
+            }
+            return true
+        }
+        effects.deliver()
+        if removed { call.fail(RemoteError(.cancelled, "the wait was cancelled")) }
         return []
+    }
+
+    /// The job an `apply` parked as `call` waits for (under `lock`).
+    private func appliedJob(of call: ParkedCall) -> PoolJobID? {
+        for (job, waiters) in jobWaiters {
+            for waiter in waiters where waiter.call === call {
+                if case .applied = waiter.kind { return job }
+                return nil
+            }
+        }
+        return nil
     }
 
     func expire(_ call: ParkedCall) -> [UInt64] {

@@ -446,6 +446,11 @@ public enum PoolCall {
     public static func submit(task: String, arguments: [WireValue], job: UInt64? = nil) -> ObjectCall<UInt64> {
         .init(PoolMethod.submit.rawValue, [.string(task), .array(arguments)] + (job.map { [.integer($0)] } ?? []), decode: Answer.uint)
     }
+    /// Submits one call and parks until its outcome: Python's blocking `apply`, one request
+    /// and one answer.
+    public static func apply(task: String, arguments: [WireValue]) -> ObjectCall<WireValue> {
+        .init(PoolMethod.apply.rawValue, [.string(task), .array(arguments)], decode: Answer.value)
+    }
     public static func results(max: Int? = nil, timeout: Double? = nil) -> ObjectCall<[WireValue]> {
         .init(PoolMethod.results.rawValue, [max.map { .integer($0) } ?? .null, wireTimeout(timeout)], decode: Answer.array)
     }

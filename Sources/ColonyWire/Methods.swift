@@ -193,6 +193,7 @@ public enum MethodCatalog {
 
     static let pool: [MethodSpec] = [
         m(.pool, "submit", "task, [arg], job id", "job id", "p.apply_async(f, args)"),
+        m(.pool, "apply", "task, [arg]", "value; TaskFailed, WorkerLost, NoSuchTask", blocking: true, "p.apply(f, args)"),
         m(.pool, "map", "task, [call], chunksize, ordered, more, starred", "job id", "p.map_async / imap / imap_unordered"),
         m(.pool, "feed", "job id, [call], last", "nil", "(imap: the next window of the iterable)"),
         m(.pool, "result", "job id, timeout", "value; TaskFailed, WorkerLost, NoSuchTask, Timeout", blocking: true, "r.get(timeout)"),
@@ -213,5 +214,5 @@ public enum MethodCatalog {
 
 /// The methods of a pool object (SPEC.md 6.3), one case per `MethodCatalog.pool` row.
 public enum PoolMethod: String, CaseIterable, Sendable {
-    case submit, map, feed, result, next, wait, ready, successful, progress, cancel, close, terminate, join, workers, adopt, results
+    case submit, apply, map, feed, result, next, wait, ready, successful, progress, cancel, close, terminate, join, workers, adopt, results
 }

@@ -83,6 +83,34 @@ final class TestWorker {
         #expect(rows.first?["done"] == 1)
     }
 
+    /// `apply` is `submit` and `result` in one request: parked until the worker answers; a
+    /// refusal at once; a cancelled wait cancels the call, aborts it on its worker and leaves
+    /// no job behind.
+    @Test func applyParksUntilItsCallHasRunAndACancelledApplyLeavesNothing() throws {
+        let context = TestContext()
+        let worker = try TestWorker(context, id: 1)
+        worker.send(WorkerHello(node: "n", capacity: 2, tasks: ["echo"], pid: 9))
+        let client = try TestClient(context, id: 2)
+        let pool = try client.new(.pool, name: "default")
+        let applied = try client.send(pool, "apply", "echo", [7])
+        #expect(try client.answer(applied) == nil, "parked until the worker answers")
+        let (assignment, body) = try #require(try worker.assignments().first)
+        #expect(body.calls.values == [[7]])
+        worker.send(TaskResult(results: [7]), requestID: assignment)
+        #expect(try client.answer(applied) == .success(7))
+        #expect(try client.error(client.send(pool, "apply", "nope", [1])) == .noSuchTask)
+        #expect(try client.error(client.send(pool, "apply", "echo", 1)) == .wrongType, "arguments are a list")
+
+        let cancelled = try client.send(pool, "apply", "echo", [8])
+        let (running, _) = try #require(try worker.assignments().first)
+        try client.cancel(cancelled)
+        #expect(try client.error(cancelled) == .cancelled)
+        #expect(worker.outlet.take().map { $0.0 } == [.cancel], "the running call is aborted")
+        worker.send(TaskFailure(index: 0, results: [], errorType: "Cancelled", message: "aborted", lost: true), requestID: running)
+        #expect(try client.call(pool, "close") == nil)
+        #expect(try client.call(pool, "join", 0) == true, "no job of this session is left")
+    }
+
     /// A map's calls are read encoded, never as values; calls that hold references, or nest
     /// deeper than stored values may, take the general path and get its checks and errors.
     @Test func mapCallsReadEncodedKeepTheGeneralPathsChecks() throws {
