@@ -185,19 +185,15 @@ final class ManagerConnection: @unchecked Sendable {
         await sendAll(requests.map(OutgoingRequest.value))
     }
 
-    /// `sendAll` of request bodies the caller encoded (a long map's pieces, encoded on the
-    /// caller's task rather than on the event loop).
-    func sendAll(encoded bodies: [ByteBuffer]) async -> [Result<WireValue, any Error>] {
-        await sendAll(bodies.map(OutgoingRequest.encoded))
-    }
-
-    /// `sendAll(encoded:)` for a plain thread.
-    func sendAllBlocking(encoded bodies: [ByteBuffer]) throws -> [Result<WireValue, any Error>] {
-        guard !bodies.isEmpty else { return [] }
-        try checkNotOnEventLoop()
+    /// Sends request bodies the caller encoded (a long map's pieces, encoded on the caller's
+    /// task rather than on the event loop) without waiting for their answers, which the
+    /// future brings in order. On the event loop they leave at once, not when the caller's
+    /// task yields: it usually goes on encoding the next pieces.
+    func startAll(encoded bodies: [ByteBuffer]) -> EventLoopFuture<[Result<WireValue, any Error>]> {
+        guard !bodies.isEmpty else { return channel.eventLoop.makeSucceededFuture([]) }
         let promise = channel.eventLoop.makePromise(of: [Result<WireValue, any Error>].self)
-        sendAll(bodies.map(OutgoingRequest.encoded)) { promise.succeed($0) }
-        return try promise.futureResult.wait()
+        sendAll(bodies.map(OutgoingRequest.encoded), flushAtOnce: true) { promise.succeed($0) }
+        return promise.futureResult
     }
 
     private func sendAll(_ requests: [OutgoingRequest]) async -> [Result<WireValue, any Error>] {
@@ -205,7 +201,9 @@ final class ManagerConnection: @unchecked Sendable {
         return await withUnsafeContinuation { continuation in sendAll(requests) { continuation.resume(returning: $0) } }
     }
 
-    private func sendAll(_ requests: [OutgoingRequest], done: @escaping @Sendable ([Result<WireValue, any Error>]) -> Void) {
+    private func sendAll(
+        _ requests: [OutgoingRequest], flushAtOnce: Bool = false, done: @escaping @Sendable ([Result<WireValue, any Error>]) -> Void
+    ) {
         let first = nextRequestID.loadThenWrappingIncrement(by: UInt64(requests.count), ordering: .relaxed)
         let handler = self.handler
         let maxFrame = session.maxFrameBody
@@ -215,7 +213,9 @@ final class ManagerConnection: @unchecked Sendable {
                 handler.send(request, id: first + UInt64(offset), answer: .pipelined(answers, offset), maxFrameBody: maxFrame)
             }
         }
-        if channel.eventLoop.inEventLoop { sendEach() } else { poller.execute(sendEach) }
+        guard channel.eventLoop.inEventLoop else { return poller.execute(sendEach) }
+        sendEach()
+        if flushAtOnce { handler.flushNow() }
     }
 
     func call(_ request: Request) async throws -> WireValue {
@@ -398,6 +398,11 @@ final class ClientHandler: ChannelInboundHandler, @unchecked Sendable {
     private func writeNow(_ frames: [Frame], context: ChannelHandlerContext) {
         for frame in frames { outbound.writeFrame(frame) }
         flushOutbound(context: context)
+    }
+
+    /// On the event loop: writes what is gathered now instead of at the end of this tick.
+    func flushNow() {
+        if let context { flushOutbound(context: context) }
     }
 
     private func flushOutbound(context: ChannelHandlerContext) {

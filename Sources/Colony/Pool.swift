@@ -207,11 +207,30 @@ public struct Pool: Proxy {
         return list(job, task, callback: callback, errorCallback: errorCallback)
     }
 
+    /// A map's calls, encoded all at once, or a piece at a time as the requests leave (scalars,
+    /// whose encoding cannot fail): the first piece is then on its way to the workers before
+    /// the rest is encoded.
+    struct MapCalls {
+        let count: Int
+        /// The calls at these positions, encoded.
+        let encode: (Range<Int>) -> EncodedValues
+
+        init(_ encoded: EncodedValues) {
+            count = encoded.count
+            encode = { encoded[$0] }
+        }
+
+        init(count: Int, encode: @escaping (Range<Int>) -> EncodedValues) {
+            self.count = count
+            self.encode = encode
+        }
+    }
+
     /// A map's whole input, sent as one request or, when long, as a streamed job whose first
     /// piece the workers start on while the rest follows in `feed`s.
     struct MapInput {
         let task: String
-        let calls: EncodedValues
+        let calls: MapCalls
         let chunksize: Int?
         let starred: Bool
 
@@ -219,27 +238,42 @@ public struct Pool: Proxy {
         static let piece = 16_384
 
         var isStreamed: Bool { calls.count > 2 * MapInput.piece }
+        var requestCount: Int { isStreamed ? (calls.count + MapInput.piece - 1) / MapInput.piece : 1 }
 
-        /// The map under `job` (an id this session chose) and its feeds, for the pool `pool`,
-        /// encoded.
-        func requests(job: UInt64, pool: UInt64) -> [ByteBuffer] {
+        /// Request `index` (the map under `job`, an id this session chose, then its feeds) for
+        /// the pool `pool`, encoded.
+        func request(_ index: Int, job: UInt64, pool: UInt64) -> ByteBuffer {
             guard isStreamed else {
-                let whole = PoolCall.mapRequest(
-                    pool: pool, task: task, calls: calls, chunksize: chunksize, ordered: true, more: false, starred: starred, job: job)
-                return [whole]
+                return PoolCall.mapRequest(
+                    pool: pool, task: task, calls: calls.encode(0..<calls.count), chunksize: chunksize, ordered: true, more: false,
+                    starred: starred, job: job)
             }
-            let map = PoolCall.mapRequest(
-                pool: pool, task: task, calls: calls[0..<MapInput.piece], chunksize: chunksize, ordered: true, more: true, starred: starred,
-                total: calls.count, job: job)
-            return [map]
-                + stride(from: MapInput.piece, to: calls.count, by: MapInput.piece).map { start in
-                    let end = Swift.min(start + MapInput.piece, calls.count)
-                    return PoolCall.feedRequest(pool: pool, job: job, calls: calls[start..<end], last: end == calls.count)
-                }
+            let start = index * MapInput.piece
+            let end = Swift.min(start + MapInput.piece, calls.count)
+            guard index > 0 else {
+                return PoolCall.mapRequest(
+                    pool: pool, task: task, calls: calls.encode(start..<end), chunksize: chunksize, ordered: true, more: true,
+                    starred: starred, total: calls.count, job: job)
+            }
+            return PoolCall.feedRequest(pool: pool, job: job, calls: calls.encode(start..<end), last: end == calls.count)
         }
 
         /// Requests sent before their answers are awaited (well inside the session's `max_in_flight`).
         static let window = 64
+
+        /// The requests by index in the windows they leave in: the map alone, so that it leaves
+        /// before the next pieces are encoded, and those right behind it without waiting for
+        /// its answer; after that each window waits for the answers of the ones before.
+        func windows() -> [Range<Int>] {
+            var windows = [0..<1]
+            var start = 1
+            while start < requestCount {
+                let end = Swift.min(start + (start == 1 ? MapInput.window - 1 : MapInput.window), requestCount)
+                windows.append(start..<end)
+                start = end
+            }
+            return windows
+        }
 
         /// The first failure among the answers to requests `sent` onwards, and whether the job
         /// exists (the map itself was accepted), so that it must be cancelled.
@@ -255,39 +289,44 @@ public struct Pool: Proxy {
     /// requests run in order), so the workers start on the first piece while the rest is on
     /// its way. A feed that fails cancels the job (its input could never end).
     private func sendMap(_ input: MapInput) async throws -> UInt64 {
-        let (job, windows) = mapWindows(input)
-        for (sent, requests) in windows {
-            let answers = await handle.manager.connection.sendAll(encoded: requests)
-            guard let (error, jobExists) = MapInput.failure(in: answers, sent: sent) else { continue }
-            if jobExists { _ = try? await handle.run(PoolCall.cancel(job: job)) }
-            try Pool.submitting(input.task) { throw error }
+        let job = handle.manager.connection.resultRouter(pool: reference.id).chooseJob()
+        var unanswered: [(sent: Int, answers: EventLoopFuture<[Result<WireValue, any Error>]>)] = []
+        for window in input.windows() {
+            unanswered.append((window.lowerBound, start(window, of: input, job: job)))
+            if window == 0..<1, input.requestCount > 1 { continue }
+            for (sent, answers) in unanswered {
+                guard let (error, jobExists) = MapInput.failure(in: try await answers.get(), sent: sent) else { continue }
+                if jobExists { _ = try? await handle.run(PoolCall.cancel(job: job)) }
+                try Pool.submitting(input.task) { throw error }
+            }
+            unanswered.removeAll()
         }
         return job
     }
     private func sendMap(_ input: MapInput) throws -> UInt64 {
-        let (job, windows) = mapWindows(input)
-        for (sent, requests) in windows {
-            let answers = try handle.manager.connection.sendAllBlocking(encoded: requests)
-            guard let (error, jobExists) = MapInput.failure(in: answers, sent: sent) else { continue }
-            if jobExists { _ = try? handle.runBlocking(PoolCall.cancel(job: job)) }
-            try Pool.submitting(input.task) { throw error }
+        try handle.manager.connection.checkNotOnEventLoop()
+        let job = handle.manager.connection.resultRouter(pool: reference.id).chooseJob()
+        var unanswered: [(sent: Int, answers: EventLoopFuture<[Result<WireValue, any Error>]>)] = []
+        for window in input.windows() {
+            unanswered.append((window.lowerBound, start(window, of: input, job: job)))
+            if window == 0..<1, input.requestCount > 1 { continue }
+            for (sent, answers) in unanswered {
+                guard let (error, jobExists) = MapInput.failure(in: try answers.wait(), sent: sent) else { continue }
+                if jobExists { _ = try? handle.runBlocking(PoolCall.cancel(job: job)) }
+                try Pool.submitting(input.task) { throw error }
+            }
+            unanswered.removeAll()
         }
         return job
     }
 
-    /// A map's requests under a job id this session chose, in windows of `MapInput.window`,
-    /// each with how many requests went before it.
-    private func mapWindows(_ input: MapInput) -> (job: UInt64, windows: [(sent: Int, requests: [ByteBuffer])]) {
-        let job = handle.manager.connection.resultRouter(pool: reference.id).chooseJob()
-        let requests = input.requests(job: job, pool: reference.id)
-        let windows = stride(from: 0, to: requests.count, by: MapInput.window).map { start in
-            (start, Array(requests[start..<Swift.min(start + MapInput.window, requests.count)]))
-        }
-        return (job, windows)
+    /// Encodes the requests of `window` and sends them.
+    private func start(_ window: Range<Int>, of input: MapInput, job: UInt64) -> EventLoopFuture<[Result<WireValue, any Error>]> {
+        handle.manager.connection.startAll(encoded: window.map { input.request($0, job: job, pool: reference.id) })
     }
 
-    private static func argumentLists(_ lists: some Sequence<[any Encodable & Sendable]>) throws -> EncodedValues {
-        EncodedValues(try lists.map { list in .array(try list.map { try WireValueEncoder().encode($0) }) })
+    private static func argumentLists(_ lists: some Sequence<[any Encodable & Sendable]>) throws -> MapCalls {
+        MapCalls(EncodedValues(try lists.map { list in .array(try list.map { try WireValueEncoder().encode($0) }) }))
     }
 
     // MARK: imap
@@ -389,20 +428,26 @@ public struct Pool: Proxy {
 
     /// A map's calls, one argument each, encoded. The common scalars skip the encoder and
     /// `WireValue` (a map of 100,000 integers spent most of its client time there).
-    static func calls<A: Encodable>(_ items: some Sequence<A>) throws -> EncodedValues {
+    static func calls<A: Encodable>(_ items: some Sequence<A>) throws -> MapCalls {
         // Ranges first: iterating one through this unspecialized generic costs more than the
         // rest of the call together.
-        if let range = items as? Range<Int> { return EncodedValues(integers: range) }
-        if let range = items as? ClosedRange<Int> { return EncodedValues(integers: Array(range)) }
+        if let range = items as? Range<Int> {
+            return MapCalls(count: range.count) { EncodedValues(integers: range.lowerBound + $0.lowerBound ..< range.lowerBound + $0.upperBound) }
+        }
+        if let range = items as? ClosedRange<Int> { return integers(Array(range)) }
         let array = Array(items)
         switch array {
-        case let numbers as [Int]: return EncodedValues(integers: numbers)
-        case let texts as [String]: return EncodedValues(strings: texts)
-        case let numbers as [Double]: return EncodedValues(doubles: numbers)
+        case let numbers as [Int]: return integers(numbers)
+        case let texts as [String]: return MapCalls(count: texts.count) { EncodedValues(strings: Array(texts[$0])) }
+        case let numbers as [Double]: return MapCalls(count: numbers.count) { EncodedValues(doubles: Array(numbers[$0])) }
         default:
             let encoder = WireValueEncoder()
-            return EncodedValues(try array.map { try encoder.encode($0) })
+            return MapCalls(EncodedValues(try array.map { try encoder.encode($0) }))
         }
+    }
+
+    private static func integers(_ numbers: [Int]) -> MapCalls {
+        MapCalls(count: numbers.count) { EncodedValues(integers: Array(numbers[$0])) }
     }
 
     /// Results as `R`: the common scalars straight from their bytes, others element by element.
