@@ -219,6 +219,25 @@ let sha256Task = PoolTask<String, String>("sha256")
         worker.stop()
     }
 
+    /// `apply` is one parked request: cancelling the task that waits on it cancels the call,
+    /// which stops on its worker and leaves no job behind.
+    @Test func cancellingAnApplyStopsItsCall() async throws {
+        let (_, worker, client, pool) = try await startPool(["--processes", "1"])
+        let before = worker.children
+        let long = Task { try await pool.apply(ExecTask.task, ExecRequest(["sleep", "60"])) }
+        func sleeping() -> [Int32] { before.flatMap(childProcesses(of:)).filter { processName($0) == "sleep" } }
+        #expect(try await eventually { !sleeping().isEmpty }, "\(worker.log)")
+        let orphans = sleeping()
+        defer { for orphan in orphans { kill(orphan, SIGKILL) } }
+        long.cancel()
+        await #expect(throws: CancelledError.self) { try await long.value }
+        try await pool.close()
+        #expect(try await pool.join(timeout: 20), "no job of this client is left")
+        #expect(try await eventually { worker.children.count == 1 && worker.children != before }, "before \(before), now \(worker.children): \(worker.log)")
+        await client.close()
+        worker.stop()
+    }
+
     @Test func aNodeThatJoinsDuringAMapGetsWorkAndAKilledNodesCallsRunElsewhere() async throws {
         let (manager, first, client, pool) = try await startPool(["--threads", "1", "--node", "first"])
         // Distinct durations, so the results show their order.
