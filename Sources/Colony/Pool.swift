@@ -261,18 +261,19 @@ public struct Pool: Proxy {
         /// Requests sent before their answers are awaited (well inside the session's `max_in_flight`).
         static let window = 64
 
-        /// The requests by index in the windows they leave in: the map alone, so that it leaves
-        /// before the next pieces are encoded, and those right behind it without waiting for
-        /// its answer; after that each window waits for the answers of the ones before.
-        func windows() -> [Range<Int>] {
-            var windows = [0..<1]
+        /// The requests by index, in rounds of windows: a round's windows leave one after the
+        /// other and its answers are awaited before the next round. The first round is the map
+        /// alone, which leaves before the next pieces are encoded, and the 63 requests right
+        /// behind it; then a window of 64 per round.
+        func rounds() -> [[Range<Int>]] {
+            var rounds = [[0..<1]]
             var start = 1
             while start < requestCount {
                 let end = Swift.min(start + (start == 1 ? MapInput.window - 1 : MapInput.window), requestCount)
-                windows.append(start..<end)
+                if start == 1 { rounds[0].append(start..<end) } else { rounds.append([start..<end]) }
                 start = end
             }
-            return windows
+            return rounds
         }
 
         /// The first failure among the answers to requests `sent` onwards, and whether the job
@@ -290,32 +291,24 @@ public struct Pool: Proxy {
     /// its way. A feed that fails cancels the job (its input could never end).
     private func sendMap(_ input: MapInput) async throws -> UInt64 {
         let job = handle.manager.connection.resultRouter(pool: reference.id).chooseJob()
-        var unanswered: [(sent: Int, answers: EventLoopFuture<[Result<WireValue, any Error>]>)] = []
-        for window in input.windows() {
-            unanswered.append((window.lowerBound, start(window, of: input, job: job)))
-            if window == 0..<1, input.requestCount > 1 { continue }
-            for (sent, answers) in unanswered {
+        for round in input.rounds() {
+            for (sent, answers) in round.map({ ($0.lowerBound, start($0, of: input, job: job)) }) {
                 guard let (error, jobExists) = MapInput.failure(in: try await answers.get(), sent: sent) else { continue }
                 if jobExists { _ = try? await handle.run(PoolCall.cancel(job: job)) }
                 try Pool.submitting(input.task) { throw error }
             }
-            unanswered.removeAll()
         }
         return job
     }
     private func sendMap(_ input: MapInput) throws -> UInt64 {
         try handle.manager.connection.checkNotOnEventLoop()
         let job = handle.manager.connection.resultRouter(pool: reference.id).chooseJob()
-        var unanswered: [(sent: Int, answers: EventLoopFuture<[Result<WireValue, any Error>]>)] = []
-        for window in input.windows() {
-            unanswered.append((window.lowerBound, start(window, of: input, job: job)))
-            if window == 0..<1, input.requestCount > 1 { continue }
-            for (sent, answers) in unanswered {
+        for round in input.rounds() {
+            for (sent, answers) in round.map({ ($0.lowerBound, start($0, of: input, job: job)) }) {
                 guard let (error, jobExists) = MapInput.failure(in: try answers.wait(), sent: sent) else { continue }
                 if jobExists { _ = try? handle.runBlocking(PoolCall.cancel(job: job)) }
                 try Pool.submitting(input.task) { throw error }
             }
-            unanswered.removeAll()
         }
         return job
     }

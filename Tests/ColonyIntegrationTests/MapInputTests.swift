@@ -41,15 +41,14 @@ import Testing
         #expect(sent == (0..<10).map { .integer($0) })
     }
 
-    @Test func theMapLeavesAloneAndAtMostOneWindowWaitsForItsAnswers() throws {
-        func windows(calls: Int) throws -> [Range<Int>] {
-            try Pool.MapInput(task: "echo", calls: Pool.calls(0..<calls), chunksize: nil, starred: false).windows()
+    @Test func theMapLeavesFirstAndAtMostOneWindowIsInFlight() throws {
+        func rounds(calls: Int) throws -> [[Range<Int>]] {
+            try Pool.MapInput(task: "echo", calls: Pool.calls(0..<calls), chunksize: nil, starred: false).rounds()
         }
-        #expect(try windows(calls: 10) == [0..<1])
-        #expect(try windows(calls: 5 * Pool.MapInput.piece) == [0..<1, 1..<5])
-        let long = try windows(calls: 200 * Pool.MapInput.piece)
-        #expect(long == [0..<1, 1..<64, 64..<128, 128..<192, 192..<200])
-        // The map and the window behind it are in flight together: no more than one window.
-        #expect(long[0].count + long[1].count <= Pool.MapInput.window)
+        #expect(try rounds(calls: 10) == [[0..<1]])
+        #expect(try rounds(calls: 5 * Pool.MapInput.piece) == [[0..<1, 1..<5]])
+        let long = try rounds(calls: 200 * Pool.MapInput.piece)
+        #expect(long == [[0..<1, 1..<64], [64..<128], [128..<192], [192..<200]])
+        #expect(long.allSatisfy { $0.reduce(0) { $0 + $1.count } <= Pool.MapInput.window }, "a round is in flight at a time")
     }
 }
