@@ -431,8 +431,8 @@ public struct Pool: Proxy {
         let array = Array(items)
         switch array {
         case let numbers as [Int]: return integers(numbers)
-        case let texts as [String]: return MapCalls(count: texts.count) { EncodedValues(strings: Array(texts[$0])) }
-        case let numbers as [Double]: return MapCalls(count: numbers.count) { EncodedValues(doubles: Array(numbers[$0])) }
+        case let texts as [String]: return MapCalls(count: texts.count) { EncodedValues(strings: texts[$0]) }
+        case let numbers as [Double]: return MapCalls(count: numbers.count) { EncodedValues(doubles: numbers[$0]) }
         default:
             let encoder = WireValueEncoder()
             return MapCalls(EncodedValues(try array.map { try encoder.encode($0) }))
@@ -440,7 +440,7 @@ public struct Pool: Proxy {
     }
 
     private static func integers(_ numbers: [Int]) -> MapCalls {
-        MapCalls(count: numbers.count) { EncodedValues(integers: Array(numbers[$0])) }
+        MapCalls(count: numbers.count) { EncodedValues(integers: numbers[$0]) }
     }
 
     /// Results as `R`: the common scalars straight from their bytes, others element by element.

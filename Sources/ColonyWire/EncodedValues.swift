@@ -36,6 +36,7 @@ public struct EncodedValues: Hashable, Sendable {
     /// Integers, encoded straight from them (no `WireValue` each).
     public init(integers: [Int]) { self.init(integerCollection: integers) }
     public init(integers: Range<Int>) { self.init(integerCollection: integers) }
+    public init(integers: ArraySlice<Int>) { self.init(integerCollection: integers) }
 
     private init<C: Collection<Int>>(integerCollection numbers: C) {
         var buffer = ByteBuffer()
@@ -57,9 +58,11 @@ public struct EncodedValues: Hashable, Sendable {
 
     /// Strings, encoded straight from them.
     public init(strings: [String]) { self.init(encoding: strings, WireValue.string) }
+    public init(strings: ArraySlice<String>) { self.init(encoding: strings, WireValue.string) }
 
     /// Floating-point numbers, encoded straight from them.
     public init(doubles: [Double]) { self.init(encoding: doubles, WireValue.double) }
+    public init(doubles: ArraySlice<Double>) { self.init(encoding: doubles, WireValue.double) }
 
     /// Scalars, each written as the value `wire` gives (one that holds no reference).
     private init<S: Sequence>(encoding elements: S, _ wire: (S.Element) -> WireValue) {
@@ -233,6 +236,7 @@ public struct EncodedValues: Hashable, Sendable {
 
     /// The values at `indices`.
     public subscript(indices: Range<Int>) -> EncodedValues {
+        if indices == 0..<count { return self }  // shared, not copied
         var slice = EncodedValues()
         slice.append(self, in: indices)
         return slice
