@@ -29,6 +29,8 @@ struct SchedulerBench: ParsableCommand {
     func run() throws {
         // Memory held per queued call (its argument list and the job's slot for it): submit
         // everything before any worker joins.
+        // Options read once: an ArgumentParser property is a generic getter, slow in a loop.
+        let (tasks, workers, chunksize) = (self.tasks, self.workers, self.chunksize)
         let heapBefore = colony_heap_bytes_in_use()
         let calls = EncodedValues((0..<tasks).map { WireValue.array([.int(Int64($0))]) })
         var scheduler = PoolScheduler()
