@@ -123,8 +123,9 @@ let package = Package(
         .target(
             name: "ColonyWorker",
             dependencies: [
-                "Colony", "ColonyWire", "Threading", "MemoryMap",
+                "CMemoryMapShim", "Colony", "ColonyWire", "ColonyTransport", "Threading", "MemoryMap",
                 .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Subprocess", package: "swift-subprocess"),
                 .product(name: "SystemPackage", package: "swift-system"),

@@ -77,6 +77,10 @@ void *colony_mremap(void *address, size_t old_size, size_t new_size) {
     return mremap(address, old_size, new_size, MREMAP_MAYMOVE);
 }
 
+int colony_pipe_cloexec(int ends[2]) {
+    return pipe2(ends, O_CLOEXEC);
+}
+
 int colony_pidfd_open(int pid) {
 #ifdef SYS_pidfd_open
     return (int)syscall(SYS_pidfd_open, pid, 0);

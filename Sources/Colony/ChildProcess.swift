@@ -172,7 +172,16 @@ public final class ChildProcess: @unchecked Sendable {
     }
 
     /// Python `p.start()`: re-executes this program as the child.
-    public func start() throws {
+    public func start() throws { try start(passing: []) }
+
+    /// The number the first descriptor given to `start(passing:)` has in the child; the
+    /// others follow it.
+    package static let firstPassedDescriptor: Int32 = 4
+
+    /// `start()`, with `descriptors` open in the child as `firstPassedDescriptor` and on (and
+    /// in no other child): a worker node's pipes to its worker process. The caller still owns
+    /// them here.
+    package func start(passing descriptors: [Int32]) throws {
         try lock.withLock { () throws in
             guard !isClosed else { throw MemoryMapError(.closed, "the process object is closed") }
             guard processID == nil else { throw MemoryMapError(.alreadyStarted, "cannot start a process twice") }
@@ -180,14 +189,14 @@ public final class ChildProcess: @unchecked Sendable {
                 target: target, arguments: arguments, name: name, daemon: daemonFlag, authKey: key, parent: getpid(),
                 dieWithParent: daemonFlag && Threading.Thread.current === Threading.Thread.main)
             let bytes = Array(try WireValueEncoder().encode(payload).encoded().readableBytesView)
-            let child = try ChildProcess.spawn(payload: bytes)
+            let child = try ChildProcess.spawn(payload: bytes, passing: descriptors)
             processID = child
             pidDescriptor = colony_pidfd_open(child)
         }
         ChildProcess.track(self)
     }
 
-    private static func spawn(payload: [UInt8]) throws -> pid_t {
+    private static func spawn(payload: [UInt8], passing passed: [Int32]) throws -> pid_t {
         // A socket pair rather than a pipe: `send` with MSG_NOSIGNAL reports a child that died
         // before reading its payload as EPIPE instead of killing this process with SIGPIPE.
         var payloadEnds: [Int32] = [0, 0]
@@ -201,10 +210,31 @@ public final class ChildProcess: @unchecked Sendable {
             payloadEnds[0] = moved
         }
         defer { Glibc.close(payloadEnds[1]) }
+        // A passed descriptor below 10 could be one an earlier dup2 overwrites, or already the
+        // number it gets (dup2 onto itself keeps close-on-exec): a copy above them goes.
+        var copies: [Int32] = []
+        defer { for copy in copies { Glibc.close(copy) } }
+        var sources: [Int32] = []
+        for descriptor in passed {
+            guard descriptor < 10 else {
+                sources.append(descriptor)
+                continue
+            }
+            let copy = fcntl(descriptor, F_DUPFD_CLOEXEC, 10)
+            guard copy >= 0 else {
+                Glibc.close(payloadEnds[0])
+                throw MemoryMapError.system("fcntl(F_DUPFD_CLOEXEC)")
+            }
+            copies.append(copy)
+            sources.append(copy)
+        }
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)
         defer { posix_spawn_file_actions_destroy(&actions) }
         posix_spawn_file_actions_adddup2(&actions, payloadEnds[0], childDescriptor)
+        for (offset, source) in sources.enumerated() {
+            posix_spawn_file_actions_adddup2(&actions, source, firstPassedDescriptor + Int32(offset))
+        }
         var attributes = posix_spawnattr_t()
         posix_spawnattr_init(&attributes)
         defer { posix_spawnattr_destroy(&attributes) }

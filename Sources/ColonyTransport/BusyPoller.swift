@@ -74,9 +74,16 @@ public final class BusyPoller: @unchecked Sendable {
     /// Returns false if the socket cannot be found (the channel is then simply not watched).
     @discardableResult
     public func watch(_ channel: any Channel) -> Bool {
+        guard let descriptor = BusyPoller.socketDescriptor(of: channel) else { return false }
+        return watch(descriptor: descriptor)
+    }
+
+    /// On the event loop: adds a descriptor the caller knows (a socket the loop's channel
+    /// took over) to the watched set; `unwatch` when that channel has gone inactive.
+    @discardableResult
+    public func watch(descriptor: CInt) -> Bool {
         eventLoop.preconditionInEventLoop()
-        guard epollDescriptor >= 0, let descriptor = BusyPoller.socketDescriptor(of: channel) else { return false }
-        guard colony_epoll_watch_readable(epollDescriptor, descriptor) == 0 else { return false }
+        guard epollDescriptor >= 0, colony_epoll_watch_readable(epollDescriptor, descriptor) == 0 else { return false }
         watched += 1
         return true
     }

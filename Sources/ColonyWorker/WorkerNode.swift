@@ -56,12 +56,12 @@ public final class WorkerNode: @unchecked Sendable {
     let registry: TaskRegistry
     private let lock = Threading.Lock()
     // Guarded by lock.
-    private var slots: [WorkerSlot] = []
-    /// Slots with nothing to run, their threads waiting for a bundle.
-    private var idleSlots: [WorkerSlot] = []
+    private var slots: [any WorkerSlot] = []
+    /// Slots with nothing to run.
+    private var idleSlots: [any WorkerSlot] = []
     /// Assignments no slot has taken yet.
     private var waiting = WaitingLine<LocalAssignment>()
-    private var running: [UInt64: WorkerSlot] = [:]
+    private var running: [UInt64: any WorkerSlot] = [:]
     /// Assignments received and not yet answered (waiting here or running).
     private var outstanding = 0
     private var link: WorkerLink?
@@ -73,6 +73,10 @@ public final class WorkerNode: @unchecked Sendable {
 
     /// The child-process entry point every worker process runs.
     static let childEntry = "colony.pool.process"
+
+    /// The loop of the node's connection and of its worker processes' sockets: a report is
+    /// read and sent on to the manager in one go.
+    private let loop: any EventLoop = Manager.defaultEventLoopGroup.next()
 
     public init(options: WorkerOptions, registry: TaskRegistry) throws {
         guard options.processes >= 1, options.processes <= 4096 else {
@@ -90,14 +94,14 @@ public final class WorkerNode: @unchecked Sendable {
     /// anything else: in a worker child process it runs the child's loop and exits; in the
     /// node itself it returns at once. (Child processes are this program started again.)
     public static func bootstrap(registry: TaskRegistry) throws {
-        ChildProcess.register(childEntry) { (setup: ChildSetup) in try ProcessRunner.childLoop(setup, registry: registry) }
+        ChildProcess.register(childEntry) { (setup: ChildSetup) in try ProcessSlot.childLoop(setup, registry: registry) }
         try ChildProcess.bootstrap()
     }
 
     /// Runs until drained (SIGINT, SIGTERM or `drain()`), reconnecting when the manager goes
     /// away.
     public func run() async throws {
-        try startSlots()
+        try await startSlots()
         defer { stopSlots() }
         var backoff = 0.1
         while !isDraining {
@@ -106,8 +110,8 @@ public final class WorkerNode: @unchecked Sendable {
             do {
                 link = try await WorkerLink.connect(
                     host: options.host, port: options.port, authKey: options.authKey, trust: options.trust,
-                    clientCertificate: options.clientCertificate, serverName: options.serverName, busyPoll: options.busyPoll,
-                    unixSocketPath: options.unixSocketPath
+                    clientCertificate: options.clientCertificate, serverName: options.serverName, eventLoopGroup: loop,
+                    busyPoll: options.busyPoll, unixSocketPath: options.unixSocketPath
                 ) { [weak self] message in self?.received(message, holder) }
             } catch {
                 log("cannot reach the manager at \(options.unixSocketPath.map { "unix:" + $0 } ?? "\(options.host):\(options.port)") (\(error)); trying again in \(backoff) s")
@@ -202,15 +206,15 @@ public final class WorkerNode: @unchecked Sendable {
     /// The manager cancelled an assignment: stop it if running, answer it as cancelled if it
     /// is still waiting here.
     private func abort(_ id: UInt64) {
-        let (slot, unstarted): (WorkerSlot?, LocalAssignment?) = lock.withLock {
+        let (slot, unstarted): ((any WorkerSlot)?, LocalAssignment?) = lock.withLock {
             if let slot = running[id] { return (slot, nil) }
             return (nil, waiting.removeFirst { $0.id == id })
         }
         if let unstarted { finish([(unstarted, WorkerNode.cancelled)]) }
-        slot?.runner.abort(id)
+        slot?.abort(id)
     }
 
-    private static let cancelled = WorkerReport.failure(
+    static let cancelled = WorkerReport.failure(
         TaskFailure(index: 0, results: [], errorType: "Cancelled", message: "aborted by the manager", lost: true))
 
     private func dropQueuedWork(of link: WorkerLink) {
@@ -219,19 +223,20 @@ public final class WorkerNode: @unchecked Sendable {
 
     // MARK: Slots
 
-    private func startSlots() throws {
-        let made: [WorkerSlot] = (0..<options.processes).map { index in
-            let runner: any AssignmentRunner =
-                options.useThreads
-                ? ThreadRunner(registry: registry, options: options) : ProcessRunner(index: index, options: options, log: log)
-            return WorkerSlot(index: index, runner: runner, node: self)
+    private func startSlots() async throws {
+        if options.useThreads {
+            let made = (0..<options.processes).map { ThreadSlot(index: $0, registry: registry, options: options, node: self) }
+            lock.withLock { slots = made }
+            for slot in made { try slot.start() }
+        } else {
+            let made = (0..<options.processes).map { ProcessSlot(index: $0, options: options, loop: loop, node: self) }
+            lock.withLock { slots = made }
+            for slot in made { try await slot.start() }
         }
-        lock.withLock { slots = made }
-        for slot in made { try slot.start() }
     }
 
     private func stopSlots() {
-        let all: [WorkerSlot] = lock.withLock {
+        let all: [any WorkerSlot] = lock.withLock {
             stopping = true
             return slots
         }
@@ -245,10 +250,9 @@ public final class WorkerNode: @unchecked Sendable {
     static let maxBundleBytes = 16 << 10
 
     /// An assignment from the manager goes straight to an idle slot, from the connection's
-    /// event loop: a worker process starts on it before the slot's thread is awake. With no
-    /// slot idle it waits in line, for the next slot that finishes.
+    /// event loop. With no slot idle it waits in line, for the next slot that finishes.
     private func accept(_ assignment: LocalAssignment) {
-        let slot: WorkerSlot? = lock.withLock {
+        let slot: (any WorkerSlot)? = lock.withLock {
             outstanding += 1
             guard !stopping, let slot = idleSlots.popLast() else {
                 waiting.append(assignment)
@@ -260,58 +264,61 @@ public final class WorkerNode: @unchecked Sendable {
         slot?.give([assignment])
     }
 
-    /// What a slot runs next, taken from the line by its own thread: the first assignment
-    /// waiting and, for a process slot, whatever small ones follow it (a bundle: one wake of
-    /// the worker process for many one-call assignments, which is what apply_async and imap
-    /// with chunksize 1 cost most). Assignments its worker process did not reach go back to
-    /// the front first. Nil when the line is empty: the slot is idle from then on.
-    private func next(for slot: WorkerSlot, returning unreached: [LocalAssignment]) -> [LocalAssignment]? {
+    /// What `slot` runs next: the first assignment waiting and, for a process slot, whatever
+    /// small ones follow it (a bundle: one wake of the worker process for many one-call
+    /// assignments, which is what apply_async and imap with chunksize 1 cost most).
+    /// Assignments its worker process did not reach go back to the front first. Nil when the
+    /// line is empty: the slot is idle from then on.
+    func next(for slot: any WorkerSlot, returning unreached: [LocalAssignment]) -> [LocalAssignment]? {
         lock.withLock {
             for assignment in unreached { running.removeValue(forKey: assignment.id) }
             waiting.putBack(unreached)
-            guard !stopping, let first = waiting.popFirst() else {
+            guard let bundle = takeBundle(for: slot) else {
                 if !stopping { idleSlots.append(slot) }
                 return nil
             }
-            var bundle = [first]
-            var bytes = first.body.count
-            while slot.runner.bundles, bundle.count < WorkerNode.maxBundle, bytes < WorkerNode.maxBundleBytes, let next = waiting.popFirst() {
-                bundle.append(next)
-                bytes += next.body.count
-            }
-            for assignment in bundle { running[assignment.id] = slot }
             return bundle
         }
     }
 
-    /// A slot's loop: runs the bundles handed to it while idle, and after each one takes
-    /// the next from the line itself, until told to stop.
-    func serve(_ slot: WorkerSlot) {
-        var taken = next(for: slot, returning: [])
-        while true {
-            let bundle: [LocalAssignment]
-            if let taken {
-                slot.runner.hand(taken)
-                bundle = taken
-            } else {
-                guard case .run(let handed)? = try? slot.inbox.get() else { return }
-                bundle = handed
-            }
-            var done: [(LocalAssignment, WorkerReport)] = []
-            var unreached: [LocalAssignment] = []
-            for (assignment, report) in zip(bundle, slot.runner.run(bundle)) {
-                // Nil: not reached before its worker process died; it runs on the next one.
-                if let report { done.append((assignment, report)) } else { unreached.append(assignment) }
-            }
-            finish(done)
-            taken = next(for: slot, returning: unreached)
+    /// Under lock: a bundle from the front of the line for `slot`, marked as running there.
+    private func takeBundle(for slot: any WorkerSlot) -> [LocalAssignment]? {
+        guard !stopping, let first = waiting.popFirst() else { return nil }
+        var bundle = [first]
+        var bytes = first.body.count
+        while slot.bundles, bundle.count < WorkerNode.maxBundle, bytes < WorkerNode.maxBundleBytes, let next = waiting.popFirst() {
+            bundle.append(next)
+            bytes += next.body.count
         }
+        for assignment in bundle { running[assignment.id] = slot }
+        return bundle
+    }
+
+    /// Assignments a slot could not run (its worker process ended first) go back to the front
+    /// of the line, and idle slots take them.
+    func putBack(_ assignments: [LocalAssignment]) {
+        var handed: [(any WorkerSlot, [LocalAssignment])] = []
+        lock.withLock {
+            for assignment in assignments { running.removeValue(forKey: assignment.id) }
+            waiting.putBack(assignments)
+            while !idleSlots.isEmpty, waiting.count > 0 {
+                let idle = idleSlots.removeLast()
+                if let bundle = takeBundle(for: idle) { handed.append((idle, bundle)) }
+            }
+        }
+        for (idle, bundle) in handed { idle.give(bundle) }
+    }
+
+    /// `slot` cannot take work now (its worker process ended).
+    func leaveIdle(_ slot: any WorkerSlot) {
+        lock.withLock { idleSlots.removeAll { $0 === slot } }
     }
 
     /// Sends the reports of assignments run together, in one write per connection. Only then
     /// are they done: a drain that sees the node idle must find every report already on the
     /// way (the goodbye queues behind them).
-    private func finish(_ done: [(LocalAssignment, WorkerReport)]) {
+    func finish(_ done: [(LocalAssignment, WorkerReport)]) {
+        guard !done.isEmpty else { return }
         var link: WorkerLink?
         var messages: [Message] = []
         for (assignment, report) in done {
@@ -339,9 +346,9 @@ final class LinkHolder: @unchecked Sendable {
     var link: WorkerLink?
 }
 
-/// What a slot's thread is told while idle.
+/// What a thread slot is told while idle.
 enum SlotOrder {
-    /// Run this bundle: it was handed to the slot's runner already.
+    /// Run this bundle.
     case run([LocalAssignment])
     case stop
 }
@@ -401,90 +408,74 @@ enum WorkerReport {
     }
 }
 
-/// What runs a slot's assignments: tasks on the slot's own thread, or in a child process.
-protocol AssignmentRunner: AnyObject, Sendable {
-    /// Runs once on the slot's thread before its first assignment.
-    func prepare() throws
-    /// Whether `run` takes several assignments at once.
+/// A place that runs assignments: a worker process (`ProcessSlot`) or a thread of the node
+/// (`ThreadSlot`).
+protocol WorkerSlot: AnyObject, Sendable {
+    /// Whether it takes several small assignments at once.
     var bundles: Bool { get }
-    /// Gives a bundle to whatever runs it, on the thread that chose this slot for it (often
-    /// the connection's event loop, so it must not block): a worker process starts on it
-    /// before the slot's own thread is awake. `run` follows on the slot's thread.
-    func hand(_ bundle: [LocalAssignment])
-    /// Runs the assignments in order; a report for each, or nil for those not reached
-    /// (their worker process died before them: they run again on the next one).
-    func run(_ bundle: [LocalAssignment]) -> [WorkerReport?]
-    /// Stops assignment `id` if it is running now and this kind of runner can.
+    /// Runs `bundle`; the node chose this slot because it was idle.
+    func give(_ bundle: [LocalAssignment])
+    /// Stops assignment `id` if it is running now and this kind of slot can.
     func abort(_ id: UInt64)
     /// The node is stopping.
-    func shutdown()
+    func stop()
 }
 
-/// One place that runs assignments, on a thread of its own.
-final class WorkerSlot: @unchecked Sendable {
-    let runner: any AssignmentRunner
-    /// Where the slot's thread waits while idle.
-    let inbox = Threading.Queue<SlotOrder>()
+/// Runs tasks on a thread of the node (`--threads`): no isolation, no start-up cost.
+final class ThreadSlot: WorkerSlot, @unchecked Sendable {
+    /// Where the thread waits while idle.
+    private let inbox = Threading.Queue<SlotOrder>()
     private let thread: Threading.Thread
 
-    init(index: Int, runner: any AssignmentRunner, node: WorkerNode) {
-        self.runner = runner
+    init(index: Int, registry: TaskRegistry, options: WorkerOptions, node: WorkerNode) {
         let box = SlotBox()
         thread = Threading.Thread(name: "colony-worker-\(index)", daemon: true) {
             guard let slot = box.slot else { return }
-            do {
-                try runner.prepare()
-            } catch {
-                node.log("worker \(index) could not start: \(error)")
+            if let initializer = options.initializer {
+                do {
+                    try registry.initialize(initializer, options.initializerArguments)
+                } catch {
+                    node.log("worker \(index) could not start: \(error)")
+                }
             }
-            node.serve(slot)
+            slot.serve(node: node, registry: registry)
         }
         box.slot = self
     }
 
     func start() throws { try thread.start() }
 
-    /// Runs `bundle` on this idle slot.
-    func give(_ bundle: [LocalAssignment]) {
-        runner.hand(bundle)
-        try? inbox.put(.run(bundle))
+    var bundles: Bool { false }
+
+    func give(_ bundle: [LocalAssignment]) { try? inbox.put(.run(bundle)) }
+
+    /// The thread's loop: runs what it is given while idle, and after each bundle takes the
+    /// next from the line itself, until told to stop.
+    private func serve(node: WorkerNode, registry: TaskRegistry) {
+        var taken = node.next(for: self, returning: [])
+        while true {
+            let bundle: [LocalAssignment]
+            if let taken {
+                bundle = taken
+            } else {
+                guard case .run(let handed)? = try? inbox.get() else { return }
+                bundle = handed
+            }
+            node.finish(bundle.map { ($0, WorkerReport.run($0.body, registry: registry)) })
+            taken = node.next(for: self, returning: [])
+        }
     }
+
+    func abort(_ id: UInt64) {}
 
     func stop() {
         try? inbox.put(.stop)
         _ = try? thread.join(timeout: 5)
-        runner.shutdown()
     }
 }
 
 private final class SlotBox: @unchecked Sendable {
-    weak var slot: WorkerSlot?
-}
-
-/// Runs tasks on the slot's own thread (`--threads`): no isolation, no start-up cost.
-final class ThreadRunner: AssignmentRunner, @unchecked Sendable {
-    private let registry: TaskRegistry
-    private let options: WorkerOptions
-
-    init(registry: TaskRegistry, options: WorkerOptions) {
-        self.registry = registry
-        self.options = options
-    }
-
-    func prepare() throws {
-        if let initializer = options.initializer { try registry.initialize(initializer, options.initializerArguments) }
-    }
-
-    var bundles: Bool { false }
-
-    func hand(_ bundle: [LocalAssignment]) {}
-
-    func run(_ bundle: [LocalAssignment]) -> [WorkerReport?] {
-        bundle.map { WorkerReport.run($0.body, registry: registry) }
-    }
-
-    func abort(_ id: UInt64) {}
-    func shutdown() {}
+    weak var slot: ThreadSlot?
 }
 
 /// Assignments no slot has taken yet, oldest first: slots take from the front, the node adds

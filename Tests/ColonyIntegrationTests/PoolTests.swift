@@ -162,6 +162,20 @@ let sha256Task = PoolTask<String, String>("sha256")
         worker.stop()
     }
 
+    @Test func anIdleWorkerProcessThatDiesIsReplacedAtOnceAndNoCallIsRetried() async throws {
+        let (_, worker, client, pool) = try await startPool(["--processes", "1"])
+        let first = try await pool.apply(pidTask, 0)
+        #expect(worker.children == [first], "\(worker.log)")
+        kill(first, SIGKILL)
+        // Seen as the end of its pipe, before any work is handed to it.
+        #expect(try await eventually { worker.children.count == 1 && worker.children != [first] }, "\(worker.log)")
+        let second = try await pool.apply(pidTask, 0)
+        #expect(second != first && worker.children == [second])
+        #expect(try await client.status()["pools"]?.arrayValue?.first?["retried"]?.int64Value == 0)
+        await client.close()
+        worker.stop()
+    }
+
     @Test func aCallThatKeepsKillingItsWorkerFailsWithWorkerLostAndTheRestComplete() async throws {
         let (_, worker, client, pool) = try await startPool(["--processes", "2", "--pool", "crashy"], "crashy", maxAttempts: 3)
         let iterator = try pool.imap(exitTask, [0, 0, 9, 0, 0], chunksize: 2)

@@ -32,6 +32,10 @@ void *colony_mremap(void *address, size_t old_size, size_t new_size);
 /// memfd_create(2) with MFD_CLOEXEC: an anonymous memory file, or -1 and errno.
 int colony_memfd_create(const char *name);
 
+/// pipe2(2) with O_CLOEXEC: `ends[0]` reads what `ends[1]` writes; 0, or -1 and errno.
+/// (Swift's Glibc module does not carry pipe2, a GNU extension.)
+int colony_pipe_cloexec(int ends[2]);
+
 /// pidfd_open(2): a descriptor that becomes readable when process `pid` exits; -1 and errno
 /// when the kernel has no pidfds.
 int colony_pidfd_open(int pid);
