@@ -142,7 +142,7 @@ final class ProcessSlot: WorkerSlot, @unchecked Sendable {
         callsRun = 0
         running = Running(process: spawned.process, progress: spawned.progress, channel: channel)
         let watched = poller.watch(descriptor: spawned.input)
-        if let next = node?.next(for: self, returning: []) { give(next) }
+        if let next = node?.next(for: self) { give(next) }
         return watched
     }
 
@@ -186,11 +186,7 @@ final class ProcessSlot: WorkerSlot, @unchecked Sendable {
         current.bundle = ChildBundle(ids: bundle.map(\.id))
         current.assignments = bundle
         running = current
-        let message = bundle.count == 1 ? bundle[0].body : ProcessSlot.bundleMessage(bundle)
-        var frame = current.channel.allocator.buffer(capacity: message.count + 4)
-        frame.writeInteger(UInt32(message.count))
-        frame.writeBytes(message)
-        current.channel.writeAndFlush(frame, promise: nil)
+        current.channel.writeAndFlush(ProcessSlot.message(bundle, allocator: current.channel.allocator), promise: nil)
     }
 
     /// On the loop: a report message from the process.
@@ -214,7 +210,7 @@ final class ProcessSlot: WorkerSlot, @unchecked Sendable {
         // It exits by itself after `maxtasksperchild` calls: the next bundle waits for the
         // next process.
         if let maximum = options.maxTasksPerChild, callsRun >= maximum { return }
-        if let next = node?.next(for: self, returning: []) { give(next) }
+        if let next = node?.next(for: self) { give(next) }
     }
 
     /// On the loop: its pipe ended, so the process has (it died, was killed, or ran its
@@ -270,17 +266,24 @@ final class ProcessSlot: WorkerSlot, @unchecked Sendable {
 
     // MARK: Messages
 
-    /// Several assignments for one message: a marker byte MessagePack never uses (0xc1),
-    /// their count, then each body with its length (UInt32s, big-endian).
-    private static func bundleMessage(_ bundle: [LocalAssignment]) -> [UInt8] {
-        var buffer = ByteBuffer()
-        buffer.writeInteger(bundleMarker)
-        buffer.writeInteger(UInt32(bundle.count))
-        for assignment in bundle {
-            buffer.writeInteger(UInt32(assignment.body.count))
-            buffer.writeBytes(assignment.body)
+    /// The message (with its length) for `bundle`: one assignment's body as it came, or for
+    /// several a marker byte MessagePack never uses (0xc1), their count, then each body with
+    /// its length (UInt32s, big-endian).
+    private static func message(_ bundle: [LocalAssignment], allocator: ByteBufferAllocator) -> ByteBuffer {
+        var buffer = allocator.buffer(capacity: bundle.reduce(13) { $0 + $1.body.readableBytes + 4 })
+        buffer.writeInteger(UInt32(0))  // the length, set below
+        if bundle.count == 1 {
+            buffer.writeImmutableBuffer(bundle[0].body)
+        } else {
+            buffer.writeInteger(bundleMarker)
+            buffer.writeInteger(UInt32(bundle.count))
+            for assignment in bundle {
+                buffer.writeInteger(UInt32(assignment.body.readableBytes))
+                buffer.writeImmutableBuffer(assignment.body)
+            }
         }
-        return Array(buffer.readableBytesView)
+        buffer.setInteger(UInt32(buffer.readableBytes - 4), at: buffer.readerIndex)
+        return buffer
     }
 
     private static let bundleMarker: UInt8 = 0xC1
@@ -288,12 +291,13 @@ final class ProcessSlot: WorkerSlot, @unchecked Sendable {
     private static let reportDelay = Duration.milliseconds(1)
 
     /// The assignment bodies in a message from the node.
-    private static func assignments(in message: [UInt8]) throws -> [[UInt8]] {
-        guard message.first == bundleMarker else { return [message] }
-        var buffer = ByteBuffer(bytes: message.dropFirst())
+    private static func assignments(in message: [UInt8]) throws -> [ByteBuffer] {
+        var buffer = ByteBuffer(bytes: message)
+        guard message.first == bundleMarker else { return [buffer] }
+        buffer.moveReaderIndex(forwardBy: 1)
         guard let count = buffer.readInteger(as: UInt32.self) else { throw TaskError("a malformed bundle from the node") }
         return try (0..<count).map { _ in
-            guard let length = buffer.readInteger(as: UInt32.self), let body = buffer.readBytes(length: Int(length)) else {
+            guard let length = buffer.readInteger(as: UInt32.self), let body = buffer.readSlice(length: Int(length)) else {
                 throw TaskError("a malformed bundle from the node")
             }
             return body

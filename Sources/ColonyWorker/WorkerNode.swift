@@ -74,8 +74,8 @@ public final class WorkerNode: @unchecked Sendable {
     /// The child-process entry point every worker process runs.
     static let childEntry = "colony.pool.process"
 
-    /// The loop of the node's connection and of its worker processes' sockets: a report is
-    /// read and sent on to the manager in one go.
+    /// The loop of the node's connection and of its worker processes' pipes: a report is read
+    /// and sent on to the manager in one go.
     private let loop: any EventLoop = Manager.defaultEventLoopGroup.next()
 
     public init(options: WorkerOptions, registry: TaskRegistry) throws {
@@ -185,7 +185,7 @@ public final class WorkerNode: @unchecked Sendable {
             case .taskAssign:
                 // Decoded by whoever runs it (the worker process, or a slot thread), not on the
                 // connection's event loop.
-                accept(LocalAssignment(id: message.requestID, body: Array(message.body.readableBytesView), link: link))
+                accept(LocalAssignment(id: message.requestID, body: message.body, link: link))
             case .cancel:
                 abort(message.requestID)
             case .drain:
@@ -266,13 +266,10 @@ public final class WorkerNode: @unchecked Sendable {
 
     /// What `slot` runs next: the first assignment waiting and, for a process slot, whatever
     /// small ones follow it (a bundle: one wake of the worker process for many one-call
-    /// assignments, which is what apply_async and imap with chunksize 1 cost most).
-    /// Assignments its worker process did not reach go back to the front first. Nil when the
-    /// line is empty: the slot is idle from then on.
-    func next(for slot: any WorkerSlot, returning unreached: [LocalAssignment]) -> [LocalAssignment]? {
+    /// assignments, which is what apply_async and imap with chunksize 1 cost most). Nil when
+    /// the line is empty: the slot is idle from then on.
+    func next(for slot: any WorkerSlot) -> [LocalAssignment]? {
         lock.withLock {
-            for assignment in unreached { running.removeValue(forKey: assignment.id) }
-            waiting.putBack(unreached)
             guard let bundle = takeBundle(for: slot) else {
                 if !stopping { idleSlots.append(slot) }
                 return nil
@@ -285,10 +282,10 @@ public final class WorkerNode: @unchecked Sendable {
     private func takeBundle(for slot: any WorkerSlot) -> [LocalAssignment]? {
         guard !stopping, let first = waiting.popFirst() else { return nil }
         var bundle = [first]
-        var bytes = first.body.count
+        var bytes = first.body.readableBytes
         while slot.bundles, bundle.count < WorkerNode.maxBundle, bytes < WorkerNode.maxBundleBytes, let next = waiting.popFirst() {
             bundle.append(next)
-            bytes += next.body.count
+            bytes += next.body.readableBytes
         }
         for assignment in bundle { running[assignment.id] = slot }
         return bundle
@@ -356,7 +353,7 @@ enum SlotOrder {
 struct LocalAssignment {
     let id: UInt64
     /// The task-assign message's body, as the manager encoded it.
-    let body: [UInt8]
+    let body: ByteBuffer
     let link: WorkerLink
 
 }
@@ -378,9 +375,9 @@ enum WorkerReport {
     }
 
     /// Runs an encoded assignment (a decoding failure fails its first call).
-    static func run(_ assignment: [UInt8], registry: TaskRegistry, afterEach: () -> Void = {}) -> WorkerReport {
+    static func run(_ assignment: ByteBuffer, registry: TaskRegistry, afterEach: () -> Void = {}) -> WorkerReport {
         do {
-            return run(try TaskAssignment(body: ByteBuffer(bytes: assignment)), registry: registry, afterEach: afterEach)
+            return run(try TaskAssignment(body: assignment), registry: registry, afterEach: afterEach)
         } catch {
             return .failure(TaskFailure(index: 0, results: [], errorType: "MalformedAssignment", message: "\(error)"))
         }
@@ -452,7 +449,7 @@ final class ThreadSlot: WorkerSlot, @unchecked Sendable {
     /// The thread's loop: runs what it is given while idle, and after each bundle takes the
     /// next from the line itself, until told to stop.
     private func serve(node: WorkerNode, registry: TaskRegistry) {
-        var taken = node.next(for: self, returning: [])
+        var taken = node.next(for: self)
         while true {
             let bundle: [LocalAssignment]
             if let taken {
@@ -462,7 +459,7 @@ final class ThreadSlot: WorkerSlot, @unchecked Sendable {
                 bundle = handed
             }
             node.finish(bundle.map { ($0, WorkerReport.run($0.body, registry: registry)) })
-            taken = node.next(for: self, returning: [])
+            taken = node.next(for: self)
         }
     }
 

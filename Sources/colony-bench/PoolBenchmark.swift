@@ -62,12 +62,13 @@ struct SchedulerBench: ParsableCommand {
             operations += 1
             collect(actions)
             if cursor % 4096 == 0 {
-                delivered += try scheduler.take(job, limit: .max).outcomes.count
+                // As the manager takes them: encoded, not decoded.
+                delivered += try scheduler.takeBatch(job, limit: .max).batch.count
                 pending.removeFirst(cursor)
                 cursor = 0
             }
         }
-        let (rest, finished) = try scheduler.take(job, limit: .max)
+        let (rest, finished) = try scheduler.takeBatch(job, limit: .max)
         delivered += rest.count
         let seconds = Double(DispatchTime.now().uptimeNanoseconds - begin) / 1e9
         job = PoolJobID(0)
