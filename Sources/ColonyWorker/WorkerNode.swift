@@ -86,6 +86,12 @@ public final class WorkerNode: @unchecked Sendable {
         if let maximum = options.maxTasksPerChild, maximum < 1 {
             throw TaskError("maxtasksperchild must be at least 1, not \(maximum)")
         }
+        if let initializer = options.initializer, registry.initializers[initializer] == nil {
+            let known = registry.initializers.keys.sorted()
+            throw TaskError(
+                "this worker has no initializer named '\(initializer)'"
+                    + (known.isEmpty ? "; register one with TaskRegistry.registerInitializer" : " (it has \(known.joined(separator: ", ")))"))
+        }
         self.options = options
         self.registry = registry
     }

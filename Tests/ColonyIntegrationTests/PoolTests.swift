@@ -420,6 +420,18 @@ let sha256Task = PoolTask<String, String>("sha256")
     }
 }
 
+extension PoolInitializerTests {
+    @Test func anUnknownInitializerStopsTheNodeAtStartWithAClearError() async throws {
+        let manager = try ManagerProcess()
+        let worker = try WorkerProcess(manager: manager, arguments: ["--processes", "1", "--initializer", "nope"])
+        #expect(try await eventually(30) { !worker.process.isRunning }, "it exits by itself")
+        #expect(worker.stop() != 0)
+        #expect(worker.log.contains("no initializer named 'nope'"), "\(worker.log)")
+        #expect(worker.log.contains("setenv"), "names the ones it has: \(worker.log)")
+        #expect(!worker.log.contains("colony child"), "no worker process was started: \(worker.log)")
+    }
+}
+
 @Suite(.serialized) struct PoolClientCrashTests {
     @Test func theResultsOfAClientThatCrashedWaitForAnotherToAdoptThem() async throws {
         let manager = try ManagerProcess()
