@@ -164,6 +164,15 @@ final class Job {
     /// (cancelled calls' late results) are skipped. Returns how many were recorded.
     func recordSuccesses(from start: Int, _ values: EncodedValues) -> Int {
         let first = start - base
+        if values.count == 1, first >= 0, first < slots.count, slots[first] == .waiting {
+            // One call (apply_async, imap with chunksize 1): no pass over a range.
+            results.append(contentsOf: values)
+            resultCalls.append(start)
+            slots[first] = .succeeded(results.count - 1)
+            completed += 1
+            if !ordered { ready.append(start) }
+            return 1
+        }
         if first >= 0, first + values.count <= slots.count, slots[first..<(first + values.count)].allSatisfy({ $0 == .waiting }) {
             // The usual case, every call still waiting: one copy of the results.
             let firstResult = results.count

@@ -59,6 +59,8 @@ public struct PoolSettings: Sendable, Equatable {
 /// at most one chunk per other job, not behind a million-call map.
 public struct PoolScheduler {
     public let settings: PoolSettings
+    /// `settings.quickAssignment`, as the clock counts.
+    private let quickNanoseconds: UInt64
 
     // Jobs and workers are objects: the hot path (an answer frees a place, the place takes
     // the next chunk) follows references instead of looking ids up.
@@ -88,6 +90,7 @@ public struct PoolScheduler {
     public init(settings: PoolSettings = PoolSettings()) {
         precondition(settings.maxAttempts >= 1, "a pool must allow at least one attempt per call")
         self.settings = settings
+        quickNanoseconds = PoolSettings.nanoseconds(settings.quickAssignment)
     }
 
     // MARK: Workers
@@ -471,14 +474,13 @@ public struct PoolScheduler {
     }
 
     private mutating func take(_ assignmentID: PoolAssignmentID, from worker: PoolWorkerID) throws(RemoteError) -> Assignment {
-        guard let assignment = assignments[assignmentID], assignment.worker.id == worker else {
+        guard let assignment = assignments.remove(assignmentID, heldBy: worker) else {
             throw RemoteError(.badRequest, "\(worker) does not hold \(assignmentID); results for it are ignored")
         }
-        _ = assignments.remove(assignmentID)
         let holder = assignment.worker
         holder.busy -= 1
         holder.completedCalls += assignment.count
-        holder.measure(assignment, now: clock, quick: PoolSettings.nanoseconds(settings.quickAssignment))
+        holder.measure(assignment, now: clock, quick: quickNanoseconds)
         if !holder.left && !holder.draining {
             if holder.busy < holder.processes { freePlaces.append(holder) } else { sparePlaces.append(holder) }
             if holder.isQuick, holder.withheld > 0 {
@@ -695,10 +697,18 @@ struct AssignmentTable {
         return slot
     }
 
-    subscript(id: PoolAssignmentID) -> Assignment? { slot(of: id).flatMap { slots[$0] } }
-
     mutating func remove(_ id: PoolAssignmentID) -> Assignment? {
         guard let slot = slot(of: id) else { return nil }
+        return take(slot)
+    }
+
+    /// Removes the assignment if `worker` holds it; nil (and it stays) otherwise.
+    mutating func remove(_ id: PoolAssignmentID, heldBy worker: PoolWorkerID) -> Assignment? {
+        guard let slot = slot(of: id), slots[slot]?.worker.id == worker else { return nil }
+        return take(slot)
+    }
+
+    private mutating func take(_ slot: Int) -> Assignment? {
         defer {
             slots[slot] = nil
             free.append(slot)
