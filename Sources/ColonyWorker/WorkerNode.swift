@@ -189,7 +189,7 @@ public final class WorkerNode: @unchecked Sendable {
         do {
             switch message.kind {
             case .taskAssign:
-                // Decoded by whoever runs it (the worker process, or a slot thread), not on the
+                // Decoded by whoever runs it (the worker process, or a thread slot), not on the
                 // connection's event loop.
                 accept(LocalAssignment(id: message.requestID, body: message.body, link: link))
             case .cancel:
