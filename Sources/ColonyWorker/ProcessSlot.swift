@@ -24,9 +24,9 @@ struct ChildSetup: Codable {
 /// assignments down one pipe and reads its reports from another on the loop that sends them
 /// to the manager, with no thread in between; the loop's busy poll watches that pipe too, so
 /// a short task's report is usually read without a wake-up. The end of the pipe is the end
-/// of the process. The process counts finished calls in shared memory,
-/// so when it dies the node knows which call was running: that call alone is blamed (one
-/// more attempt), the ones before it run again as they were.
+/// of the process. The process counts finished calls in shared memory, so when it dies the
+/// node knows which call was running: that call alone is blamed (one more attempt), the ones
+/// before it run again as they were.
 final class ProcessSlot: WorkerSlot, @unchecked Sendable {
     private let index: Int
     private let options: WorkerOptions
