@@ -19,10 +19,11 @@ import NIOCore
 /// It does not poll where it would take a CPU from other work: in a process limited to one
 /// CPU, nor while its thread keeps waiting for a CPU (`CPUContention`).
 ///
-/// One poller serves one event loop. It watches every Colony connection of that loop in an
-/// epoll set of its own and stops as soon as one of them is readable, or as soon as work is
-/// handed to the loop through `execute`. Other work on the loop (tasks enqueued without this
-/// poller, timers) waits at most one budget.
+/// One poller serves one event loop. It watches every Colony connection of that loop (and a
+/// worker node's pipes from its worker processes) in an epoll set of its own and stops as
+/// soon as one of them is readable, or as soon as work is handed to the loop through
+/// `execute`. Other work on the loop (tasks enqueued without this poller, timers) waits at
+/// most one budget.
 public final class BusyPoller: @unchecked Sendable {
     public let eventLoop: any EventLoop
     private let epollDescriptor: CInt
@@ -78,8 +79,8 @@ public final class BusyPoller: @unchecked Sendable {
         return watch(descriptor: descriptor)
     }
 
-    /// On the event loop: adds a descriptor the caller knows (a socket the loop's channel
-    /// took over) to the watched set; `unwatch` when that channel has gone inactive.
+    /// On the event loop: adds a descriptor the caller knows (a socket or pipe the loop's
+    /// channel took over) to the watched set; `unwatch` when that channel has gone inactive.
     @discardableResult
     public func watch(descriptor: CInt) -> Bool {
         eventLoop.preconditionInEventLoop()
