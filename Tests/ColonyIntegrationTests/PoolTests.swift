@@ -156,7 +156,7 @@ let sha256Task = PoolTask<String, String>("sha256")
         #expect(victims.count == 1, "\(worker.log)")
         for victim in victims { kill(victim, SIGKILL) }
         #expect(try await map.get(timeout: 60) == inputs)
-        #expect(try await eventually { worker.children.count == 1 && worker.children != victims }, "a new process replaces the dead one")
+        #expect(await eventually { worker.children.count == 1 && worker.children != victims }, "a new process replaces the dead one")
         #expect(try await client.status()["pools"]?.arrayValue?.first?["retried"]?.int64Value ?? 0 >= 1)
         await client.close()
         worker.stop()
@@ -168,7 +168,7 @@ let sha256Task = PoolTask<String, String>("sha256")
         #expect(worker.children == [first], "\(worker.log)")
         kill(first, SIGKILL)
         // Seen as the end of its pipe, before any work is handed to it.
-        #expect(try await eventually { worker.children.count == 1 && worker.children != [first] }, "\(worker.log)")
+        #expect(await eventually { worker.children.count == 1 && worker.children != [first] }, "\(worker.log)")
         let second = try await pool.apply(pidTask, 0)
         #expect(second != first && worker.children == [second])
         #expect(try await client.status()["pools"]?.arrayValue?.first?["retried"]?.int64Value == 0)
@@ -218,14 +218,14 @@ let sha256Task = PoolTask<String, String>("sha256")
         // a call cancelled there never starts.)
         let long = try await pool.applyAsync(ExecTask.task, ExecRequest(["sleep", "60"]))
         func sleeping() -> [Int32] { before.flatMap(childProcesses(of:)).filter { processName($0) == "sleep" } }
-        #expect(try await eventually { !sleeping().isEmpty }, "\(worker.log)")
+        #expect(await eventually { !sleeping().isEmpty }, "\(worker.log)")
         let orphans = sleeping()
         defer { for orphan in orphans { kill(orphan, SIGKILL) } }
         try await pool.terminate()
         await #expect(throws: CancelledError.self) { try await long.get(timeout: 20) }
         #expect(try await pool.join(timeout: 20))
         // The process running the call was killed and replaced; the node serves on.
-        #expect(try await eventually { worker.children.count == 1 && worker.children != before }, "before \(before), now \(worker.children): \(worker.log)")
+        #expect(await eventually { worker.children.count == 1 && worker.children != before }, "before \(before), now \(worker.children): \(worker.log)")
         await client.close()
         let again = try await manager.connect()
         #expect(try await again.pool().apply(echo, 5) == 5)
@@ -240,14 +240,14 @@ let sha256Task = PoolTask<String, String>("sha256")
         let before = worker.children
         let long = Task { try await pool.apply(ExecTask.task, ExecRequest(["sleep", "60"])) }
         func sleeping() -> [Int32] { before.flatMap(childProcesses(of:)).filter { processName($0) == "sleep" } }
-        #expect(try await eventually { !sleeping().isEmpty }, "\(worker.log)")
+        #expect(await eventually { !sleeping().isEmpty }, "\(worker.log)")
         let orphans = sleeping()
         defer { for orphan in orphans { kill(orphan, SIGKILL) } }
         long.cancel()
         await #expect(throws: CancelledError.self) { try await long.value }
         try await pool.close()
         #expect(try await pool.join(timeout: 20), "no job of this client is left")
-        #expect(try await eventually { worker.children.count == 1 && worker.children != before }, "before \(before), now \(worker.children): \(worker.log)")
+        #expect(await eventually { worker.children.count == 1 && worker.children != before }, "before \(before), now \(worker.children): \(worker.log)")
         await client.close()
         worker.stop()
     }
@@ -323,7 +323,7 @@ let sha256Task = PoolTask<String, String>("sha256")
         let greedy = Recorder<Message>()
         let greedyLink = try await WorkerLink.connect(port: manager.port, trust: .stateDirectory(path: manager.stateDirectory)) { greedy.append($0) }
         greedyLink.send(WorkerHello(node: "greedy", capacity: 1 << 40, tasks: ["echo"], pid: 1))
-        #expect(try await eventually { !greedyLink.isConnected })
+        #expect(await eventually { !greedyLink.isConnected })
         let refusal = greedy.values.first { $0.kind == .error }
         #expect(try refusal.map { try RemoteError(wireValue: $0.value()).code } == .valueError)
 
@@ -332,7 +332,7 @@ let sha256Task = PoolTask<String, String>("sha256")
         let zeroLink = try await WorkerLink.connect(port: manager.port, trust: .stateDirectory(path: manager.stateDirectory)) { zero.append($0) }
         zeroLink.send(Heartbeat(busy: 0, capacity: 0))  // before any hello
         zeroLink.send(WorkerHello(node: "zero", capacity: 1, tasks: [], pid: 1))
-        #expect(try await eventually { zero.values.contains { $0.kind == .error } })
+        #expect(await eventually { zero.values.contains { $0.kind == .error } })
 
         // Results for an assignment this worker never got: BadRequest with its id; the
         // connection and the pool carry on.
@@ -342,7 +342,7 @@ let sha256Task = PoolTask<String, String>("sha256")
         try await waitForWorkers(pool, 2)
         liarLink.send(TaskResult(results: [1, 2]), requestID: 424_242)
         liarLink.send(TaskFailure(index: 0, results: [], errorType: "E", message: "m"), requestID: 424_243)
-        #expect(try await eventually { liar.values.filter { $0.kind == .error }.count == 2 })
+        #expect(await eventually { liar.values.filter { $0.kind == .error }.count == 2 })
         #expect(liar.values.filter { $0.kind == .error }.map(\.requestID).sorted() == [424_242, 424_243])
         #expect(liarLink.isConnected)
         #expect(try await pool.map(echo, 0..<50) == Array(0..<50))
@@ -424,7 +424,7 @@ extension PoolInitializerTests {
     @Test func anUnknownInitializerStopsTheNodeAtStartWithAClearError() async throws {
         let manager = try ManagerProcess()
         let worker = try WorkerProcess(manager: manager, arguments: ["--processes", "1", "--initializer", "nope"])
-        #expect(try await eventually(30) { !worker.process.isRunning }, "it exits by itself")
+        #expect(await eventually(30) { !worker.process.isRunning }, "it exits by itself")
         #expect(worker.stop() != 0)
         #expect(worker.log.contains("no initializer named 'nope'"), "\(worker.log)")
         #expect(worker.log.contains("setenv"), "names the ones it has: \(worker.log)")
@@ -449,7 +449,7 @@ extension PoolInitializerTests {
             if crashing.isRunning { kill(crashing.processIdentifier, SIGKILL) }
             crashing.waitUntilExit()
         }
-        #expect(try await eventually(30) { FileManager.default.fileExists(atPath: readyFile) })
+        #expect(await eventually(30) { FileManager.default.fileExists(atPath: readyFile) })
         let ids = try String(contentsOfFile: readyFile, encoding: .utf8).split(whereSeparator: \.isWhitespace).compactMap { UInt64($0) }
         try #require(ids.count == 2)
         kill(crashing.processIdentifier, SIGKILL)
