@@ -113,15 +113,16 @@ final class Job {
         return Chunk(start: nextUnchunked, count: count, attempt: 1)
     }
 
-    /// The chunk's arguments; nil in place of a call that already has its outcome.
-    func arguments(_ chunk: Chunk) -> EncodedValues {
+    /// The chunk's arguments, where they lie in the job (no copy) unless some call already
+    /// has its outcome: then a copy with nil in its place.
+    func arguments(_ chunk: Chunk) -> EncodedValues.Slice {
         let range = (chunk.start - base)..<(chunk.start - base + chunk.count)
-        if slots[range].allSatisfy({ $0 == .waiting }) { return calls[range] }
+        if slots[range].allSatisfy({ $0 == .waiting }) { return EncodedValues.Slice(calls, range) }
         var arguments = EncodedValues()
         for slot in range {
             if slots[slot] == .waiting { arguments.append(calls, at: slot) } else { arguments.append(.null) }
         }
-        return arguments
+        return EncodedValues.Slice(arguments)
     }
 
     func isWaiting(_ index: Int) -> Bool {

@@ -7,8 +7,9 @@ public typealias PoolOutcome = Result<WireValue, RemoteError>
 /// What the scheduler's host must do after an input.
 public enum PoolAction: Equatable, Sendable {
     /// Send `calls` of `task` to `worker` as assignment `assignment`: each call its one
-    /// argument, or with `starred` its argument list.
-    case assign(worker: PoolWorkerID, assignment: PoolAssignmentID, task: String, calls: EncodedValues, starred: Bool, attempt: Int)
+    /// argument, or with `starred` its argument list. `calls` shares the job's storage: write
+    /// it out before the next input changes the scheduler (holding it makes that input copy).
+    case assign(worker: PoolWorkerID, assignment: PoolAssignmentID, task: String, calls: EncodedValues.Slice, starred: Bool, attempt: Int)
     /// Tell `worker` to stop running `assignment` (its job was cancelled or terminated); the
     /// worker still answers it, and that answer frees its place.
     case abort(worker: PoolWorkerID, assignment: PoolAssignmentID)

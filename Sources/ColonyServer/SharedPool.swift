@@ -363,7 +363,7 @@ final class SharedPool: BlockingObject, @unchecked Sendable {
         for action in actions {
             switch action {
             case .assign(let worker, let assignment, let task, let calls, let starred, let attempt):
-                let body = TaskAssignment(task: task, calls: calls, starred: starred, attempt: attempt).body
+                let body = TaskAssignment.body(task: task, calls: calls, starred: starred, attempt: attempt)
                 guard let outlet = outlets[worker] else { continue }
                 outlet.send(Message(kind: .taskAssign, requestID: assignment.rawValue, body: body))
                 effects.sent(to: outlet)

@@ -91,6 +91,11 @@ public struct EncodedValues: Hashable, Sendable {
 
     private func range(_ index: Int) -> Range<Int> { (index == 0 ? 0 : ends[index - 1])..<ends[index] }
 
+    /// Where the values at `indices` lie in `bytes`, together.
+    fileprivate func byteRange(_ indices: Range<Int>) -> Range<Int> {
+        indices.isEmpty ? 0..<0 : (indices.lowerBound == 0 ? 0 : ends[indices.lowerBound - 1])..<ends[indices.upperBound - 1]
+    }
+
     /// Value `index`, decoded.
     public subscript(index: Int) -> WireValue {
         let range = range(index)
@@ -234,6 +239,41 @@ public struct EncodedValues: Hashable, Sendable {
 
     public mutating func append(contentsOf other: EncodedValues) { append(other, in: 0..<other.count) }
 
+    /// Consecutive values of an `EncodedValues`, not copied out of it: the scheduler hands a
+    /// worker its calls this way, and the manager writes them into the frame straight from
+    /// the job's storage.
+    public struct Slice: Equatable, Sendable {
+        public let base: EncodedValues
+        public let indices: Range<Int>
+
+        public init(_ base: EncodedValues, _ indices: Range<Int>) {
+            precondition(indices.lowerBound >= 0 && indices.upperBound <= base.count, "a slice lies within its values")
+            self.base = base
+            self.indices = indices
+        }
+
+        /// All of `values`.
+        public init(_ values: EncodedValues) { self.init(values, 0..<values.count) }
+
+        public var count: Int { indices.count }
+
+        /// The values, copied out.
+        public var copied: EncodedValues { base[indices] }
+
+        /// The values, decoded.
+        public var values: [WireValue] { indices.map { base[$0] } }
+
+        /// Equal when they hold the same values, wherever those sit.
+        public static func == (lhs: Slice, rhs: Slice) -> Bool { lhs.copied == rhs.copied }
+
+        fileprivate func withBytes<T>(_ body: (UnsafeRawBufferPointer) -> T) -> T {
+            let range = base.byteRange(indices)
+            return base.bytes.withUnsafeBytes { body(UnsafeRawBufferPointer(rebasing: $0[range])) }
+        }
+
+        fileprivate var byteCount: Int { base.byteRange(indices).count }
+    }
+
     /// The values at `indices`.
     public subscript(indices: Range<Int>) -> EncodedValues {
         if indices == 0..<count { return self }  // shared, not copied
@@ -304,15 +344,22 @@ extension ByteBuffer {
     /// `values`.
     @discardableResult
     public mutating func writeMap(_ fields: WireValue, array key: String, _ values: EncodedValues) -> Int {
+        writeMap(fields, array: key, EncodedValues.Slice(values))
+    }
+
+    /// Appends the map `fields` with one more entry: `key` and the array of the values in
+    /// `slice`, written from their bytes where they lie.
+    @discardableResult
+    public mutating func writeMap(_ fields: WireValue, array key: String, _ slice: EncodedValues.Slice) -> Int {
         let pairs = fields.mapValue ?? []
-        return writeEncoded(reserving: values.bytes.count + 256) { writer in
+        return writeEncoded(reserving: slice.byteCount + 256) { writer in
             writer.mapHeader(pairs.count + 1)
             for pair in pairs {
                 writer.write(pair.key)
                 writer.write(pair.value)
             }
             writer.write(.string(key))
-            writer.write(array: values)
+            writer.write(array: slice)
         }
     }
 }
@@ -358,6 +405,11 @@ extension MessagePackWriter {
     mutating func write(array values: EncodedValues) {
         arrayHeader(values.count)
         values.bytes.withUnsafeBytes { raw($0) }
+    }
+
+    mutating func write(array slice: EncodedValues.Slice) {
+        arrayHeader(slice.count)
+        slice.withBytes { raw($0) }
     }
 }
 

@@ -127,7 +127,11 @@ public struct TaskAssignment: PoolMessage {
         ["task": .string(task), "calls": .array(calls.values), "starred": .bool(starred), "attempt": .integer(attempt)]
     }
 
-    public var body: ByteBuffer {
+    public var body: ByteBuffer { TaskAssignment.body(task: task, calls: EncodedValues.Slice(calls), starred: starred, attempt: attempt) }
+
+    /// The body of the assignment of `calls`, written from their bytes where they lie (the
+    /// scheduler's job storage): byte for byte the body of the same `TaskAssignment`.
+    public static func body(task: String, calls: EncodedValues.Slice, starred: Bool, attempt: Int) -> ByteBuffer {
         var body = ByteBuffer()
         body.writeMap(["task": .string(task), "starred": .bool(starred), "attempt": .integer(attempt)], array: "calls", calls)
         return body

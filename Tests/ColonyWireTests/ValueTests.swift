@@ -181,6 +181,23 @@ import Testing
         #expect(try WireValue(messagePack: buffer.readableBytesView) == ["first": 1, "rest": .array(Array(values[3...]))])
     }
 
+    @Test func anAssignmentWrittenFromASliceIsTheAssignmentOfItsValues() throws {
+        let values: [WireValue] = [[1], ["two"], [[3, 4]], [nil], [5.5]]
+        let encoded = EncodedValues(values)
+        for range in [0..<5, 0..<1, 1..<4, 4..<5, 2..<2] {
+            let slice = EncodedValues.Slice(encoded, range)
+            #expect(slice.count == range.count)
+            #expect(slice.values == Array(values[range]))
+            #expect(slice == EncodedValues.Slice(EncodedValues(Array(values[range]))), "equal by values, wherever they lie")
+            let body = TaskAssignment.body(task: "echo", calls: slice, starred: true, attempt: 2)
+            let whole = TaskAssignment(task: "echo", calls: slice.copied, starred: true, attempt: 2)
+            #expect(Array(body.readableBytesView) == Array(whole.body.readableBytesView))
+            let read = try TaskAssignment(body: body)
+            #expect(read.calls.values == Array(values[range]) && read.starred && read.attempt == 2)
+        }
+        #expect(EncodedValues.Slice(encoded, 0..<2) != EncodedValues.Slice(encoded, 1..<3))
+    }
+
     @Test func scalarsReadFromTheBytesAreWhatDecodingGives() throws {
         // Every width of every integer encoding, at its edges.
         let integers = [0, 127, 128, 255, 256, 65_535, 65_536, 4_294_967_295, 4_294_967_296, Int.max, -1, -32, -33, -128, -129, -32_768]
