@@ -78,8 +78,11 @@ enum PoolExamples {
                 let manager = try await Manager.connect(port: port, trust: .stateDirectory(path: arguments[1]))
                 let pool = try await manager.pool("orphans")
                 let sleep = PoolTask<Double, Double>("sleep")
-                let slow = try await pool.applyAsync(sleep, 1.5)
-                let words = try await pool.mapAsync(sleep, [1.0, 1.25])
+                // Long enough that the drill's kill lands while all three calls still run,
+                // even on a loaded machine (the results of a call that finished first went
+                // to this client and die with it).
+                let slow = try await pool.applyAsync(sleep, 3.5)
+                let words = try await pool.mapAsync(sleep, [3.0, 3.25])
                 try ready.setResult("\(slow.jobID) \(words.jobID)")
                 try await Task.sleep(for: .seconds(3_600))
                 _ = manager
