@@ -143,11 +143,13 @@ let sha256Task = PoolTask<String, String>("sha256")
 
 @Suite(.serialized) struct PoolCrashTests {
     @Test func killingAWorkerProcessMidMapStillGivesEveryResultOnceAndInOrder() async throws {
-        // One assignment per process at a time (no bundle reported all at once), one call
-        // each: once two calls are done, the process is inside a call of 0.25 s (the moment
-        // between two is a round trip to the manager), with seconds of work left however
-        // late a loaded machine lets this test see it.
-        let (_, worker, client, pool) = try await startPool(["--processes", "1", "--prefetch", "1"])
+        // One call per assignment, and the node holds the next assignment while the process
+        // runs one (prefetch 2): once two calls are done, the process is inside a call of
+        // 0.25 s, with seconds of work left however late a loaded machine lets this test see
+        // it. Between two calls it only takes the next from the node's pipe; with prefetch 1
+        // it waited a round trip to the manager there, and under ThreadSanitizer a kill once
+        // landed in that wait (no call running, so none retried).
+        let (_, worker, client, pool) = try await startPool(["--processes", "1", "--prefetch", "2"])
         // Distinct durations, so the results show their order.
         let inputs = (0..<30).map { 0.25 + Double($0) * 1e-6 }
         let map = try await pool.mapAsync(sleepTask, inputs, chunksize: 1)
