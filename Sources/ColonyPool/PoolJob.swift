@@ -24,13 +24,10 @@ final class Job {
     var counted = false
     /// Calls not taken yet (and those after them), from call number `base` on.
     private var base = 0
-    private var slots: [Slot] = []
     /// The arguments of the calls from `base` on (kept for retries until handed out).
     private var calls = EncodedValues()
-    /// Results; a succeeded slot names its index here.
-    private var results = EncodedValues()
-    /// The call number of each result.
-    private var resultCalls: [Int] = []
+    /// Each call's state, the results, and what is ready (see `Ledger`).
+    private var ledger = Ledger()
     /// Results already handed out, whose bytes the next compaction drops.
     private var resultsHandedOut = 0
     private(set) var received = 0
@@ -41,9 +38,7 @@ final class Job {
     var retries = FIFO<Chunk>()
     /// Ordered: the next call to hand out. Unordered: no call before it is left to hand out.
     private var nextToDeliver = 0
-    /// Unordered: finished calls not yet handed out, in completion order.
-    private var ready = FIFO<Int>()
-    private(set) var completed = 0
+    var completed: Int { ledger.completed }
     private(set) var delivered = 0
     private(set) var failed = 0
     /// Calls run again after their worker was lost.
@@ -71,6 +66,33 @@ final class Job {
         var isDone: Bool { raw >= 0 || self == .failed }
     }
 
+    /// Each call's state and the results, in one stored property: a result changes several
+    /// of them at once, and the run-time exclusivity check a class pays on such a property
+    /// is then paid once per result, not once per field.
+    private struct Ledger {
+        /// One per call from the job's `base` on.
+        var slots: [Slot] = []
+        /// Results; a succeeded slot names its index here.
+        var results = EncodedValues()
+        /// The call number of each result.
+        var resultCalls: [Int] = []
+        /// Unordered: finished calls not yet handed out, in completion order.
+        var ready = FIFO<Int>()
+        var completed = 0
+
+        /// Records call `call` (at `slot`) as succeeded with the one value in `values`, unless
+        /// it already had an outcome; whether it was recorded.
+        mutating func recordOne(slot: Int, call: Int, _ values: EncodedValues, ordered: Bool) -> Bool {
+            guard slot >= 0, slot < slots.count, slots[slot] == .waiting else { return false }
+            results.append(contentsOf: values)
+            resultCalls.append(call)
+            slots[slot] = .succeeded(results.count - 1)
+            completed += 1
+            if !ordered { ready.append(call) }
+            return true
+        }
+    }
+
     init(
         id: PoolJobID, client: PoolClientID, task: String, taskKey: Int, starred: Bool, ordered: Bool, chunksize: Int, calls: EncodedValues,
         inputComplete: Bool
@@ -90,7 +112,7 @@ final class Job {
     func reassign(to client: PoolClientID) { self.client = client }
 
     func append(_ calls: EncodedValues) {
-        slots.append(contentsOf: repeatElement(.waiting, count: calls.count))
+        ledger.slots.append(contentsOf: repeatElement(.waiting, count: calls.count))
         self.calls.append(contentsOf: calls)
         received += calls.count
     }
@@ -107,7 +129,8 @@ final class Job {
     var queuedCount: Int { retries.elements.reduce(received - nextUnchunked) { $0 + $1.count } }
 
     func nextChunk() -> Chunk {
-        if let retry = retries.popFirst() { return retry }
+        // Looked at before it is changed: usually empty, and a look is the cheaper check.
+        if !retries.isEmpty, let retry = retries.popFirst() { return retry }
         let count = min(chunksize, received - nextUnchunked)
         defer { nextUnchunked += count }
         return Chunk(start: nextUnchunked, count: count, attempt: 1)
@@ -117,33 +140,33 @@ final class Job {
     /// has its outcome: then a copy with nil in its place.
     func arguments(_ chunk: Chunk) -> EncodedValues.Slice {
         let range = (chunk.start - base)..<(chunk.start - base + chunk.count)
-        if slots[range].allSatisfy({ $0 == .waiting }) { return EncodedValues.Slice(calls, range) }
+        if ledger.slots[range].allSatisfy({ $0 == .waiting }) { return EncodedValues.Slice(calls, range) }
         var arguments = EncodedValues()
         for slot in range {
-            if slots[slot] == .waiting { arguments.append(calls, at: slot) } else { arguments.append(.null) }
+            if ledger.slots[slot] == .waiting { arguments.append(calls, at: slot) } else { arguments.append(.null) }
         }
         return EncodedValues.Slice(arguments)
     }
 
     func isWaiting(_ index: Int) -> Bool {
-        index >= base && index - base < slots.count && slots[index - base] == .waiting
+        index >= base && index - base < ledger.slots.count && ledger.slots[index - base] == .waiting
     }
 
     /// Records that a call failed; false if it already had an outcome (a cancelled call's
     /// late result). Successes come in runs, through `recordSuccesses`.
     func recordFailure(_ index: Int, _ error: RemoteError) -> Bool {
         guard isWaiting(index) else { return false }
-        slots[index - base] = .failed
+        ledger.slots[index - base] = .failed
         errors[index] = error
         failed += 1
-        completed += 1
-        if !ordered { ready.append(index) }
+        ledger.completed += 1
+        if !ordered { ledger.ready.append(index) }
         return true
     }
 
     /// Every call without an outcome yet (queued or running).
     func undoneIndices() -> [Int] {
-        slots.indices.filter { slots[$0] == .waiting }.map { $0 + base }
+        ledger.slots.indices.filter { ledger.slots[$0] == .waiting }.map { $0 + base }
     }
 
     /// Calls waiting in the queue (not running).
@@ -157,43 +180,36 @@ final class Job {
     }
 
     var hasReady: Bool {
-        if !ordered { return !ready.isEmpty }
-        return nextToDeliver < received && slots[nextToDeliver - base].isDone
+        if !ordered { return !ledger.ready.isEmpty }
+        return nextToDeliver < received && ledger.slots[nextToDeliver - base].isDone
     }
 
     /// Records successes for the calls from `start` on; those that already had an outcome
     /// (cancelled calls' late results) are skipped. Returns how many were recorded.
     func recordSuccesses(from start: Int, _ values: EncodedValues) -> Int {
         let first = start - base
-        if values.count == 1, first >= 0, first < slots.count, slots[first] == .waiting {
-            // One call (apply_async, imap with chunksize 1): no pass over a range.
-            results.append(contentsOf: values)
-            resultCalls.append(start)
-            slots[first] = .succeeded(results.count - 1)
-            completed += 1
-            if !ordered { ready.append(start) }
-            return 1
-        }
-        if first >= 0, first + values.count <= slots.count, slots[first..<(first + values.count)].allSatisfy({ $0 == .waiting }) {
+        // One call (apply_async, imap with chunksize 1): no pass over a range.
+        if values.count == 1, ledger.recordOne(slot: first, call: start, values, ordered: ordered) { return 1 }
+        if first >= 0, first + values.count <= ledger.slots.count, ledger.slots[first..<(first + values.count)].allSatisfy({ $0 == .waiting }) {
             // The usual case, every call still waiting: one copy of the results.
-            let firstResult = results.count
-            results.append(contentsOf: values)
-            resultCalls.append(contentsOf: start..<(start + values.count))
+            let firstResult = ledger.results.count
+            ledger.results.append(contentsOf: values)
+            ledger.resultCalls.append(contentsOf: start..<(start + values.count))
             withSlots { slots in
                 for offset in 0..<values.count { slots[first + offset] = .succeeded(firstResult + offset) }
             }
-            completed += values.count
-            if !ordered { for index in start..<(start + values.count) { ready.append(index) } }
+            ledger.completed += values.count
+            if !ordered { for index in start..<(start + values.count) { ledger.ready.append(index) } }
             return values.count
         }
         let recorded = (0..<values.count).filter { isWaiting(start + $0) }.map { offset in
-            results.append(values, at: offset)
-            resultCalls.append(start + offset)
-            slots[first + offset] = .succeeded(results.count - 1)
+            ledger.results.append(values, at: offset)
+            ledger.resultCalls.append(start + offset)
+            ledger.slots[first + offset] = .succeeded(ledger.results.count - 1)
             return start + offset
         }
-        completed += recorded.count
-        if !ordered { for index in recorded { ready.append(index) } }
+        ledger.completed += recorded.count
+        if !ordered { for index in recorded { ledger.ready.append(index) } }
         return recorded.count
     }
 
@@ -205,9 +221,9 @@ final class Job {
         let (received, base) = (self.received, self.base)
         let ordered = self.ordered
         var unordered = FIFO<Int>()
-        swap(&unordered, &ready)  // moved out, not copied
+        swap(&unordered, &ledger.ready)  // moved out, not copied
         var results = EncodedValues()
-        swap(&results, &self.results)
+        swap(&results, &ledger.results)
         var handed = 0
         withSlots { slots in
             // Consecutive results go in one copy.
@@ -247,19 +263,19 @@ final class Job {
             }
             flush()
         }
-        swap(&results, &self.results)
-        swap(&unordered, &ready)
+        swap(&results, &ledger.results)
+        swap(&unordered, &ledger.ready)
         nextToDeliver = next
         delivered += batch.count
         resultsHandedOut += batch.count - batch.failures.count
         // Drop the handed-out front once it is most of the storage.
         let handedOut = nextToDeliver - base
-        if handedOut > 1024, handedOut * 2 > slots.count {
-            slots.removeFirst(handedOut)
+        if handedOut > 1024, handedOut * 2 > ledger.slots.count {
+            ledger.slots.removeFirst(handedOut)
             calls.removeFirst(handedOut)
             self.base = nextToDeliver
         }
-        if resultsHandedOut > 1024, resultsHandedOut * 2 > self.results.count { compactResults() }
+        if resultsHandedOut > 1024, resultsHandedOut * 2 > ledger.results.count { compactResults() }
         return batch
     }
 
@@ -267,7 +283,7 @@ final class Job {
     private func compactResults() {
         var kept = EncodedValues()
         var keptCalls: [Int] = []
-        let (results, base) = (self.results, self.base)
+        let (results, resultCalls, base) = (ledger.results, ledger.resultCalls, self.base)
         withSlots { slots in
             var run: Range<Int> = 0..<0
             for (result, call) in resultCalls.enumerated() {
@@ -283,8 +299,8 @@ final class Job {
             }
             kept.append(results, in: run)
         }
-        self.results = kept
-        resultCalls = keptCalls
+        ledger.results = kept
+        ledger.resultCalls = keptCalls
         resultsHandedOut = 0
     }
 
@@ -292,9 +308,9 @@ final class Job {
     /// pay no exclusivity check per call.
     private func withSlots(_ body: (inout UnsafeMutableBufferPointer<Slot>) -> Void) {
         var storage: [Slot] = []
-        swap(&storage, &slots)
+        swap(&storage, &ledger.slots)
         storage.withUnsafeMutableBufferPointer(body)
-        swap(&storage, &slots)
+        swap(&storage, &ledger.slots)
     }
 }
 
