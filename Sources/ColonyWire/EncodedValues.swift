@@ -402,10 +402,7 @@ extension ByteBuffer {
 }
 
 extension MessagePackWriter {
-    mutating func write(array values: EncodedValues) {
-        arrayHeader(values.count)
-        values.bytes.withUnsafeBytes { raw($0) }
-    }
+    mutating func write(array values: EncodedValues) { write(array: EncodedValues.Slice(values)) }
 
     mutating func write(array slice: EncodedValues.Slice) {
         arrayHeader(slice.count)
